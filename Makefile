@@ -1,0 +1,56 @@
+# One-command entry points. `make run` and `make test` work on a fresh machine with Python 3.11+:
+# they install uv (pinned) into .tools/, then the locked dependencies into .venv/.
+
+PYTHON ?= python3
+UV_VERSION := 0.13.9
+UV := .tools/bin/uv
+VENV_STAMP := .venv/.synced
+RUN := $(UV) run --frozen --no-sync
+
+export UV_PYTHON_DOWNLOADS := never
+export UV_PYTHON := $(PYTHON)
+
+.DEFAULT_GOAL := help
+.PHONY: help install run migrate test lint format typecheck openapi migrations-sql clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
+
+$(UV):
+	$(PYTHON) -m venv .tools
+	.tools/bin/pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
+
+$(VENV_STAMP): $(UV) pyproject.toml uv.lock
+	$(UV) sync --frozen
+	@touch $@
+
+install: $(VENV_STAMP) ## Install the locked dependencies into .venv
+
+run: install ## Serve the API on HOST:PORT (default 127.0.0.1:8000)
+	$(RUN) python -m app
+
+migrate: install ## Apply pending database migrations to DATABASE_URL
+	$(RUN) alembic upgrade head
+
+migrations-sql: install ## Print the PostgreSQL DDL of all migrations (for Supabase's SQL editor)
+	@DATABASE_URL=postgresql://offline/chat $(RUN) alembic upgrade head --sql
+
+lint: install ## ruff lint and format check
+	$(RUN) ruff check .
+	$(RUN) ruff format --check .
+
+format: install ## Apply ruff's fixes and formatting
+	$(RUN) ruff check --fix .
+	$(RUN) ruff format .
+
+typecheck: install ## mypy (strict)
+	$(RUN) mypy app migrations tests scripts
+
+test: lint typecheck ## Lint, type-check, and run the whole suite on SQLite and PostgreSQL
+	$(RUN) pytest
+
+openapi: install ## Write the OpenAPI schema to openapi.json
+	$(RUN) python -m scripts.export_openapi openapi.json
+
+clean: ## Remove the virtualenvs and local data
+	rm -rf .venv .tools data .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,24 @@
+"""`python -m app`: serve the API with uvicorn on HOST:PORT."""
+
+import uvicorn
+
+from app.core.config import get_settings
+from app.core.logging import configure_logging
+from app.main import create_app
+
+
+def main() -> None:
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level.lower(),
+        # Streams in flight get this long to finish and be saved after SIGTERM.
+        timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) + 1,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,51 @@
+"""Domain errors, and the one place they become HTTP responses."""
+
+import logging
+
+from fastapi import FastAPI, Request, status
+from fastapi.responses import JSONResponse
+
+logger = logging.getLogger(__name__)
+
+
+class ChatError(Exception):
+    """Base of the errors services raise; each maps to one HTTP status."""
+
+    status_code = status.HTTP_500_INTERNAL_SERVER_ERROR
+    detail = "Internal server error"
+
+    def __init__(self, detail: str | None = None) -> None:
+        super().__init__(detail or self.detail)
+        if detail:
+            self.detail = detail
+
+
+class SessionNotFound(ChatError):
+    status_code = status.HTTP_404_NOT_FOUND
+    detail = "Session not found"
+
+
+class AssistantUnavailable(ChatError):
+    """The assistant failed to answer; the user's message is kept."""
+
+    status_code = status.HTTP_502_BAD_GATEWAY
+    detail = "The assistant could not answer; your message was saved, try again"
+
+
+def _error_body(detail: str) -> dict[str, str]:
+    return {"detail": detail}
+
+
+async def _handle_chat_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ChatError)
+    return JSONResponse(_error_body(exc.detail), status_code=exc.status_code)
+
+
+async def _handle_unexpected(request: Request, exc: Exception) -> JSONResponse:
+    logger.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return JSONResponse(_error_body("Internal server error"), status_code=500)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(ChatError, _handle_chat_error)
+    app.add_exception_handler(Exception, _handle_unexpected)

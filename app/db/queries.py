@@ -1,0 +1,176 @@
+"""The SQL the services run. Each helper takes the connection of a transaction it does not own."""
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from sqlalchemy import RowMapping, case, delete, func, insert, literal, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from app.db.tables import chat_messages, chat_sessions
+from app.db.types import UTCDateTime
+
+Role = Literal["user", "assistant", "system"]
+
+UNTITLED = "New chat"
+
+SUMMARY_COLUMNS = (
+    chat_sessions.c.session_id,
+    func.coalesce(chat_sessions.c.title, UNTITLED).label("title"),
+    func.coalesce(chat_sessions.c.last_message, "").label("last_message"),
+    chat_sessions.c.message_count,
+    chat_sessions.c.created_at,
+    chat_sessions.c.updated_at,
+)
+MESSAGE_COLUMNS = (
+    chat_messages.c.id,
+    chat_messages.c.seq,
+    chat_messages.c.role,
+    chat_messages.c.content,
+    chat_messages.c.metadata,
+    chat_messages.c.created_at,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    id: uuid.UUID
+    seq: int
+    created_at: datetime
+
+
+async def create_session_if_absent(
+    conn: AsyncConnection, *, session_id: str, user_id: str | None, now: datetime
+) -> bool:
+    """Insert the session unless one with this id exists; True when this call created it."""
+    dialect_insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    stmt = (
+        dialect_insert(chat_sessions)
+        .values(
+            id=uuid.uuid4(),
+            session_id=session_id,
+            user_id=user_id,
+            active=True,
+            metadata={},
+            created_at=now,
+            updated_at=now,
+            message_count=0,
+        )
+        .on_conflict_do_nothing(index_elements=[chat_sessions.c.session_id])
+    )
+    result = await conn.execute(stmt)
+    return bool(result.rowcount)
+
+
+async def append_message(
+    conn: AsyncConnection,
+    *,
+    session_id: str,
+    role: Role,
+    content: str,
+    metadata: dict[str, Any],
+    title: str | None,
+    preview: str,
+    now: datetime,
+) -> StoredMessage | None:
+    """Store a message and update its session's metadata incrementally; None if no session.
+
+    The UPDATE comes first: it locks the session row (PostgreSQL) inside a transaction that
+    already holds the write lock (SQLite), so concurrent writers to one session queue here and
+    each gets the next sequence number. No COUNT, no re-reading of other messages.
+    `title` is kept only if the session has none yet.
+    """
+    now_value = literal(now, type_=UTCDateTime())
+    values: dict[str, Any] = {
+        "message_count": chat_sessions.c.message_count + 1,
+        "last_message": preview,
+        # Never move backwards, whatever order concurrent writers' clocks were read in.
+        "updated_at": case(
+            (chat_sessions.c.updated_at > now_value, chat_sessions.c.updated_at),
+            else_=now_value,
+        ),
+    }
+    if title is not None:
+        values["title"] = func.coalesce(chat_sessions.c.title, title)
+    stmt = (
+        update(chat_sessions)
+        .where(chat_sessions.c.session_id == session_id)
+        .values(values)
+        .returning(chat_sessions.c.message_count)
+    )
+    seq = (await conn.execute(stmt)).scalar_one_or_none()
+    if seq is None:
+        return None
+    message_id = uuid.uuid4()
+    await conn.execute(
+        insert(chat_messages).values(
+            id=message_id,
+            session_id=session_id,
+            seq=seq,
+            role=role,
+            content=content,
+            metadata=metadata,
+            created_at=now,
+        )
+    )
+    return StoredMessage(id=message_id, seq=seq, created_at=now)
+
+
+async def get_session_summary(conn: AsyncConnection, session_id: str) -> RowMapping | None:
+    stmt = select(*SUMMARY_COLUMNS).where(chat_sessions.c.session_id == session_id)
+    return (await conn.execute(stmt)).mappings().one_or_none()
+
+
+async def list_session_summaries(
+    conn: AsyncConnection, *, user_id: str | None, limit: int, offset: int
+) -> list[RowMapping]:
+    """Newest activity first; the id breaks ties so the order is total and stable."""
+    stmt = (
+        select(*SUMMARY_COLUMNS)
+        .order_by(chat_sessions.c.updated_at.desc(), chat_sessions.c.id.desc())
+        .limit(limit)
+        .offset(offset)
+    )
+    if user_id is not None:
+        stmt = stmt.where(chat_sessions.c.user_id == user_id)
+    return list((await conn.execute(stmt)).mappings())
+
+
+async def count_sessions(conn: AsyncConnection, *, user_id: str | None) -> int:
+    stmt = select(func.count()).select_from(chat_sessions)
+    if user_id is not None:
+        stmt = stmt.where(chat_sessions.c.user_id == user_id)
+    return int((await conn.execute(stmt)).scalar_one())
+
+
+async def list_messages(conn: AsyncConnection, session_id: str) -> list[RowMapping]:
+    """All messages of a session, oldest first."""
+    stmt = (
+        select(*MESSAGE_COLUMNS)
+        .where(chat_messages.c.session_id == session_id)
+        .order_by(chat_messages.c.seq)
+    )
+    return list((await conn.execute(stmt)).mappings())
+
+
+async def list_recent_messages(
+    conn: AsyncConnection, *, session_id: str, up_to_seq: int, limit: int
+) -> list[RowMapping]:
+    """The last `limit` messages up to and including `up_to_seq`, oldest first."""
+    stmt = (
+        select(*MESSAGE_COLUMNS)
+        .where(chat_messages.c.session_id == session_id, chat_messages.c.seq <= up_to_seq)
+        .order_by(chat_messages.c.seq.desc())
+        .limit(limit)
+    )
+    rows = list((await conn.execute(stmt)).mappings())
+    rows.reverse()
+    return rows
+
+
+async def delete_session(conn: AsyncConnection, session_id: str) -> bool:
+    """Delete the session (its messages go by cascade); True when it existed."""
+    stmt = delete(chat_sessions).where(chat_sessions.c.session_id == session_id)
+    return bool((await conn.execute(stmt)).rowcount)

@@ -1,0 +1,76 @@
+"""The database schema as SQLAlchemy Core tables. Migrations under `migrations/` create it."""
+
+import uuid
+
+from sqlalchemy import (
+    Boolean,
+    CheckConstraint,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    Table,
+    Text,
+    UniqueConstraint,
+    Uuid,
+    text,
+)
+
+from app.db.types import JSONDocument, UTCDateTime, empty_json, utc_now
+
+MESSAGE_ROLES = ("user", "assistant", "system")
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+chat_sessions = Table(
+    "chat_sessions",
+    metadata,
+    Column("id", Uuid, primary_key=True, default=uuid.uuid4),
+    Column("session_id", Text, nullable=False, unique=True),
+    Column("user_id", Text, nullable=True),
+    Column("active", Boolean, nullable=False, default=True),
+    Column("metadata", JSONDocument, nullable=False, default=empty_json),
+    Column("created_at", UTCDateTime, nullable=False, default=utc_now),
+    Column("updated_at", UTCDateTime, nullable=False, default=utc_now),
+    Column("title", Text, nullable=True),
+    Column("last_message", Text, nullable=True),
+    Column("message_count", Integer, nullable=False, default=0),
+    Index("idx_chat_sessions_updated_at", text("updated_at DESC")),
+    Index(
+        "idx_chat_sessions_user_id_updated",
+        "user_id",
+        text("updated_at DESC"),
+        postgresql_where=text("user_id IS NOT NULL"),
+        sqlite_where=text("user_id IS NOT NULL"),
+    ),
+)
+
+chat_messages = Table(
+    "chat_messages",
+    metadata,
+    Column("id", Uuid, primary_key=True, default=uuid.uuid4),
+    Column(
+        "session_id",
+        Text,
+        ForeignKey("chat_sessions.session_id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    # Position in the session, 1-based and gap-free: the exact order, even when two messages
+    # share a timestamp. Assigned from chat_sessions.message_count in the same transaction.
+    Column("seq", Integer, nullable=False),
+    Column("role", Text, nullable=False),
+    Column("content", Text, nullable=False),
+    Column("metadata", JSONDocument, nullable=False, default=empty_json),
+    Column("created_at", UTCDateTime, nullable=False, default=utc_now),
+    UniqueConstraint("session_id", "seq", name="uq_chat_messages_session_seq"),
+    CheckConstraint(f"role IN {MESSAGE_ROLES!r}", name="role"),
+)

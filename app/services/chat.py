@@ -1,0 +1,149 @@
+"""Chat use cases: send a message (plain or streamed), list, open and delete sessions.
+
+Each user-visible write is one transaction: a message and the session metadata it changes
+are committed together. The assistant is never called while a transaction is open.
+"""
+
+import logging
+import math
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from app.core.errors import AssistantUnavailable, SessionNotFound
+from app.db import queries
+from app.db.engine import Database
+from app.db.queries import Role, StoredMessage
+from app.db.types import utc_now
+from app.models.chat import (
+    ChatMessage,
+    ChatRequest,
+    ChatResponse,
+    SessionDetail,
+    SessionsListResponse,
+    SessionSummary,
+)
+from app.services.assistant import Assistant, Turn
+from app.services.text import make_preview, make_title
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptedMessage:
+    """A user message that is stored, with the conversation the assistant should answer."""
+
+    session_id: str
+    message: StoredMessage
+    history: list[Turn]
+
+
+async def save_message(
+    db: Database, *, session_id: str, role: Role, content: str, metadata: dict[str, Any]
+) -> StoredMessage:
+    """Store one message and its session's metadata in one transaction."""
+    async with db.write() as conn:
+        stored = await queries.append_message(
+            conn,
+            session_id=session_id,
+            role=role,
+            content=content,
+            metadata=metadata,
+            title=make_title(content) if role == "user" else None,
+            preview=make_preview(content),
+            now=utc_now(),
+        )
+    if stored is None:
+        raise SessionNotFound()
+    return stored
+
+
+async def accept_user_message(
+    db: Database, request: ChatRequest, *, history_max_messages: int
+) -> AcceptedMessage:
+    """Create the session if needed and store the user's message, in one transaction."""
+    session_id = request.session_id or str(uuid.uuid4())
+    now = utc_now()
+    async with db.write() as conn:
+        await queries.create_session_if_absent(
+            conn, session_id=session_id, user_id=request.user_id, now=now
+        )
+        stored = await queries.append_message(
+            conn,
+            session_id=session_id,
+            role="user",
+            content=request.message,
+            metadata={},
+            title=make_title(request.message),
+            preview=make_preview(request.message),
+            now=now,
+        )
+    # The session was created or found under the same write lock, so it exists here.
+    assert stored is not None
+    async with db.read() as conn:
+        rows = await queries.list_recent_messages(
+            conn, session_id=session_id, up_to_seq=stored.seq, limit=max(history_max_messages, 1)
+        )
+    history = [Turn(role=row["role"], content=row["content"]) for row in rows]
+    return AcceptedMessage(session_id=session_id, message=stored, history=history)
+
+
+async def process_chat(
+    db: Database, assistant: Assistant, request: ChatRequest, *, history_max_messages: int
+) -> ChatResponse:
+    """Save the user's message, ask the assistant with the session's history, save the reply."""
+    accepted = await accept_user_message(db, request, history_max_messages=history_max_messages)
+    try:
+        reply = await assistant.reply(accepted.history)
+    except Exception as exc:
+        logger.exception("assistant failed for session %s", accepted.session_id)
+        raise AssistantUnavailable() from exc
+    stored = await save_message(
+        db,
+        session_id=accepted.session_id,
+        role="assistant",
+        content=reply.content,
+        metadata=reply.metadata,
+    )
+    return ChatResponse(
+        session_id=accepted.session_id, response=reply.content, message_id=stored.id
+    )
+
+
+async def get_sessions_list(
+    db: Database, *, page: int, page_size: int, user_id: str | None
+) -> SessionsListResponse:
+    """One page of sessions, most recent activity first."""
+    async with db.read() as conn:
+        total = await queries.count_sessions(conn, user_id=user_id)
+        rows = await queries.list_session_summaries(
+            conn, user_id=user_id, limit=page_size, offset=(page - 1) * page_size
+        )
+    return SessionsListResponse(
+        sessions=[SessionSummary.model_validate(row) for row in rows],
+        total=total,
+        page=page,
+        page_size=page_size,
+        total_pages=math.ceil(total / page_size),
+    )
+
+
+async def get_session(db: Database, session_id: str) -> SessionDetail:
+    """A session's summary and all its messages, oldest first."""
+    async with db.read() as conn:
+        summary = await queries.get_session_summary(conn, session_id)
+        if summary is None:
+            raise SessionNotFound()
+        messages = await queries.list_messages(conn, session_id)
+    return SessionDetail(
+        **SessionSummary.model_validate(summary).model_dump(),
+        messages=[ChatMessage.model_validate(row) for row in messages],
+    )
+
+
+async def delete_session(db: Database, session_id: str) -> None:
+    """Delete a session and its messages."""
+    async with db.write() as conn:
+        deleted = await queries.delete_session(conn, session_id)
+    if not deleted:
+        raise SessionNotFound()

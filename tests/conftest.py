@@ -1,0 +1,168 @@
+"""Shared fixtures: every test that takes `backend` runs on SQLite and on PostgreSQL, each in a
+database of its own created for this test run and migrated with Alembic."""
+
+import asyncio
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+import uvicorn
+from fastapi import FastAPI
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+
+from app.core.config import Settings
+from app.db import migrate
+from app.db.engine import Database, create_engine
+from app.main import create_app
+
+BACKENDS = ["sqlite", "postgresql"]
+POSTGRES_ADMIN_URL = os.environ.get(
+    "TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+class DatabaseFactory:
+    """Creates fresh, empty databases for one test run and drops them at the end."""
+
+    def __init__(self, tmp_dir: Path) -> None:
+        self._tmp_dir = tmp_dir
+        self._postgres_databases: list[str] = []
+
+    async def create(self, backend: str) -> str:
+        """The URL of a new empty database (no tables) on `backend`."""
+        name = f"chat_test_{uuid.uuid4().hex[:12]}"
+        if backend == "sqlite":
+            return f"sqlite:///{self._tmp_dir / name}.db"
+        admin = await self._connect_admin()
+        try:
+            await admin.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await admin.close()
+        self._postgres_databases.append(name)
+        return make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(False)
+
+    async def drop_all(self) -> None:
+        if not self._postgres_databases:
+            return
+        admin = await self._connect_admin()
+        try:
+            for name in self._postgres_databases:
+                await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+    @staticmethod
+    async def _connect_admin() -> asyncpg.Connection:
+        try:
+            return await asyncpg.connect(POSTGRES_ADMIN_URL, timeout=10)
+        except (OSError, asyncpg.PostgresError) as exc:
+            message = f"PostgreSQL at {POSTGRES_ADMIN_URL} is unreachable: {exc!r}"
+            if IN_CI:
+                pytest.fail(message + " (CI=true: PostgreSQL tests must run)")
+            pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+async def database_factory(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[DatabaseFactory]:
+    factory = DatabaseFactory(tmp_path_factory.mktemp("databases"))
+    yield factory
+    await factory.drop_all()
+
+
+def make_settings(database_url: str, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "database_url": database_url,
+        "migrate_on_startup": False,
+        "echo_stream_delay_ms": 0,
+        "shutdown_grace_seconds": 10,
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture(scope="session")
+async def migrated_url(backend: str, database_factory: DatabaseFactory) -> str:
+    """A database on `backend` with every migration applied, shared by the session."""
+    url = await database_factory.create(backend)
+    await migrate.upgrade_async(make_settings(url).database_url)
+    return url
+
+
+@pytest.fixture(scope="session")
+def settings(migrated_url: str) -> Settings:
+    return make_settings(migrated_url)
+
+
+@pytest.fixture(scope="session")
+async def database(settings: Settings) -> AsyncIterator[Database]:
+    db = Database(create_engine(settings))
+    yield db
+    await db.dispose()
+
+
+@pytest.fixture(autouse=True)
+async def _empty_tables(request: pytest.FixtureRequest) -> AsyncIterator[None]:
+    """Each test starts from empty tables (the schema stays)."""
+    yield
+    if "database" not in request.fixturenames:
+        return
+    db: Database = request.getfixturevalue("database")
+    async with db.write() as conn:
+        await conn.execute(text("DELETE FROM chat_messages"))
+        await conn.execute(text("DELETE FROM chat_sessions"))
+
+
+@dataclass
+class LiveServer:
+    """The real app served by uvicorn on a loopback port, and an HTTP client for it."""
+
+    app: FastAPI
+    server: uvicorn.Server
+    client: httpx.AsyncClient
+    base_url: str
+
+
+def _listening_socket() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)
+    return sock
+
+
+@pytest.fixture(scope="session")
+async def live_server(settings: Settings, database: Database) -> AsyncIterator[LiveServer]:
+    app = create_app(settings)
+    sock = _listening_socket()
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    serving = asyncio.create_task(server.serve(sockets=[sock]))
+    base_url = f"http://127.0.0.1:{port}"
+    # The socket listens already, so this waits for start-up without polling.
+    async with httpx.AsyncClient(base_url=base_url, timeout=30) as client:
+        (await client.get("/healthz")).raise_for_status()
+        yield LiveServer(app=app, server=server, client=client, base_url=base_url)
+    server.should_exit = True
+    await serving
+    sock.close()
+
+
+@pytest.fixture
+async def client(live_server: LiveServer, database: Database) -> AsyncIterator[httpx.AsyncClient]:
+    """HTTP client of the live server; tables are emptied after each test."""
+    yield live_server.client
+    # Replies still being generated would write into the next test's tables.
+    await live_server.app.state.reply_tasks.wait_idle()
