@@ -16,6 +16,5 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         503: "The database is unreachable.",
     }
     return {
-        status: {"model": ErrorResponse, "description": descriptions[status]}
-        for status in statuses
+        status: {"model": ErrorResponse, "description": descriptions[status]} for status in statuses
     }

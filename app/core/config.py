@@ -26,7 +26,7 @@ class Settings(BaseSettings):
     migrate_on_startup: bool = True
 
     message_max_chars: int = Field(default=32_000, ge=1)
-    history_max_messages: int = Field(default=50, ge=0)
+    history_max_messages: int = Field(default=50, ge=1)
 
     assistant_provider: Literal["echo"] = "echo"
     echo_stream_delay_ms: int = Field(default=20, ge=0)
@@ -37,10 +37,6 @@ class Settings(BaseSettings):
     @classmethod
     def _normalize_database_url(cls, value: str) -> str:
         return normalize_database_url(value)
-
-    @property
-    def is_sqlite(self) -> bool:
-        return self.database_url.startswith("sqlite")
 
 
 @lru_cache

@@ -82,7 +82,7 @@ async def accept_user_message(
     assert stored is not None
     async with db.read() as conn:
         rows = await queries.list_recent_messages(
-            conn, session_id=session_id, up_to_seq=stored.seq, limit=max(history_max_messages, 1)
+            conn, session_id=session_id, up_to_seq=stored.seq, limit=history_max_messages
         )
     history = [Turn(role=row["role"], content=row["content"]) for row in rows]
     return AcceptedMessage(session_id=session_id, message=stored, history=history)

@@ -37,20 +37,21 @@ class ReplyTasks:
     def __len__(self) -> int:
         return len(self._tasks)
 
-    async def wait_idle(self, timeout: float | None = None) -> bool:
-        """Wait until no reply is in flight; False if `timeout` ran out first."""
+    async def wait_idle(self) -> None:
+        """Wait until no reply is in flight."""
         while self._tasks:
-            _, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
-            if pending:
-                return False
-        return True
+            await asyncio.wait(set(self._tasks))
 
     async def shutdown(self, grace_seconds: float) -> None:
         """Let replies in flight finish for up to `grace_seconds`, then cancel the rest."""
         if not self._tasks:
             return
         logger.info("waiting up to %.0fs for %d streamed replies", grace_seconds, len(self))
-        if not await self.wait_idle(timeout=grace_seconds):
+        try:
+            async with asyncio.timeout(grace_seconds):
+                await self.wait_idle()
+        except TimeoutError:
+            logger.warning("cancelling %d streamed replies still running", len(self))
             for task in self._tasks:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -16,12 +16,13 @@ def shorten(text: str, max_chars: int) -> str:
     The cut falls between grapheme clusters, never inside one, so an emoji ZWJ sequence or a
     letter with combining marks is kept whole or dropped whole.
     """
-    collapsed = _WHITESPACE_RUN.sub(" ", text).strip()
+    collapsed: str = _WHITESPACE_RUN.sub(" ", text).strip()
     if len(collapsed) <= max_chars:
         return collapsed
     budget = max_chars - len(ELLIPSIS)
     kept_length = 0
-    for grapheme in _GRAPHEME.findall(collapsed):
+    graphemes: list[str] = _GRAPHEME.findall(collapsed)
+    for grapheme in graphemes:
         if kept_length + len(grapheme) > budget:
             break
         kept_length += len(grapheme)

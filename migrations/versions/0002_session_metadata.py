@@ -70,8 +70,10 @@ def _backfill_counts() -> None:
         sessions.update().values(
             message_count=sa.select(sa.func.count()).where(of_session).scalar_subquery(),
             updated_at=sa.case(
-                (last_activity.scalar_subquery() > sessions.c.updated_at,
-                 last_activity.scalar_subquery()),
+                (
+                    last_activity.scalar_subquery() > sessions.c.updated_at,
+                    last_activity.scalar_subquery(),
+                ),
                 else_=sessions.c.updated_at,
             ),
         )
@@ -128,7 +130,7 @@ def _metadata_for(connection: sa.Connection, session_ids: list[str]) -> list[dic
                 ),
             )
         )
-        return {session_id: content for session_id, content in rows}
+        return {row.session_id: row.content for row in rows}
 
     titles = contents(first_user_seq)
     lasts = contents(last_seq)

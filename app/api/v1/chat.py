@@ -95,9 +95,7 @@ async def list_sessions(
     page_size: Annotated[int, Query(ge=1, le=100, description="Sessions per page.")] = 50,
     user_id: Annotated[UserId | None, Query(description="Only this user's sessions.")] = None,
 ) -> SessionsListResponse:
-    return await chat_service.get_sessions_list(
-        db, page=page, page_size=page_size, user_id=user_id
-    )
+    return await chat_service.get_sessions_list(db, page=page, page_size=page_size, user_id=user_id)
 
 
 @router.get(

@@ -1,0 +1,108 @@
+"""Session metadata stays exact with many writers on one session, on both databases."""
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from app.core.config import Settings
+from app.db.engine import Database, create_engine
+from app.models.chat import ChatRequest
+from app.services import chat
+from app.services.assistant.echo import EchoAssistant
+from app.services.text import make_preview, make_title
+from tests.services.helpers import message_rows, session_row
+
+WRITERS = 24
+
+
+@pytest.fixture
+async def second_replica(settings: Settings) -> AsyncIterator[Database]:
+    """Another engine on the same database, as a second app instance would have."""
+    db = Database(create_engine(settings))
+    yield db
+    await db.dispose()
+
+
+async def assert_metadata_matches_messages(db: Database, session_id: str) -> None:
+    session = await session_row(db, session_id)
+    messages = await message_rows(db, session_id)
+    assert session["message_count"] == len(messages)
+    assert [m["seq"] for m in messages] == list(range(1, len(messages) + 1))
+    assert session["last_message"] == make_preview(messages[-1]["content"])
+    first_user = next(m for m in messages if m["role"] == "user")
+    assert session["title"] == make_title(first_user["content"])
+    assert session["updated_at"] == max(m["created_at"] for m in messages)
+
+
+async def test_parallel_writers_to_one_session(database: Database) -> None:
+    first = await chat.process_chat(
+        database,
+        chat_assistant(),
+        ChatRequest(message="opening question"),
+        history_max_messages=10,
+    )
+
+    await asyncio.gather(
+        *(
+            chat.save_message(
+                database,
+                session_id=first.session_id,
+                role="user" if n % 2 else "assistant",
+                content=f"message {n}",
+                metadata={},
+            )
+            for n in range(WRITERS)
+        )
+    )
+
+    await assert_metadata_matches_messages(database, first.session_id)
+    assert (await session_row(database, first.session_id))["message_count"] == WRITERS + 2
+
+
+async def test_parallel_first_messages_create_one_session(database: Database) -> None:
+    await asyncio.gather(
+        *(
+            chat.accept_user_message(
+                database,
+                ChatRequest(message=f"racing opener {n}", session_id="raced"),
+                history_max_messages=10,
+            )
+            for n in range(WRITERS)
+        )
+    )
+
+    listing = await chat.get_sessions_list(database, page=1, page_size=50, user_id=None)
+    assert listing.total == 1
+    await assert_metadata_matches_messages(database, "raced")
+    messages = await message_rows(database, "raced")
+    assert sorted(m["content"] for m in messages) == sorted(
+        f"racing opener {n}" for n in range(WRITERS)
+    )
+
+
+async def test_two_replicas_writing_to_one_session(
+    database: Database, second_replica: Database
+) -> None:
+    first = await chat.process_chat(
+        database, chat_assistant(), ChatRequest(message="hello"), history_max_messages=10
+    )
+
+    await asyncio.gather(
+        *(
+            chat.process_chat(
+                replica,
+                chat_assistant(),
+                ChatRequest(message=f"from replica {n % 2}: {n}", session_id=first.session_id),
+                history_max_messages=10,
+            )
+            for n, replica in enumerate([database, second_replica] * (WRITERS // 2))
+        )
+    )
+
+    await assert_metadata_matches_messages(database, first.session_id)
+    assert (await session_row(database, first.session_id))["message_count"] == 2 + 2 * WRITERS
+
+
+def chat_assistant() -> EchoAssistant:
+    return EchoAssistant()
