@@ -1,8 +1,12 @@
 """Domain errors, and the one place they become HTTP responses."""
 
+import json
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request, status
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 logger = logging.getLogger(__name__)
@@ -41,6 +45,22 @@ async def _handle_chat_error(_request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(_error_body(exc.detail), status_code=exc.status_code)
 
 
+class _ASCIIJSONResponse(JSONResponse):
+    """JSON with non-ASCII escaped: a validation error echoes the client's input, which may
+    hold unpaired surrogates that cannot be encoded as UTF-8 but can be escaped."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, separators=(",", ":")).encode("ascii")
+
+
+async def _handle_validation_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    return _ASCIIJSONResponse(
+        {"detail": jsonable_encoder(exc.errors())},
+        status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
+    )
+
+
 async def _handle_unexpected(request: Request, exc: Exception) -> JSONResponse:
     logger.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return JSONResponse(_error_body("Internal server error"), status_code=500)
@@ -48,4 +68,5 @@ async def _handle_unexpected(request: Request, exc: Exception) -> JSONResponse:
 
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ChatError, _handle_chat_error)
+    app.add_exception_handler(RequestValidationError, _handle_validation_error)
     app.add_exception_handler(Exception, _handle_unexpected)

@@ -144,20 +144,26 @@ def _metadata_for(connection: sa.Connection, session_ids: list[str]) -> list[dic
     ]
 
 
+# The characters the write path's `\s` matches (Unicode White_Space), as a PostgreSQL regex:
+# PostgreSQL's own `\s` depends on the locale and misses e.g. U+00A0 under C.UTF-8.
+_PG_WHITESPACE_RUN = r"[\t\n\v\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+"
+
+
 def _backfill_texts_in_sql() -> None:
     """For `alembic upgrade --sql` (PostgreSQL only): the same rules, except that a cut may
     fall inside a grapheme cluster, since plain SQL has no notion of one."""
+    collapsed = f"btrim(regexp_replace(m.content, '{_PG_WHITESPACE_RUN}', ' ', 'g'))"
     op.execute(
-        """
+        f"""
         UPDATE chat_sessions AS s SET
           title = (
             SELECT CASE WHEN length(t) > 50 THEN rtrim(left(t, 47)) || '...' ELSE t END
-            FROM (SELECT btrim(regexp_replace(m.content, '\\s+', ' ', 'g')) AS t
+            FROM (SELECT {collapsed} AS t
                   FROM chat_messages m WHERE m.session_id = s.session_id AND m.role = 'user'
                   ORDER BY m.seq LIMIT 1) AS first_user),
           last_message = (
             SELECT CASE WHEN length(t) > 100 THEN rtrim(left(t, 97)) || '...' ELSE t END
-            FROM (SELECT btrim(regexp_replace(m.content, '\\s+', ' ', 'g')) AS t
+            FROM (SELECT {collapsed} AS t
                   FROM chat_messages m WHERE m.session_id = s.session_id
                   ORDER BY m.seq DESC LIMIT 1) AS last)
         WHERE s.message_count > 0

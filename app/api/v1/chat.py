@@ -7,7 +7,7 @@ from fastapi import APIRouter, Depends, Path, Query, Response, status
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from app.api.deps import AssistantDep, DatabaseDep, ReplyTasksDep, SettingsDep
-from app.api.errors import error_responses
+from app.api.errors import error_responses, json_error_responses
 from app.models.chat import (
     SESSION_ID_PATTERN,
     ChatRequest,
@@ -40,7 +40,7 @@ _EVENT_NAMES: dict[type[StreamEvent], str] = {
 @router.post(
     "",
     summary="Send a message and get the assistant's reply",
-    responses=error_responses(400, 422, 502),
+    responses=error_responses(400, 502),
 )
 async def chat(
     body: ChatRequest, db: DatabaseDep, assistant: AssistantDep, settings: SettingsDep
@@ -68,7 +68,7 @@ async def _start_stream(
     "/stream",
     summary="Send a message and stream the assistant's reply (Server-Sent Events)",
     response_class=EventSourceResponse,
-    responses=error_responses(400, 422),
+    responses=json_error_responses(400),
 )
 async def chat_stream(
     stream: Annotated[ReplyStream, Depends(_start_stream)],
@@ -87,7 +87,6 @@ async def chat_stream(
 @router.get(
     "/sessions",
     summary="List chat sessions, most recent activity first",
-    responses=error_responses(422),
 )
 async def list_sessions(
     db: DatabaseDep,
@@ -101,7 +100,7 @@ async def list_sessions(
 @router.get(
     "/sessions/{session_id}",
     summary="Open a session: its summary and messages, oldest first",
-    responses=error_responses(404, 422),
+    responses=error_responses(404),
 )
 async def get_session(session_id: SessionIdPath, db: DatabaseDep) -> SessionDetail:
     return await chat_service.get_session(db, session_id)
@@ -112,7 +111,7 @@ async def get_session(session_id: SessionIdPath, db: DatabaseDep) -> SessionDeta
     summary="Delete a session and its messages",
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
-    responses=error_responses(404, 422),
+    responses=error_responses(404),
 )
 async def delete_session(session_id: SessionIdPath, db: DatabaseDep) -> None:
     await chat_service.delete_session(db, session_id)

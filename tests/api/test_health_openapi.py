@@ -1,0 +1,158 @@
+"""Probes, and the OpenAPI document: every route, and every status code the suite observes."""
+
+from typing import Any
+
+import httpx
+import pytest
+from fastapi.routing import APIRoute, iter_route_contexts
+
+from tests.api.helpers import CHAT, SESSIONS, STREAM
+from tests.conftest import LiveServer
+
+SESSION = SESSIONS + "/{session_id}"
+
+# Every status code the tests of this directory get from each route.
+OBSERVED_STATUSES: dict[tuple[str, str], set[int]] = {
+    ("GET", "/healthz"): {200},
+    ("GET", "/readyz"): {200},
+    ("POST", CHAT): {200, 400, 422, 502},
+    ("POST", STREAM): {200, 400, 422},
+    ("GET", SESSIONS): {200, 422},
+    ("GET", SESSION): {200, 404, 422},
+    ("DELETE", SESSION): {204, 404, 422},
+}
+
+
+async def _spec(client: httpx.AsyncClient) -> dict[str, Any]:
+    response = await client.get("/openapi.json")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    spec: dict[str, Any] = response.json()
+    return spec
+
+
+def _resolve(spec: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
+    ref = schema.get("$ref")
+    if ref is None:
+        return schema
+    name = ref.removeprefix("#/components/schemas/")
+    resolved: dict[str, Any] = spec["components"]["schemas"][name]
+    return resolved
+
+
+async def test_healthz(client: httpx.AsyncClient) -> None:
+    response = await client.get("/healthz")
+
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+async def test_readyz(client: httpx.AsyncClient) -> None:
+    response = await client.get("/readyz")
+
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+async def test_every_route_is_in_the_openapi_document(
+    client: httpx.AsyncClient, live_server: LiveServer
+) -> None:
+    spec = await _spec(client)
+
+    # FastAPI keeps included routers as wrappers in `app.routes`: walk their effective routes.
+    routes = {
+        (method, str(context.path))
+        for context in iter_route_contexts(live_server.app.routes)
+        if isinstance(context.original_route, APIRoute) and context.original_route.include_in_schema
+        for method in context.methods or ()
+    }
+    documented = {
+        (method.upper(), path)
+        for path, operations in spec["paths"].items()
+        for method in operations
+    }
+    assert documented == routes
+    assert routes == set(OBSERVED_STATUSES)
+
+
+async def test_every_observed_status_code_is_documented(client: httpx.AsyncClient) -> None:
+    spec = await _spec(client)
+
+    for (method, path), statuses in OBSERVED_STATUSES.items():
+        documented = spec["paths"][path][method.lower()]["responses"]
+        missing = {str(status) for status in statuses} - set(documented)
+        assert not missing, (method, path, missing)
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        pytest.param("POST", CHAT, id="chat"),
+        pytest.param("POST", STREAM, id="stream"),
+        pytest.param("GET", SESSIONS, id="list"),
+        pytest.param("GET", SESSION, id="get"),
+        pytest.param("DELETE", SESSION, id="delete"),
+    ],
+)
+async def test_error_responses_are_documented_as_json(
+    client: httpx.AsyncClient, method: str, path: str
+) -> None:
+    spec = await _spec(client)
+
+    responses = spec["paths"][path][method.lower()]["responses"]
+    errors = {status: r for status, r in responses.items() if int(status) >= 400}
+    assert errors
+    for status, documented in errors.items():
+        assert set(documented["content"]) == {"application/json"}, (status, documented)
+
+
+async def test_non_validation_errors_are_documented_as_detail_strings(
+    client: httpx.AsyncClient,
+) -> None:
+    spec = await _spec(client)
+
+    for (method, path), statuses in OBSERVED_STATUSES.items():
+        responses = spec["paths"][path][method.lower()]["responses"]
+        for status in statuses & {400, 404, 502}:
+            [content] = responses[str(status)]["content"].values()
+            schema = _resolve(spec, content["schema"])
+            assert schema["properties"]["detail"]["type"] == "string", (method, path, status)
+            assert schema["required"] == ["detail"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        pytest.param("POST", CHAT, id="chat"),
+        pytest.param("POST", STREAM, id="stream"),
+        pytest.param("GET", SESSIONS, id="list"),
+        pytest.param("GET", SESSION, id="get"),
+        pytest.param("DELETE", SESSION, id="delete"),
+    ],
+)
+async def test_422_is_documented_as_the_validation_error_list_it_sends(
+    client: httpx.AsyncClient, method: str, path: str
+) -> None:
+    spec = await _spec(client)
+
+    [content] = spec["paths"][path][method.lower()]["responses"]["422"]["content"].values()
+    schema = _resolve(spec, content["schema"])
+    assert schema["properties"]["detail"]["type"] == "array"
+
+
+async def test_stream_success_is_documented_as_an_event_stream(client: httpx.AsyncClient) -> None:
+    spec = await _spec(client)
+
+    assert set(spec["paths"][STREAM]["post"]["responses"]["200"]["content"]) == {
+        "text/event-stream"
+    }
+
+
+@pytest.mark.parametrize(("path", "marker"), [("/docs", "swagger-ui"), ("/redoc", "redoc")])
+async def test_docs_pages(client: httpx.AsyncClient, path: str, marker: str) -> None:
+    response = await client.get(path)
+
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/html")
+    assert marker in response.text
+    assert "/openapi.json" in response.text

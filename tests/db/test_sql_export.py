@@ -1,0 +1,162 @@
+"""`alembic upgrade head --sql`: the PostgreSQL script for Supabase's SQL editor or `psql -f`."""
+
+import io
+
+import asyncpg
+import pytest
+from alembic import command
+
+from app.db import migrate
+from app.db.engine import Database, create_engine
+from app.models.chat import ChatRequest
+from app.services.assistant.echo import EchoAssistant
+from app.services.chat import get_session, get_sessions_list, process_chat
+from app.services.text import make_title
+from tests.conftest import DatabaseFactory, make_settings
+from tests.db.helpers import (
+    BASE_REVISION,
+    alembic_versions,
+    assert_schema_matches_tables,
+    head_revision,
+    plain_engine,
+    upgrade,
+)
+from tests.db.seed import (
+    FAMILY,
+    SEED,
+    T0,
+    SeedMessage,
+    SeedSession,
+    expected_by_id,
+    insert_base_data,
+    session_metadata_by_id,
+)
+
+OFFLINE_URL = "postgresql://offline/chat"
+
+
+def offline_sql(revisions: str) -> str:
+    """What `alembic upgrade <revisions> --sql` prints, without connecting anywhere."""
+    output = io.StringIO()
+    config = migrate.alembic_config(OFFLINE_URL)
+    config.output_buffer = output
+    command.upgrade(config, revisions, sql=True)
+    return output.getvalue()
+
+
+async def run_script(url: str, sql: str) -> None:
+    """Run a multi-statement script as psql or the SQL editor would (simple query protocol)."""
+    connection = await asyncpg.connect(url)
+    try:
+        await connection.execute(sql)
+    finally:
+        await connection.close()
+
+
+@pytest.fixture
+async def postgres_url(database_factory: DatabaseFactory) -> str:
+    """A fresh empty PostgreSQL database, as the plain URL psql would take."""
+    return await database_factory.create("postgresql")
+
+
+def test_export_contains_the_whole_schema() -> None:
+    sql = offline_sql("head")
+    assert sql.lstrip().startswith("BEGIN;")
+    assert sql.rstrip().endswith("COMMIT;")
+    assert "CREATE TABLE chat_sessions (" in sql
+    assert "CREATE TABLE chat_messages (" in sql
+    assert "CREATE INDEX idx_chat_sessions_updated_at ON chat_sessions (updated_at DESC);" in sql
+    assert (
+        "CREATE INDEX idx_chat_sessions_user_id_updated ON chat_sessions "
+        "(user_id, updated_at DESC) WHERE user_id IS NOT NULL;"
+    ) in sql
+    assert f"version_num='{head_revision()}'" in sql
+
+
+async def test_exported_sql_builds_a_working_database(postgres_url: str) -> None:
+    await run_script(postgres_url, offline_sql("head"))
+
+    url = make_settings(postgres_url).database_url
+    engine = plain_engine(url)
+    try:
+        async with engine.connect() as conn:
+            assert await alembic_versions(conn) == [head_revision()]
+            await assert_schema_matches_tables(conn)
+    finally:
+        await engine.dispose()
+    # Alembic agrees that nothing is left to do.
+    await upgrade(url)
+
+    database = Database(create_engine(make_settings(postgres_url)))
+    try:
+        request = ChatRequest(message="Hello   from\nthe SQL editor", user_id="user-1")
+        reply = await process_chat(database, EchoAssistant(), request, history_max_messages=10)
+        page = await get_sessions_list(database, page=1, page_size=10, user_id="user-1")
+        detail = await get_session(database, reply.session_id)
+    finally:
+        await database.dispose()
+    assert page.total == 1
+    [summary] = page.sessions
+    assert summary.session_id == reply.session_id
+    assert summary.title == "Hello from the SQL editor"
+    assert summary.message_count == 2
+    assert [m.role for m in detail.messages] == ["user", "assistant"]
+    assert detail.messages[1].id == reply.message_id
+
+
+async def backfill_with_exported_sql(url: str, seed: tuple[SeedSession, ...]) -> None:
+    """Base schema and data first, then the exported upgrade to head, all through plain SQL."""
+    await run_script(url, offline_sql(BASE_REVISION))
+    engine = plain_engine(make_settings(url).database_url)
+    try:
+        async with engine.begin() as conn:
+            await insert_base_data(conn, seed)
+    finally:
+        await engine.dispose()
+    await run_script(url, offline_sql(f"{BASE_REVISION}:head"))
+
+
+async def test_exported_backfill_matches_the_write_path(postgres_url: str) -> None:
+    await backfill_with_exported_sql(postgres_url, SEED)
+
+    engine = plain_engine(make_settings(postgres_url).database_url)
+    try:
+        async with engine.connect() as conn:
+            assert await alembic_versions(conn) == [head_revision()]
+            backfilled = await session_metadata_by_id(conn)
+    finally:
+        await engine.dispose()
+    expected = expected_by_id(SEED)
+    # Documented in the migration: plain SQL cuts by code point, so it may split a grapheme
+    # cluster where the write path drops it whole. Everything else must be identical.
+    assert backfilled.pop("emoji") == {
+        **expected.pop("emoji"),
+        "title": "x" * 45 + FAMILY[:2] + "...",
+        "last_message": "y" * 95 + FAMILY[:2] + "...",
+    }
+    assert backfilled == expected
+
+
+NBSP_SEED = (
+    SeedSession(
+        "nbsp",
+        None,
+        T0,
+        (SeedMessage(1, "user", "Prix\u00a0: 20\u00a0€\u00a0\u00a0par mois ?\u00a0", T0),),
+    ),
+)
+
+
+async def test_exported_backfill_collapses_unicode_whitespace_like_the_write_path(
+    postgres_url: str,
+) -> None:
+    await backfill_with_exported_sql(postgres_url, NBSP_SEED)
+
+    engine = plain_engine(make_settings(postgres_url).database_url)
+    try:
+        async with engine.connect() as conn:
+            backfilled = await session_metadata_by_id(conn)
+    finally:
+        await engine.dispose()
+    assert make_title(NBSP_SEED[0].messages[0].content) == "Prix : 20 € par mois ?"
+    assert backfilled == expected_by_id(NBSP_SEED)
