@@ -1,17 +1,23 @@
 """`python -m app`: serve the API with uvicorn on HOST:PORT."""
 
+import sys
+
 import uvicorn
 
 from app.core.config import get_settings
 from app.core.logging import configure_logging
-from app.main import create_app
+from app.main import UnsafeConfiguration, create_app
 
 
 def main() -> None:
     settings = get_settings()
     configure_logging(settings.log_level)
+    try:
+        app = create_app(settings)
+    except UnsafeConfiguration as exc:
+        sys.exit(f"error: {exc}")
     uvicorn.run(
-        create_app(settings),
+        app,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level.lower(),

@@ -1,28 +1,45 @@
-"""The FastAPI application: wiring of settings, database, assistant and routes."""
+"""The FastAPI application: wiring of settings, database, assistant, security and routes."""
 
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from app.api import health
 from app.api.v1 import chat
+from app.core.auth import TokenVerifier
 from app.core.config import Settings, get_settings
 from app.core.errors import install_error_handlers
 from app.db import migrate
 from app.db.engine import Database, create_engine
 from app.services.assistant import build_assistant
+from app.services.rate_limit import MessageRateLimiter
 from app.services.streaming import ReplyTasks
 
 logger = logging.getLogger(__name__)
 
+# In open mode with no origins configured, a frontend dev server on this machine may call in.
+_LOCAL_ORIGINS = r"https?://(localhost|127\.0\.0\.1|\[::1\])(:\d+)?"
+
+
+class UnsafeConfiguration(RuntimeError):
+    """The settings would expose unauthenticated data to the network."""
+
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    check_exposure(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if not settings.auth_enabled:
+            logger.warning(
+                "OPEN MODE: no AUTH_JWT_SECRET or AUTH_JWKS_URL is set, so requests are not "
+                "authenticated and any caller can read and delete every session. "
+                "Serve on a loopback address only, or configure authentication."
+            )
         if settings.migrate_on_startup:
             logger.info("applying pending database migrations")
             await migrate.upgrade_async(settings.database_url)
@@ -32,6 +49,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.database = database
         app.state.assistant = build_assistant(settings)
         app.state.reply_tasks = reply_tasks
+        app.state.token_verifier = TokenVerifier(settings) if settings.auth_enabled else None
+        app.state.message_rate_limiter = (
+            MessageRateLimiter(settings.rate_limit_messages, settings.redis_url)
+            if settings.rate_limit_active
+            else None
+        )
         try:
             yield
         finally:
@@ -43,8 +66,36 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         summary="Assistant chat with persisted sessions and a paginated chat-history sidebar.",
         lifespan=lifespan,
+        max_body_size=settings.max_request_body_bytes,
+    )
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.cors_allow_origins,
+        allow_origin_regex=(
+            _LOCAL_ORIGINS
+            if not settings.auth_enabled and not settings.cors_allow_origins
+            else None
+        ),
+        allow_methods=["GET", "POST", "DELETE", "PATCH"],
+        allow_headers=["Authorization", "Content-Type"],
+        expose_headers=["Retry-After"],
+        max_age=600,
     )
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(chat.router)
     return app
+
+
+def check_exposure(settings: Settings) -> None:
+    """Refuse to serve open mode beyond this machine unless explicitly allowed."""
+    if settings.auth_enabled or settings.binds_loopback_only:
+        return
+    if settings.open_mode_allow_network:
+        logger.warning("OPEN MODE on %s: allowed by OPEN_MODE_ALLOW_NETWORK", settings.host)
+        return
+    raise UnsafeConfiguration(
+        f"refusing to serve without authentication on HOST={settings.host}: set "
+        "AUTH_JWT_SECRET or AUTH_JWKS_URL, serve on 127.0.0.1, or set "
+        "OPEN_MODE_ALLOW_NETWORK=true if the network in front of it is trusted"
+    )

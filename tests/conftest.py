@@ -6,6 +6,7 @@ import os
 import socket
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -147,21 +148,30 @@ def _listening_socket() -> socket.socket:
     return sock
 
 
-@pytest.fixture(scope="session")
-async def live_server(settings: Settings, database: Database) -> AsyncIterator[LiveServer]:
-    app = create_app(settings)
+@asynccontextmanager
+async def serve(app: FastAPI) -> AsyncIterator[LiveServer]:
+    """Serve `app` (lifespan included) with uvicorn on a free loopback port until exit."""
     sock = _listening_socket()
     port = sock.getsockname()[1]
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
     serving = asyncio.create_task(server.serve(sockets=[sock]))
     base_url = f"http://127.0.0.1:{port}"
-    # The socket listens already, so this waits for start-up without polling.
-    async with httpx.AsyncClient(base_url=base_url, timeout=30) as client:
-        (await client.get("/healthz")).raise_for_status()
-        yield LiveServer(app=app, server=server, client=client, base_url=base_url)
-    server.should_exit = True
-    await serving
-    sock.close()
+    try:
+        # The socket listens already, so this waits for start-up without polling.
+        async with httpx.AsyncClient(base_url=base_url, timeout=30) as client:
+            (await client.get("/healthz")).raise_for_status()
+            yield LiveServer(app=app, server=server, client=client, base_url=base_url)
+    finally:
+        server.should_exit = True
+        await serving
+        sock.close()
+
+
+@pytest.fixture(scope="session")
+async def live_server(settings: Settings, database: Database) -> AsyncIterator[LiveServer]:
+    """The app in open mode (no authentication), as `make run` serves it by default."""
+    async with serve(create_app(settings)) as live:
+        yield live
 
 
 @pytest.fixture

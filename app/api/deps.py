@@ -1,13 +1,26 @@
-"""Request dependencies: the shared objects the lifespan put on `app.state`."""
+"""Request dependencies: the caller's identity, and the shared objects on `app.state`."""
 
+import logging
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from app.core.auth import InvalidToken, SigningKeysUnavailable, TokenVerifier
 from app.core.config import Settings
+from app.core.errors import AuthUnavailable, NotAuthenticated
 from app.db.engine import Database
+from app.services.access import Caller
 from app.services.assistant import Assistant
+from app.services.rate_limit import MessageRateLimiter
 from app.services.streaming import ReplyTasks
+
+logger = logging.getLogger(__name__)
+
+_bearer = HTTPBearer(
+    auto_error=False,
+    description="A Supabase access token (JWT). Required unless the service runs in open mode.",
+)
 
 
 def get_settings(request: Request) -> Settings:
@@ -34,3 +47,42 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 DatabaseDep = Annotated[Database, Depends(get_database)]
 AssistantDep = Annotated[Assistant, Depends(get_assistant)]
 ReplyTasksDep = Annotated[ReplyTasks, Depends(get_reply_tasks)]
+
+
+async def get_caller(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Caller:
+    """The verified caller; in open mode (no verification key configured) anyone."""
+    verifier: TokenVerifier | None = request.app.state.token_verifier
+    if verifier is None:
+        return Caller.open_mode()
+    if credentials is None:
+        raise NotAuthenticated()
+    try:
+        token = await verifier.verify(credentials.credentials)
+    except InvalidToken as exc:
+        logger.info("rejected bearer token: %s", exc)
+        raise NotAuthenticated() from None
+    except SigningKeysUnavailable as exc:
+        logger.error("cannot fetch the JWKS to verify a token: %s", exc)
+        raise AuthUnavailable() from None
+    if token.is_service:
+        return Caller.service(token.subject)
+    return Caller.user(token.subject)
+
+
+CallerDep = Annotated[Caller, Depends(get_caller)]
+
+
+async def limit_message_rate(request: Request, caller: CallerDep) -> None:
+    """Count a message against the caller's rate limit (when limits are on)."""
+    limiter: MessageRateLimiter | None = request.app.state.message_rate_limiter
+    if limiter is None:
+        return
+    client_address = request.client.host if request.client else "unknown"
+    key = f"user:{caller.user_id}" if caller.user_id else f"address:{client_address}"
+    await limiter.hit(key)
+
+
+MessageRateLimitDep = Depends(limit_message_rate)

@@ -9,19 +9,26 @@ from app.models.chat import ErrorResponse
 
 _DESCRIPTIONS = {
     400: "The request body could not be read.",
-    404: "No such session.",
-    413: "The request body is too large.",
+    401: "Missing or invalid bearer token (only when authentication is on).",
+    403: "`user_id` names another user; only service callers may do that.",
+    404: "No such session, or not one of the caller's.",
+    413: "The request body is larger than MAX_REQUEST_BODY_BYTES.",
+    429: "Too many messages; the `Retry-After` header says how many seconds to wait.",
     500: "Unexpected server error.",
     502: "The assistant failed to answer; the user's message was saved.",
-    503: "The database is unreachable.",
+    503: "The database, or the token signing keys, cannot be reached.",
 }
+_HEADERS = {
+    401: {"WWW-Authenticate": {"schema": {"type": "string"}, "description": "`Bearer ...`"}},
+    429: {"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds to wait."}},
+}
+
+# What every route that identifies the caller can answer.
+AUTH_ERRORS = (401, 503)
 
 
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    return {
-        status: {"model": ErrorResponse, "description": _DESCRIPTIONS[status]}
-        for status in statuses
-    }
+    return {status: _response(status, {"model": ErrorResponse}) for status in statuses}
 
 
 def json_error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -29,9 +36,13 @@ def json_error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     FastAPI would otherwise document the error bodies under the route's own media type."""
     schema = {"$ref": f"#/components/schemas/{ErrorResponse.__name__}"}
     return {
-        status: {
-            "description": _DESCRIPTIONS[status],
-            "content": {"application/json": {"schema": schema}},
-        }
+        status: _response(status, {"content": {"application/json": {"schema": schema}}})
         for status in statuses
     }
+
+
+def _response(status: int, body: dict[str, Any]) -> dict[str, Any]:
+    response = {"description": _DESCRIPTIONS[status], **body}
+    if status in _HEADERS:
+        response["headers"] = _HEADERS[status]
+    return response

@@ -1,15 +1,18 @@
 """Application settings: environment variables and an optional `.env` file, nothing else."""
 
+import ipaddress
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from app.db.url import normalize_database_url
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+CommaSeparated = Annotated[list[str], NoDecode]
 
 
 class Settings(BaseSettings):
@@ -33,10 +36,57 @@ class Settings(BaseSettings):
 
     shutdown_grace_seconds: float = Field(default=30.0, ge=0)
 
+    # Authentication: on when a verification key is configured (a secret, a JWKS URL, or both).
+    auth_jwt_secret: SecretStr | None = None
+    auth_jwks_url: str | None = None
+    auth_audience: str = "authenticated"
+    auth_issuer: str | None = None
+    auth_jwks_cache_seconds: int = Field(default=300, ge=0)
+    open_mode_allow_network: bool = False
+
+    max_request_body_bytes: int = Field(default=512 * 1024, ge=1024)
+    # None: on in authenticated mode, off in open mode.
+    rate_limit_enabled: bool | None = None
+    rate_limit_messages: str = "30/minute;500/hour"
+    redis_url: str | None = None
+
+    cors_allow_origins: CommaSeparated = Field(default_factory=list)
+
     @field_validator("database_url")
     @classmethod
     def _normalize_database_url(cls, value: str) -> str:
         return normalize_database_url(value)
+
+    @field_validator("auth_jwt_secret", "auth_jwks_url", "auth_issuer", "redis_url", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("cors_allow_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
+
+    @property
+    def auth_enabled(self) -> bool:
+        return self.auth_jwt_secret is not None or self.auth_jwks_url is not None
+
+    @property
+    def rate_limit_active(self) -> bool:
+        if self.rate_limit_enabled is None:
+            return self.auth_enabled
+        return self.rate_limit_enabled
+
+    @property
+    def binds_loopback_only(self) -> bool:
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
 
 
 @lru_cache

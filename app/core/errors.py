@@ -17,6 +17,7 @@ class ChatError(Exception):
 
     status_code = status.HTTP_500_INTERNAL_SERVER_ERROR
     detail = "Internal server error"
+    headers: dict[str, str] | None = None
 
     def __init__(self, detail: str | None = None) -> None:
         super().__init__(detail or self.detail)
@@ -27,6 +28,36 @@ class ChatError(Exception):
 class SessionNotFound(ChatError):
     status_code = status.HTTP_404_NOT_FOUND
     detail = "Session not found"
+
+
+class Forbidden(ChatError):
+    status_code = status.HTTP_403_FORBIDDEN
+    detail = "Not allowed"
+
+
+class NotAuthenticated(ChatError):
+    """No valid bearer token. Clients learn nothing about why a token was refused."""
+
+    status_code = status.HTTP_401_UNAUTHORIZED
+    detail = "Missing or invalid bearer token"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.headers = {"WWW-Authenticate": 'Bearer realm="chat"'}
+
+
+class AuthUnavailable(ChatError):
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    detail = "Token verification is temporarily unavailable"
+
+
+class RateLimited(ChatError):
+    status_code = status.HTTP_429_TOO_MANY_REQUESTS
+    detail = "Too many messages; try again later"
+
+    def __init__(self, retry_after_seconds: int) -> None:
+        super().__init__()
+        self.headers = {"Retry-After": str(max(retry_after_seconds, 1))}
 
 
 class AssistantUnavailable(ChatError):
@@ -42,7 +73,7 @@ def _error_body(detail: str) -> dict[str, str]:
 
 async def _handle_chat_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ChatError)
-    return JSONResponse(_error_body(exc.detail), status_code=exc.status_code)
+    return JSONResponse(_error_body(exc.detail), status_code=exc.status_code, headers=exc.headers)
 
 
 class _ASCIIJSONResponse(JSONResponse):

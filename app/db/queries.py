@@ -5,7 +5,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import RowMapping, case, delete, func, insert, literal, select, update
+from sqlalchemy import (
+    ColumnElement,
+    RowMapping,
+    and_,
+    case,
+    delete,
+    func,
+    insert,
+    literal,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -74,13 +85,15 @@ async def append_message(
     title: str | None,
     preview: str,
     now: datetime,
+    owner: str | None = None,
 ) -> StoredMessage | None:
     """Store a message and update its session's metadata incrementally; None if no session.
 
     The UPDATE comes first: it locks the session row (PostgreSQL) inside a transaction that
     already holds the write lock (SQLite), so concurrent writers to one session queue here and
     each gets the next sequence number. No COUNT, no re-reading of other messages.
-    `title` is kept only if the session has none yet.
+    `title` is kept only if the session has none yet. With `owner`, a session of anyone
+    else counts as missing.
     """
     now_value = literal(now, type_=UTCDateTime())
     values: dict[str, Any] = {
@@ -96,7 +109,7 @@ async def append_message(
         values["title"] = func.coalesce(chat_sessions.c.title, title)
     stmt = (
         update(chat_sessions)
-        .where(chat_sessions.c.session_id == session_id)
+        .where(_session_is(session_id, owner))
         .values(values)
         .returning(chat_sessions.c.message_count)
     )
@@ -118,8 +131,18 @@ async def append_message(
     return StoredMessage(id=message_id, seq=seq, created_at=now)
 
 
-async def get_session_summary(conn: AsyncConnection, session_id: str) -> RowMapping | None:
-    stmt = select(*SUMMARY_COLUMNS).where(chat_sessions.c.session_id == session_id)
+def _session_is(session_id: str, owner: str | None) -> ColumnElement[bool]:
+    """The session with this id, if `owner` (when given) owns it."""
+    condition = chat_sessions.c.session_id == session_id
+    if owner is not None:
+        condition = and_(condition, chat_sessions.c.user_id == owner)
+    return condition
+
+
+async def get_session_summary(
+    conn: AsyncConnection, session_id: str, *, owner: str | None = None
+) -> RowMapping | None:
+    stmt = select(*SUMMARY_COLUMNS).where(_session_is(session_id, owner))
     return (await conn.execute(stmt)).mappings().one_or_none()
 
 
@@ -170,7 +193,9 @@ async def list_recent_messages(
     return rows
 
 
-async def delete_session(conn: AsyncConnection, session_id: str) -> bool:
+async def delete_session(
+    conn: AsyncConnection, session_id: str, *, owner: str | None = None
+) -> bool:
     """Delete the session (its messages go by cascade); True when it existed."""
-    stmt = delete(chat_sessions).where(chat_sessions.c.session_id == session_id)
+    stmt = delete(chat_sessions).where(_session_is(session_id, owner))
     return bool((await conn.execute(stmt)).rowcount)

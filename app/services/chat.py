@@ -23,6 +23,7 @@ from app.models.chat import (
     SessionsListResponse,
     SessionSummary,
 )
+from app.services.access import Caller
 from app.services.assistant import Assistant, Turn
 from app.services.text import make_preview, make_title
 
@@ -59,15 +60,18 @@ async def save_message(
 
 
 async def accept_user_message(
-    db: Database, request: ChatRequest, *, history_max_messages: int
+    db: Database, caller: Caller, request: ChatRequest, *, history_max_messages: int
 ) -> AcceptedMessage:
-    """Create the session if needed and store the user's message, in one transaction."""
+    """Create the session if needed and store the user's message, in one transaction.
+
+    A session that exists but is not the caller's is reported as missing, and nothing is
+    written: an id someone else chose cannot be written into, or even confirmed to exist.
+    """
+    owner = caller.acting_for(request.user_id)
     session_id = request.session_id or str(uuid.uuid4())
     now = utc_now()
     async with db.write() as conn:
-        await queries.create_session_if_absent(
-            conn, session_id=session_id, user_id=request.user_id, now=now
-        )
+        await queries.create_session_if_absent(conn, session_id=session_id, user_id=owner, now=now)
         stored = await queries.append_message(
             conn,
             session_id=session_id,
@@ -77,9 +81,10 @@ async def accept_user_message(
             title=make_title(request.message),
             preview=make_preview(request.message),
             now=now,
+            owner=caller.owner_filter,
         )
-    # The session was created or found under the same write lock, so it exists here.
-    assert stored is not None
+        if stored is None:
+            raise SessionNotFound()
     async with db.read() as conn:
         rows = await queries.list_recent_messages(
             conn, session_id=session_id, up_to_seq=stored.seq, limit=history_max_messages
@@ -89,10 +94,17 @@ async def accept_user_message(
 
 
 async def process_chat(
-    db: Database, assistant: Assistant, request: ChatRequest, *, history_max_messages: int
+    db: Database,
+    assistant: Assistant,
+    caller: Caller,
+    request: ChatRequest,
+    *,
+    history_max_messages: int,
 ) -> ChatResponse:
     """Save the user's message, ask the assistant with the session's history, save the reply."""
-    accepted = await accept_user_message(db, request, history_max_messages=history_max_messages)
+    accepted = await accept_user_message(
+        db, caller, request, history_max_messages=history_max_messages
+    )
     try:
         reply = await assistant.reply(accepted.history)
     except Exception as exc:
@@ -111,9 +123,11 @@ async def process_chat(
 
 
 async def get_sessions_list(
-    db: Database, *, page: int, page_size: int, user_id: str | None
+    db: Database, caller: Caller, *, page: int, page_size: int, user_id: str | None
 ) -> SessionsListResponse:
-    """One page of sessions, most recent activity first."""
+    """One page of sessions, most recent activity first: the caller's own, or for trusted
+    callers everyone's or the named user's."""
+    user_id = caller.acting_for(user_id)
     async with db.read() as conn:
         total = await queries.count_sessions(conn, user_id=user_id)
         rows = await queries.list_session_summaries(
@@ -128,10 +142,10 @@ async def get_sessions_list(
     )
 
 
-async def get_session(db: Database, session_id: str) -> SessionDetail:
+async def get_session(db: Database, caller: Caller, session_id: str) -> SessionDetail:
     """A session's summary and all its messages, oldest first."""
     async with db.read() as conn:
-        summary = await queries.get_session_summary(conn, session_id)
+        summary = await queries.get_session_summary(conn, session_id, owner=caller.owner_filter)
         if summary is None:
             raise SessionNotFound()
         messages = await queries.list_messages(conn, session_id)
@@ -141,9 +155,9 @@ async def get_session(db: Database, session_id: str) -> SessionDetail:
     )
 
 
-async def delete_session(db: Database, session_id: str) -> None:
+async def delete_session(db: Database, caller: Caller, session_id: str) -> None:
     """Delete a session and its messages."""
     async with db.write() as conn:
-        deleted = await queries.delete_session(conn, session_id)
+        deleted = await queries.delete_session(conn, session_id, owner=caller.owner_filter)
     if not deleted:
         raise SessionNotFound()

@@ -14,6 +14,7 @@ from typing import Any
 from app.core.errors import AssistantUnavailable, SessionNotFound
 from app.db.engine import Database
 from app.models.chat import ChatRequest, StreamDelta, StreamDone, StreamError
+from app.services.access import Caller
 from app.services.assistant import Assistant
 from app.services.chat import AcceptedMessage, accept_user_message, save_message
 
@@ -75,12 +76,15 @@ async def start_chat_stream(
     db: Database,
     assistant: Assistant,
     tasks: ReplyTasks,
+    caller: Caller,
     request: ChatRequest,
     *,
     history_max_messages: int,
 ) -> ReplyStream:
     """Store the user's message, then start generating the reply in the background."""
-    accepted = await accept_user_message(db, request, history_max_messages=history_max_messages)
+    accepted = await accept_user_message(
+        db, caller, request, history_max_messages=history_max_messages
+    )
     stream = ReplyStream(session_id=accepted.session_id, user_message_id=accepted.message.id)
     tasks.start(_generate_reply(db, assistant, accepted, stream._queue))
     return stream

@@ -9,6 +9,7 @@ from alembic import command
 from app.db import migrate
 from app.db.engine import Database, create_engine
 from app.models.chat import ChatRequest
+from app.services.access import Caller
 from app.services.assistant.echo import EchoAssistant
 from app.services.chat import get_session, get_sessions_list, process_chat
 from app.services.text import make_title
@@ -31,6 +32,8 @@ from tests.db.seed import (
     insert_base_data,
     session_metadata_by_id,
 )
+
+OPEN = Caller.open_mode()
 
 OFFLINE_URL = "postgresql://offline/chat"
 
@@ -90,9 +93,11 @@ async def test_exported_sql_builds_a_working_database(postgres_url: str) -> None
     database = Database(create_engine(make_settings(postgres_url)))
     try:
         request = ChatRequest(message="Hello   from\nthe SQL editor", user_id="user-1")
-        reply = await process_chat(database, EchoAssistant(), request, history_max_messages=10)
-        page = await get_sessions_list(database, page=1, page_size=10, user_id="user-1")
-        detail = await get_session(database, reply.session_id)
+        reply = await process_chat(
+            database, EchoAssistant(), OPEN, request, history_max_messages=10
+        )
+        page = await get_sessions_list(database, OPEN, page=1, page_size=10, user_id="user-1")
+        detail = await get_session(database, OPEN, reply.session_id)
     finally:
         await database.dispose()
     assert page.total == 1

@@ -6,9 +6,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.db import queries
 from app.db.types import utc_now
 from app.main import create_app
+from app.services.access import Caller
 from app.services.chat import get_sessions_list
 from tests.conftest import make_settings
 from tests.db.helpers import alembic_versions, head_revision, table_names
+
+OPEN = Caller.open_mode()
 
 
 async def start_and_stop(url: str, *, migrate_on_startup: bool) -> None:
@@ -16,7 +19,9 @@ async def start_and_stop(url: str, *, migrate_on_startup: bool) -> None:
     async with app.router.lifespan_context(app):
         if migrate_on_startup:
             # The application is usable at once: its own engine sees the schema.
-            page = await get_sessions_list(app.state.database, page=1, page_size=5, user_id=None)
+            page = await get_sessions_list(
+                app.state.database, OPEN, page=1, page_size=5, user_id=None
+            )
             assert page.total >= 0
 
 

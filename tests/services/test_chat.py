@@ -11,16 +11,19 @@ from app.db import queries
 from app.db.engine import Database
 from app.models.chat import ChatRequest
 from app.services import chat
+from app.services.access import Caller
 from app.services.assistant.echo import EchoAssistant
 from app.services.text import make_preview, make_title
 from tests.services.helpers import FailingAssistant, RecordingAssistant, message_rows, session_row
+
+OPEN = Caller.open_mode()
 
 ECHO = EchoAssistant()
 
 
 async def send(db: Database, message: str, **fields: str) -> str:
     response = await chat.process_chat(
-        db, ECHO, ChatRequest(message=message, **fields), history_max_messages=50
+        db, ECHO, OPEN, ChatRequest(message=message, **fields), history_max_messages=50
     )
     return response.session_id
 
@@ -29,6 +32,7 @@ async def test_first_message_creates_the_session_with_its_metadata(database: Dat
     response = await chat.process_chat(
         database,
         ECHO,
+        OPEN,
         ChatRequest(message="  What payment\n processors do you support?  ", user_id="u1"),
         history_max_messages=50,
     )
@@ -53,6 +57,7 @@ async def test_continuing_keeps_the_title_and_moves_last_message(database: Datab
     second = await chat.process_chat(
         database,
         ECHO,
+        OPEN,
         ChatRequest(message="second question", session_id=session_id),
         history_max_messages=50,
     )
@@ -75,7 +80,7 @@ async def test_the_assistant_gets_the_recent_history_oldest_first(database: Data
     request = ChatRequest(message="one", session_id="s")
     for text in ["one", "two", "three"]:
         request = ChatRequest(message=text, session_id="s")
-        await chat.process_chat(database, assistant, request, history_max_messages=4)
+        await chat.process_chat(database, assistant, OPEN, request, history_max_messages=4)
 
     last_history = assistant.histories[-1]
     # 5 messages exist before the reply; the newest 4 are sent, ending with the new message.
@@ -92,6 +97,7 @@ async def test_assistant_failure_keeps_the_users_message(database: Database) -> 
         await chat.process_chat(
             database,
             FailingAssistant(),
+            OPEN,
             ChatRequest(message="are you there?", session_id="down"),
             history_max_messages=50,
         )
@@ -107,7 +113,7 @@ async def test_saving_into_a_missing_session_fails_and_writes_nothing(database: 
         await chat.save_message(
             database, session_id="ghost", role="assistant", content="x", metadata={}
         )
-    listing = await chat.get_sessions_list(database, page=1, page_size=10, user_id=None)
+    listing = await chat.get_sessions_list(database, OPEN, page=1, page_size=10, user_id=None)
     assert listing.total == 0
 
 
@@ -139,7 +145,7 @@ async def test_list_is_newest_activity_first_and_paginated(database: Database) -
     expected_order = [ids[0], *reversed(ids[1:])]
 
     pages = [
-        await chat.get_sessions_list(database, page=page, page_size=3, user_id=None)
+        await chat.get_sessions_list(database, OPEN, page=page, page_size=3, user_id=None)
         for page in (1, 2, 3, 4)
     ]
 
@@ -158,8 +164,8 @@ async def test_list_filters_by_user(database: Database) -> None:
     await send(database, "theirs", user_id="bob")
     await send(database, "nobody's")
 
-    alice = await chat.get_sessions_list(database, page=1, page_size=50, user_id="alice")
-    everyone = await chat.get_sessions_list(database, page=1, page_size=50, user_id=None)
+    alice = await chat.get_sessions_list(database, OPEN, page=1, page_size=50, user_id="alice")
+    everyone = await chat.get_sessions_list(database, OPEN, page=1, page_size=50, user_id=None)
 
     assert sorted(s.title for s in alice.sessions) == ["also mine", "mine"]
     assert alice.total == 2
@@ -167,7 +173,7 @@ async def test_list_filters_by_user(database: Database) -> None:
 
 
 async def test_empty_list_has_zero_pages(database: Database) -> None:
-    listing = await chat.get_sessions_list(database, page=1, page_size=50, user_id=None)
+    listing = await chat.get_sessions_list(database, OPEN, page=1, page_size=50, user_id=None)
     assert (listing.sessions, listing.total, listing.total_pages) == ([], 0, 0)
 
 
@@ -180,9 +186,9 @@ async def test_equal_timestamps_have_a_stable_total_order(database: Database) ->
             )
     page_ids: list[str] = []
     for page in (1, 2, 3):
-        listing = await chat.get_sessions_list(database, page=page, page_size=3, user_id=None)
+        listing = await chat.get_sessions_list(database, OPEN, page=page, page_size=3, user_id=None)
         page_ids.extend(s.session_id for s in listing.sessions)
-    again = await chat.get_sessions_list(database, page=1, page_size=9, user_id=None)
+    again = await chat.get_sessions_list(database, OPEN, page=1, page_size=9, user_id=None)
 
     assert sorted(page_ids) == [f"tie-{n}" for n in range(9)]  # none repeated, none skipped
     assert page_ids == [s.session_id for s in again.sessions]
@@ -193,7 +199,7 @@ async def test_a_session_without_user_messages_lists_with_placeholders(database:
         await queries.create_session_if_absent(
             conn, session_id="empty", user_id=None, now=datetime.now(UTC)
         )
-    listing = await chat.get_sessions_list(database, page=1, page_size=50, user_id=None)
+    listing = await chat.get_sessions_list(database, OPEN, page=1, page_size=50, user_id=None)
     assert (listing.sessions[0].title, listing.sessions[0].last_message) == (
         queries.UNTITLED,
         "",
@@ -204,7 +210,7 @@ async def test_get_session_returns_messages_oldest_first(database: Database) -> 
     session_id = await send(database, "one")
     await send(database, "two", session_id=session_id)
 
-    detail = await chat.get_session(database, session_id)
+    detail = await chat.get_session(database, OPEN, session_id)
 
     assert [m.role for m in detail.messages] == ["user", "assistant", "user", "assistant"]
     assert [m.content for m in detail.messages][::2] == ["one", "two"]
@@ -214,21 +220,21 @@ async def test_get_session_returns_messages_oldest_first(database: Database) -> 
 
 async def test_get_missing_session_raises(database: Database) -> None:
     with pytest.raises(SessionNotFound):
-        await chat.get_session(database, "nope")
+        await chat.get_session(database, OPEN, "nope")
 
 
 async def test_delete_removes_the_session_and_its_messages(database: Database) -> None:
     session_id = await send(database, "to be deleted")
     kept = await send(database, "to be kept")
 
-    await chat.delete_session(database, session_id)
+    await chat.delete_session(database, OPEN, session_id)
 
     with pytest.raises(SessionNotFound):
-        await chat.get_session(database, session_id)
+        await chat.get_session(database, OPEN, session_id)
     assert await message_rows(database, session_id) == []
     assert len(await message_rows(database, kept)) == 2
     with pytest.raises(SessionNotFound):
-        await chat.delete_session(database, session_id)
+        await chat.delete_session(database, OPEN, session_id)
 
 
 async def test_updated_at_never_moves_backwards(database: Database) -> None:

@@ -9,9 +9,12 @@ from app.core.config import Settings
 from app.db.engine import Database, create_engine
 from app.models.chat import ChatRequest
 from app.services import chat
+from app.services.access import Caller
 from app.services.assistant.echo import EchoAssistant
 from app.services.text import make_preview, make_title
 from tests.services.helpers import message_rows, session_row
+
+OPEN = Caller.open_mode()
 
 WRITERS = 24
 
@@ -39,6 +42,7 @@ async def test_parallel_writers_to_one_session(database: Database) -> None:
     first = await chat.process_chat(
         database,
         chat_assistant(),
+        OPEN,
         ChatRequest(message="opening question"),
         history_max_messages=10,
     )
@@ -65,6 +69,7 @@ async def test_parallel_first_messages_create_one_session(database: Database) ->
         *(
             chat.accept_user_message(
                 database,
+                OPEN,
                 ChatRequest(message=f"racing opener {n}", session_id="raced"),
                 history_max_messages=10,
             )
@@ -72,7 +77,7 @@ async def test_parallel_first_messages_create_one_session(database: Database) ->
         )
     )
 
-    listing = await chat.get_sessions_list(database, page=1, page_size=50, user_id=None)
+    listing = await chat.get_sessions_list(database, OPEN, page=1, page_size=50, user_id=None)
     assert listing.total == 1
     await assert_metadata_matches_messages(database, "raced")
     messages = await message_rows(database, "raced")
@@ -85,7 +90,7 @@ async def test_two_replicas_writing_to_one_session(
     database: Database, second_replica: Database
 ) -> None:
     first = await chat.process_chat(
-        database, chat_assistant(), ChatRequest(message="hello"), history_max_messages=10
+        database, chat_assistant(), OPEN, ChatRequest(message="hello"), history_max_messages=10
     )
 
     await asyncio.gather(
@@ -93,6 +98,7 @@ async def test_two_replicas_writing_to_one_session(
             chat.process_chat(
                 replica,
                 chat_assistant(),
+                OPEN,
                 ChatRequest(message=f"from replica {n % 2}: {n}", session_id=first.session_id),
                 history_max_messages=10,
             )

@@ -4,8 +4,11 @@ import asyncio
 
 from app.db.engine import Database
 from app.models.chat import ChatRequest, StreamDelta, StreamDone
+from app.services.access import Caller
 from app.services.streaming import ReplyTasks, start_chat_stream
 from tests.services.helpers import FailingAssistant, GatedAssistant, message_rows, session_row
+
+OPEN = Caller.open_mode()
 
 
 async def test_stream_relays_deltas_then_done_and_saves_the_reply(database: Database) -> None:
@@ -16,6 +19,7 @@ async def test_stream_relays_deltas_then_done_and_saves_the_reply(database: Data
         database,
         assistant,
         tasks,
+        OPEN,
         ChatRequest(message="hi", session_id="s"),
         history_max_messages=5,
     )
@@ -39,6 +43,7 @@ async def test_reply_is_saved_when_nobody_reads_the_stream(database: Database) -
         database,
         assistant,
         tasks,
+        OPEN,
         ChatRequest(message="hi", session_id="s"),
         history_max_messages=5,
     )
@@ -55,6 +60,7 @@ async def test_upstream_failure_mid_stream_saves_the_partial_reply(database: Dat
         database,
         FailingAssistant(chunks_before_failure=2),
         tasks,
+        OPEN,
         ChatRequest(message="hi", session_id="s"),
         history_max_messages=5,
     )
@@ -71,7 +77,7 @@ async def test_upstream_failure_mid_stream_saves_the_partial_reply(database: Dat
 async def test_failure_before_any_token_keeps_only_the_users_message(database: Database) -> None:
     tasks = ReplyTasks()
     stream = await start_chat_stream(
-        database, FailingAssistant(), tasks, ChatRequest(message="hi"), history_max_messages=5
+        database, FailingAssistant(), tasks, OPEN, ChatRequest(message="hi"), history_max_messages=5
     )
 
     events = [event async for event in stream.events()]
@@ -87,6 +93,7 @@ async def test_shutdown_lets_replies_in_flight_finish(database: Database) -> Non
         database,
         assistant,
         tasks,
+        OPEN,
         ChatRequest(message="hi", session_id="s"),
         history_max_messages=5,
     )
@@ -102,7 +109,7 @@ async def test_shutdown_lets_replies_in_flight_finish(database: Database) -> Non
 async def test_shutdown_cancels_replies_that_outlive_the_grace_period(database: Database) -> None:
     tasks = ReplyTasks()
     await start_chat_stream(
-        database, GatedAssistant(), tasks, ChatRequest(message="hi"), history_max_messages=5
+        database, GatedAssistant(), tasks, OPEN, ChatRequest(message="hi"), history_max_messages=5
     )
 
     await tasks.shutdown(grace_seconds=0.01)

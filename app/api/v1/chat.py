@@ -6,8 +6,15 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Query, Response, status
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
-from app.api.deps import AssistantDep, DatabaseDep, ReplyTasksDep, SettingsDep
-from app.api.errors import error_responses, json_error_responses
+from app.api.deps import (
+    AssistantDep,
+    CallerDep,
+    DatabaseDep,
+    MessageRateLimitDep,
+    ReplyTasksDep,
+    SettingsDep,
+)
+from app.api.errors import AUTH_ERRORS, error_responses, json_error_responses
 from app.models.chat import (
     SESSION_ID_PATTERN,
     ChatRequest,
@@ -37,22 +44,34 @@ _EVENT_NAMES: dict[type[StreamEvent], str] = {
 }
 
 
+_SEND_ERRORS = (400, 403, 404, 413, 429, *AUTH_ERRORS)
+
+
 @router.post(
     "",
     summary="Send a message and get the assistant's reply",
-    responses=error_responses(400, 502),
+    dependencies=[MessageRateLimitDep],
+    responses=error_responses(*_SEND_ERRORS, 502),
 )
 async def chat(
-    body: ChatRequest, db: DatabaseDep, assistant: AssistantDep, settings: SettingsDep
+    body: ChatRequest,
+    caller: CallerDep,
+    db: DatabaseDep,
+    assistant: AssistantDep,
+    settings: SettingsDep,
 ) -> ChatResponse:
-    """Creates the session on its first message; saves the message and the reply."""
+    """Creates the session on its first message; saves the message and the reply.
+
+    Continuing a session that is not the caller's answers 404, as if it did not exist.
+    """
     return await chat_service.process_chat(
-        db, assistant, body, history_max_messages=settings.history_max_messages
+        db, assistant, caller, body, history_max_messages=settings.history_max_messages
     )
 
 
 async def _start_stream(
     body: ChatRequest,
+    caller: CallerDep,
     db: DatabaseDep,
     assistant: AssistantDep,
     tasks: ReplyTasksDep,
@@ -60,7 +79,7 @@ async def _start_stream(
 ) -> ReplyStream:
     # A dependency, so that errors before the first event still get their own HTTP status.
     return await start_chat_stream(
-        db, assistant, tasks, body, history_max_messages=settings.history_max_messages
+        db, assistant, tasks, caller, body, history_max_messages=settings.history_max_messages
     )
 
 
@@ -68,7 +87,8 @@ async def _start_stream(
     "/stream",
     summary="Send a message and stream the assistant's reply (Server-Sent Events)",
     response_class=EventSourceResponse,
-    responses=json_error_responses(400),
+    dependencies=[MessageRateLimitDep],
+    responses=json_error_responses(*_SEND_ERRORS),
 )
 async def chat_stream(
     stream: Annotated[ReplyStream, Depends(_start_stream)],
@@ -87,23 +107,37 @@ async def chat_stream(
 @router.get(
     "/sessions",
     summary="List chat sessions, most recent activity first",
+    responses=error_responses(403, *AUTH_ERRORS),
 )
 async def list_sessions(
+    caller: CallerDep,
     db: DatabaseDep,
     page: Annotated[int, Query(ge=1, le=10_000_000, description="1-based page number.")] = 1,
     page_size: Annotated[int, Query(ge=1, le=100, description="Sessions per page.")] = 50,
-    user_id: Annotated[UserId | None, Query(description="Only this user's sessions.")] = None,
+    user_id: Annotated[
+        UserId | None,
+        Query(
+            description=(
+                "Only this user's sessions. With authentication on, only service callers may "
+                "name another user; everyone else always gets their own sessions."
+            )
+        ),
+    ] = None,
 ) -> SessionsListResponse:
-    return await chat_service.get_sessions_list(db, page=page, page_size=page_size, user_id=user_id)
+    return await chat_service.get_sessions_list(
+        db, caller, page=page, page_size=page_size, user_id=user_id
+    )
 
 
 @router.get(
     "/sessions/{session_id}",
     summary="Open a session: its summary and messages, oldest first",
-    responses=error_responses(404),
+    responses=error_responses(404, *AUTH_ERRORS),
 )
-async def get_session(session_id: SessionIdPath, db: DatabaseDep) -> SessionDetail:
-    return await chat_service.get_session(db, session_id)
+async def get_session(
+    session_id: SessionIdPath, caller: CallerDep, db: DatabaseDep
+) -> SessionDetail:
+    return await chat_service.get_session(db, caller, session_id)
 
 
 @router.delete(
@@ -111,7 +145,7 @@ async def get_session(session_id: SessionIdPath, db: DatabaseDep) -> SessionDeta
     summary="Delete a session and its messages",
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
-    responses=error_responses(404),
+    responses=error_responses(404, *AUTH_ERRORS),
 )
-async def delete_session(session_id: SessionIdPath, db: DatabaseDep) -> None:
-    await chat_service.delete_session(db, session_id)
+async def delete_session(session_id: SessionIdPath, caller: CallerDep, db: DatabaseDep) -> None:
+    await chat_service.delete_session(db, caller, session_id)
