@@ -8,6 +8,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from app.api import health
+from app.api.body_limit import BodySizeLimitMiddleware
 from app.api.v1 import chat
 from app.core.auth import TokenVerifier
 from app.core.config import Settings, get_settings
@@ -47,7 +48,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         reply_tasks = ReplyTasks()
         app.state.settings = settings
         app.state.database = database
-        app.state.assistant = build_assistant(settings)
+        app.state.assistant = await build_assistant(settings)
         app.state.reply_tasks = reply_tasks
         app.state.token_verifier = TokenVerifier(settings) if settings.auth_enabled else None
         app.state.message_rate_limiter = (
@@ -66,8 +67,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         summary="Assistant chat with persisted sessions and a paginated chat-history sidebar.",
         lifespan=lifespan,
-        max_body_size=settings.max_request_body_bytes,
     )
+    # Added first, so it runs inside CORS: its 413s are readable from allowed origins.
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_body_bytes)
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.cors_allow_origins,

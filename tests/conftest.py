@@ -86,7 +86,8 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "database_url": database_url,
         "migrate_on_startup": False,
-        "echo_stream_delay_ms": 0,
+        "assistant_provider": "echo",
+        "assistant_stream_delay_ms": 0,
         "shutdown_grace_seconds": 10,
     }
     values.update(overrides)

@@ -8,6 +8,7 @@ Two kinds of signing key, either or both configured:
 
 import asyncio
 import logging
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -62,6 +63,7 @@ class TokenVerifier:
             else None
         )
         self._last_refetch = -_REFETCH_INTERVAL_SECONDS
+        self._jwks_lock = threading.Lock()
         self._audience = settings.auth_audience
         self._issuer = settings.auth_issuer
 
@@ -75,8 +77,8 @@ class TokenVerifier:
             key: Any = self._secret
             algorithms = list(_SHARED_SECRET_ALGORITHMS)
         elif algorithm in _ASYMMETRIC_ALGORITHMS and self._jwks is not None:
-            key = await self._signing_key(header.get("kid"))
-            algorithms = list(_ASYMMETRIC_ALGORITHMS)
+            key = await self._signing_key(header.get("kid"), algorithm)
+            algorithms = [algorithm]
         else:
             raise InvalidToken(f"no verification key configured for alg {algorithm!r}")
         try:
@@ -88,8 +90,9 @@ class TokenVerifier:
                 issuer=self._issuer,
                 options={"require": ["exp", "sub"]},
             )
-        except jwt.PyJWTError as exc:
-            raise InvalidToken(f"rejected token: {exc}") from exc
+        except (jwt.PyJWTError, TypeError, ValueError) as exc:
+            # TypeError/ValueError: key material that does not fit the algorithm.
+            raise InvalidToken(f"rejected token: {exc!r}") from exc
         subject = claims.get("sub")
         if not isinstance(subject, str) or not subject:
             raise InvalidToken("the sub claim is not a non-empty string")
@@ -98,26 +101,32 @@ class TokenVerifier:
             subject=subject, role=role if isinstance(role, str) else None, claims=claims
         )
 
-    async def _signing_key(self, kid: object) -> Any:
+    async def _signing_key(self, kid: object, algorithm: str) -> Any:
         if not isinstance(kid, str) or not kid:
             raise InvalidToken("the token names no signing key (kid)")
         try:
             # PyJWKClient fetches with blocking urllib: keep it off the event loop.
-            return await asyncio.to_thread(self._find_signing_key, kid)
+            key = await asyncio.to_thread(self._find_signing_key, kid)
         except jwt.PyJWKClientConnectionError as exc:
             raise SigningKeysUnavailable(str(exc)) from exc
         except jwt.PyJWTError as exc:
             raise InvalidToken(f"no usable signing key: {exc}") from exc
+        # A key is only good for its own algorithm (kids are public: anyone can name one).
+        if key.algorithm_name != algorithm:
+            raise InvalidToken(f"key {kid!r} is for {key.algorithm_name}, not {algorithm}")
+        return key.key
 
-    def _find_signing_key(self, kid: str) -> Any:
+    def _find_signing_key(self, kid: str) -> jwt.PyJWK:
         """The key for `kid`. An unknown kid refetches the JWKS (keys rotate), but at most
         once per `_REFETCH_INTERVAL`, so tokens with made-up kids cannot flood the issuer."""
         assert self._jwks is not None
-        key = self._jwks.match_kid(self._jwks.get_signing_keys(), kid)
-        now = time.monotonic()
-        if key is None and now - self._last_refetch >= _REFETCH_INTERVAL_SECONDS:
-            self._last_refetch = now
-            key = self._jwks.match_kid(self._jwks.get_signing_keys(refresh=True), kid)
+        # One fetch at a time: requests arriving on a cold cache wait for it, not refetch.
+        with self._jwks_lock:
+            key = self._jwks.match_kid(self._jwks.get_signing_keys(), kid)
+            now = time.monotonic()
+            if key is None and now - self._last_refetch >= _REFETCH_INTERVAL_SECONDS:
+                self._last_refetch = now
+                key = self._jwks.match_kid(self._jwks.get_signing_keys(refresh=True), kid)
         if key is None:
             raise InvalidToken(f"unknown signing key {kid!r}")
-        return key.key
+        return key

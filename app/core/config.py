@@ -31,8 +31,25 @@ class Settings(BaseSettings):
     message_max_chars: int = Field(default=32_000, ge=1)
     history_max_messages: int = Field(default=50, ge=1)
 
-    assistant_provider: Literal["echo"] = "echo"
-    echo_stream_delay_ms: int = Field(default=20, ge=0)
+    assistant_provider: Literal["knowledge_base", "openai", "echo"] = "knowledge_base"
+    assistant_stream_delay_ms: int = Field(default=15, ge=0)
+    assistant_system_prompt: str = (
+        "You are a helpful assistant. Answer clearly and concisely, in the user's language."
+    )
+    assistant_context_tokens: int = Field(default=8_000, ge=256)
+    assistant_rag: bool = False
+    knowledge_base_dir: str = "knowledge"
+    knowledge_base_top_k: int = Field(default=3, ge=1, le=20)
+
+    # OpenAI-compatible provider; the names are the SDK's own environment variables.
+    openai_base_url: str | None = None
+    openai_api_key: SecretStr | None = None
+    openai_model: str = "gpt-4o-mini"
+    openai_temperature: float | None = Field(default=None, ge=0, le=2)
+    openai_max_tokens: int | None = Field(default=None, ge=1)
+    openai_timeout_seconds: float = Field(default=60.0, gt=0)
+    openai_max_retries: int = Field(default=2, ge=0, le=10)
+    openai_stream_usage: bool = True
 
     shutdown_grace_seconds: float = Field(default=30.0, ge=0)
 
@@ -57,7 +74,15 @@ class Settings(BaseSettings):
     def _normalize_database_url(cls, value: str) -> str:
         return normalize_database_url(value)
 
-    @field_validator("auth_jwt_secret", "auth_jwks_url", "auth_issuer", "redis_url", mode="before")
+    @field_validator(
+        "auth_jwt_secret",
+        "auth_jwks_url",
+        "auth_issuer",
+        "redis_url",
+        "openai_base_url",
+        "openai_api_key",
+        mode="before",
+    )
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value

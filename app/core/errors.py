@@ -67,6 +67,13 @@ class AssistantUnavailable(ChatError):
     detail = "The assistant could not answer; your message was saved, try again"
 
 
+class AssistantTimedOut(ChatError):
+    """The assistant did not answer in time; the user's message is kept."""
+
+    status_code = status.HTTP_504_GATEWAY_TIMEOUT
+    detail = "The assistant did not answer in time; your message was saved, try again"
+
+
 def _error_body(detail: str) -> dict[str, str]:
     return {"detail": detail}
 

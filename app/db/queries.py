@@ -83,7 +83,7 @@ async def append_message(
     content: str,
     metadata: dict[str, Any],
     title: str | None,
-    preview: str,
+    preview: str | None,
     now: datetime,
     owner: str | None = None,
 ) -> StoredMessage | None:
@@ -92,13 +92,12 @@ async def append_message(
     The UPDATE comes first: it locks the session row (PostgreSQL) inside a transaction that
     already holds the write lock (SQLite), so concurrent writers to one session queue here and
     each gets the next sequence number. No COUNT, no re-reading of other messages.
-    `title` is kept only if the session has none yet. With `owner`, a session of anyone
-    else counts as missing.
+    `title` is kept only if the session has none yet; `preview` None leaves last_message as
+    it is. With `owner`, a session of anyone else counts as missing.
     """
     now_value = literal(now, type_=UTCDateTime())
     values: dict[str, Any] = {
         "message_count": chat_sessions.c.message_count + 1,
-        "last_message": preview,
         # Never move backwards, whatever order concurrent writers' clocks were read in.
         "updated_at": case(
             (chat_sessions.c.updated_at > now_value, chat_sessions.c.updated_at),
@@ -107,6 +106,8 @@ async def append_message(
     }
     if title is not None:
         values["title"] = func.coalesce(chat_sessions.c.title, title)
+    if preview is not None:
+        values["last_message"] = preview
     stmt = (
         update(chat_sessions)
         .where(_session_is(session_id, owner))

@@ -10,7 +10,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from app.core.errors import AssistantUnavailable, SessionNotFound
+from app.core.errors import SessionNotFound
 from app.db import queries
 from app.db.engine import Database
 from app.db.queries import Role, StoredMessage
@@ -24,7 +24,8 @@ from app.models.chat import (
     SessionSummary,
 )
 from app.services.access import Caller
-from app.services.assistant import Assistant, Turn
+from app.services.assistant import Assistant, AssistantError, Turn
+from app.services.replies import FAILED, ReplyTimer, client_error, reply_metadata
 from app.services.text import make_preview, make_title
 
 logger = logging.getLogger(__name__)
@@ -42,7 +43,10 @@ class AcceptedMessage:
 async def save_message(
     db: Database, *, session_id: str, role: Role, content: str, metadata: dict[str, Any]
 ) -> StoredMessage:
-    """Store one message and its session's metadata in one transaction."""
+    """Store one message and its session's metadata in one transaction.
+
+    A message without text (a reply that failed) counts, but leaves the preview as it was.
+    """
     async with db.write() as conn:
         stored = await queries.append_message(
             conn,
@@ -51,7 +55,7 @@ async def save_message(
             content=content,
             metadata=metadata,
             title=make_title(content) if role == "user" else None,
-            preview=make_preview(content),
+            preview=make_preview(content) if content.strip() else None,
             now=utc_now(),
         )
     if stored is None:
@@ -89,7 +93,11 @@ async def accept_user_message(
         rows = await queries.list_recent_messages(
             conn, session_id=session_id, up_to_seq=stored.seq, limit=history_max_messages
         )
-    history = [Turn(role=row["role"], content=row["content"]) for row in rows]
+    history = [
+        Turn(role=row["role"], content=row["content"])
+        for row in rows
+        if row["metadata"].get("status") != FAILED
+    ]
     return AcceptedMessage(session_id=session_id, message=stored, history=history)
 
 
@@ -105,21 +113,43 @@ async def process_chat(
     accepted = await accept_user_message(
         db, caller, request, history_max_messages=history_max_messages
     )
+    timer = ReplyTimer()
     try:
         reply = await assistant.reply(accepted.history)
     except Exception as exc:
-        logger.exception("assistant failed for session %s", accepted.session_id)
-        raise AssistantUnavailable() from exc
+        failure = as_assistant_error(exc, accepted.session_id)
+        # The failed reply stays visible in the history, as failed rather than missing.
+        await save_message(
+            db,
+            session_id=accepted.session_id,
+            role="assistant",
+            content="",
+            metadata=reply_metadata(
+                provider=assistant.provider, status="failed", timer=timer, error=failure.kind
+            ),
+        )
+        raise client_error(failure) from exc
+    timer.token_arrived()
     stored = await save_message(
         db,
         session_id=accepted.session_id,
         role="assistant",
         content=reply.content,
-        metadata=reply.metadata,
+        metadata=reply_metadata(
+            provider=assistant.provider, status="complete", timer=timer, end=reply.end
+        ),
     )
     return ChatResponse(
         session_id=accepted.session_id, response=reply.content, message_id=stored.id
     )
+
+
+def as_assistant_error(exc: Exception, session_id: str) -> AssistantError:
+    """Provider failures as they are; anything else is a bug, logged with its traceback."""
+    if isinstance(exc, AssistantError):
+        return exc
+    logger.error("assistant crashed for session %s", session_id, exc_info=exc)
+    return AssistantError(repr(exc), kind="unavailable")
 
 
 async def get_sessions_list(

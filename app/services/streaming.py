@@ -15,8 +15,14 @@ from app.core.errors import AssistantUnavailable, SessionNotFound
 from app.db.engine import Database
 from app.models.chat import ChatRequest, StreamDelta, StreamDone, StreamError
 from app.services.access import Caller
-from app.services.assistant import Assistant
-from app.services.chat import AcceptedMessage, accept_user_message, save_message
+from app.services.assistant import Assistant, ReplyEnd, TextDelta
+from app.services.chat import (
+    AcceptedMessage,
+    accept_user_message,
+    as_assistant_error,
+    save_message,
+)
+from app.services.replies import ReplyTimer, client_error, reply_metadata
 
 logger = logging.getLogger(__name__)
 
@@ -96,32 +102,55 @@ async def _generate_reply(
     accepted: AcceptedMessage,
     queue: asyncio.Queue[StreamEvent | None],
 ) -> None:
+    """Produce the reply, relay it, and save it: complete, or what arrived of it."""
     parts: list[str] = []
-    try:
-        try:
-            async for delta in assistant.stream(accepted.history):
-                parts.append(delta)
-                queue.put_nowait(StreamDelta(content=delta))
-        except Exception:
-            logger.exception("assistant stream failed for session %s", accepted.session_id)
-            if parts:
-                await save_message(
-                    db,
-                    session_id=accepted.session_id,
-                    role="assistant",
-                    content="".join(parts),
-                    metadata={**assistant.metadata, "finish_reason": "error", "incomplete": True},
-                )
-            queue.put_nowait(StreamError(detail=AssistantUnavailable.detail))
-            return
+    timer = ReplyTimer()
+
+    async def save(metadata: dict[str, Any]) -> uuid.UUID:
         stored = await save_message(
             db,
             session_id=accepted.session_id,
             role="assistant",
             content="".join(parts),
-            metadata={**assistant.metadata, "finish_reason": "stop"},
+            metadata=metadata,
         )
-        queue.put_nowait(StreamDone(session_id=accepted.session_id, message_id=stored.id))
+        return stored.id
+
+    def ended_early(error: str) -> dict[str, Any]:
+        return reply_metadata(
+            provider=assistant.provider,
+            status="incomplete" if parts else "failed",
+            timer=timer,
+            error=error,
+        )
+
+    try:
+        end: ReplyEnd | None = None
+        try:
+            async for event in assistant.stream(accepted.history):
+                if isinstance(event, TextDelta):
+                    timer.token_arrived()
+                    parts.append(event.text)
+                    queue.put_nowait(StreamDelta(content=event.text))
+                else:
+                    end = event
+        except asyncio.CancelledError:
+            # Shutdown ran out of grace: keep what was generated, marked incomplete.
+            await asyncio.shield(save(ended_early("shutdown")))
+            raise
+        except Exception as exc:
+            failure = as_assistant_error(exc, accepted.session_id)
+            await save(ended_early(failure.kind))
+            queue.put_nowait(StreamError(detail=client_error(failure).detail))
+            return
+        if end is None:
+            await save(ended_early("unavailable"))
+            queue.put_nowait(StreamError(detail=AssistantUnavailable.detail))
+            return
+        message_id = await save(
+            reply_metadata(provider=assistant.provider, status="complete", timer=timer, end=end)
+        )
+        queue.put_nowait(StreamDone(session_id=accepted.session_id, message_id=message_id))
     except SessionNotFound:
         queue.put_nowait(StreamError(detail="The session was deleted while the reply was written"))
     except Exception:

@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 
 from app.db.engine import Database
 from app.db.tables import chat_messages, chat_sessions
-from app.services.assistant import Reply, Turn
+from app.services.assistant import Reply, ReplyEnd, ReplyEvent, TextDelta, Turn
 from tests.conftest import LiveServer
 
 CHAT = "/api/v1/chat"
@@ -33,7 +33,21 @@ SUMMARY_KEYS = {
 LIST_KEYS = {"sessions", "total", "page", "page_size", "total_pages"}
 DETAIL_KEYS = SUMMARY_KEYS | {"messages"}
 MESSAGE_KEYS = {"id", "role", "content", "metadata", "created_at"}
-ECHO_METADATA = {"provider": "echo", "model": "echo-1"}
+ECHO_METADATA = {
+    "provider": "echo",
+    "model": "echo-1",
+    "status": "complete",
+    "finish_reason": "stop",
+}
+_SUMMARY_KEYS = ("provider", "model", "status", "finish_reason", "error")
+
+
+def reply_summary(metadata: dict[str, Any]) -> dict[str, Any]:
+    """The deterministic part of a message's metadata (latency varies from run to run)."""
+    if metadata:
+        assert set(metadata["latency"]) == {"first_token_ms", "total_ms"}
+    return {key: metadata[key] for key in _SUMMARY_KEYS if key in metadata}
+
 
 Json = dict[str, Any]
 
@@ -254,24 +268,23 @@ class ScriptedAssistant:
         self.fail_with = fail_with
         self.calls = 0
 
-    @property
-    def metadata(self) -> dict[str, Any]:
-        return dict(TEST_METADATA)
+    provider = TEST_METADATA["provider"]
 
     async def reply(self, history: Sequence[Turn]) -> Reply:
         self.calls += 1
         if self.fail_with is not None:
             raise self.fail_with
-        return Reply(content="".join(self.chunks), metadata=self.metadata)
+        return Reply(content="".join(self.chunks), end=ReplyEnd(model=TEST_METADATA["model"]))
 
-    async def stream(self, history: Sequence[Turn]) -> AsyncIterator[str]:
+    async def stream(self, history: Sequence[Turn]) -> AsyncIterator[ReplyEvent]:
         self.calls += 1
         for index, chunk in enumerate(self.chunks):
             if index == 1 and self.gate is not None:
                 await self.gate.wait()
-            yield chunk
+            yield TextDelta(chunk)
         if self.fail_with is not None:
             raise self.fail_with
+        yield ReplyEnd(model=TEST_METADATA["model"])
 
 
 @contextmanager

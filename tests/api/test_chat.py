@@ -17,6 +17,7 @@ from tests.api.helpers import (
     echo_reply,
     get_session,
     list_sessions,
+    reply_summary,
     send,
     stored_messages,
     use_assistant,
@@ -119,16 +120,18 @@ async def test_assistant_message_metadata_names_the_provider(
     data = await send(client, "who answers?")
 
     session = await get_session(client, data["session_id"])
-    assert [m["metadata"] for m in session["messages"]] == [{}, ECHO_METADATA]
+    assert [reply_summary(m["metadata"]) for m in session["messages"]] == [{}, ECHO_METADATA]
     rows = await stored_messages(database, data["session_id"])
-    assert [(r["seq"], r["role"], r["metadata"]) for r in rows] == [
+    assert [(r["seq"], r["role"], reply_summary(r["metadata"])) for r in rows] == [
         (1, "user", {}),
         (2, "assistant", ECHO_METADATA),
     ]
+    assert rows[1]["metadata"]["usage"] is None
+    assert rows[1]["metadata"]["sources"] == []
     assert str(rows[1]["id"]) == data["message_id"]
 
 
-async def test_failing_assistant_gives_502_and_keeps_the_user_message(
+async def test_failing_assistant_gives_502_and_records_the_failed_reply(
     client: httpx.AsyncClient, live_server: LiveServer, database: Database
 ) -> None:
     assistant = ScriptedAssistant(["never"], fail_with=RuntimeError("provider down"))
@@ -141,11 +144,22 @@ async def test_failing_assistant_gives_502_and_keeps_the_user_message(
     assert response.json() == {"detail": AssistantUnavailable.detail}
     assert assistant.calls == 1
     session = await get_session(client, "s1")
-    assert session["message_count"] == 1
-    assert [(m["role"], m["content"]) for m in session["messages"]] == [("user", "are you there?")]
+    # The user's message is kept, and the reply is in the history as failed, not missing.
+    assert session["message_count"] == 2
+    assert [(m["role"], m["content"]) for m in session["messages"]] == [
+        ("user", "are you there?"),
+        ("assistant", ""),
+    ]
+    assert reply_summary(session["messages"][1]["metadata"]) == {
+        "provider": "test",
+        "model": None,
+        "status": "failed",
+        "finish_reason": "error",
+        "error": "unavailable",
+    }
     assert session["title"] == make_title("are you there?")
-    assert session["last_message"] == "are you there?"
-    assert len(await stored_messages(database, "s1")) == 1
+    assert session["last_message"] == "are you there?"  # a failed reply has no preview
+    assert len(await stored_messages(database, "s1")) == 2
 
 
 async def test_after_a_failed_reply_the_session_continues(
@@ -158,11 +172,12 @@ async def test_after_a_failed_reply_the_session_continues(
 
     data = await send(client, "two", session_id="s")
 
-    # Both user messages are in the history the assistant saw.
+    # Both user messages are in the history the assistant saw; the failed reply is not.
     assert data["response"] == echo_reply("two", 2)
     session = await get_session(client, "s")
-    assert [m["role"] for m in session["messages"]] == ["user", "user", "assistant"]
-    assert session["message_count"] == 3
+    assert [m["role"] for m in session["messages"]] == ["user", "assistant", "user", "assistant"]
+    assert session["messages"][1]["metadata"]["status"] == "failed"
+    assert session["message_count"] == 4
 
 
 async def test_concurrent_messages_to_one_new_session_all_get_stored_in_order(

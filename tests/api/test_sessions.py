@@ -14,6 +14,7 @@ from tests.api.helpers import (
     get_session,
     list_sessions,
     parse_utc,
+    reply_summary,
     send,
     session_url,
     stored_messages,
@@ -203,7 +204,7 @@ async def test_open_session_returns_summary_and_messages_oldest_first(
         ("user", "message 2"),
         ("assistant", echo_reply("message 2", 3)),
     ]
-    assert [m["metadata"] for m in messages] == [{}, ECHO_METADATA] * 3
+    assert [reply_summary(m["metadata"]) for m in messages] == [{}, ECHO_METADATA] * 3
     assert [m["id"] for m in messages[1::2]] == [r["message_id"] for r in replies]
     assert len({uuid.UUID(m["id"]) for m in messages}) == 6
     stamps = [parse_utc(m["created_at"]) for m in messages]

@@ -10,6 +10,7 @@ from app.core.errors import AssistantUnavailable
 from app.db.engine import Database
 from app.services.text import make_preview, make_title
 from tests.api.helpers import (
+    ECHO_METADATA,
     STREAM,
     TEST_METADATA,
     ScriptedAssistant,
@@ -21,6 +22,7 @@ from tests.api.helpers import (
     get_session,
     list_sessions,
     parse_sse,
+    reply_summary,
     send,
     send_stream,
     stored_messages,
@@ -71,7 +73,7 @@ async def test_stream_events_and_what_is_stored(
         "assistant",
         result.text,
     )
-    assert assistant["metadata"] == {"provider": "echo", "model": "echo-1", "finish_reason": "stop"}
+    assert reply_summary(assistant["metadata"]) == ECHO_METADATA
     assert session["title"] == "Stream this, please"
     assert session["last_message"] == make_preview(result.text)
     assert [r["seq"] for r in await stored_messages(database, session_id)] == [1, 2]
@@ -177,7 +179,11 @@ async def test_reply_is_completed_and_saved_after_the_client_disconnects(
         ("user", "hello"),
         ("assistant", "first second third"),
     ]
-    assert session["messages"][1]["metadata"] == {**TEST_METADATA, "finish_reason": "stop"}
+    assert reply_summary(session["messages"][1]["metadata"]) == {
+        **TEST_METADATA,
+        "status": "complete",
+        "finish_reason": "stop",
+    }
     assert session["last_message"] == "first second third"
     assert assistant.calls == 1
 
@@ -202,11 +208,17 @@ async def test_assistant_failing_mid_stream_sends_error_and_keeps_the_partial_re
         "question",
     )
     assert (partial["role"], partial["content"]) == ("assistant", "partial answer")
-    assert partial["metadata"] == {**TEST_METADATA, "finish_reason": "error", "incomplete": True}
+    assert reply_summary(partial["metadata"]) == {
+        "provider": "test",
+        "model": None,
+        "status": "incomplete",
+        "finish_reason": "error",
+        "error": "unavailable",
+    }
     assert session["last_message"] == "partial answer"
 
 
-async def test_assistant_failing_before_any_text_keeps_only_the_user_message(
+async def test_assistant_failing_before_any_text_records_a_failed_reply(
     client: httpx.AsyncClient, live_server: LiveServer
 ) -> None:
     assistant = ScriptedAssistant([], fail_with=RuntimeError("boom"))
@@ -217,7 +229,11 @@ async def test_assistant_failing_before_any_text_keeps_only_the_user_message(
     assert result.names == ["session", "error"]
     assert result.events[-1].data == {"detail": AssistantUnavailable.detail}
     session = await get_session(client, "s")
-    assert session["message_count"] == 1
-    assert [(m["role"], m["content"]) for m in session["messages"]] == [("user", "question")]
+    assert session["message_count"] == 2
+    assert [(m["role"], m["content"]) for m in session["messages"]] == [
+        ("user", "question"),
+        ("assistant", ""),
+    ]
+    assert session["messages"][1]["metadata"]["status"] == "failed"
     assert session["title"] == make_title("question")
     assert session["last_message"] == "question"

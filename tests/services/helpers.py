@@ -8,69 +8,64 @@ from sqlalchemy import select
 
 from app.db.engine import Database
 from app.db.tables import chat_messages, chat_sessions
-from app.services.assistant import Reply, Turn
+from app.services.assistant import AssistantError, Reply, ReplyEnd, ReplyEvent, TextDelta, Turn
 
 
 class RecordingAssistant:
     """Answers "reply N" and remembers the history of every call."""
 
+    provider = "recording"
+
     def __init__(self) -> None:
         self.histories: list[list[Turn]] = []
 
-    @property
-    def metadata(self) -> dict[str, Any]:
-        return {"provider": "recording"}
-
     async def reply(self, history: Sequence[Turn]) -> Reply:
         self.histories.append(list(history))
-        return Reply(content=f"reply {len(self.histories)}", metadata=self.metadata)
+        return Reply(content=f"reply {len(self.histories)}", end=ReplyEnd(model="recorder"))
 
-    async def stream(self, history: Sequence[Turn]) -> AsyncIterator[str]:
+    async def stream(self, history: Sequence[Turn]) -> AsyncIterator[ReplyEvent]:
         reply = await self.reply(history)
-        for word in reply.content.split(" "):
-            yield word + " "
+        yield TextDelta(reply.content)
+        yield reply.end
 
 
 class FailingAssistant:
-    """Fails every call, after `chunks_before_failure` streamed chunks."""
+    """Fails every call with `error`, after `chunks_before_failure` streamed chunks."""
 
-    def __init__(self, chunks_before_failure: int = 0) -> None:
+    provider = "failing"
+
+    def __init__(self, chunks_before_failure: int = 0, error: Exception | None = None) -> None:
         self.chunks_before_failure = chunks_before_failure
-
-    @property
-    def metadata(self) -> dict[str, Any]:
-        return {"provider": "failing"}
+        self.error = error or AssistantError("upstream down", kind="unavailable")
 
     async def reply(self, history: Sequence[Turn]) -> Reply:
-        raise ConnectionError("upstream down")
+        raise self.error
 
-    async def stream(self, history: Sequence[Turn]) -> AsyncIterator[str]:
+    async def stream(self, history: Sequence[Turn]) -> AsyncIterator[ReplyEvent]:
         for index in range(self.chunks_before_failure):
-            yield f"part{index} "
-        raise ConnectionError("upstream cut the stream")
+            yield TextDelta(f"part{index} ")
+        raise self.error
 
 
 class GatedAssistant:
     """Streams "first ", then waits for `gate` before streaming the rest."""
 
+    provider = "gated"
     rest = ("second ", "third")
 
     def __init__(self) -> None:
         self.gate = asyncio.Event()
 
-    @property
-    def metadata(self) -> dict[str, Any]:
-        return {"provider": "gated"}
-
     async def reply(self, history: Sequence[Turn]) -> Reply:
         await self.gate.wait()
-        return Reply(content="first " + "".join(self.rest), metadata=self.metadata)
+        return Reply(content="first " + "".join(self.rest), end=ReplyEnd(model="gate-1"))
 
-    async def stream(self, history: Sequence[Turn]) -> AsyncIterator[str]:
-        yield "first "
+    async def stream(self, history: Sequence[Turn]) -> AsyncIterator[ReplyEvent]:
+        yield TextDelta("first ")
         await self.gate.wait()
         for chunk in self.rest:
-            yield chunk
+            yield TextDelta(chunk)
+        yield ReplyEnd(model="gate-1")
 
 
 async def session_row(db: Database, session_id: str) -> dict[str, Any]:

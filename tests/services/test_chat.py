@@ -6,12 +6,13 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy.exc import IntegrityError
 
-from app.core.errors import AssistantUnavailable, SessionNotFound
+from app.core.errors import AssistantTimedOut, AssistantUnavailable, SessionNotFound
 from app.db import queries
 from app.db.engine import Database
 from app.models.chat import ChatRequest
 from app.services import chat
 from app.services.access import Caller
+from app.services.assistant import AssistantError
 from app.services.assistant.echo import EchoAssistant
 from app.services.text import make_preview, make_title
 from tests.services.helpers import FailingAssistant, RecordingAssistant, message_rows, session_row
@@ -92,7 +93,9 @@ async def test_the_assistant_gets_the_recent_history_oldest_first(database: Data
     ]
 
 
-async def test_assistant_failure_keeps_the_users_message(database: Database) -> None:
+async def test_assistant_failure_keeps_the_users_message_and_records_the_failure(
+    database: Database,
+) -> None:
     with pytest.raises(AssistantUnavailable):
         await chat.process_chat(
             database,
@@ -103,9 +106,52 @@ async def test_assistant_failure_keeps_the_users_message(database: Database) -> 
         )
 
     session = await session_row(database, "down")
-    assert session["message_count"] == 1
+    messages = await message_rows(database, "down")
+    assert session["message_count"] == 2
     assert session["last_message"] == "are you there?"
-    assert [m["role"] for m in await message_rows(database, "down")] == ["user"]
+    assert [(m["role"], m["content"]) for m in messages] == [
+        ("user", "are you there?"),
+        ("assistant", ""),
+    ]
+    assert messages[1]["metadata"]["status"] == "failed"
+    assert messages[1]["metadata"]["error"] == "unavailable"
+
+
+async def test_assistant_timeout_is_a_504_error(database: Database) -> None:
+    with pytest.raises(AssistantTimedOut):
+        await chat.process_chat(
+            database,
+            FailingAssistant(error=AssistantError("too slow", kind="timeout")),
+            OPEN,
+            ChatRequest(message="hello?", session_id="slow"),
+            history_max_messages=50,
+        )
+    assert (await message_rows(database, "slow"))[1]["metadata"]["error"] == "timeout"
+
+
+async def test_failed_replies_are_left_out_of_the_history(database: Database) -> None:
+    with pytest.raises(AssistantUnavailable):
+        await chat.process_chat(
+            database,
+            FailingAssistant(),
+            OPEN,
+            ChatRequest(message="first", session_id="s"),
+            history_max_messages=50,
+        )
+    assistant = RecordingAssistant()
+
+    await chat.process_chat(
+        database,
+        assistant,
+        OPEN,
+        ChatRequest(message="second", session_id="s"),
+        history_max_messages=50,
+    )
+
+    assert [(t.role, t.content) for t in assistant.histories[0]] == [
+        ("user", "first"),
+        ("user", "second"),
+    ]
 
 
 async def test_saving_into_a_missing_session_fails_and_writes_nothing(database: Database) -> None:

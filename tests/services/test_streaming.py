@@ -32,7 +32,14 @@ async def test_stream_relays_deltas_then_done_and_saves_the_reply(database: Data
     stored = await message_rows(database, "s")
     assert stored[-1]["content"] == "first second third"
     assert stored[-1]["id"] == events[-1].message_id
-    assert stored[-1]["metadata"] == {"provider": "gated", "finish_reason": "stop"}
+    metadata = stored[-1]["metadata"]
+    assert (metadata["provider"], metadata["model"], metadata["status"]) == (
+        "gated",
+        "gate-1",
+        "complete",
+    )
+    assert metadata["finish_reason"] == "stop"
+    assert metadata["latency"]["first_token_ms"] <= metadata["latency"]["total_ms"]
     assert stored[0]["id"] == stream.user_message_id
 
 
@@ -71,10 +78,11 @@ async def test_upstream_failure_mid_stream_saves_the_partial_reply(database: Dat
     stored = await message_rows(database, "s")
     assert [m["role"] for m in stored] == ["user", "assistant"]
     assert stored[-1]["content"] == "part0 part1 "
-    assert stored[-1]["metadata"]["incomplete"] is True
+    assert stored[-1]["metadata"]["status"] == "incomplete"
+    assert stored[-1]["metadata"]["error"] == "unavailable"
 
 
-async def test_failure_before_any_token_keeps_only_the_users_message(database: Database) -> None:
+async def test_failure_before_any_token_records_a_failed_reply(database: Database) -> None:
     tasks = ReplyTasks()
     stream = await start_chat_stream(
         database, FailingAssistant(), tasks, OPEN, ChatRequest(message="hi"), history_max_messages=5
@@ -83,7 +91,9 @@ async def test_failure_before_any_token_keeps_only_the_users_message(database: D
     events = [event async for event in stream.events()]
 
     assert [type(e).__name__ for e in events] == ["StreamError"]
-    assert [m["role"] for m in await message_rows(database, stream.session_id)] == ["user"]
+    stored = await message_rows(database, stream.session_id)
+    assert [(m["role"], m["content"]) for m in stored] == [("user", "hi"), ("assistant", "")]
+    assert stored[-1]["metadata"]["status"] == "failed"
 
 
 async def test_shutdown_lets_replies_in_flight_finish(database: Database) -> None:

@@ -1,25 +1,23 @@
-"""An offline, deterministic assistant: the service runs end to end with no network."""
+"""An offline, deterministic assistant that restates the user's message (for tests and demos)."""
 
 import asyncio
 from collections.abc import AsyncIterator, Sequence
-from typing import Any
 
 import regex
 
-from app.services.assistant.base import Reply, Turn
+from app.services.assistant.base import Reply, ReplyEnd, ReplyEvent, TextDelta, Turn, collect
 
-_WORD_WITH_TRAILING_SPACE = regex.compile(r"\s*\S+\s*")
+WORDS_WITH_TRAILING_SPACE = regex.compile(r"\s*\S+\s*")
 
 
 class EchoAssistant:
     """Answers by restating the user's message; streams it word by word."""
 
+    provider = "echo"
+    model = "echo-1"
+
     def __init__(self, chunk_delay_seconds: float = 0.0) -> None:
         self._chunk_delay_seconds = chunk_delay_seconds
-
-    @property
-    def metadata(self) -> dict[str, Any]:
-        return {"provider": "echo", "model": "echo-1"}
 
     def compose(self, history: Sequence[Turn]) -> str:
         user_turns = [turn for turn in history if turn.role == "user"]
@@ -33,10 +31,11 @@ class EchoAssistant:
         )
 
     async def reply(self, history: Sequence[Turn]) -> Reply:
-        return Reply(content=self.compose(history), metadata=self.metadata)
+        return await collect(self.stream(history))
 
-    async def stream(self, history: Sequence[Turn]) -> AsyncIterator[str]:
-        for chunk in _WORD_WITH_TRAILING_SPACE.findall(self.compose(history)):
+    async def stream(self, history: Sequence[Turn]) -> AsyncIterator[ReplyEvent]:
+        for chunk in WORDS_WITH_TRAILING_SPACE.findall(self.compose(history)):
             if self._chunk_delay_seconds:
                 await asyncio.sleep(self._chunk_delay_seconds)
-            yield chunk
+            yield TextDelta(chunk)
+        yield ReplyEnd(model=self.model)

@@ -1,0 +1,399 @@
+"""The access matrix: every route of the app, called by the session's owner, another user, a
+service caller and unauthenticated callers, on SQLite and PostgreSQL.
+
+The routes are read from the app itself, and `test_every_route_is_in_the_matrix` fails until a
+new route has its entry in MATRIX, which is all it takes to run it through every check here.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from fastapi.routing import iter_route_contexts
+from sqlalchemy import func, select
+
+from app.db.engine import Database
+from app.db.tables import chat_messages, chat_sessions
+from tests.api.conftest import REJECTED_BODY, Jwks, bearer
+from tests.api.helpers import CHAT, SESSIONS, STREAM, Json, parse_sse, session_url
+from tests.conftest import LiveServer
+from tests.tokens import hs256_token
+
+SESSION = SESSIONS + "/{session_id}"
+
+Scope = Literal["public", "session", "list"]
+Effect = Literal["reads", "writes", "deletes"]
+
+
+@dataclass(frozen=True)
+class Case:
+    """How to call a route, and what a successful call does.
+
+    scope: "public" routes answer everyone; "session" routes act on the session whose id is
+    put in the path (`{session_id}`) and/or the body; "list" routes list the caller's sessions.
+    """
+
+    scope: Scope
+    ok: int = 200
+    body: Callable[[str, str], Json] | None = None  # (session id, message text) -> JSON body
+    effect: Effect = "reads"
+    # An unknown session id is created rather than answered with 404 (client-chosen ids).
+    creates_missing: bool = False
+
+
+def message_to(session_id: str, text: str) -> Json:
+    return {"message": text, "session_id": session_id}
+
+
+MATRIX: dict[tuple[str, str], Case] = {
+    ("GET", "/healthz"): Case("public"),
+    ("GET", "/readyz"): Case("public"),
+    ("GET", "/openapi.json"): Case("public"),
+    ("GET", "/docs"): Case("public"),
+    ("GET", "/docs/oauth2-redirect"): Case("public"),
+    ("GET", "/redoc"): Case("public"),
+    ("POST", CHAT): Case("session", body=message_to, effect="writes", creates_missing=True),
+    ("POST", STREAM): Case("session", body=message_to, effect="writes", creates_missing=True),
+    ("GET", SESSIONS): Case("list"),
+    ("GET", SESSION): Case("session"),
+    ("DELETE", SESSION): Case("session", ok=204, effect="deletes"),
+}
+
+# Where the 404 for a session that does not exist is read from, for routes that create
+# unknown sessions instead of answering 404.
+NOT_FOUND_PROBE = ("GET", SESSION)
+
+
+def app_routes(app: FastAPI) -> set[tuple[str, str]]:
+    """(method, path) of every route the app serves, of any kind (API routes, the docs pages,
+    and anything else): a route with no methods (a mount, a websocket) is listed as "*"."""
+    routes: set[tuple[str, str]] = set()
+    for context in iter_route_contexts(app.routes):
+        methods = set(context.methods or ()) or {"*"}
+        if "GET" in methods:
+            methods.discard("HEAD")  # Starlette answers HEAD on GET routes with the GET handler
+        routes.update((method, str(context.path)) for method in methods)
+    return routes
+
+
+def keys(scope: Scope) -> list[tuple[str, str]]:
+    return [key for key, case in MATRIX.items() if case.scope == scope]
+
+
+def ids(routes: list[tuple[str, str]]) -> list[str]:
+    return [f"{method} {path}" for method, path in routes]
+
+
+# --- Callers ------------------------------------------------------------------------------
+
+ALICE, BOB, SERVICE = "alice", "bob", "backend"
+Outcome = Literal["ok", "hidden", "rejected"]
+
+
+@dataclass(frozen=True)
+class Caller:
+    headers: Callable[[Jwks], dict[str, str]]
+    # What this caller gets on alice's session: served, 404 as if missing, or 401.
+    on_alices_session: Outcome
+    # Whose sessions the list shows this caller (None: 401).
+    lists: frozenset[str] | None
+
+
+CALLERS: dict[str, Caller] = {
+    "owner": Caller(lambda jwks: bearer(hs256_token(ALICE)), "ok", frozenset({ALICE})),
+    "other-user": Caller(lambda jwks: bearer(jwks.es256.token(BOB)), "hidden", frozenset({BOB})),
+    "service": Caller(
+        lambda jwks: bearer(jwks.rs256.token(SERVICE, role="service_role")),
+        "ok",
+        frozenset({ALICE, BOB}),
+    ),
+    "anonymous": Caller(lambda jwks: {}, "rejected", None),
+    "forged-as-owner": Caller(
+        lambda jwks: bearer(hs256_token(ALICE, secret="guessed-secret-guessed-secret-guessed")),
+        "rejected",
+        None,
+    ),
+}
+
+
+# --- The world each test starts from: one session of alice's, one of bob's ----------------
+
+
+@dataclass(frozen=True)
+class World:
+    client: httpx.AsyncClient
+    live: LiveServer
+    database: Database
+    jwks: Jwks
+    sessions: dict[str, str]  # owner -> session id
+
+    def headers(self, caller: str) -> dict[str, str]:
+        return CALLERS[caller].headers(self.jwks)
+
+    async def call(
+        self, key: tuple[str, str], caller: str, session_id: str, text: str
+    ) -> httpx.Response:
+        method, path = key
+        case = MATRIX[key]
+        body = case.body(session_id, text) if case.body is not None else None
+        return await self.client.request(
+            method,
+            path.format(session_id=session_id),
+            json=body,
+            headers=self.headers(caller),
+        )
+
+    async def detail(self, session_id: str) -> httpx.Response:
+        return await self.client.get(session_url(session_id), headers=self.headers("owner"))
+
+    async def settled(self) -> None:
+        await self.live.app.state.reply_tasks.wait_idle()
+
+
+@pytest.fixture
+async def world(
+    auth_client: httpx.AsyncClient,
+    auth_live_server: LiveServer,
+    database: Database,
+    jwks: Jwks,
+) -> World:
+    world = World(auth_client, auth_live_server, database, jwks, sessions={})
+    for owner, caller in ((ALICE, "owner"), (BOB, "other-user")):
+        response = await auth_client.post(
+            CHAT, json={"message": f"{owner}'s first message"}, headers=world.headers(caller)
+        )
+        assert response.status_code == 200, response.text
+        world.sessions[owner] = response.json()["session_id"]
+    return world
+
+
+async def stored_state(database: Database) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Every session row and every message row."""
+    async with database.read() as conn:
+        sessions = await conn.execute(select(chat_sessions).order_by(chat_sessions.c.session_id))
+        messages = await conn.execute(
+            select(chat_messages).order_by(chat_messages.c.session_id, chat_messages.c.seq)
+        )
+        return [dict(row) for row in sessions.mappings()], [
+            dict(row) for row in messages.mappings()
+        ]
+
+
+async def messages_containing(database: Database, text: str) -> int:
+    async with database.read() as conn:
+        result = await conn.execute(
+            select(func.count())
+            .select_from(chat_messages)
+            .where(chat_messages.c.content.contains(text))
+        )
+        return int(result.scalar_one())
+
+
+def assert_rejected(response: httpx.Response) -> None:
+    assert response.status_code == 401, response.text
+    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+    assert response.json() == REJECTED_BODY
+
+
+def served_session_id(response: httpx.Response) -> str | None:
+    """The session a successful response is about, if its body names one."""
+    if not response.content:
+        return None
+    if response.headers["content-type"].startswith("text/event-stream"):
+        events = parse_sse(response.text)
+        assert events[0].event == "session", events
+        assert events[-1].event == "done", events
+        session_id: str = events[0].data["session_id"]
+        assert events[-1].data["session_id"] == session_id
+        return session_id
+    data = response.json()
+    return data.get("session_id") if isinstance(data, dict) else None
+
+
+# --- The matrix is complete ---------------------------------------------------------------
+
+
+async def test_every_route_is_in_the_matrix(auth_live_server: LiveServer) -> None:
+    routes = app_routes(auth_live_server.app)
+
+    missing = sorted(routes - set(MATRIX))
+    stale = sorted(set(MATRIX) - routes)
+    assert not missing, (
+        f"routes without an entry in MATRIX of {__name__}: {missing}. Add each with a Case "
+        "saying whether it is public, acts on a session, or lists sessions; it then runs "
+        "through every caller of the access matrix."
+    )
+    assert not stale, f"MATRIX entries for routes the app does not serve: {stale}"
+    # The route discovery itself sees what it must: the API routes and the docs pages.
+    assert {("GET", "/docs"), ("POST", CHAT), ("DELETE", SESSION)} <= routes
+
+
+# --- Session routes, on alice's session ---------------------------------------------------
+
+
+@pytest.mark.parametrize("caller", list(CALLERS))
+@pytest.mark.parametrize("key", keys("session"), ids=ids(keys("session")))
+async def test_session_routes_on_alices_session(
+    world: World, key: tuple[str, str], caller: str
+) -> None:
+    case = MATRIX[key]
+    alices = world.sessions[ALICE]
+    text = f"{caller} was here"
+    before_detail = await world.detail(alices)
+    before_rows = await stored_state(world.database)
+
+    response = await world.call(key, caller, alices, text)
+    await world.settled()
+
+    outcome = CALLERS[caller].on_alices_session
+    if outcome == "ok":
+        assert response.status_code == case.ok, response.text
+        assert served_session_id(response) in (None, alices)
+        await assert_effect(world, case.effect, alices, text, before_detail.json())
+        return
+    if outcome == "hidden":
+        reference = await not_found_reference(world, key, caller, text)
+        assert response.status_code == 404, response.text
+        assert reference.status_code == 404, reference.text
+        assert response.json() == reference.json()
+        assert response.headers["content-type"] == reference.headers["content-type"]
+    else:
+        assert_rejected(response)
+    after_detail = await world.detail(alices)
+    assert after_detail.status_code == 200, after_detail.text
+    assert after_detail.json() == before_detail.json()
+    assert await stored_state(world.database) == before_rows
+    assert await messages_containing(world.database, text) == 0
+
+
+async def not_found_reference(
+    world: World, key: tuple[str, str], caller: str, text: str
+) -> httpx.Response:
+    """What `caller` gets from the route for a session that does not exist."""
+    probe = NOT_FOUND_PROBE if MATRIX[key].creates_missing else key
+    return await world.call(probe, caller, "no-such-session", text)
+
+
+async def assert_effect(
+    world: World, effect: Effect, session_id: str, text: str, before: Json
+) -> None:
+    after = await world.detail(session_id)
+    if effect == "deletes":
+        assert after.status_code == 404, after.text
+        return
+    assert after.status_code == 200, after.text
+    detail = after.json()
+    if effect == "reads":
+        assert detail == before
+        return
+    assert detail["message_count"] == before["message_count"] + 2
+    assert [m["role"] for m in detail["messages"][-2:]] == ["user", "assistant"]
+    assert detail["messages"][-2]["content"] == text
+    assert detail["messages"][: len(before["messages"])] == before["messages"]
+    # Whoever wrote, the session is still alice's.
+    async with world.database.read() as conn:
+        owner = await conn.execute(
+            select(chat_sessions.c.user_id).where(chat_sessions.c.session_id == session_id)
+        )
+        assert owner.scalar_one() == ALICE
+
+
+@pytest.mark.parametrize("key", keys("session"), ids=ids(keys("session")))
+async def test_session_routes_on_bobs_session_serve_bob_and_hide_it_from_alice(
+    world: World, key: tuple[str, str]
+) -> None:
+    bobs = world.sessions[BOB]
+
+    as_alice = await world.call(key, "owner", bobs, "alice was here")
+    as_bob = await world.call(key, "other-user", bobs, "bob was here")
+    await world.settled()
+
+    assert as_alice.status_code == 404, as_alice.text
+    assert as_bob.status_code == MATRIX[key].ok, as_bob.text
+    assert served_session_id(as_bob) in (None, bobs)
+    assert await messages_containing(world.database, "alice was here") == 0
+
+
+@pytest.mark.parametrize("key", [k for k in keys("session") if MATRIX[k].creates_missing])
+async def test_bob_cannot_create_a_session_under_an_id_alice_chose(
+    world: World, key: tuple[str, str]
+) -> None:
+    chosen = "alices-chosen-id"
+    created = await world.client.post(
+        CHAT,
+        json={"message": "alice's plans", "session_id": chosen},
+        headers=world.headers("owner"),
+    )
+    assert created.status_code == 200, created.text
+    before_detail = await world.detail(chosen)
+    before_rows = await stored_state(world.database)
+
+    response = await world.call(key, "other-user", chosen, "bob takes over")
+    await world.settled()
+
+    assert response.status_code == 404, response.text
+    assert response.json() == {"detail": "Session not found"}
+    after_detail = (await world.detail(chosen)).json()
+    assert after_detail["message_count"] == before_detail.json()["message_count"] == 2
+    assert after_detail["last_message"] == before_detail.json()["last_message"]
+    assert after_detail == before_detail.json()
+    assert await stored_state(world.database) == before_rows
+    assert await messages_containing(world.database, "bob takes over") == 0
+
+
+async def test_after_all_of_bobs_attempts_alices_session_is_unchanged(world: World) -> None:
+    alices = world.sessions[ALICE]
+    before = await world.detail(alices)
+    before_rows = await stored_state(world.database)
+
+    for key in keys("session"):
+        response = await world.call(key, "other-user", alices, "bob was here")
+        assert response.status_code == 404, (key, response.text)
+    await world.settled()
+
+    after = await world.detail(alices)
+    assert after.status_code == 200, after.text  # not deleted
+    assert after.json() == before.json()
+    assert await stored_state(world.database) == before_rows
+    assert await messages_containing(world.database, "bob was here") == 0
+    listed = await world.client.get(SESSIONS, headers=world.headers("owner"))
+    assert [s["session_id"] for s in listed.json()["sessions"]] == [alices]
+
+
+# --- Lists --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("caller", list(CALLERS))
+@pytest.mark.parametrize("key", keys("list"), ids=ids(keys("list")))
+async def test_lists_show_each_caller_their_own_sessions(
+    world: World, key: tuple[str, str], caller: str
+) -> None:
+    response = await world.call(key, caller, "", "")
+
+    owners = CALLERS[caller].lists
+    if owners is None:
+        assert_rejected(response)
+        return
+    assert response.status_code == MATRIX[key].ok, response.text
+    listed = {summary["session_id"] for summary in response.json()["sessions"]}
+    assert listed == {world.sessions[owner] for owner in owners}
+    assert response.json()["total"] == len(owners)
+
+
+# --- Public routes ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("caller", list(CALLERS))
+@pytest.mark.parametrize("key", keys("public"), ids=ids(keys("public")))
+async def test_public_routes_answer_everyone(
+    auth_client: httpx.AsyncClient, jwks: Jwks, key: tuple[str, str], caller: str
+) -> None:
+    method, path = key
+
+    response = await auth_client.request(method, path, headers=CALLERS[caller].headers(jwks))
+
+    assert response.status_code == MATRIX[key].ok, response.text
+    assert "WWW-Authenticate" not in response.headers

@@ -1,0 +1,179 @@
+"""Start-up safety: open mode (no verification key) only on loopback unless explicitly allowed,
+and a clear warning whenever it is on."""
+
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from app.core.config import PROJECT_ROOT, Settings
+from app.main import UnsafeConfiguration, check_exposure, create_app
+from tests.conftest import make_settings
+from tests.tokens import ISSUER, JWT_SECRET
+
+NETWORK_HOSTS = ["0.0.0.0", "192.168.1.10", "::", "10.0.0.5", "chat.internal", "example.com"]
+LOOPBACK_HOSTS = ["127.0.0.1", "127.0.0.2", "::1", "localhost"]
+
+
+@pytest.fixture
+def database_url(tmp_path: Path) -> str:
+    """A database these tests never connect to."""
+    return f"sqlite:///{tmp_path / 'startup.db'}"
+
+
+def open_mode(database_url: str, **overrides: Any) -> Settings:
+    return make_settings(database_url, **overrides)
+
+
+def auth_mode(database_url: str, **overrides: Any) -> Settings:
+    return make_settings(database_url, auth_jwt_secret=JWT_SECRET, auth_issuer=ISSUER, **overrides)
+
+
+# --- check_exposure / create_app ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("host", NETWORK_HOSTS)
+def test_open_mode_refuses_a_network_address(database_url: str, host: str) -> None:
+    settings = open_mode(database_url, host=host)
+    assert not settings.auth_enabled
+
+    with pytest.raises(UnsafeConfiguration) as refused:
+        check_exposure(settings)
+    message = str(refused.value)
+    assert "AUTH_JWT_SECRET" in message
+    assert "OPEN_MODE_ALLOW_NETWORK" in message
+    assert host in message
+
+    with pytest.raises(UnsafeConfiguration):
+        create_app(settings)
+
+
+@pytest.mark.parametrize("host", NETWORK_HOSTS)
+def test_open_mode_on_the_network_when_explicitly_allowed(
+    database_url: str, host: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = open_mode(database_url, host=host, open_mode_allow_network=True)
+
+    with caplog.at_level(logging.WARNING, logger="app.main"):
+        check_exposure(settings)
+        create_app(settings)
+
+    assert any(
+        record.levelno == logging.WARNING and "OPEN MODE" in record.getMessage()
+        for record in caplog.records
+    ), caplog.text
+
+
+@pytest.mark.parametrize("host", NETWORK_HOSTS)
+def test_authenticated_mode_may_serve_on_the_network(database_url: str, host: str) -> None:
+    settings = auth_mode(database_url, host=host)
+    check_exposure(settings)
+    create_app(settings)
+
+
+def test_authenticated_mode_with_a_jwks_url_may_serve_on_the_network(database_url: str) -> None:
+    settings = make_settings(
+        database_url, host="0.0.0.0", auth_jwks_url="http://127.0.0.1:1/jwks.json"
+    )
+    check_exposure(settings)
+    create_app(settings)
+
+
+@pytest.mark.parametrize("host", LOOPBACK_HOSTS)
+def test_open_mode_may_serve_on_loopback(database_url: str, host: str) -> None:
+    settings = open_mode(database_url, host=host)
+    check_exposure(settings)
+    create_app(settings)
+
+
+def test_open_mode_network_permission_is_read_from_the_environment(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("AUTH_JWT_SECRET", "AUTH_JWKS_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOST", "0.0.0.0")
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.setenv("OPEN_MODE_ALLOW_NETWORK", "false")
+    with pytest.raises(UnsafeConfiguration):
+        check_exposure(Settings(_env_file=None))
+
+    monkeypatch.setenv("OPEN_MODE_ALLOW_NETWORK", "true")
+    check_exposure(Settings(_env_file=None))
+
+
+# --- python -m app --------------------------------------------------------------------------
+
+
+def run_cli(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """`python -m app` with only `env` configured (run outside the repository so that no `.env`
+    file is read)."""
+    process_env = {
+        "PATH": os.environ.get("PATH", ""),
+        "PYTHONPATH": str(PROJECT_ROOT),
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}",
+        **env,
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "app"],
+        cwd=tmp_path,
+        env=process_env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::"])
+def test_cli_refuses_to_serve_open_mode_on_the_network(tmp_path: Path, host: str) -> None:
+    result = run_cli(tmp_path, HOST=host, PORT="1")
+
+    assert result.returncode != 0
+    assert "refusing to serve" in result.stderr
+    assert "AUTH_JWT_SECRET" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stdout == ""
+    # It stopped before start-up: no migration created the database.
+    assert not (tmp_path / "cli.db").exists()
+
+
+# --- The open-mode warning at start-up ------------------------------------------------------
+
+
+async def run_lifespan(settings: Settings) -> None:
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        pass
+
+
+def open_mode_warnings(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [
+        record
+        for record in caplog.records
+        if record.levelno == logging.WARNING and "OPEN MODE" in record.getMessage()
+    ]
+
+
+async def test_open_mode_start_up_logs_a_warning(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="app.main"):
+        await run_lifespan(open_mode(database_url))
+
+    warnings = open_mode_warnings(caplog)
+    assert len(warnings) == 1, caplog.text
+    assert warnings[0].name == "app.main"
+    assert "AUTH_JWT_SECRET" in warnings[0].getMessage()
+
+
+async def test_authenticated_start_up_logs_no_open_mode_warning(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.DEBUG):
+        await run_lifespan(auth_mode(database_url, host="0.0.0.0"))
+
+    assert open_mode_warnings(caplog) == []
