@@ -33,10 +33,14 @@ class MessageRateLimiter:
         outage of the limiter must not become an outage of the chat.
         """
         try:
+            # Check every window before counting in any, so that a message refused by one
+            # window does not use up room in the others.
             for limit in self.limits:
-                if not await self._strategy.hit(limit, _NAMESPACE, key):
+                if not await self._strategy.test(limit, _NAMESPACE, key):
                     stats = await self._strategy.get_window_stats(limit, _NAMESPACE, key)
                     raise RateLimited(math.ceil(stats.reset_time - time.time()))
+            for limit in self.limits:
+                await self._strategy.hit(limit, _NAMESPACE, key)
         except RateLimited:
             raise
         except Exception as exc:
