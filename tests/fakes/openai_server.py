@@ -60,7 +60,12 @@ class FakeOpenAI:
         self.script.extend(behaviours)
 
     def app(self) -> Starlette:
-        return Starlette(routes=[Route("/v1/chat/completions", self._complete, methods=["POST"])])
+        return Starlette(
+            routes=[
+                Route("/v1/chat/completions", self._complete, methods=["POST"]),
+                Route("/healthz", _healthz),
+            ]
+        )
 
     async def _complete(self, request: Request) -> Response:
         body = await request.json()
@@ -123,6 +128,10 @@ class FakeOpenAI:
             "usage": usage,
         }
         return f"data: {json.dumps(chunk)}\n\n".encode()
+
+
+async def _healthz(_request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
 
 
 def _wants_usage(body: dict[str, Any]) -> bool:
