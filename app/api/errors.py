@@ -14,21 +14,40 @@ _DESCRIPTIONS = {
     404: "No such session, or not one of the caller's.",
     413: "The request body is larger than MAX_REQUEST_BODY_BYTES.",
     429: "Too many messages; the `Retry-After` header says how many seconds to wait.",
-    500: "Unexpected server error.",
+    500: "Unexpected server error, such as the database being unreachable.",
     502: "The assistant failed to answer; the user's message was saved.",
-    503: "The database, or the token signing keys, cannot be reached.",
+    503: "The token signing keys (AUTH_JWKS_URL) cannot be fetched.",
+    504: "The assistant did not answer in time; the user's message was saved.",
 }
+# Always sent with these statuses: required, so that a response without them breaks the schema.
 _HEADERS = {
-    401: {"WWW-Authenticate": {"schema": {"type": "string"}, "description": "`Bearer ...`"}},
-    429: {"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds to wait."}},
+    401: {
+        "WWW-Authenticate": {
+            "schema": {"type": "string"},
+            "required": True,
+            "description": "`Bearer ...`",
+        }
+    },
+    429: {
+        "Retry-After": {
+            "schema": {"type": "integer", "minimum": 1},
+            "required": True,
+            "description": "Seconds to wait.",
+        }
+    },
 }
 
 # What every route that identifies the caller can answer.
 AUTH_ERRORS = (401, 503)
 
 
-def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    return {status: _response(status, {"model": ErrorResponse}) for status in statuses}
+def error_responses(
+    *statuses: int, descriptions: dict[int, str] | None = None
+) -> dict[int | str, dict[str, Any]]:
+    """`descriptions` replaces the shared description of a status for this route."""
+    return {
+        status: _response(status, {"model": ErrorResponse}, descriptions) for status in statuses
+    }
 
 
 def json_error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -41,8 +60,11 @@ def json_error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     }
 
 
-def _response(status: int, body: dict[str, Any]) -> dict[str, Any]:
-    response = {"description": _DESCRIPTIONS[status], **body}
+def _response(
+    status: int, body: dict[str, Any], descriptions: dict[int, str] | None = None
+) -> dict[str, Any]:
+    description = (descriptions or {}).get(status, _DESCRIPTIONS[status])
+    response = {"description": description, **body}
     if status in _HEADERS:
         response["headers"] = _HEADERS[status]
     return response

@@ -27,7 +27,7 @@ async def healthz() -> HealthStatus:
     "/readyz",
     summary="The database is reachable",
     response_model=HealthStatus,
-    responses=error_responses(503),
+    responses=error_responses(503, descriptions={503: "The database cannot be reached."}),
 )
 async def readyz(db: DatabaseDep) -> HealthStatus | JSONResponse:
     try:

@@ -18,6 +18,17 @@ from app.core.config import get_settings
 SESSION_ID_PATTERN = r"^[A-Za-z0-9_-]{1,128}$"
 USER_ID_MAX_CHARS = 255
 
+# The validators' rules, stated in the JSON Schema so that clients (and schema-driven fuzzers) can
+# tell valid from invalid text. JSON Schema patterns are ECMA-262 regexes, whose `\s` is not the
+# set `str.strip()` removes, so that set (every character `str.isspace()` holds for) is spelled out.
+_STRIPPED = (
+    r"\t\n\u000b\f\r\u001c-\u001f \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+)
+NO_NUL_PATTERN = r"^[^\u0000]*$"
+# A character that is neither stripped nor NUL, and no NUL anywhere (unambiguous: linear time).
+MESSAGE_PATTERN = rf"^[{_STRIPPED}]*[^\u0000{_STRIPPED}][^\u0000]*$"
+PADDED_PATTERN = rf"^[{_STRIPPED}]|[{_STRIPPED}]$"
+
 
 def _as_utc_iso(value: datetime) -> str:
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
@@ -54,6 +65,19 @@ def _message_length(value: str) -> str:
     return value
 
 
+def _message_schema(schema: dict[str, Any]) -> None:
+    """The length limit applies after trimming, which no JSON Schema keyword can express (a
+    counted regex this long is more than common regex engines accept). So: at most the limit,
+    unless the text starts or ends with whitespace. Text the schema rejects is always too long;
+    padded text the schema accepts can still be too long once trimmed."""
+    # Called when the OpenAPI document is built, once the settings are known.
+    schema.update(
+        minLength=1,
+        pattern=MESSAGE_PATTERN,
+        anyOf=[{"maxLength": get_settings().message_max_chars}, {"pattern": PADDED_PATTERN}],
+    )
+
+
 SessionId = Annotated[
     str,
     StringConstraints(pattern=SESSION_ID_PATTERN),
@@ -66,7 +90,13 @@ UserId = Annotated[
     str,
     StringConstraints(min_length=1, max_length=USER_ID_MAX_CHARS),
     AfterValidator(_storable),
-    Field(description="The user the session belongs to; at most 255 characters."),
+    Field(
+        description=(
+            "The user the session belongs to: 1 to 255 characters; no NUL characters or "
+            "unpaired surrogates."
+        ),
+        json_schema_extra={"pattern": NO_NUL_PATTERN},
+    ),
 ]
 MessageText = Annotated[
     str,
@@ -75,9 +105,11 @@ MessageText = Annotated[
     Field(
         description=(
             "The user's message: 1 to MESSAGE_MAX_CHARS (default 32,000) characters after "
-            "trimming whitespace; no NUL characters."
+            "trimming whitespace; no NUL characters or unpaired surrogates. Text that starts or "
+            "ends with whitespace may be longer, as long as it is within the limit once trimmed."
         ),
         examples=["What payment processors do you support?"],
+        json_schema_extra=_message_schema,
     ),
 ]
 

@@ -44,14 +44,15 @@ _EVENT_NAMES: dict[type[StreamEvent], str] = {
 }
 
 
-_SEND_ERRORS = (400, 403, 404, 413, 429, *AUTH_ERRORS)
+# Every route here can also fail unexpectedly (a database outage, say): 500.
+_SEND_ERRORS = (400, 403, 404, 413, 429, 500, *AUTH_ERRORS)
 
 
 @router.post(
     "",
     summary="Send a message and get the assistant's reply",
     dependencies=[MessageRateLimitDep],
-    responses=error_responses(*_SEND_ERRORS, 502),
+    responses=error_responses(*_SEND_ERRORS, 502, 504),
 )
 async def chat(
     body: ChatRequest,
@@ -107,7 +108,7 @@ async def chat_stream(
 @router.get(
     "/sessions",
     summary="List chat sessions, most recent activity first",
-    responses=error_responses(403, *AUTH_ERRORS),
+    responses=error_responses(403, 500, *AUTH_ERRORS),
 )
 async def list_sessions(
     caller: CallerDep,
@@ -132,7 +133,7 @@ async def list_sessions(
 @router.get(
     "/sessions/{session_id}",
     summary="Open a session: its summary and messages, oldest first",
-    responses=error_responses(404, *AUTH_ERRORS),
+    responses=error_responses(404, 500, *AUTH_ERRORS),
 )
 async def get_session(
     session_id: SessionIdPath, caller: CallerDep, db: DatabaseDep
@@ -145,7 +146,7 @@ async def get_session(
     summary="Delete a session and its messages",
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
-    responses=error_responses(404, *AUTH_ERRORS),
+    responses=error_responses(404, 500, *AUTH_ERRORS),
 )
 async def delete_session(session_id: SessionIdPath, caller: CallerDep, db: DatabaseDep) -> None:
     await chat_service.delete_session(db, caller, session_id)
