@@ -11,7 +11,7 @@ export UV_PYTHON_DOWNLOADS := never
 export UV_PYTHON := $(PYTHON)
 
 .DEFAULT_GOAL := help
-.PHONY: help install run migrate test lint format typecheck openapi migrations-sql clean
+.PHONY: help install run migrate test lint format typecheck openapi migrations-sql bench-stream clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -44,13 +44,16 @@ format: install ## Apply ruff's fixes and formatting
 	$(RUN) ruff format .
 
 typecheck: install ## mypy (strict)
-	$(RUN) mypy app migrations tests scripts
+	$(RUN) mypy app migrations tests scripts bench
 
 test: lint typecheck ## Lint, type-check, and run the whole suite on SQLite and PostgreSQL
 	$(RUN) pytest
 
 openapi: install ## Write the OpenAPI schema to openapi.json
 	$(RUN) python -m scripts.export_openapi openapi.json
+
+bench-stream: install ## Benchmark the streaming relay (first-token latency, relay rate) vs the upstream alone
+	$(RUN) python -m bench.stream_relay --database sqlite --database postgresql
 
 clean: ## Remove the virtualenvs and local data
 	rm -rf .venv .tools data .pytest_cache .mypy_cache .ruff_cache

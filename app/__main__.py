@@ -1,12 +1,31 @@
 """`python -m app`: serve the API with uvicorn on HOST:PORT."""
 
+import math
+import socket
 import sys
+import time
 
 import uvicorn
+from fastapi import FastAPI
 
 from app.core.config import get_settings
 from app.core.logging import configure_logging
 from app.main import UnsafeConfiguration, create_app
+
+
+class _Server(uvicorn.Server):
+    """uvicorn, telling the app when shutdown began, so that waiting for open streams
+    (uvicorn's part) and for replies still being generated (the app's) share one grace
+    period instead of spending it twice."""
+
+    def __init__(self, config: uvicorn.Config, app: FastAPI, grace_seconds: float) -> None:
+        super().__init__(config)
+        self._app = app
+        self._grace_seconds = grace_seconds
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self._app.state.shutdown_deadline = time.monotonic() + self._grace_seconds
+        await super().shutdown(sockets)
 
 
 def main() -> None:
@@ -16,14 +35,16 @@ def main() -> None:
         app = create_app(settings)
     except UnsafeConfiguration as exc:
         sys.exit(f"error: {exc}")
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level.lower(),
-        # Streams in flight get this long to finish and be saved after SIGTERM.
-        timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) + 1,
+        timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_seconds),
     )
+    # Like uvicorn itself, the process ends by re-raising SIGTERM after a clean shutdown
+    # (exit status 143), so supervisors see that it stopped because it was told to.
+    _Server(config, app, settings.shutdown_grace_seconds).run()
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """The FastAPI application: wiring of settings, database, assistant, security and routes."""
 
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -60,7 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
-            await reply_tasks.shutdown(settings.shutdown_grace_seconds)
+            await reply_tasks.shutdown(_remaining_grace(app, settings.shutdown_grace_seconds))
             await database.dispose()
 
     app = FastAPI(
@@ -90,6 +91,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if not settings.auth_enabled:
         describe_open_mode(app)
     return app
+
+
+def _remaining_grace(app: FastAPI, grace_seconds: float) -> float:
+    """What is left of the grace period that began with the server's shutdown (see
+    `app/__main__.py`); the whole of it under servers that do not say when that was."""
+    deadline: float | None = getattr(app.state, "shutdown_deadline", None)
+    if deadline is None:
+        return grace_seconds
+    return max(0.0, deadline - time.monotonic())
 
 
 def check_exposure(settings: Settings) -> None:
