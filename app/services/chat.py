@@ -125,7 +125,11 @@ async def process_chat(
             role="assistant",
             content="",
             metadata=reply_metadata(
-                provider=assistant.provider, status="failed", timer=timer, error=failure.kind
+                provider=assistant.provider,
+                model=assistant.model,
+                status="failed",
+                timer=timer,
+                error=failure.kind,
             ),
         )
         raise client_error(failure) from exc
@@ -136,7 +140,11 @@ async def process_chat(
         role="assistant",
         content=reply.content,
         metadata=reply_metadata(
-            provider=assistant.provider, status="complete", timer=timer, end=reply.end
+            provider=assistant.provider,
+            model=assistant.model,
+            status="complete",
+            timer=timer,
+            end=reply.end,
         ),
     )
     return ChatResponse(

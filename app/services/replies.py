@@ -34,12 +34,13 @@ class ReplyTimer:
 def reply_metadata(
     *,
     provider: str,
+    model: str,
     status: ReplyStatus,
     timer: ReplyTimer,
     end: ReplyEnd | None = None,
-    model: str | None = None,
     error: str | None = None,
 ) -> dict[str, Any]:
+    """`model` is the configured one, recorded when the reply ended before naming its own."""
     metadata: dict[str, Any] = {
         "provider": provider,
         "model": end.model if end else model,

@@ -119,6 +119,7 @@ async def _generate_reply(
     def ended_early(error: str) -> dict[str, Any]:
         return reply_metadata(
             provider=assistant.provider,
+            model=assistant.model,
             status="incomplete" if parts else "failed",
             timer=timer,
             error=error,
@@ -148,7 +149,13 @@ async def _generate_reply(
             queue.put_nowait(StreamError(detail=AssistantUnavailable.detail))
             return
         message_id = await save(
-            reply_metadata(provider=assistant.provider, status="complete", timer=timer, end=end)
+            reply_metadata(
+                provider=assistant.provider,
+                model=assistant.model,
+                status="complete",
+                timer=timer,
+                end=end,
+            )
         )
         queue.put_nowait(StreamDone(session_id=accepted.session_id, message_id=message_id))
     except SessionNotFound:

@@ -269,6 +269,7 @@ class ScriptedAssistant:
         self.calls = 0
 
     provider = TEST_METADATA["provider"]
+    model = TEST_METADATA["model"]
 
     async def reply(self, history: Sequence[Turn]) -> Reply:
         self.calls += 1

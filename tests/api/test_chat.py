@@ -152,7 +152,7 @@ async def test_failing_assistant_gives_502_and_records_the_failed_reply(
     ]
     assert reply_summary(session["messages"][1]["metadata"]) == {
         "provider": "test",
-        "model": None,
+        "model": "test-1",
         "status": "failed",
         "finish_reason": "error",
         "error": "unavailable",

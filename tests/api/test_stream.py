@@ -210,7 +210,7 @@ async def test_assistant_failing_mid_stream_sends_error_and_keeps_the_partial_re
     assert (partial["role"], partial["content"]) == ("assistant", "partial answer")
     assert reply_summary(partial["metadata"]) == {
         "provider": "test",
-        "model": None,
+        "model": "test-1",
         "status": "incomplete",
         "finish_reason": "error",
         "error": "unavailable",

@@ -15,6 +15,7 @@ class RecordingAssistant:
     """Answers "reply N" and remembers the history of every call."""
 
     provider = "recording"
+    model = "recorder"
 
     def __init__(self) -> None:
         self.histories: list[list[Turn]] = []
@@ -33,6 +34,7 @@ class FailingAssistant:
     """Fails every call with `error`, after `chunks_before_failure` streamed chunks."""
 
     provider = "failing"
+    model = "failing-1"
 
     def __init__(self, chunks_before_failure: int = 0, error: Exception | None = None) -> None:
         self.chunks_before_failure = chunks_before_failure
@@ -51,6 +53,7 @@ class GatedAssistant:
     """Streams "first ", then waits for `gate` before streaming the rest."""
 
     provider = "gated"
+    model = "gate-1"
     rest = ("second ", "third")
 
     def __init__(self) -> None:

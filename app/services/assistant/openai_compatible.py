@@ -1,13 +1,17 @@
 """Chat completions from OpenAI or any server that speaks its protocol (vLLM, Ollama,
 LM Studio, llama.cpp server), through the official SDK.
 
-Retries: the SDK retries connection errors, timeouts, 429 and 5xx with exponential backoff
-(`OPENAI_MAX_RETRIES`) before a response starts, so a streamed reply is only retried while no
-token has been sent. A failure after that ends the reply as incomplete. The SDK talks HTTP
-through `httpx2` (its fork of httpx), whose errors surface when a stream breaks mid-way.
+Retries: connection errors, timeouts, 429, 408/409 and 5xx are retried with exponential
+backoff (or the server's Retry-After), `OPENAI_MAX_RETRIES` times, as long as no token has
+been sent: that covers a stream whose first chunk never comes or that breaks before it, which
+the SDK's own retries (they end when the response headers arrive) do not. A failure after
+the first token ends the reply as incomplete. The SDK talks HTTP through `httpx2` (its fork
+of httpx), whose errors surface when a stream breaks mid-way.
 """
 
+import asyncio
 import logging
+import random
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -52,10 +56,11 @@ class OpenAICompatibleAssistant:
             base_url=settings.openai_base_url,
             # Local servers ignore the key, but the SDK insists on one.
             api_key=api_key or ("unused" if settings.openai_base_url else None),
-            max_retries=settings.openai_max_retries,
+            max_retries=0,  # retried here instead, to cover the wait for the first token
             timeout=httpx2.Timeout(settings.openai_timeout_seconds, connect=10.0),
         )
         self.model = settings.openai_model
+        self._max_retries = settings.openai_max_retries
         self._temperature = settings.openai_temperature
         self._max_tokens = settings.openai_max_tokens
         self._stream_usage = settings.openai_stream_usage
@@ -67,12 +72,16 @@ class OpenAICompatibleAssistant:
 
     async def reply(self, history: Sequence[Turn]) -> Reply:
         messages, sources = self._prompt(history)
-        try:
-            completion = await self._client.chat.completions.create(
-                messages=messages, stream=False, **self._options()
-            )
-        except openai.APIError as exc:
-            raise _as_assistant_error(exc) from exc
+        for attempt in range(self._max_retries + 1):
+            try:
+                completion = await self._client.chat.completions.create(
+                    messages=messages, stream=False, **self._options()
+                )
+                break
+            except openai.APIError as exc:
+                if attempt == self._max_retries or not _retryable(exc):
+                    raise _as_assistant_error(exc) from exc
+                await asyncio.sleep(_retry_delay(exc, attempt))
         if not completion.choices:
             raise AssistantError("the completion has no choices", kind="unavailable")
         choice = completion.choices[0]
@@ -89,15 +98,29 @@ class OpenAICompatibleAssistant:
 
     async def stream(self, history: Sequence[Turn]) -> AsyncIterator[ReplyEvent]:
         messages, sources = self._prompt(history)
+        attempt = 0
+        while True:
+            token_sent = False
+            try:
+                async for event in self._stream_once(messages, sources):
+                    token_sent = token_sent or isinstance(event, TextDelta)
+                    yield event
+                return
+            except Exception as exc:
+                if token_sent or attempt == self._max_retries or not _retryable(exc):
+                    raise _as_assistant_error(exc) from exc
+                await asyncio.sleep(_retry_delay(exc, attempt))
+                attempt += 1
+
+    async def _stream_once(
+        self, messages: list[ChatCompletionMessageParam], sources: tuple[Source, ...]
+    ) -> AsyncIterator[ReplyEvent]:
         extra: dict[str, Any] = (
             {"stream_options": {"include_usage": True}} if self._stream_usage else {}
         )
-        try:
-            chunks = await self._client.chat.completions.create(
-                messages=messages, stream=True, **self._options(), **extra
-            )
-        except openai.APIError as exc:
-            raise _as_assistant_error(exc) from exc
+        chunks = await self._client.chat.completions.create(
+            messages=messages, stream=True, **self._options(), **extra
+        )
         model, finish_reason, usage = self.model, None, None
         try:
             async for chunk in chunks:
@@ -108,13 +131,10 @@ class OpenAICompatibleAssistant:
                     if choice.delta and choice.delta.content:
                         yield TextDelta(choice.delta.content)
                     finish_reason = choice.finish_reason or finish_reason
-        except (openai.APIError, httpx2.HTTPError, ValueError) as exc:
-            # Cut connections, read timeouts, error events and malformed chunks alike.
-            raise _as_assistant_error(exc) from exc
         finally:
             await chunks.close()
         if finish_reason is None:
-            raise AssistantError("the stream ended without a finish reason", kind="unavailable")
+            raise _UnfinishedStream("the stream ended without a finish reason")
         yield ReplyEnd(model=model, finish_reason=finish_reason, usage=usage, sources=sources)
 
     def _options(self) -> dict[str, Any]:
@@ -150,7 +170,39 @@ class OpenAICompatibleAssistant:
         return messages, sources
 
 
+class _UnfinishedStream(Exception):
+    """The server closed the stream cleanly but never said it was finished."""
+
+
+_BASE_DELAY_SECONDS = 0.5
+_MAX_DELAY_SECONDS = 8.0
+_MAX_RETRY_AFTER_SECONDS = 60.0
+
+
+def _retryable(exc: Exception) -> bool:
+    """Failures worth another try: the network, the server's load, its hiccups."""
+    if isinstance(exc, openai.APIStatusError):
+        return exc.status_code in (408, 409, 429) or exc.status_code >= 500
+    return isinstance(exc, openai.APIConnectionError | httpx2.TransportError | _UnfinishedStream)
+
+
+def _retry_delay(exc: Exception, attempt: int) -> float:
+    """The server's Retry-After when it gives one, else exponential backoff with jitter."""
+    if isinstance(exc, openai.APIStatusError):
+        headers = exc.response.headers
+        try:
+            if "retry-after-ms" in headers:
+                return min(float(headers["retry-after-ms"]) / 1000, _MAX_RETRY_AFTER_SECONDS)
+            if "retry-after" in headers:
+                return min(float(headers["retry-after"]), _MAX_RETRY_AFTER_SECONDS)
+        except ValueError:
+            pass  # an HTTP date or garbage: fall back to backoff
+    backoff: float = min(_BASE_DELAY_SECONDS * 2.0**attempt, _MAX_DELAY_SECONDS)
+    return backoff * random.uniform(0.75, 1.0)
+
+
 def _as_assistant_error(exc: Exception) -> AssistantError:
+    """Any failure of the upstream, including chunks of the wrong shape, as the reply's error."""
     timed_out = isinstance(exc, openai.APITimeoutError | httpx2.TimeoutException)
     logger.warning("assistant upstream failed: %r", exc)
     return AssistantError(
