@@ -10,7 +10,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from app.api import health
 from app.api.body_limit import BodySizeLimitMiddleware
-from app.api.openapi import describe_open_mode
+from app.api.openapi import describe_mode
 from app.api.v1 import chat
 from app.core.auth import TokenVerifier
 from app.core.config import Settings, get_settings
@@ -88,8 +88,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(chat.router)
-    if not settings.auth_enabled:
-        describe_open_mode(app)
+    describe_mode(app, open_mode=not settings.auth_enabled)
     return app
 
 

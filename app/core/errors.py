@@ -30,6 +30,13 @@ class SessionNotFound(ChatError):
     detail = "Session not found"
 
 
+class UserRequired(ChatError):
+    """An operation on a user's sessions by a caller who is not one user (service, open mode)."""
+
+    status_code = status.HTTP_400_BAD_REQUEST
+    detail = "Name the user (user_id)"
+
+
 class Forbidden(ChatError):
     status_code = status.HTTP_403_FORBIDDEN
     detail = "Not allowed"

@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from sqlalchemy import (
+    Boolean,
     ColumnElement,
     RowMapping,
     and_,
@@ -15,10 +16,12 @@ from sqlalchemy import (
     insert,
     literal,
     select,
+    tuple_,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.types import Uuid
 
 from app.db.tables import chat_messages, chat_sessions
 from app.db.types import UTCDateTime
@@ -34,7 +37,12 @@ SUMMARY_COLUMNS = (
     chat_sessions.c.message_count,
     chat_sessions.c.created_at,
     chat_sessions.c.updated_at,
+    chat_sessions.c.pinned,
+    (~chat_sessions.c.active).label("archived"),
+    chat_sessions.c.id,
 )
+# The sidebar's order, all descending; `id` makes it total, so pages neither overlap nor skip.
+LIST_ORDER = (chat_sessions.c.pinned, chat_sessions.c.updated_at, chat_sessions.c.id)
 MESSAGE_COLUMNS = (
     chat_messages.c.id,
     chat_messages.c.seq,
@@ -147,36 +155,107 @@ async def get_session_summary(
     return (await conn.execute(stmt)).mappings().one_or_none()
 
 
+@dataclass(frozen=True, slots=True)
+class ListPosition:
+    """Where a page of the sidebar ends: the sort key of its last session."""
+
+    pinned: bool
+    updated_at: datetime
+    id: uuid.UUID
+
+
+@dataclass(frozen=True, slots=True)
+class SessionFilter:
+    user_id: str | None
+    archived: bool
+
+    def clauses(self) -> list[ColumnElement[bool]]:
+        clauses = [chat_sessions.c.active == (not self.archived)]
+        if self.user_id is not None:
+            clauses.append(chat_sessions.c.user_id == self.user_id)
+        return clauses
+
+
 async def list_session_summaries(
-    conn: AsyncConnection, *, user_id: str | None, limit: int, offset: int
+    conn: AsyncConnection,
+    *,
+    where: SessionFilter,
+    limit: int,
+    offset: int = 0,
+    after: ListPosition | None = None,
 ) -> list[RowMapping]:
-    """Newest activity first; the id breaks ties so the order is total and stable."""
+    """Pinned first, then newest activity first; from `offset`, or strictly after `after`
+    (keyset: an index range scan at any depth)."""
     stmt = (
         select(*SUMMARY_COLUMNS)
-        .order_by(chat_sessions.c.updated_at.desc(), chat_sessions.c.id.desc())
+        .where(*where.clauses())
+        .order_by(*(column.desc() for column in LIST_ORDER))
         .limit(limit)
-        .offset(offset)
     )
-    if user_id is not None:
-        stmt = stmt.where(chat_sessions.c.user_id == user_id)
+    if after is not None:
+        stmt = stmt.where(
+            tuple_(*LIST_ORDER)
+            < tuple_(
+                literal(after.pinned, type_=Boolean()),
+                literal(after.updated_at, type_=UTCDateTime()),
+                literal(after.id, type_=Uuid()),
+            )
+        )
+    elif offset:
+        stmt = stmt.offset(offset)
     return list((await conn.execute(stmt)).mappings())
 
 
-async def count_sessions(conn: AsyncConnection, *, user_id: str | None) -> int:
-    stmt = select(func.count()).select_from(chat_sessions)
-    if user_id is not None:
-        stmt = stmt.where(chat_sessions.c.user_id == user_id)
+async def count_sessions(conn: AsyncConnection, *, where: SessionFilter) -> int:
+    stmt = select(func.count()).select_from(chat_sessions).where(*where.clauses())
     return int((await conn.execute(stmt)).scalar_one())
 
 
-async def list_messages(conn: AsyncConnection, session_id: str) -> list[RowMapping]:
-    """All messages of a session, oldest first."""
-    stmt = (
-        select(*MESSAGE_COLUMNS)
-        .where(chat_messages.c.session_id == session_id)
-        .order_by(chat_messages.c.seq)
-    )
-    return list((await conn.execute(stmt)).mappings())
+async def update_session(
+    conn: AsyncConnection,
+    session_id: str,
+    *,
+    owner: str | None,
+    title: str | None,
+    pinned: bool | None,
+    archived: bool | None,
+) -> bool:
+    """Rename, pin or archive; True when the session exists (and is the owner's).
+
+    Activity time is left alone: organising a session is not talking in it.
+    """
+    values: dict[str, Any] = {}
+    if title is not None:
+        # Never null again, so the automatic title (set only while null) cannot replace it.
+        values["title"] = title
+    if pinned is not None:
+        values["pinned"] = pinned
+    if archived is not None:
+        values["active"] = not archived
+    stmt = update(chat_sessions).where(_session_is(session_id, owner)).values(values)
+    return bool((await conn.execute(stmt)).rowcount)
+
+
+async def delete_sessions_of(conn: AsyncConnection, user_id: str) -> int:
+    """Delete every session of `user_id` (messages go by cascade); how many there were."""
+    stmt = delete(chat_sessions).where(chat_sessions.c.user_id == user_id)
+    return int((await conn.execute(stmt)).rowcount)
+
+
+async def list_messages(
+    conn: AsyncConnection, session_id: str, *, before: int | None = None, limit: int | None = None
+) -> list[RowMapping]:
+    """A session's messages, oldest first: all of them, or the newest `limit` before the
+    sequence number `before`."""
+    stmt = select(*MESSAGE_COLUMNS).where(chat_messages.c.session_id == session_id)
+    if before is not None:
+        stmt = stmt.where(chat_messages.c.seq < before)
+    if limit is None:
+        return list((await conn.execute(stmt.order_by(chat_messages.c.seq))).mappings())
+    newest_first = stmt.order_by(chat_messages.c.seq.desc()).limit(limit)
+    rows = list((await conn.execute(newest_first)).mappings())
+    rows.reverse()
+    return rows
 
 
 async def list_recent_messages(

@@ -44,13 +44,23 @@ chat_sessions = Table(
     Column("title", Text, nullable=True),
     Column("last_message", Text, nullable=True),
     Column("message_count", Integer, nullable=False, default=0),
-    Index("idx_chat_sessions_updated_at", text("updated_at DESC")),
+    Column("pinned", Boolean, nullable=False, default=False),
+    # The sidebar's sort key is (pinned, updated_at, id), all descending; these indexes
+    # lead with the filters (owner, archive state) and end with it (migration 0003).
     Index(
-        "idx_chat_sessions_user_id_updated",
+        "idx_chat_sessions_user_list",
         "user_id",
+        "active",
+        text("pinned DESC"),
         text("updated_at DESC"),
-        postgresql_where=text("user_id IS NOT NULL"),
-        sqlite_where=text("user_id IS NOT NULL"),
+        text("id DESC"),
+    ),
+    Index(
+        "idx_chat_sessions_list",
+        "active",
+        text("pinned DESC"),
+        text("updated_at DESC"),
+        text("id DESC"),
     ),
 )
 

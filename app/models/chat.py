@@ -11,12 +11,15 @@ from pydantic import (
     Field,
     PlainSerializer,
     StringConstraints,
+    field_validator,
+    model_validator,
 )
 
 from app.core.config import get_settings
 
 SESSION_ID_PATTERN = r"^[A-Za-z0-9_-]{1,128}$"
 USER_ID_MAX_CHARS = 255
+TITLE_MAX_CHARS = 200
 
 # The validators' rules, stated in the JSON Schema so that clients (and schema-driven fuzzers) can
 # tell valid from invalid text. JSON Schema patterns are ECMA-262 regexes, whose `\s` is not the
@@ -114,6 +117,25 @@ MessageText = Annotated[
 ]
 
 
+def _single_line(value: str) -> str:
+    collapsed = " ".join(value.split())
+    if not collapsed:
+        raise ValueError("must not be empty or only whitespace")
+    return collapsed
+
+
+SessionTitle = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=TITLE_MAX_CHARS),
+    AfterValidator(_storable),
+    AfterValidator(_single_line),
+    Field(
+        description=f"A title chosen by the user: 1 to {TITLE_MAX_CHARS} characters.",
+        json_schema_extra={"pattern": MESSAGE_PATTERN},
+    ),
+]
+
+
 class BaseResponse(BaseModel):
     """Base of every response body."""
 
@@ -148,22 +170,70 @@ class SessionSummary(BaseResponse):
     message_count: int
     created_at: UTCTimestamp
     updated_at: UTCTimestamp
+    pinned: bool = Field(description="Pinned sessions are listed first.")
+    archived: bool = Field(description="Archived sessions are listed only when asked for.")
 
 
 class SessionsListResponse(BaseResponse):
-    """Paginated list of chat sessions."""
+    """A page of chat sessions: pinned first, then most recent activity first.
+
+    Page mode (`page`, `page_size`) fills every field. Cursor mode (`limit`, `cursor`) leaves
+    `page` and `total_pages` null; `total` is null when `include_total=false`.
+    """
 
     sessions: list[SessionSummary]
-    total: int
-    page: int
+    total: int | None
+    page: int | None
     page_size: int
-    total_pages: int
+    total_pages: int | None
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` for the sessions after these; null at the end."
+    )
+    has_more: bool
+
+
+def _without_null(schema: dict[str, Any]) -> None:
+    """`anyOf: [X, null]` as plain X."""
+    options = [o for o in schema.pop("anyOf", []) if o.get("type") != "null"]
+    if len(options) == 1:
+        schema.update(options[0])
+    schema.pop("default", None)
+
+
+class SessionUpdate(BaseModel):
+    """Rename, pin or archive a session; fields left out stay as they are."""
+
+    # At least one field; null is not a value (the schema says so, and the validator agrees).
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"minProperties": 1})
+
+    # None means "left out"; an explicit null is invalid, and the schema does not offer it.
+    title: SessionTitle | None = Field(default=None, json_schema_extra=_without_null)
+    pinned: bool | None = Field(default=None, json_schema_extra=_without_null)
+    archived: bool | None = Field(default=None, json_schema_extra=_without_null)
+
+    @field_validator("title", "pinned", "archived", mode="before")
+    @classmethod
+    def _not_null(cls, value: object) -> object:
+        if value is None:
+            raise ValueError("must not be null (leave the field out instead)")
+        return value
+
+    @model_validator(mode="after")
+    def _changes_something(self) -> "SessionUpdate":
+        if not self.model_fields_set:
+            raise ValueError("give at least one of title, pinned, archived")
+        return self
+
+
+class DeletedSessions(BaseResponse):
+    deleted: int = Field(description="How many sessions were deleted.")
 
 
 class ChatMessage(BaseResponse):
     """One stored message."""
 
     id: uuid.UUID
+    seq: int = Field(description="Position in the session, from 1, gap-free.")
     role: Literal["user", "assistant", "system"]
     content: str
     metadata: dict[str, Any]
@@ -171,9 +241,13 @@ class ChatMessage(BaseResponse):
 
 
 class SessionDetail(SessionSummary):
-    """A session with its messages, oldest first."""
+    """A session with its messages, oldest first (all of them, or one page with `limit`)."""
 
     messages: list[ChatMessage]
+    has_more_messages: bool = Field(description="Older messages exist before this page.")
+    messages_before: int | None = Field(
+        description="Pass as `before` for the page of older messages; null when there are none."
+    )
 
 
 class StreamStarted(BaseModel):

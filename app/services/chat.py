@@ -10,10 +10,10 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from app.core.errors import SessionNotFound
+from app.core.errors import SessionNotFound, UserRequired
 from app.db import queries
 from app.db.engine import Database
-from app.db.queries import Role, StoredMessage
+from app.db.queries import ListPosition, Role, SessionFilter, StoredMessage
 from app.db.types import utc_now
 from app.models.chat import (
     ChatMessage,
@@ -22,9 +22,11 @@ from app.models.chat import (
     SessionDetail,
     SessionsListResponse,
     SessionSummary,
+    SessionUpdate,
 )
 from app.services.access import Caller
 from app.services.assistant import Assistant, AssistantError, Turn
+from app.services.cursor import encode_cursor
 from app.services.replies import FAILED, ReplyTimer, client_error, reply_metadata
 from app.services.text import make_preview, make_title
 
@@ -161,36 +163,104 @@ def as_assistant_error(exc: Exception, session_id: str) -> AssistantError:
 
 
 async def get_sessions_list(
-    db: Database, caller: Caller, *, page: int, page_size: int, user_id: str | None
+    db: Database,
+    caller: Caller,
+    *,
+    user_id: str | None,
+    archived: bool = False,
+    page: int = 1,
+    page_size: int = 50,
+    cursor: ListPosition | None = None,
+    limit: int | None = None,
+    include_total: bool = True,
 ) -> SessionsListResponse:
-    """One page of sessions, most recent activity first: the caller's own, or for trusted
-    callers everyone's or the named user's."""
-    user_id = caller.acting_for(user_id)
+    """One page of sessions, pinned first, then most recent activity first: the caller's own,
+    or for trusted callers everyone's or the named user's.
+
+    With `cursor` or `limit` the page starts after the cursor's session (keyset: as fast at
+    any depth, and stable while sessions move); otherwise it is page `page` of `page_size`.
+    """
+    where = SessionFilter(user_id=caller.acting_for(user_id), archived=archived)
+    cursor_mode = cursor is not None or limit is not None
+    size = (limit or page_size) if cursor_mode else page_size
     async with db.read() as conn:
-        total = await queries.count_sessions(conn, user_id=user_id)
+        total = await queries.count_sessions(conn, where=where) if include_total else None
         rows = await queries.list_session_summaries(
-            conn, user_id=user_id, limit=page_size, offset=(page - 1) * page_size
+            conn,
+            where=where,
+            limit=size + 1,  # one more than asked tells whether there are more
+            offset=0 if cursor_mode else (page - 1) * size,
+            after=cursor,
         )
+    has_more = len(rows) > size
+    rows = rows[:size]
+    last = rows[-1] if rows else None
     return SessionsListResponse(
         sessions=[SessionSummary.model_validate(row) for row in rows],
         total=total,
-        page=page,
-        page_size=page_size,
-        total_pages=math.ceil(total / page_size),
+        page=None if cursor_mode else page,
+        page_size=size,
+        total_pages=None if cursor_mode or total is None else math.ceil(total / size),
+        next_cursor=(
+            encode_cursor(ListPosition(last["pinned"], last["updated_at"], last["id"]))
+            if has_more and last is not None
+            else None
+        ),
+        has_more=has_more,
     )
 
 
-async def get_session(db: Database, caller: Caller, session_id: str) -> SessionDetail:
-    """A session's summary and all its messages, oldest first."""
+async def get_session(
+    db: Database,
+    caller: Caller,
+    session_id: str,
+    *,
+    before: int | None = None,
+    limit: int | None = None,
+) -> SessionDetail:
+    """A session's summary and its messages, oldest first: all of them, or with `limit` the
+    newest page before the message numbered `before`."""
     async with db.read() as conn:
         summary = await queries.get_session_summary(conn, session_id, owner=caller.owner_filter)
         if summary is None:
             raise SessionNotFound()
-        messages = await queries.list_messages(conn, session_id)
+        messages = await queries.list_messages(conn, session_id, before=before, limit=limit)
+    first_seq = messages[0]["seq"] if messages else None
+    has_more = first_seq is not None and first_seq > 1
     return SessionDetail(
         **SessionSummary.model_validate(summary).model_dump(),
         messages=[ChatMessage.model_validate(row) for row in messages],
+        has_more_messages=has_more,
+        messages_before=first_seq if has_more else None,
     )
+
+
+async def update_session(
+    db: Database, caller: Caller, session_id: str, changes: SessionUpdate
+) -> SessionSummary:
+    """Rename, pin, archive or unarchive a session; its summary afterwards."""
+    async with db.write() as conn:
+        found = await queries.update_session(
+            conn,
+            session_id,
+            owner=caller.owner_filter,
+            title=changes.title,
+            pinned=changes.pinned,
+            archived=changes.archived,
+        )
+        if not found:
+            raise SessionNotFound()
+        summary = await queries.get_session_summary(conn, session_id)
+    return SessionSummary.model_validate(summary)
+
+
+async def delete_all_sessions(db: Database, caller: Caller, *, user_id: str | None) -> int:
+    """Delete every session of a user: the caller's own, or whom a trusted caller names."""
+    owner = caller.acting_for(user_id)
+    if owner is None:
+        raise UserRequired("name the user whose sessions to delete (user_id)")
+    async with db.write() as conn:
+        return await queries.delete_sessions_of(conn, owner)
 
 
 async def delete_session(db: Database, caller: Caller, session_id: str) -> None:

@@ -29,10 +29,13 @@ SUMMARY_KEYS = {
     "message_count",
     "created_at",
     "updated_at",
+    "pinned",
+    "archived",
 }
-LIST_KEYS = {"sessions", "total", "page", "page_size", "total_pages"}
-DETAIL_KEYS = SUMMARY_KEYS | {"messages"}
-MESSAGE_KEYS = {"id", "role", "content", "metadata", "created_at"}
+# The seed's fields, then the cursor-pagination ones (issue 5).
+LIST_KEYS = {"sessions", "total", "page", "page_size", "total_pages", "next_cursor", "has_more"}
+DETAIL_KEYS = SUMMARY_KEYS | {"messages", "has_more_messages", "messages_before"}
+MESSAGE_KEYS = {"id", "seq", "role", "content", "metadata", "created_at"}
 ECHO_METADATA = {
     "provider": "echo",
     "model": "echo-1",

@@ -10,6 +10,7 @@ from tests.api.helpers import CHAT, SESSIONS, STREAM
 from tests.conftest import LiveServer
 
 SESSION = SESSIONS + "/{session_id}"
+EXPORT = SESSION + "/export"
 
 # Every status code the tests of this directory get from each route.
 OBSERVED_STATUSES: dict[tuple[str, str], set[int]] = {
@@ -18,7 +19,10 @@ OBSERVED_STATUSES: dict[tuple[str, str], set[int]] = {
     ("POST", CHAT): {200, 400, 422, 502},
     ("POST", STREAM): {200, 400, 422},
     ("GET", SESSIONS): {200, 422},
+    ("DELETE", SESSIONS): {200, 400, 403, 422},
     ("GET", SESSION): {200, 404, 422},
+    ("PATCH", SESSION): {200, 404, 422},
+    ("GET", EXPORT): {200, 404, 422},
     ("DELETE", SESSION): {204, 404, 422},
 }
 
@@ -90,7 +94,10 @@ async def test_every_observed_status_code_is_documented(client: httpx.AsyncClien
         pytest.param("POST", CHAT, id="chat"),
         pytest.param("POST", STREAM, id="stream"),
         pytest.param("GET", SESSIONS, id="list"),
+        pytest.param("DELETE", SESSIONS, id="delete-all"),
         pytest.param("GET", SESSION, id="get"),
+        pytest.param("PATCH", SESSION, id="update"),
+        pytest.param("GET", EXPORT, id="export"),
         pytest.param("DELETE", SESSION, id="delete"),
     ],
 )
@@ -126,7 +133,10 @@ async def test_non_validation_errors_are_documented_as_detail_strings(
         pytest.param("POST", CHAT, id="chat"),
         pytest.param("POST", STREAM, id="stream"),
         pytest.param("GET", SESSIONS, id="list"),
+        pytest.param("DELETE", SESSIONS, id="delete-all"),
         pytest.param("GET", SESSION, id="get"),
+        pytest.param("PATCH", SESSION, id="update"),
+        pytest.param("GET", EXPORT, id="export"),
         pytest.param("DELETE", SESSION, id="delete"),
     ],
 )
@@ -138,6 +148,25 @@ async def test_422_is_documented_as_the_validation_error_list_it_sends(
     [content] = spec["paths"][path][method.lower()]["responses"]["422"]["content"].values()
     schema = _resolve(spec, content["schema"])
     assert schema["properties"]["detail"]["type"] == "array"
+
+
+async def test_export_success_is_documented_as_json_or_markdown(
+    client: httpx.AsyncClient,
+) -> None:
+    spec = await _spec(client)
+
+    content = spec["paths"][EXPORT]["get"]["responses"]["200"]["content"]
+    assert set(content) == {"application/json", "text/markdown"}
+    assert _resolve(spec, content["application/json"]["schema"]) == _resolve(
+        spec, {"$ref": "#/components/schemas/SessionDetail"}
+    )
+
+
+async def test_delete_all_documents_why_it_answers_400(client: httpx.AsyncClient) -> None:
+    spec = await _spec(client)
+
+    description = spec["paths"][SESSIONS]["delete"]["responses"]["400"]["description"]
+    assert "user_id" in description
 
 
 async def test_stream_success_is_documented_as_an_event_stream(client: httpx.AsyncClient) -> None:

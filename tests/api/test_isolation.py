@@ -23,9 +23,10 @@ from tests.conftest import LiveServer
 from tests.tokens import hs256_token
 
 SESSION = SESSIONS + "/{session_id}"
+EXPORT = SESSION + "/export"
 
-Scope = Literal["public", "session", "list"]
-Effect = Literal["reads", "writes", "deletes"]
+Scope = Literal["public", "session", "list", "user"]
+Effect = Literal["reads", "writes", "renames", "deletes"]
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,9 @@ class Case:
     """How to call a route, and what a successful call does.
 
     scope: "public" routes answer everyone; "session" routes act on the session whose id is
-    put in the path (`{session_id}`) and/or the body; "list" routes list the caller's sessions.
+    put in the path (`{session_id}`) and/or the body; "list" routes list the caller's sessions;
+    "user" routes act on all of one user's sessions (the caller's own, or the `user_id` a
+    service caller names).
     """
 
     scope: Scope
@@ -48,6 +51,10 @@ def message_to(session_id: str, text: str) -> Json:
     return {"message": text, "session_id": session_id}
 
 
+def title_of(session_id: str, text: str) -> Json:
+    return {"title": text}
+
+
 MATRIX: dict[tuple[str, str], Case] = {
     ("GET", "/healthz"): Case("public"),
     ("GET", "/readyz"): Case("public"),
@@ -58,7 +65,10 @@ MATRIX: dict[tuple[str, str], Case] = {
     ("POST", CHAT): Case("session", body=message_to, effect="writes", creates_missing=True),
     ("POST", STREAM): Case("session", body=message_to, effect="writes", creates_missing=True),
     ("GET", SESSIONS): Case("list"),
+    ("DELETE", SESSIONS): Case("user", effect="deletes"),
     ("GET", SESSION): Case("session"),
+    ("PATCH", SESSION): Case("session", body=title_of, effect="renames"),
+    ("GET", EXPORT): Case("session"),
     ("DELETE", SESSION): Case("session", ok=204, effect="deletes"),
 }
 
@@ -134,7 +144,12 @@ class World:
         return CALLERS[caller].headers(self.jwks)
 
     async def call(
-        self, key: tuple[str, str], caller: str, session_id: str, text: str
+        self,
+        key: tuple[str, str],
+        caller: str,
+        session_id: str,
+        text: str,
+        params: dict[str, str] | None = None,
     ) -> httpx.Response:
         method, path = key
         case = MATRIX[key]
@@ -143,6 +158,7 @@ class World:
             method,
             path.format(session_id=session_id),
             json=body,
+            params=params,
             headers=self.headers(caller),
         )
 
@@ -289,6 +305,9 @@ async def assert_effect(
     if effect == "reads":
         assert detail == before
         return
+    if effect == "renames":
+        assert detail == {**before, "title": text}
+        return
     assert detail["message_count"] == before["message_count"] + 2
     assert [m["role"] for m in detail["messages"][-2:]] == ["user", "assistant"]
     assert detail["messages"][-2]["content"] == text
@@ -381,6 +400,91 @@ async def test_lists_show_each_caller_their_own_sessions(
     listed = {summary["session_id"] for summary in response.json()["sessions"]}
     assert listed == {world.sessions[owner] for owner in owners}
     assert response.json()["total"] == len(owners)
+
+
+# --- User routes: all of one user's sessions ----------------------------------------------
+
+# Whose sessions a user route acts on when the caller names nobody, or the status it answers.
+OWN_SESSIONS: dict[str, frozenset[str] | int] = {
+    "owner": frozenset({ALICE}),
+    "other-user": frozenset({BOB}),
+    "service": 400,  # a service caller is nobody in particular: it must name the user
+    "anonymous": 401,
+    "forged-as-owner": 401,
+}
+# (caller, user named in `user_id`) -> whose sessions it acts on, or the status it answers.
+NAMED_SESSIONS: dict[tuple[str, str], frozenset[str] | int] = {
+    ("owner", ALICE): frozenset({ALICE}),
+    ("owner", BOB): 403,
+    ("other-user", BOB): frozenset({BOB}),
+    ("other-user", ALICE): 403,
+    ("service", ALICE): frozenset({ALICE}),
+    ("service", BOB): frozenset({BOB}),
+    ("anonymous", ALICE): 401,
+    ("forged-as-owner", ALICE): 401,
+}
+
+
+async def assert_user_route_outcome(
+    world: World,
+    key: tuple[str, str],
+    response: httpx.Response,
+    expected: frozenset[str] | int,
+    before: tuple[list[dict[str, Any]], list[dict[str, Any]]],
+) -> None:
+    """`expected` users' sessions (and their messages) are gone and nobody else's changed; or
+    the call was refused and nothing changed at all."""
+    before_sessions, before_messages = before
+    after_sessions, after_messages = await stored_state(world.database)
+    if isinstance(expected, int):
+        if expected == 401:
+            assert_rejected(response)
+        else:
+            assert response.status_code == expected, response.text
+            assert set(response.json()) == {"detail"}
+            assert isinstance(response.json()["detail"], str)
+        assert (after_sessions, after_messages) == before
+        return
+    assert response.status_code == MATRIX[key].ok, response.text
+    gone = {row["session_id"] for row in before_sessions if row["user_id"] in expected}
+    assert gone == {world.sessions[owner] for owner in expected}
+    assert response.json() == {"deleted": len(gone)}
+    assert after_sessions == [row for row in before_sessions if row["session_id"] not in gone]
+    assert after_messages == [row for row in before_messages if row["session_id"] not in gone]
+    assert after_sessions, "the other user's session must survive"
+
+
+@pytest.mark.parametrize("caller", list(CALLERS))
+@pytest.mark.parametrize("key", keys("user"), ids=ids(keys("user")))
+async def test_user_routes_act_on_the_callers_own_sessions(
+    world: World, key: tuple[str, str], caller: str
+) -> None:
+    before = await stored_state(world.database)
+
+    response = await world.call(key, caller, "", "")
+
+    await assert_user_route_outcome(world, key, response, OWN_SESSIONS[caller], before)
+
+
+@pytest.mark.parametrize(
+    ("caller", "named"),
+    list(NAMED_SESSIONS),
+    ids=[f"{caller}-names-{named}" for caller, named in NAMED_SESSIONS],
+)
+@pytest.mark.parametrize("key", keys("user"), ids=ids(keys("user")))
+async def test_user_routes_with_a_named_user(
+    world: World, key: tuple[str, str], caller: str, named: str
+) -> None:
+    before = await stored_state(world.database)
+
+    response = await world.call(key, caller, "", "", params={"user_id": named})
+
+    await assert_user_route_outcome(world, key, response, NAMED_SESSIONS[(caller, named)], before)
+
+
+def test_user_route_expectations_cover_every_caller() -> None:
+    assert set(OWN_SESSIONS) == set(CALLERS)
+    assert {caller for caller, _ in NAMED_SESSIONS} == set(CALLERS)
 
 
 # --- Public routes ------------------------------------------------------------------------

@@ -30,6 +30,8 @@ async def test_empty_list_uses_the_default_page(client: httpx.AsyncClient) -> No
         "page": 1,
         "page_size": 50,
         "total_pages": 0,
+        "next_cursor": None,
+        "has_more": False,
     }
 
 
@@ -45,6 +47,8 @@ async def test_list_has_the_documented_shape(client: httpx.AsyncClient) -> None:
         "page": 1,
         "page_size": 50,
         "total_pages": 1,
+        "next_cursor": None,
+        "has_more": False,
     }
     [summary] = listed["sessions"]
     created_at = parse_utc(summary.pop("created_at"))
@@ -54,6 +58,8 @@ async def test_list_has_the_documented_shape(client: httpx.AsyncClient) -> None:
         "title": "What payment processors do you support?",
         "last_message": make_preview(data["response"]),
         "message_count": 2,
+        "pinned": False,
+        "archived": False,
     }
     assert before <= created_at <= updated_at <= after
 
@@ -194,8 +200,11 @@ async def test_open_session_returns_summary_and_messages_oldest_first(
     session = await get_session(client, "s")
 
     [summary] = (await list_sessions(client))["sessions"]
-    assert {k: v for k, v in session.items() if k != "messages"} == summary
+    paging = {"messages", "has_more_messages", "messages_before"}
+    assert {k: v for k, v in session.items() if k not in paging} == summary
+    assert (session["has_more_messages"], session["messages_before"]) == (False, None)
     messages = session["messages"]
+    assert [m["seq"] for m in messages] == [1, 2, 3, 4, 5, 6]
     assert [(m["role"], m["content"]) for m in messages] == [
         ("user", "message 0"),
         ("assistant", echo_reply("message 0", 1)),

@@ -16,8 +16,20 @@ from app.db.tables import chat_messages, chat_sessions, metadata
 from app.db.types import JSONDocument, UTCDateTime
 
 BASE_REVISION = "0001_base_schema"
+METADATA_REVISION = "0002_session_metadata"
+SIDEBAR_REVISION = "0003_sidebar_organising"
+# What revision 0002_session_metadata adds; revision 0003_sidebar_organising drops its indexes.
 METADATA_COLUMNS = {"title", "last_message", "message_count"}
-METADATA_INDEXES = {"idx_chat_sessions_updated_at", "idx_chat_sessions_user_id_updated"}
+SEED_INDEXES = {"idx_chat_sessions_updated_at", "idx_chat_sessions_user_id_updated"}
+# What revision 0003_sidebar_organising adds.
+SIDEBAR_COLUMNS = {"pinned"}
+SIDEBAR_INDEXES = {"idx_chat_sessions_user_list", "idx_chat_sessions_list"}
+# Key columns of the sidebar indexes, in order, as (column, descending).
+SORT_KEY = [("pinned", True), ("updated_at", True), ("id", True)]
+SIDEBAR_INDEX_KEYS = {
+    "idx_chat_sessions_user_list": [("user_id", False), ("active", False), *SORT_KEY],
+    "idx_chat_sessions_list": [("active", False), *SORT_KEY],
+}
 
 # The tables as revision 0001_base_schema creates them: bound with the application's types so
 # ids, timestamps and JSON are stored exactly as the application stores them, on both dialects.
@@ -49,6 +61,12 @@ session_metadata = sa.table(
     sa.column("title", sa.Text()),
     sa.column("last_message", sa.Text()),
     sa.column("message_count", sa.Integer()),
+)
+# The column revision 0003_sidebar_organising adds.
+session_pins = sa.table(
+    "chat_sessions",
+    sa.column("session_id", sa.Text()),
+    sa.column("pinned", sa.Boolean()),
 )
 
 
@@ -86,8 +104,70 @@ async def column_names(conn: AsyncConnection, table: str) -> set[str]:
 
 
 async def index_names(conn: AsyncConnection, table: str) -> set[str]:
+    """The indexes of `table` created as indexes (not those backing a unique constraint)."""
     indexes = await conn.run_sync(lambda sync: sa.inspect(sync).get_indexes(table))
-    return {str(index["name"]) for index in indexes}
+    return {str(index["name"]) for index in indexes if "duplicates_constraint" not in index}
+
+
+async def index_definitions(conn: AsyncConnection, table: str) -> dict[str, str]:
+    """Each index of `table` and the SQL that defines it, as the database reports it."""
+    if conn.dialect.name == "postgresql":
+        query = "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = :table"
+    else:
+        query = "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = :table"
+    rows = await conn.execute(sa.text(query), {"table": table})
+    return {str(name): str(sql) for name, sql in rows}
+
+
+async def index_keys(conn: AsyncConnection, index: str) -> list[tuple[str, bool]]:
+    """The key columns of `index` in order, each with whether it is descending."""
+    if conn.dialect.name == "sqlite":
+        # One row per column of the index entry; key = 0 for the rowid at the end.
+        rows = await conn.exec_driver_sql(f"PRAGMA index_xinfo('{index}')")
+        return [(str(row["name"]), bool(row["desc"])) for row in rows.mappings() if row["key"]]
+    rows = await conn.execute(
+        sa.text(
+            "SELECT a.attname AS name, (i.indoption[k.n - 1] & 1) = 1 AS desc"
+            " FROM pg_index i"
+            " CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, n)"
+            " JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum"
+            " WHERE i.indexrelid = CAST(:index AS regclass)"
+            " ORDER BY k.n"
+        ),
+        {"index": index},
+    )
+    return [(str(row["name"]), bool(row["desc"])) for row in rows.mappings()]
+
+
+def declared_index_keys(index: sa.Index) -> list[tuple[str, bool]]:
+    """The key columns app.db.tables declares for `index`: columns, or text like `x DESC`."""
+    keys: list[tuple[str, bool]] = []
+    for expression in index.expressions:
+        if isinstance(expression, sa.Column):
+            keys.append((expression.name, False))
+            continue
+        assert isinstance(expression, sa.TextClause), expression
+        name, *order = expression.text.split()
+        assert [word.upper() for word in order] in ([], ["ASC"], ["DESC"]), expression.text
+        keys.append((name, [word.upper() for word in order] == ["DESC"]))
+    return keys
+
+
+def assert_seed_index_definitions(dialect: str, definitions: dict[str, str]) -> None:
+    """The two indexes revision 0002 creates, as it creates them: descending, one partial."""
+    user_index = definitions["idx_chat_sessions_user_id_updated"]
+    assert "(user_id, updated_at DESC)" in user_index
+    assert "(updated_at DESC)" in definitions["idx_chat_sessions_updated_at"]
+    if dialect == "postgresql":
+        assert user_index.endswith(" WHERE (user_id IS NOT NULL)")
+    else:
+        assert user_index.endswith(" WHERE user_id IS NOT NULL")
+    assert "WHERE" not in definitions["idx_chat_sessions_updated_at"]
+
+
+async def pinned_by_id(conn: AsyncConnection) -> dict[str, bool]:
+    rows = await conn.execute(sa.select(session_pins.c.session_id, session_pins.c.pinned))
+    return {str(session_id): bool(pinned) for session_id, pinned in rows}
 
 
 async def nullability(conn: AsyncConnection, table: str) -> dict[str, bool]:
@@ -96,19 +176,29 @@ async def nullability(conn: AsyncConnection, table: str) -> dict[str, bool]:
     return {column["name"]: column["nullable"] for column in columns}
 
 
+def _has_text_keys(index: sa.Index) -> bool:
+    return any(not isinstance(expression, sa.Column) for expression in index.expressions)
+
+
 def _drift(connection: Connection) -> list[Any]:
     context = MigrationContext.configure(connection, opts={"compare_type": True})
     diffs: list[Any] = compare_metadata(context, metadata)
     if connection.dialect.name == "sqlite":
-        # Alembic cannot compare SQLite expression indexes (`updated_at DESC`): it reports
-        # them removed and added again. Their presence is checked by name elsewhere.
+        # Alembic cannot compare SQLite indexes declared with text (`updated_at DESC`): it
+        # reports them removed and added again. assert_schema_matches_tables compares them.
+        textual = {
+            index.name
+            for table in metadata.tables.values()
+            for index in table.indexes
+            if _has_text_keys(index)
+        }
         diffs = [
             diff
             for diff in diffs
             if not (
                 isinstance(diff, tuple)
                 and diff[0] in {"add_index", "remove_index"}
-                and diff[1].name in METADATA_INDEXES
+                and diff[1].name in textual
             )
         ]
     return diffs
@@ -120,5 +210,10 @@ async def assert_schema_matches_tables(conn: AsyncConnection) -> None:
         assert await nullability(conn, table.name) == {
             column.name: column.nullable for column in table.columns
         }, table.name
+        # By name and key columns too, since the drift check skips some indexes on SQLite.
+        assert await index_names(conn, table.name) == {
+            str(index.name) for index in table.indexes
+        }, table.name
+        for index in table.indexes:
+            assert await index_keys(conn, str(index.name)) == declared_index_keys(index), index.name
     assert await conn.run_sync(_drift) == []
-    assert await index_names(conn, "chat_sessions") >= METADATA_INDEXES

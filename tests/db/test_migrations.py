@@ -1,4 +1,6 @@
-"""The Alembic migrations on both databases: backfill of existing data, downgrade, parity."""
+"""The Alembic migrations on both databases: 0002's backfill of existing data, downgrade,
+parity of the head with app.db.tables. Revision 0003 has tests of its own
+(test_sidebar_migration.py)."""
 
 import uuid
 from datetime import timedelta
@@ -13,14 +15,19 @@ from app.db.tables import chat_messages, chat_sessions
 from tests.db.helpers import (
     BASE_REVISION,
     METADATA_COLUMNS,
-    METADATA_INDEXES,
+    METADATA_REVISION,
+    SEED_INDEXES,
+    SIDEBAR_COLUMNS,
+    SIDEBAR_REVISION,
     alembic_versions,
     assert_schema_matches_tables,
+    assert_seed_index_definitions,
     base_messages,
     base_sessions,
     column_names,
     downgrade,
     head_revision,
+    index_definitions,
     index_names,
     table_names,
     upgrade,
@@ -65,9 +72,10 @@ async def test_upgrade_backfills_existing_sessions(
         assert METADATA_COLUMNS.isdisjoint(await column_names(conn, "chat_sessions"))
         await insert_base_data(conn, SEED)
 
-    await upgrade(fresh_url)
+    await upgrade(fresh_url, METADATA_REVISION)
 
     async with fresh_engine.connect() as conn:
+        assert await alembic_versions(conn) == [METADATA_REVISION]
         assert await session_metadata_by_id(conn) == expected_by_id(SEED)
 
 
@@ -75,7 +83,7 @@ async def test_backfill_covers_more_sessions_than_one_batch(
     fresh_url: str, fresh_engine: AsyncEngine
 ) -> None:
     script = ScriptDirectory.from_config(migrate.alembic_config(fresh_url))
-    batch_size = script.get_revision("0002_session_metadata").module._BACKFILL_BATCH
+    batch_size = script.get_revision(METADATA_REVISION).module._BACKFILL_BATCH
     assert isinstance(batch_size, int)
     seed = tuple(
         SeedSession(
@@ -90,30 +98,21 @@ async def test_backfill_covers_more_sessions_than_one_batch(
     async with fresh_engine.begin() as conn:
         await insert_base_data(conn, seed)
 
-    await upgrade(fresh_url)
+    await upgrade(fresh_url, METADATA_REVISION)
 
     async with fresh_engine.connect() as conn:
+        assert await alembic_versions(conn) == [METADATA_REVISION]
         assert await session_metadata_by_id(conn) == expected_by_id(seed)
 
 
-async def test_head_creates_the_sidebar_indexes(
+async def test_metadata_revision_creates_the_seed_indexes(
     backend: str, fresh_url: str, fresh_engine: AsyncEngine
 ) -> None:
-    await upgrade(fresh_url)
+    await upgrade(fresh_url, METADATA_REVISION)
     async with fresh_engine.connect() as conn:
-        assert await index_names(conn, "chat_sessions") >= METADATA_INDEXES
-        if backend == "postgresql":
-            query = "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'chat_sessions'"
-        else:
-            query = "SELECT name, sql FROM sqlite_master WHERE tbl_name = 'chat_sessions'"
-        definitions = {str(name): str(sql) for name, sql in await conn.execute(sa.text(query))}
-    user_index = definitions["idx_chat_sessions_user_id_updated"]
-    assert "updated_at DESC" in user_index
-    assert "updated_at DESC" in definitions["idx_chat_sessions_updated_at"]
-    if backend == "postgresql":
-        assert "WHERE (user_id IS NOT NULL)" in user_index
-    else:
-        assert "WHERE user_id IS NOT NULL" in user_index
+        assert await index_names(conn, "chat_sessions") == SEED_INDEXES
+        definitions = await index_definitions(conn, "chat_sessions")
+    assert_seed_index_definitions(backend, definitions)
 
 
 async def test_downgrade_keeps_data_and_upgrade_backfills_again(
@@ -122,7 +121,7 @@ async def test_downgrade_keeps_data_and_upgrade_backfills_again(
     await upgrade(fresh_url, BASE_REVISION)
     async with fresh_engine.begin() as conn:
         await insert_base_data(conn, SEED)
-    await upgrade(fresh_url)
+    await upgrade(fresh_url, METADATA_REVISION)
     async with fresh_engine.connect() as conn:
         sessions_before = await base_rows(conn, base_sessions)
         messages_before = await base_rows(conn, base_messages)
@@ -132,7 +131,7 @@ async def test_downgrade_keeps_data_and_upgrade_backfills_again(
     async with fresh_engine.begin() as conn:
         assert await alembic_versions(conn) == [BASE_REVISION]
         assert METADATA_COLUMNS.isdisjoint(await column_names(conn, "chat_sessions"))
-        assert METADATA_INDEXES.isdisjoint(await index_names(conn, "chat_sessions"))
+        assert await index_names(conn, "chat_sessions") == set()
         assert await base_rows(conn, base_sessions) == sessions_before
         assert await base_rows(conn, base_messages) == messages_before
         # Written while the database is on the old revision: the next upgrade must count it.
@@ -149,7 +148,7 @@ async def test_downgrade_keeps_data_and_upgrade_backfills_again(
             )
         )
 
-    await upgrade(fresh_url)
+    await upgrade(fresh_url, METADATA_REVISION)
 
     seed = tuple(
         SeedSession(s.session_id, s.user_id, s.updated_at, (late,))
@@ -157,6 +156,14 @@ async def test_downgrade_keeps_data_and_upgrade_backfills_again(
         else s
         for s in SEED
     )
+    async with fresh_engine.connect() as conn:
+        assert await alembic_versions(conn) == [METADATA_REVISION]
+        assert await session_metadata_by_id(conn) == expected_by_id(seed)
+        assert await index_names(conn, "chat_sessions") == SEED_INDEXES
+
+    # The later revisions leave the backfilled data alone and end at app.db.tables' schema.
+    await upgrade(fresh_url)
+
     async with fresh_engine.connect() as conn:
         assert await alembic_versions(conn) == [head_revision()]
         assert await session_metadata_by_id(conn) == expected_by_id(seed)
@@ -198,11 +205,30 @@ async def test_migrated_schema_matches_core_tables(
         await assert_schema_matches_tables(conn)
 
 
+@pytest.mark.parametrize(
+    ("before", "after", "added"),
+    [
+        (BASE_REVISION, METADATA_REVISION, METADATA_COLUMNS),
+        (METADATA_REVISION, SIDEBAR_REVISION, SIDEBAR_COLUMNS),
+    ],
+    ids=["base_lacks_only_the_metadata_columns", "0002_lacks_only_pinned"],
+)
 @pytest.mark.parametrize("table", [chat_sessions, chat_messages], ids=lambda t: t.name)
-async def test_base_revision_lacks_only_the_metadata_columns(
-    table: sa.Table, fresh_url: str, fresh_engine: AsyncEngine
+async def test_revision_adds_only_its_columns(
+    table: sa.Table,
+    before: str,
+    after: str,
+    added: set[str],
+    fresh_url: str,
+    fresh_engine: AsyncEngine,
 ) -> None:
-    await upgrade(fresh_url, BASE_REVISION)
+    await upgrade(fresh_url, before)
     async with fresh_engine.connect() as conn:
-        missing = set(table.columns.keys()) - await column_names(conn, table.name)
-    assert missing == (METADATA_COLUMNS if table is chat_sessions else set())
+        columns_before = await column_names(conn, table.name)
+    await upgrade(fresh_url, after)
+    async with fresh_engine.connect() as conn:
+        columns_after = await column_names(conn, table.name)
+    assert columns_before <= columns_after
+    assert columns_after - columns_before == (added if table is chat_sessions else set())
+    # Together with the parity test at head: every revision's columns are the declared ones.
+    assert columns_after <= set(table.columns.keys())

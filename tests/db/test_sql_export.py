@@ -16,9 +16,11 @@ from app.services.text import make_title
 from tests.conftest import DatabaseFactory, make_settings
 from tests.db.helpers import (
     BASE_REVISION,
+    METADATA_REVISION,
     alembic_versions,
     assert_schema_matches_tables,
     head_revision,
+    pinned_by_id,
     plain_engine,
     upgrade,
 )
@@ -68,12 +70,28 @@ def test_export_contains_the_whole_schema() -> None:
     assert sql.rstrip().endswith("COMMIT;")
     assert "CREATE TABLE chat_sessions (" in sql
     assert "CREATE TABLE chat_messages (" in sql
+    assert "ALTER TABLE chat_sessions ADD COLUMN pinned BOOLEAN DEFAULT false NOT NULL;" in sql
+    assert (
+        "CREATE INDEX idx_chat_sessions_user_list ON chat_sessions "
+        "(user_id, active, pinned DESC, updated_at DESC, id DESC);"
+    ) in sql
+    assert (
+        "CREATE INDEX idx_chat_sessions_list ON chat_sessions "
+        "(active, pinned DESC, updated_at DESC, id DESC);"
+    ) in sql
+    assert f"version_num='{head_revision()}'" in sql
+
+
+def test_export_of_the_metadata_revision_creates_the_seed_indexes() -> None:
+    sql = offline_sql(f"{BASE_REVISION}:{METADATA_REVISION}")
+    assert sql.lstrip().startswith("BEGIN;")
+    assert sql.rstrip().endswith("COMMIT;")
     assert "CREATE INDEX idx_chat_sessions_updated_at ON chat_sessions (updated_at DESC);" in sql
     assert (
         "CREATE INDEX idx_chat_sessions_user_id_updated ON chat_sessions "
         "(user_id, updated_at DESC) WHERE user_id IS NOT NULL;"
     ) in sql
-    assert f"version_num='{head_revision()}'" in sql
+    assert f"version_num='{METADATA_REVISION}'" in sql
 
 
 async def test_exported_sql_builds_a_working_database(postgres_url: str) -> None:
@@ -110,7 +128,8 @@ async def test_exported_sql_builds_a_working_database(postgres_url: str) -> None
 
 
 async def backfill_with_exported_sql(url: str, seed: tuple[SeedSession, ...]) -> None:
-    """Base schema and data first, then the exported upgrade to head, all through plain SQL."""
+    """Base schema and data first, then the exported upgrade to revision 0002 (the one that
+    backfills), all through plain SQL."""
     await run_script(url, offline_sql(BASE_REVISION))
     engine = plain_engine(make_settings(url).database_url)
     try:
@@ -118,7 +137,7 @@ async def backfill_with_exported_sql(url: str, seed: tuple[SeedSession, ...]) ->
             await insert_base_data(conn, seed)
     finally:
         await engine.dispose()
-    await run_script(url, offline_sql(f"{BASE_REVISION}:head"))
+    await run_script(url, offline_sql(f"{BASE_REVISION}:{METADATA_REVISION}"))
 
 
 async def test_exported_backfill_matches_the_write_path(postgres_url: str) -> None:
@@ -127,7 +146,7 @@ async def test_exported_backfill_matches_the_write_path(postgres_url: str) -> No
     engine = plain_engine(make_settings(postgres_url).database_url)
     try:
         async with engine.connect() as conn:
-            assert await alembic_versions(conn) == [head_revision()]
+            assert await alembic_versions(conn) == [METADATA_REVISION]
             backfilled = await session_metadata_by_id(conn)
     finally:
         await engine.dispose()
@@ -165,3 +184,24 @@ async def test_exported_backfill_collapses_unicode_whitespace_like_the_write_pat
         await engine.dispose()
     assert make_title(NBSP_SEED[0].messages[0].content) == "Prix : 20 € par mois ?"
     assert backfilled == expected_by_id(NBSP_SEED)
+
+
+async def test_exported_upgrade_to_head_keeps_backfilled_sessions_unpinned(
+    postgres_url: str,
+) -> None:
+    await backfill_with_exported_sql(postgres_url, SEED)
+    engine = plain_engine(make_settings(postgres_url).database_url)
+    try:
+        async with engine.connect() as conn:
+            backfilled = await session_metadata_by_id(conn)
+
+        await run_script(postgres_url, offline_sql(f"{METADATA_REVISION}:head"))
+
+        async with engine.connect() as conn:
+            assert await alembic_versions(conn) == [head_revision()]
+            await assert_schema_matches_tables(conn)
+            assert await pinned_by_id(conn) == dict.fromkeys(backfilled, False)
+            assert await session_metadata_by_id(conn) == backfilled
+    finally:
+        await engine.dispose()
+    assert set(backfilled) == {session.session_id for session in SEED}

@@ -22,6 +22,7 @@ async def start_and_stop(url: str, *, migrate_on_startup: bool) -> None:
             page = await get_sessions_list(
                 app.state.database, OPEN, page=1, page_size=5, user_id=None
             )
+            assert page.total is not None
             assert page.total >= 0
 
 

@@ -27,6 +27,7 @@ import sys
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -328,11 +329,41 @@ def _seed_sessions(target: FuzzTarget) -> list[str]:
     return session_ids
 
 
-def _strategy(operation: Operation, session_ids: list[str]) -> st.SearchStrategy[Case]:
-    """Valid and invalid requests; some of the valid ones name an existing session."""
+def _issued_cursors(target: FuzzTarget) -> list[str]:
+    """Cursors the server really issued: a cursor is opaque, so a made-up one that matches
+    the documented pattern is still refused (422), and valid requests need real ones."""
+    _seed_sessions(target)
+    response = target.http.get(
+        f"{target.server.base_url}/api/v1/chat/sessions",
+        params={"limit": "1", "include_total": "false"},
+        headers=target.owner_headers,
+        timeout=REQUEST_TIMEOUT_SECONDS,
+    )
+    assert response.status_code == 200, response.text
+    cursor = response.json()["next_cursor"]
+    assert isinstance(cursor, str), response.text
+    return [cursor]
+
+
+def _with_issued_cursor(cursors: list[str], case: Case) -> Case:
+    if case.query and "cursor" in case.query:
+        case.query["cursor"] = cursors[len(str(case.query["cursor"])) % len(cursors)]
+    return case
+
+
+def _strategy(
+    operation: Operation, session_ids: list[str], cursors: list[str]
+) -> st.SearchStrategy[Case]:
+    """Valid and invalid requests; some of the valid ones name an existing session, and the
+    valid ones that page by cursor use cursors the server issued."""
     strategies = [
         operation.as_strategy(generation_mode=mode) for mode in schemathesis.GenerationMode
     ]
+    if cursors:
+        positive = schemathesis.GenerationMode.POSITIVE
+        strategies[0] = operation.as_strategy(generation_mode=positive).map(
+            partial(_with_issued_cursor, cursors)
+        )
     if "{session_id}" in operation.path:
         strategies += [
             operation.as_strategy(path_parameters={"session_id": session_id})
@@ -369,6 +400,8 @@ def test_operation_conforms_to_its_schema(
 ) -> None:
     operation = fuzz_schema[path][method]
     session_ids = _seed_sessions(fuzz_target) if "{session_id}" in path else []
+    takes_cursor = any(p.name == "cursor" for p in operation.query)
+    cursors = _issued_cursors(fuzz_target) if takes_cursor else []
     server = fuzz_target.server
 
     @settings(
@@ -382,7 +415,7 @@ def test_operation_conforms_to_its_schema(
             HealthCheck.data_too_large,
         ],
     )
-    @given(case=_strategy(operation, session_ids))
+    @given(case=_strategy(operation, session_ids, cursors))
     def fuzz(case: Case) -> None:
         log_offset = server.log_size()
         try:

@@ -4,6 +4,7 @@ from collections.abc import AsyncIterable
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Response, status
+from fastapi.exceptions import RequestValidationError
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from app.api.deps import (
@@ -15,12 +16,17 @@ from app.api.deps import (
     SettingsDep,
 )
 from app.api.errors import AUTH_ERRORS, error_responses, json_error_responses
+from app.api.openapi import OPEN_MODE_REQUIRED
+from app.db.queries import ListPosition
 from app.models.chat import (
     SESSION_ID_PATTERN,
     ChatRequest,
     ChatResponse,
+    DeletedSessions,
     SessionDetail,
     SessionsListResponse,
+    SessionSummary,
+    SessionUpdate,
     StreamDelta,
     StreamDone,
     StreamError,
@@ -28,6 +34,9 @@ from app.models.chat import (
     UserId,
 )
 from app.services import chat as chat_service
+from app.services import export as export_service
+from app.services.cursor import InvalidCursor, decode_cursor
+from app.services.export import ExportFormat
 from app.services.streaming import ReplyStream, StreamEvent, start_chat_stream
 
 router = APIRouter(prefix="/api/v1/chat", tags=["chat"])
@@ -105,9 +114,38 @@ async def chat_stream(
         yield ServerSentEvent(event=_EVENT_NAMES[type(event)], data=event)
 
 
+CursorQuery = Annotated[
+    str | None,
+    Query(
+        max_length=512,
+        pattern=r"^[A-Za-z0-9_-]+$",
+        description="`next_cursor` of the previous page: the sessions after it (cursor mode).",
+    ),
+]
+
+
+def _list_position(cursor: str | None) -> ListPosition | None:
+    """The cursor decoded; one this service did not issue is a validation error (422)."""
+    if cursor is None:
+        return None
+    try:
+        return decode_cursor(cursor)
+    except InvalidCursor as exc:
+        raise RequestValidationError(
+            [
+                {
+                    "type": "value_error",
+                    "loc": ("query", "cursor"),
+                    "msg": f"Value error, invalid cursor: {exc}",
+                    "input": cursor,
+                }
+            ]
+        ) from None
+
+
 @router.get(
     "/sessions",
-    summary="List chat sessions, most recent activity first",
+    summary="List chat sessions: pinned first, then most recent activity first",
     responses=error_responses(403, 500, *AUTH_ERRORS),
 )
 async def list_sessions(
@@ -124,10 +162,60 @@ async def list_sessions(
             )
         ),
     ] = None,
+    limit: Annotated[
+        int | None,
+        Query(ge=1, le=100, description="Cursor mode: sessions per page (default 50)."),
+    ] = None,
+    cursor: CursorQuery = None,
+    archived: Annotated[
+        bool, Query(description="List archived sessions instead of the others.")
+    ] = False,
+    include_total: Annotated[
+        bool,
+        Query(description="Count all matching sessions (`total`); false skips the count."),
+    ] = True,
 ) -> SessionsListResponse:
+    """Two ways to page. **Page mode** (`page`, `page_size`), as the seed: simple, but deep
+    pages get slower, and while sessions move (a new message lifts one to the top) a scroll
+    can show a session twice or skip one. **Cursor mode** (`limit`, then `cursor` =
+    `next_cursor`): as fast at any depth, and a scroll never shows a session twice nor skips
+    one that was not written to meanwhile (one that was moves to the top). The one exception:
+    a session unpinned during the scroll moves down past the cursor and shows again."""
     return await chat_service.get_sessions_list(
-        db, caller, page=page, page_size=page_size, user_id=user_id
+        db,
+        caller,
+        user_id=user_id,
+        archived=archived,
+        page=page,
+        page_size=page_size,
+        cursor=_list_position(cursor),
+        limit=limit,
+        include_total=include_total,
     )
+
+
+@router.delete(
+    "/sessions",
+    summary="Delete all of a user's sessions",
+    responses=error_responses(
+        400,
+        403,
+        500,
+        *AUTH_ERRORS,
+        descriptions={400: "No user named: service callers and open mode must give user_id."},
+    ),
+    openapi_extra={OPEN_MODE_REQUIRED: ["user_id"]},
+)
+async def delete_all_sessions(
+    caller: CallerDep,
+    db: DatabaseDep,
+    user_id: Annotated[
+        UserId | None,
+        Query(description="Whose sessions: required for service callers and in open mode."),
+    ] = None,
+) -> DeletedSessions:
+    deleted = await chat_service.delete_all_sessions(db, caller, user_id=user_id)
+    return DeletedSessions(deleted=deleted)
 
 
 @router.get(
@@ -136,9 +224,68 @@ async def list_sessions(
     responses=error_responses(404, 500, *AUTH_ERRORS),
 )
 async def get_session(
-    session_id: SessionIdPath, caller: CallerDep, db: DatabaseDep
+    session_id: SessionIdPath,
+    caller: CallerDep,
+    db: DatabaseDep,
+    limit: Annotated[
+        int | None,
+        Query(ge=1, le=500, description="Only the newest `limit` messages (before `before`)."),
+    ] = None,
+    before: Annotated[
+        int | None,
+        Query(
+            ge=1,
+            le=2_147_483_647,  # sequence numbers are 32-bit integers
+            description="`messages_before` of the previous page: older messages.",
+        ),
+    ] = None,
 ) -> SessionDetail:
-    return await chat_service.get_session(db, caller, session_id)
+    """Without `limit`, every message. With it, the newest page first (oldest first inside
+    it); `messages_before` then asks for the page before."""
+    return await chat_service.get_session(db, caller, session_id, before=before, limit=limit)
+
+
+@router.patch(
+    "/sessions/{session_id}",
+    summary="Rename, pin, archive or unarchive a session",
+    responses=error_responses(404, 500, *AUTH_ERRORS),
+)
+async def update_session(
+    session_id: SessionIdPath, changes: SessionUpdate, caller: CallerDep, db: DatabaseDep
+) -> SessionSummary:
+    """A title set here is kept: the automatic title (the first message) never replaces it."""
+    return await chat_service.update_session(db, caller, session_id, changes)
+
+
+@router.get(
+    "/sessions/{session_id}/export",
+    summary="Download a session as JSON or Markdown",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "The session as a file.",
+            "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/SessionDetail"}},
+                "text/markdown": {"schema": {"type": "string"}},
+            },
+        },
+        **error_responses(404, 500, *AUTH_ERRORS),
+    },
+)
+async def export_session(
+    session_id: SessionIdPath,
+    caller: CallerDep,
+    db: DatabaseDep,
+    export_format: Annotated[ExportFormat, Query(alias="format")] = "json",
+) -> Response:
+    exported = await export_service.export_session(
+        db, caller, session_id, export_format=export_format
+    )
+    return Response(
+        content=exported.content,
+        media_type=exported.media_type,
+        headers={"Content-Disposition": f'attachment; filename="{exported.filename}"'},
+    )
 
 
 @router.delete(
