@@ -1,4 +1,4 @@
-"""Chat use cases: send a message (plain or streamed), list, open and delete sessions.
+"""Chat use cases: send a message (plain or streamed); list, open, organise and delete sessions.
 
 Each user-visible write is one transaction: a message and the session metadata it changes
 are committed together. The assistant is never called while a transaction is open.
