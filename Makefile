@@ -11,7 +11,7 @@ export UV_PYTHON_DOWNLOADS := never
 export UV_PYTHON := $(PYTHON)
 
 .DEFAULT_GOAL := help
-.PHONY: help install run migrate test lint format typecheck openapi migrations-sql bench-stream clean
+.PHONY: help install run migrate test lint format typecheck openapi migrations-sql bench bench-stream clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -51,6 +51,10 @@ test: lint typecheck ## Lint, type-check, and run the whole suite on SQLite and 
 
 openapi: install ## Write the OpenAPI schema to openapi.json
 	$(RUN) python -m scripts.export_openapi openapi.json
+
+bench: $(UV) ## Benchmark the sidebar at scale (1M sessions, PostgreSQL and SQLite; ~14 min)
+	$(UV) sync --frozen --group bench
+	$(RUN) python -m bench.sidebar
 
 bench-stream: install ## Benchmark the streaming relay (first-token latency, relay rate) vs the upstream alone
 	$(RUN) python -m bench.stream_relay --database sqlite --database postgresql

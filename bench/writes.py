@@ -1,0 +1,272 @@
+"""Appending messages: the seed's write algorithm beside ours, in one process, on one database.
+
+The seed (docs/SESSIONS_LIST_IMPLEMENTATION.md, `update_session_metadata`) stored a message,
+then re-derived the session's metadata from all of its messages: COUNT(*) of the session, its
+first user message (the title), its last message (the preview), and an UPDATE. Ours
+(`app.services.chat.save_message` -> `app.db.queries.append_message`) updates the metadata
+incrementally: `UPDATE ... RETURNING message_count`, then the INSERT.
+
+Variants, each one transaction per message, run interleaved in rounds on the same sessions:
+
+* seed, as written: the seed's statements through the bare driver, ordering by `created_at`
+  as it did (it had no sequence number); the INSERT takes `MAX(seq) + 1`, which the seed did
+  not need but this schema does;
+* seed, indexed: the same, ordering by `seq` (served by the `(session_id, seq)` index), the
+  most favourable reading of the seed on this schema;
+* seed, service stack: the seed as written, through `app.db.engine.Database` (SQLAlchemy Core
+  on the application's tables and types), i.e. on the same stack as ours;
+* ours, raw SQL: the exact statements `save_message` sends (recorded), through the bare driver;
+* ours, service code: `save_message` itself, through `app.db.engine.Database` (SQLAlchemy).
+"""
+
+import json
+import sqlite3
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import func, insert, select, update
+
+from app.db.engine import Database
+from app.db.queries import Role
+from app.db.tables import chat_messages, chat_sessions
+from app.db.types import utc_now
+from app.services.chat import save_message
+from app.services.text import make_preview, make_title
+from bench.sqlcapture import Recorder, WriteTemplate, write_postgresql, write_sqlite
+
+USER_TEXT = "How do I issue a partial refund on an order that was paid by card last week?"
+ASSISTANT_TEXT = (
+    "Open the order in the dashboard, choose Refund, and enter the amount to return. A "
+    "partial refund keeps the order open; the customer sees the money in five to ten days."
+)
+ASSISTANT_METADATA: dict[str, Any] = {
+    "provider": "openai",
+    "model": "gpt-4o-mini",
+    "status": "complete",
+    "finish_reason": "stop",
+    "usage": {"prompt_tokens": 812, "completion_tokens": 64, "total_tokens": 876},
+    "latency": {"first_token_ms": 412, "total_ms": 1630},
+    "sources": [],
+}
+
+VARIANTS = {
+    "seed_created_at": "seed as written, raw driver",
+    "seed_seq": "seed on the seq index, raw driver",
+    "ours_raw": "ours, raw driver (same statements)",
+    "seed_service": "seed as written, service stack",
+    "ours_service": "ours, service code (save_message)",
+}
+
+
+def _message(k: int) -> tuple[Role, str, dict[str, Any]]:
+    """The k-th message written: a user message, then the assistant's reply, and so on."""
+    if k % 2 == 0:
+        return "user", USER_TEXT, {}
+    return "assistant", ASSISTANT_TEXT, ASSISTANT_METADATA
+
+
+def _seed_sql(order: str, placeholder: Callable[[int], str], json_cast: str) -> list[str]:
+    """INSERT, COUNT, first user message, last message, UPDATE."""
+    p = placeholder
+    return [
+        "INSERT INTO chat_messages (id, session_id, seq, role, content, metadata, created_at) "
+        f"VALUES ({p(1)}, {p(2)}, (SELECT COALESCE(MAX(seq), 0) + 1 FROM chat_messages "
+        f"WHERE session_id = {p(3)}), {p(4)}, {p(5)}, {p(6)}{json_cast}, {p(7)})",
+        f"SELECT COUNT(*) FROM chat_messages WHERE session_id = {p(1)}",
+        f"SELECT content FROM chat_messages WHERE session_id = {p(1)} AND role = 'user' "
+        f"ORDER BY {order} ASC LIMIT 1",
+        f"SELECT content FROM chat_messages WHERE session_id = {p(1)} "
+        f"ORDER BY {order} DESC LIMIT 1",
+        f"UPDATE chat_sessions SET title = {p(1)}, last_message = {p(2)}, message_count = {p(3)}, "
+        f"updated_at = {p(4)} WHERE session_id = {p(5)}",
+    ]
+
+
+SEED_SQL_POSTGRESQL = {
+    order: _seed_sql(order, lambda n: f"${n}", "::jsonb") for order in ("created_at", "seq")
+}
+SEED_SQL_SQLITE = {order: _seed_sql(order, lambda _: "?", "") for order in ("created_at", "seq")}
+
+
+async def seed_postgresql(conn: Any, order: str, session_id: str, k: int) -> None:
+    insert, count, first, last, update = SEED_SQL_POSTGRESQL[order]
+    role, content, metadata = _message(k)
+    now = datetime.now(UTC)
+    async with conn.transaction():
+        await conn.execute(
+            insert, uuid.uuid4(), session_id, session_id, role, content, json.dumps(metadata), now
+        )
+        total = await conn.fetchval(count, session_id)
+        first_user = await conn.fetchval(first, session_id)
+        latest = await conn.fetchval(last, session_id)
+        title = make_title(first_user) if first_user is not None else None
+        await conn.execute(update, title, make_preview(latest), total, now, session_id)
+
+
+def seed_sqlite(conn: sqlite3.Connection, order: str, session_id: str, k: int) -> None:
+    insert, count, first, last, update = SEED_SQL_SQLITE[order]
+    role, content, metadata = _message(k)
+    now = datetime.now(UTC).replace(tzinfo=None).strftime("%Y-%m-%d %H:%M:%S.%f")
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute(
+            insert,
+            (uuid.uuid4().hex, session_id, session_id, role, content, json.dumps(metadata), now),
+        )
+        total = conn.execute(count, (session_id,)).fetchone()[0]
+        first_user = conn.execute(first, (session_id,)).fetchone()
+        latest = conn.execute(last, (session_id,)).fetchone()[0]
+        title = make_title(first_user[0]) if first_user is not None else None
+        conn.execute(update, (title, make_preview(latest), total, now, session_id))
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+async def seed_service(db: Database, session_id: str, k: int) -> None:
+    """The seed as written, through the service's stack (SQLAlchemy Core, same engine)."""
+    m, s = chat_messages.c, chat_sessions.c
+    role, content, metadata = _message(k)
+    now = utc_now()
+    next_seq = (
+        select(func.coalesce(func.max(m.seq), 0) + 1).where(m.session_id == session_id)
+    ).scalar_subquery()
+    async with db.write() as conn:
+        await conn.execute(
+            insert(chat_messages).values(
+                id=uuid.uuid4(),
+                session_id=session_id,
+                seq=next_seq,
+                role=role,
+                content=content,
+                metadata=metadata,
+                created_at=now,
+            )
+        )
+        total = await conn.scalar(select(func.count()).where(m.session_id == session_id))
+        first_user = await conn.scalar(
+            select(m.content)
+            .where(m.session_id == session_id, m.role == "user")
+            .order_by(m.created_at)
+            .limit(1)
+        )
+        latest = await conn.scalar(
+            select(m.content)
+            .where(m.session_id == session_id)
+            .order_by(m.created_at.desc())
+            .limit(1)
+        )
+        await conn.execute(
+            update(chat_sessions)
+            .where(s.session_id == session_id)
+            .values(
+                title=make_title(first_user) if first_user is not None else None,
+                last_message=make_preview(latest or ""),
+                message_count=total,
+                updated_at=now,
+            )
+        )
+
+
+async def ours_service(db: Database, session_id: str, k: int) -> None:
+    role, content, metadata = _message(k)
+    await save_message(db, session_id=session_id, role=role, content=content, metadata=metadata)
+
+
+async def capture_templates(
+    db: Database, recorder: Recorder, session_id: str
+) -> tuple[WriteTemplate, WriteTemplate]:
+    """What `save_message` sends for a user message and for a reply (writes both, once)."""
+    templates = []
+    for k in (0, 1):
+        role, content, metadata = _message(k)
+        with recorder.capture() as log:
+            stored = await save_message(
+                db, session_id=session_id, role=role, content=content, metadata=metadata
+            )
+        templates.append(WriteTemplate(list(log), session_id, [stored.seq]))
+    return templates[0], templates[1]
+
+
+@dataclass
+class WriteRun:
+    """Per-message latencies (seconds) of each variant."""
+
+    latencies: dict[str, list[float]]
+    sessions: list[str]
+    messages_before: int  # smallest message count among the sessions, before the run
+
+
+async def compare(
+    database: str,
+    db: Database,
+    recorder: Recorder,
+    raw: Any,
+    sessions: list[str],
+    messages: int,
+    rounds: int,
+) -> WriteRun:
+    """Run every variant `messages` times over `sessions`, interleaved in `rounds` rounds.
+
+    `raw` is an asyncpg connection (PostgreSQL) or a sqlite3 connection in autocommit mode.
+    """
+    user, reply = await capture_templates(db, recorder, sessions[0])
+
+    async def ours_raw(session_id: str, k: int) -> None:
+        template = user if k % 2 == 0 else reply
+        if database == "postgresql":
+            await write_postgresql(raw, template, session_id)
+        else:
+            write_sqlite(raw, template, session_id)
+
+    async def seed(order: str, session_id: str, k: int) -> None:
+        if database == "postgresql":
+            await seed_postgresql(raw, order, session_id, k)
+        else:
+            seed_sqlite(raw, order, session_id, k)
+
+    async def seed_created_at(session_id: str, k: int) -> None:
+        await seed("created_at", session_id, k)
+
+    async def seed_seq(session_id: str, k: int) -> None:
+        await seed("seq", session_id, k)
+
+    async def seed_stack(session_id: str, k: int) -> None:
+        await seed_service(db, session_id, k)
+
+    async def service(session_id: str, k: int) -> None:
+        await ours_service(db, session_id, k)
+
+    variants: dict[str, Callable[[str, int], Awaitable[None]]] = {
+        "seed_created_at": seed_created_at,
+        "seed_seq": seed_seq,
+        "ours_raw": ours_raw,
+        "seed_service": seed_stack,
+        "ours_service": service,
+    }
+    before = await _smallest_count(db, sessions)
+    latencies: dict[str, list[float]] = {key: [] for key in variants}
+    per_round = max(2, messages // rounds // 2 * 2)  # even: as many user messages as replies
+    for _ in range(rounds):
+        for key, write in variants.items():
+            for k in range(per_round):
+                session_id = sessions[(k // 2) % len(sessions)]
+                started = time.perf_counter()
+                await write(session_id, k)
+                latencies[key].append(time.perf_counter() - started)
+    return WriteRun(latencies, sessions, before)
+
+
+async def _smallest_count(db: Database, sessions: list[str]) -> int:
+    async with db.read() as conn:
+        value = await conn.scalar(
+            select(func.min(chat_sessions.c.message_count)).where(
+                chat_sessions.c.session_id.in_(sessions)
+            )
+        )
+    return int(value or 0)
