@@ -88,18 +88,22 @@ async def test_every_observed_status_code_is_documented(client: httpx.AsyncClien
         assert not missing, (method, path, missing)
 
 
+# The routes under /api/v1/chat, for the checks every one of them must pass.
+CHAT_ROUTES = [
+    pytest.param("POST", CHAT, id="chat"),
+    pytest.param("POST", STREAM, id="stream"),
+    pytest.param("GET", SESSIONS, id="list"),
+    pytest.param("DELETE", SESSIONS, id="delete-all"),
+    pytest.param("GET", SESSION, id="get"),
+    pytest.param("PATCH", SESSION, id="update"),
+    pytest.param("GET", EXPORT, id="export"),
+    pytest.param("DELETE", SESSION, id="delete"),
+]
+
+
 @pytest.mark.parametrize(
     ("method", "path"),
-    [
-        pytest.param("POST", CHAT, id="chat"),
-        pytest.param("POST", STREAM, id="stream"),
-        pytest.param("GET", SESSIONS, id="list"),
-        pytest.param("DELETE", SESSIONS, id="delete-all"),
-        pytest.param("GET", SESSION, id="get"),
-        pytest.param("PATCH", SESSION, id="update"),
-        pytest.param("GET", EXPORT, id="export"),
-        pytest.param("DELETE", SESSION, id="delete"),
-    ],
+    CHAT_ROUTES,
 )
 async def test_error_responses_are_documented_as_json(
     client: httpx.AsyncClient, method: str, path: str
@@ -129,16 +133,7 @@ async def test_non_validation_errors_are_documented_as_detail_strings(
 
 @pytest.mark.parametrize(
     ("method", "path"),
-    [
-        pytest.param("POST", CHAT, id="chat"),
-        pytest.param("POST", STREAM, id="stream"),
-        pytest.param("GET", SESSIONS, id="list"),
-        pytest.param("DELETE", SESSIONS, id="delete-all"),
-        pytest.param("GET", SESSION, id="get"),
-        pytest.param("PATCH", SESSION, id="update"),
-        pytest.param("GET", EXPORT, id="export"),
-        pytest.param("DELETE", SESSION, id="delete"),
-    ],
+    CHAT_ROUTES,
 )
 async def test_422_is_documented_as_the_validation_error_list_it_sends(
     client: httpx.AsyncClient, method: str, path: str
