@@ -11,7 +11,7 @@ export UV_PYTHON_DOWNLOADS := never
 export UV_PYTHON := $(PYTHON)
 
 .DEFAULT_GOAL := help
-.PHONY: help install run migrate test lint format typecheck openapi migrations-sql bench bench-stream clean
+.PHONY: help install browser screenshots run migrate test lint format typecheck openapi migrations-sql bench bench-stream clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -46,15 +46,34 @@ format: install ## Apply ruff's fixes and formatting
 typecheck: install ## mypy (strict)
 	$(RUN) mypy app migrations tests scripts bench
 
-test: lint typecheck ## Lint, type-check, and run the whole suite on SQLite and PostgreSQL
+# The browser tests (tests/web) drive Debian's Chromium through Playwright; Playwright's own
+# browser download is not used (it needs network access the CI machines do not have).
+browser: ## Install Debian's Chromium for the browser tests (apt-get, as root)
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  if [ "$$(id -u)" != 0 ]; then \
+	    echo "The browser tests need Chromium at /usr/bin/chromium:" \
+	      "run 'sudo apt-get install -y chromium', then make test again." >&2; \
+	    exit 1; \
+	  fi; \
+	  echo "Installing Debian's chromium for the browser tests"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get install -y -q chromium >/dev/null \
+	    || { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; } \
+	    || exit 1; \
+	fi
+
+test: lint typecheck browser ## Lint, type-check, and run the whole suite on SQLite and PostgreSQL
 	$(RUN) pytest
+
+screenshots: install browser ## Write pictures of the web page to docs/screenshots/
+	$(RUN) python -m scripts.screenshots docs/screenshots
 
 openapi: install ## Write the OpenAPI schema to openapi.json
 	$(RUN) python -m scripts.export_openapi openapi.json
 
 bench: $(UV) ## Benchmark the sidebar at scale (1M sessions, PostgreSQL and SQLite; ~14 min)
 	$(UV) sync --frozen --group bench
-	$(RUN) python -m bench.sidebar
+	$(RUN) python -m bench.sidebar $(BENCH_ARGS)
 
 bench-stream: install ## Benchmark the streaming relay (first-token latency, relay rate) vs the upstream alone
 	$(RUN) python -m bench.stream_relay --database sqlite --database postgresql

@@ -20,6 +20,7 @@ from app.db.engine import Database, create_engine
 from app.services.assistant import build_assistant
 from app.services.rate_limit import MessageRateLimiter
 from app.services.streaming import ReplyTasks
+from app.web import routes as web
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +89,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(chat.router)
+    if settings.web_ui_enabled:
+        web.install(app)
     describe_mode(app, open_mode=not settings.auth_enabled)
     return app
 

@@ -26,7 +26,17 @@ from pathlib import Path
 
 import asyncpg
 
+from app.db import fulltext
 from app.services.text import make_preview, make_title
+from bench.texts import (
+    COMMON_WORD,
+    PREFIX,
+    TWO_WORDS,
+    Documents,
+    Search,
+    make_texts,
+    rare_word,
+)
 
 TEXT_POOL = 20_000  # distinct user messages, and as many assistant replies
 PINNED_SHARE = 0.005
@@ -35,206 +45,12 @@ HISTORY_DAYS = 180  # sessions' activity spreads over about six months
 USER_SKEW = 3  # user rank = users * u**3: the busiest user has ~4.6% of all sessions
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
-# Picks a message's text from the pool: SQL and Python must agree, see `_user_text` below.
+# Picks a message's text from the pool (`Plan.text_index` in Python): SQL and Python agree.
 _USER_PICK = "((p.i * 7919 + m.n * 104729) % {pool})"
 _ASSISTANT_PICK = "({pool} + (p.i * 104723 + m.n * 7927) % {pool})"
-
-_WORDS = [
-    "account",
-    "api",
-    "balance",
-    "bank",
-    "billing",
-    "card",
-    "charge",
-    "checkout",
-    "code",
-    "connect",
-    "currency",
-    "customer",
-    "dashboard",
-    "data",
-    "date",
-    "default",
-    "delete",
-    "deposit",
-    "dispute",
-    "document",
-    "email",
-    "error",
-    "event",
-    "export",
-    "fee",
-    "field",
-    "file",
-    "fraud",
-    "help",
-    "id",
-    "import",
-    "integration",
-    "invoice",
-    "key",
-    "limit",
-    "link",
-    "log",
-    "merchant",
-    "method",
-    "mobile",
-    "money",
-    "notification",
-    "order",
-    "page",
-    "password",
-    "payment",
-    "payout",
-    "plan",
-    "price",
-    "product",
-    "profile",
-    "receipt",
-    "refund",
-    "report",
-    "request",
-    "response",
-    "role",
-    "sandbox",
-    "secret",
-    "session",
-    "settings",
-    "setup",
-    "signup",
-    "status",
-    "subscription",
-    "support",
-    "tax",
-    "team",
-    "test",
-    "token",
-    "transaction",
-    "transfer",
-    "update",
-    "upload",
-    "user",
-    "verification",
-    "wallet",
-    "webhook",
-    "why",
-    "how",
-    "what",
-    "when",
-    "where",
-    "which",
-    "can",
-    "could",
-    "should",
-    "would",
-    "does",
-    "do",
-    "is",
-    "are",
-    "was",
-    "were",
-    "the",
-    "a",
-    "an",
-    "to",
-    "of",
-    "in",
-    "on",
-    "for",
-    "with",
-    "from",
-    "by",
-    "about",
-    "after",
-    "before",
-    "my",
-    "your",
-    "our",
-    "their",
-    "this",
-    "that",
-    "these",
-    "it",
-    "they",
-    "we",
-    "you",
-    "i",
-    "please",
-    "thanks",
-    "again",
-    "still",
-    "not",
-    "never",
-    "always",
-    "only",
-    "new",
-    "old",
-    "first",
-    "last",
-    "next",
-    "same",
-    "other",
-    "all",
-    "some",
-    "every",
-    "each",
-    "any",
-    "more",
-    "most",
-    "less",
-    "many",
-    "much",
-    "monthly",
-    "weekly",
-    "daily",
-    "annual",
-    "failed",
-    "pending",
-    "complete",
-    "declined",
-    "approved",
-    "expired",
-    "open",
-    "closed",
-    "live",
-    "stripe",
-    "adyen",
-    "paypal",
-    "euro",
-    "dollar",
-    "pound",
-    "yen",
-    "café",
-    "résumé",
-    "naïve",
-    "über",
-    "façade",
-    "👍",
-    "quickly",
-    "slowly",
-    "correctly",
-    "twice",
-    "once",
-    "already",
-    "yet",
-    "soon",
-    "today",
-    "yesterday",
-    "tomorrow",
-    "morning",
-    "evening",
-    "night",
-    "time",
-    "zone",
-    "region",
-    "country",
-    "language",
-    "french",
-    "german",
-    "spanish",
-    "japanese",
-]
+# The search index's staging keys: the pool texts' documents, then the titles' (title k is
+# made from user text k).
+_TITLE_DOC = 2 * TEXT_POOL
 
 
 @dataclass(frozen=True)
@@ -275,18 +91,60 @@ class Plan:
     def updated_us(self, i: int) -> int:
         return self.created_us[i] + (self.counts[i] - 1) * self.gaps_us[i]
 
+    def text_index(self, i: int, n: int) -> int:
+        """The pool text of message `n` (1-based) of session `i`: users write the odd ones."""
+        if n % 2:
+            return (i * 7919 + n * 104729) % TEXT_POOL
+        return TEXT_POOL + (i * 104723 + n * 7927) % TEXT_POOL
+
     def title(self, i: int) -> str:
         """The first message's (a user's) title."""
-        return self._titles[(i * 7919 + 1 * 104729) % TEXT_POOL]
+        return self._titles[self.text_index(i, 1)]
 
     def preview(self, i: int) -> str:
         """The last message's preview: counts are even, so it is an assistant's."""
-        return self._previews[(i * 104723 + self.counts[i] * 7927) % TEXT_POOL]
+        return self._previews[self.text_index(i, self.counts[i]) - TEXT_POOL]
 
     def __post_init__(self) -> None:
-        # A pool text's title and preview never change: shorten each once.
+        # A pool text's title, preview and search documents never change: make each once.
         self._titles = [make_title(text) for text in self.texts[:TEXT_POOL]]
         self._previews = [make_preview(text) for text in self.texts[TEXT_POOL:]]
+        self.documents = [fulltext.document(text) for text in self.texts]
+        self.title_documents = [fulltext.document(title) for title in self._titles]
+        long = set(self.long)
+        self._short_max = max(
+            (count for i, count in enumerate(self.counts) if i not in long), default=0
+        )
+
+    def search_documents(self) -> list[tuple[int, str]]:
+        """(staging key, words) of every non-empty document: texts, then titles."""
+        texts = list(enumerate(self.documents))
+        titles = [(_TITLE_DOC + k, words) for k, words in enumerate(self.title_documents)]
+        return [(k, words) for k, words in texts + titles if words]
+
+    def sessions_using(self, k: int) -> list[int]:
+        """The sessions with pool text `k` among their messages. Text k goes to message n of
+        session i when i = (k - n * b) / a (mod the pool): for each n, every pool-th session
+        from there, rather than all sessions' messages."""
+        pool, total = TEXT_POOL, len(self.ids)
+        first, a, b = (1, 7919, 104729) if k < pool else (2, 104723, 7927)
+        inverse = pow(a, -1, pool)
+        found: set[int] = set()
+        for n in range(first, self._short_max + 1, 2):
+            for i in range((k % pool - n * b) * inverse % pool, total, pool):
+                if self.counts[i] >= n:
+                    found.add(i)
+        for i in self.long:
+            for n in range(first, self.counts[i] + 1, 2):
+                if self.text_index(i, n) == k:
+                    found.add(i)
+        return sorted(found)
+
+    def session_matches(self, i: int, text_match: list[bool], title_match: list[bool]) -> bool:
+        """Whether session `i`'s title or a message matches, given which documents do."""
+        if title_match[self.text_index(i, 1)]:
+            return True
+        return any(text_match[self.text_index(i, n)] for n in range(1, self.counts[i] + 1))
 
 
 @dataclass
@@ -305,23 +163,10 @@ class Dataset:
     long_session_ids: list[str]
     short_session_ids: list[str]  # a sample of ordinary active sessions
     user_sample: list[str]  # random users (with at least one session)
+    searches: list[Search]
     load_seconds: float
     size_bytes: int
     load_steps: list[tuple[str, float]] = field(default_factory=list)
-
-
-def _sentence(rng: random.Random, low: int, high: int, end: str) -> str:
-    words = [rng.choice(_WORDS) for _ in range(rng.randint(low, high))]
-    return " ".join(words).capitalize() + end
-
-
-def _texts(rng: random.Random) -> list[str]:
-    users = [_sentence(rng, 3, 24, "?") for _ in range(TEXT_POOL)]
-    replies = [
-        " ".join(_sentence(rng, 6, 16, ".") for _ in range(rng.randint(1, 5)))
-        for _ in range(TEXT_POOL)
-    ]
-    return users + replies
 
 
 def make_plan(spec: DataSpec, now: datetime | None = None) -> Plan:
@@ -376,7 +221,7 @@ def make_plan(spec: DataSpec, now: datetime | None = None) -> Plan:
         pinned=[row[3] for row in rows],
         active=[row[4] for row in rows],
         long=[i for i, row in enumerate(rows) if row[5]],
-        texts=_texts(rng),
+        texts=make_texts(rng, TEXT_POOL),
     )
 
 
@@ -396,6 +241,7 @@ def _describe(plan: Plan, database: str, url: str) -> Dataset:
     with_sessions = sorted(set(plan.owners))
     long = set(plan.long)
     ordinary = [i for i in range(len(plan.ids)) if plan.active[i] and i not in long]
+    sample = rng.choices(with_sessions, k=500)
     return Dataset(
         database=database,
         url=url,
@@ -408,10 +254,61 @@ def _describe(plan: Plan, database: str, url: str) -> Dataset:
         biggest_user_sessions=biggest_count,
         long_session_ids=[plan.session_ids[i] for i in plan.long],
         short_session_ids=[plan.session_ids[i] for i in rng.sample(ordinary, 200)],
-        user_sample=[plan.users[u] for u in rng.choices(with_sessions, k=500)],
+        user_sample=[plan.users[u] for u in sample],
+        searches=make_searches(plan, sample, biggest),
         load_seconds=0.0,
         size_bytes=0,
     )
+
+
+SEARCH_USERS = 200  # users per kind of search, as many as the list's random users
+
+
+def make_searches(plan: Plan, sample: list[int], biggest: int) -> list[Search]:
+    """The kinds of search the benchmark runs, each with users who have matches (from `sample`,
+    the random users, or for the rare word, the owners of its sessions) and how many of their
+    listed sessions match, counted from the plan."""
+    by_owner: dict[int, list[int]] = {}
+    for i, owner in enumerate(plan.owners):
+        if plan.active[i]:
+            by_owner.setdefault(owner, []).append(i)
+    random_users = list(dict.fromkeys(sample))
+    rare_skip = 0
+    while True:  # a rare word someone still lists (its sessions might all be archived)
+        rare = rare_word(plan.documents, rare_skip)
+        text = next(k for k, words in enumerate(plan.documents) if rare in words.split())
+        owners = sorted({plan.owners[i] for i in plan.sessions_using(text) if plan.active[i]})
+        if owners:
+            break
+        rare_skip += 1
+    rng = random.Random(plan.spec.seed + 2)
+    rng.shuffle(owners)
+    kinds = [
+        ("search_common", f"a common word ({COMMON_WORD!r}), random user", COMMON_WORD, None),
+        ("search_common_big", f"{COMMON_WORD!r}, the biggest user", COMMON_WORD, [biggest]),
+        ("search_rare", f"a rare word ({rare!r}), a user who has it", rare, owners),
+        ("search_two_words", f"two words ({TWO_WORDS!r}), random user", TWO_WORDS, None),
+        ("search_prefix", f"a prefix ({PREFIX!r}), random user", PREFIX, None),
+    ]
+    texts, titles = Documents(plan.documents), Documents(plan.title_documents)
+    searches = []
+    for key, label, query, candidates in kinds:
+        text_match, title_match = texts.matching(query), titles.matching(query)
+        expected: dict[str, set[str]] = {}
+        for owner in candidates or random_users:
+            found = {
+                plan.session_ids[i]
+                for i in by_owner.get(owner, [])
+                if plan.session_matches(i, text_match, title_match)
+            }
+            if found:
+                expected[plan.users[owner]] = found
+            if len(expected) == SEARCH_USERS:
+                break
+        if not expected:
+            raise ValueError(f"no user has a match for {query!r}: the data set is too small")
+        searches.append(Search(key, f"search: {label}", query, list(expected), expected))
+    return searches
 
 
 def _session_rows(plan: Plan) -> Iterator[tuple[int, str, str, bool, bool, int, int, str, str]]:
@@ -467,7 +364,8 @@ async def load_postgresql(url: str, plan: Plan) -> Dataset:
         step = time.perf_counter()
         await conn.execute(
             "CREATE UNLOGGED TABLE bench_plan (i bigint PRIMARY KEY, session_id text NOT NULL, "
-            "n int NOT NULL, created_us bigint NOT NULL, gap_us bigint NOT NULL); "
+            "user_id text NOT NULL, n int NOT NULL, created_us bigint NOT NULL, "
+            "gap_us bigint NOT NULL); "
             "CREATE UNLOGGED TABLE bench_text (k int PRIMARY KEY, body text NOT NULL)"
         )
         await conn.copy_records_to_table(
@@ -476,10 +374,17 @@ async def load_postgresql(url: str, plan: Plan) -> Dataset:
         await conn.copy_records_to_table(
             "bench_plan",
             records=[
-                (i, plan.session_ids[i], plan.counts[i], plan.created_us[i], plan.gaps_us[i])
+                (
+                    i,
+                    plan.session_ids[i],
+                    plan.users[plan.owners[i]],
+                    plan.counts[i],
+                    plan.created_us[i],
+                    plan.gaps_us[i],
+                )
                 for i in range(len(plan.ids))
             ],
-            columns=["i", "session_id", "n", "created_us", "gap_us"],
+            columns=["i", "session_id", "user_id", "n", "created_us", "gap_us"],
         )
         await conn.copy_records_to_table(
             "chat_sessions",
@@ -537,15 +442,28 @@ async def load_postgresql(url: str, plan: Plan) -> Dataset:
         )
         dataset.load_steps.append(("messages (INSERT ... SELECT)", time.perf_counter() - step))
         step = time.perf_counter()
-        await conn.execute("DROP TABLE bench_plan, bench_text")
+        await _pg_search_entries(conn, plan)
+        dataset.load_steps.append(
+            ("search entries (INSERT ... SELECT)", time.perf_counter() - step)
+        )
+        step = time.perf_counter()
+        await conn.execute("DROP TABLE bench_plan, bench_text, bench_words, bench_document")
+        search_seconds = 0.0
         for statement in restore:
+            started_statement = time.perf_counter()
             await conn.execute(statement)
-        dataset.load_steps.append(("indexes and constraints", time.perf_counter() - step))
+            if "chat_search" in statement:
+                search_seconds += time.perf_counter() - started_statement
+        dataset.load_steps.append(
+            ("indexes and constraints", time.perf_counter() - step - search_seconds)
+        )
+        dataset.load_steps.append(("search: keys, GIN index, foreign key", search_seconds))
         step = time.perf_counter()
         # What autovacuum would have done by now (it is off on some servers): statistics,
         # and the visibility map that index-only scans (the COUNTs) rely on.
         await conn.execute("VACUUM (ANALYZE) chat_sessions")
         await conn.execute("VACUUM (ANALYZE) chat_messages")
+        await conn.execute("VACUUM (ANALYZE) chat_search")
         await conn.execute("CHECKPOINT")
         dataset.load_steps.append(("VACUUM ANALYZE, CHECKPOINT", time.perf_counter() - step))
         dataset.size_bytes = int(await conn.fetchval("SELECT pg_database_size(current_database())"))
@@ -555,6 +473,53 @@ async def load_postgresql(url: str, plan: Plan) -> Dataset:
     return dataset
 
 
+def _search_entries_sql(series: str) -> str:
+    """Every search entry, in the order the write path adds them (by time; a session's title
+    just before its first message), with its document from the staging table
+    `bench_document` (k, document) of the pool's (`Plan.search_documents`). Text without words
+    has no staging row, so it gets no entry, as on the write path. `series` joins message
+    numbers `m.n` 1 to `p.n` to each session `p`."""
+    created = "p.created_us + (m.n - 1) * p.gap_us"
+    pick = (
+        f"CASE WHEN m.n % 2 = 1 THEN {_USER_PICK.format(pool=TEXT_POOL)} "
+        f"ELSE {_ASSISTANT_PICK.format(pool=TEXT_POOL)} END"
+    )
+    title_pick = f"{_TITLE_DOC} + " + _USER_PICK.format(pool=TEXT_POOL).replace("m.n", "1")
+    return f"""
+        INSERT INTO chat_search (session_id, user_id, seq, document)
+        SELECT e.session_id, e.user_id, e.seq, d.document
+        FROM (
+            SELECT p.session_id, p.user_id, m.n AS seq, {pick} AS k, {created} AS at
+            FROM bench_plan p {series}
+            UNION ALL
+            SELECT p.session_id, p.user_id, 0, {title_pick}, p.created_us
+            FROM bench_plan p
+        ) AS e
+        JOIN bench_document d ON d.k = e.k
+        ORDER BY e.at, e.seq
+        """
+
+
+async def _pg_search_entries(conn: asyncpg.Connection, plan: Plan) -> None:
+    """The search index's entries: each distinct document made into a tsvector once (titles
+    with weight A, as the write path does), then copied into every entry that has it."""
+    await conn.execute("CREATE UNLOGGED TABLE bench_words (k int PRIMARY KEY, words text NOT NULL)")
+    await conn.copy_records_to_table(
+        "bench_words", records=plan.search_documents(), columns=["k", "words"]
+    )
+    await conn.execute(
+        "CREATE UNLOGGED TABLE bench_document AS "
+        "SELECT k, CASE WHEN k >= $1 THEN setweight(to_tsvector('simple'::regconfig, words), 'A') "
+        "ELSE to_tsvector('simple'::regconfig, words) END AS document FROM bench_words",
+        _TITLE_DOC,
+    )
+    await conn.execute("ALTER TABLE bench_document ADD PRIMARY KEY (k); ANALYZE bench_document")
+    await conn.execute(_search_entries_sql("CROSS JOIN LATERAL generate_series(1, p.n) AS m(n)"))
+
+
+_LOADED_TABLES = ["chat_sessions", "chat_messages", "chat_search"]
+
+
 async def _pg_drop_keys(conn: asyncpg.Connection) -> list[str]:
     """Drop the tables' indexes and key constraints; the statements that recreate them."""
     constraints = await conn.fetch(
@@ -562,17 +527,18 @@ async def _pg_drop_keys(conn: asyncpg.Connection) -> list[str]:
         SELECT c.conrelid::regclass::text AS tab, c.conname, c.contype::text AS contype,
                pg_get_constraintdef(c.oid) AS def
         FROM pg_constraint c
-        WHERE c.conrelid IN ('chat_sessions'::regclass, 'chat_messages'::regclass)
-          AND c.contype IN ('p', 'u', 'f')
-        """
+        WHERE c.conrelid = ANY($1::text[]::regclass[]) AND c.contype IN ('p', 'u', 'f')
+        """,
+        _LOADED_TABLES,
     )
     indexes = await conn.fetch(
         """
         SELECT i.indexrelid::regclass::text AS name, pg_get_indexdef(i.indexrelid) AS def
         FROM pg_index i
-        WHERE i.indrelid IN ('chat_sessions'::regclass, 'chat_messages'::regclass)
+        WHERE i.indrelid = ANY($1::text[]::regclass[])
           AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid)
-        """
+        """,
+        _LOADED_TABLES,
     )
     order = {"f": 0, "u": 1, "p": 2}  # drop foreign keys first, recreate them last
     drops = [
@@ -581,12 +547,14 @@ async def _pg_drop_keys(conn: asyncpg.Connection) -> list[str]:
     ] + [f'DROP INDEX "{row["name"]}"' for row in indexes]
     for statement in drops:
         await conn.execute(statement)
-    keys = [
-        f'ALTER TABLE {row["tab"]} ADD CONSTRAINT "{row["conname"]}" {row["def"]}'
-        for row in sorted(constraints, key=lambda row: -order[row["contype"]])
-    ]
-    # Keys, then plain indexes, then the foreign key (which checks every message).
-    return keys[:-1] + [row["def"] for row in indexes] + keys[-1:]
+
+    def add(row: asyncpg.Record) -> str:
+        return f'ALTER TABLE {row["tab"]} ADD CONSTRAINT "{row["conname"]}" {row["def"]}'
+
+    keys = [add(row) for row in constraints if row["contype"] != "f"]
+    foreign = [add(row) for row in constraints if row["contype"] == "f"]
+    # Keys, then plain indexes, then the foreign keys (which check every row).
+    return keys + [row["def"] for row in indexes] + foreign
 
 
 # --- SQLite ----------------------------------------------------------------------------------
@@ -603,20 +571,23 @@ def load_sqlite(path: Path, url: str, plan: Plan) -> Dataset:
         conn.execute("PRAGMA synchronous=OFF")
         conn.execute("PRAGMA cache_size=-2000000")  # 2 GB
         conn.execute("PRAGMA temp_store=MEMORY")
+        # Indexes, and the triggers that keep the FTS5 index in step with chat_search.
         indexes = [
-            (name, sql)
-            for name, sql in conn.execute(
-                "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL "
-                "AND tbl_name IN ('chat_sessions', 'chat_messages')"
+            (kind, name, sql)
+            for kind, name, sql in conn.execute(
+                "SELECT type, name, sql FROM sqlite_master WHERE type IN ('index', 'trigger') "
+                "AND sql IS NOT NULL AND tbl_name IN ('chat_sessions', 'chat_messages', "
+                "'chat_search')"
             )
         ]
         step = time.perf_counter()
         conn.execute("BEGIN")
-        for name, _ in indexes:
-            conn.execute(f'DROP INDEX "{name}"')
+        for kind, name, _ in indexes:
+            conn.execute(f'DROP {kind.upper()} "{name}"')
         conn.execute(
             "CREATE TEMP TABLE bench_plan (i INTEGER PRIMARY KEY, session_id TEXT NOT NULL, "
-            "n INTEGER NOT NULL, created_us INTEGER NOT NULL, gap_us INTEGER NOT NULL)"
+            "user_id TEXT NOT NULL, n INTEGER NOT NULL, created_us INTEGER NOT NULL, "
+            "gap_us INTEGER NOT NULL)"
         )
         conn.execute("CREATE TEMP TABLE bench_text (k INTEGER PRIMARY KEY, body TEXT NOT NULL)")
         conn.execute("CREATE TEMP TABLE bench_n (n INTEGER PRIMARY KEY)")
@@ -625,9 +596,16 @@ def load_sqlite(path: Path, url: str, plan: Plan) -> Dataset:
             "INSERT INTO bench_n VALUES (?)", ((n,) for n in range(1, max(plan.counts) + 1))
         )
         conn.executemany(
-            "INSERT INTO bench_plan VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO bench_plan VALUES (?, ?, ?, ?, ?, ?)",
             (
-                (i, plan.session_ids[i], plan.counts[i], plan.created_us[i], plan.gaps_us[i])
+                (
+                    i,
+                    plan.session_ids[i],
+                    plan.users[plan.owners[i]],
+                    plan.counts[i],
+                    plan.created_us[i],
+                    plan.gaps_us[i],
+                )
                 for i in range(len(plan.ids))
             ),
         )
@@ -678,13 +656,25 @@ def load_sqlite(path: Path, url: str, plan: Plan) -> Dataset:
         )
         dataset.load_steps.append(("messages (INSERT ... SELECT)", time.perf_counter() - step))
         step = time.perf_counter()
-        for _, sql in indexes:
+        conn.execute(
+            "CREATE TEMP TABLE bench_document (k INTEGER PRIMARY KEY, document TEXT NOT NULL)"
+        )
+        conn.executemany("INSERT INTO bench_document VALUES (?, ?)", plan.search_documents())
+        conn.execute(_search_entries_sql("JOIN bench_n m ON m.n <= p.n"))
+        dataset.load_steps.append(
+            ("search entries (INSERT ... SELECT)", time.perf_counter() - step)
+        )
+        step = time.perf_counter()
+        for _, _, sql in indexes:
             conn.execute(sql)
-        conn.execute("DROP TABLE bench_plan")
-        conn.execute("DROP TABLE bench_text")
-        conn.execute("DROP TABLE bench_n")
+        for table in ("bench_plan", "bench_text", "bench_n", "bench_document"):
+            conn.execute(f"DROP TABLE {table}")
+        dataset.load_steps.append(("indexes, triggers", time.perf_counter() - step))
+        step = time.perf_counter()
+        # What the migration does once chat_search is filled: build the FTS5 index from it.
+        conn.execute(f"INSERT INTO {fulltext.FTS_TABLE}({fulltext.FTS_TABLE}) VALUES ('rebuild')")
         conn.execute("COMMIT")
-        dataset.load_steps.append(("indexes", time.perf_counter() - step))
+        dataset.load_steps.append(("search index (FTS5 rebuild)", time.perf_counter() - step))
         conn.execute("PRAGMA journal_mode=WAL")  # as the service runs it
     finally:
         conn.close()

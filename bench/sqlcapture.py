@@ -104,8 +104,8 @@ def read_sqlite(conn: sqlite3.Connection, statements: list[Statement]) -> None:
 
 @dataclass
 class WriteTemplate:
-    """A captured write sequence: `returning` are the values its `RETURNING` statements gave
-    when captured (the new messages' sequence numbers), in order."""
+    """A captured write sequence: `returning` are the values its `UPDATE ... RETURNING`
+    statements gave when captured (the new messages' sequence numbers), in order."""
 
     log: list[Statement]
     session_id: str
@@ -123,6 +123,12 @@ class WriteTemplate:
         return tuple(
             _fresh(value, self.session_id, session_id, seqs, now) for value in statement.params
         )
+
+
+def gives_seq(sql: str) -> bool:
+    """The session's `UPDATE ... RETURNING message_count`: the new message's sequence number.
+    (An INSERT's `RETURNING` is a new row's key, as SQLAlchemy asks for it: nothing to map.)"""
+    return sql.lstrip().upper().startswith("UPDATE") and " RETURNING " in sql
 
 
 def _fresh(
@@ -162,7 +168,7 @@ async def write_postgresql(conn: Any, template: WriteTemplate, session_id: str) 
                 transaction = None
             else:
                 params = template.params(statement, session_id, seqs, now)
-                if " RETURNING " in statement.sql:
+                if gives_seq(statement.sql):
                     seqs[next(captured)] = await conn.fetchval(statement.sql, *params)
                 else:
                     await conn.fetch(statement.sql, *params)
@@ -186,7 +192,7 @@ def write_sqlite(conn: sqlite3.Connection, template: WriteTemplate, session_id: 
                 continue
             params = template.params(statement, session_id, seqs, now)
             cursor = conn.execute(statement.sql, params)
-            if " RETURNING " in statement.sql:
+            if gives_seq(statement.sql):
                 seqs[next(captured)] = cursor.fetchone()[0]
             else:
                 cursor.fetchall()

@@ -4,7 +4,9 @@ The seed (docs/SESSIONS_LIST_IMPLEMENTATION.md, `update_session_metadata`) store
 then re-derived the session's metadata from all of its messages: COUNT(*) of the session, its
 first user message (the title), its last message (the preview), and an UPDATE. Ours
 (`app.services.chat.save_message` -> `app.db.queries.append_message`) updates the metadata
-incrementally: `UPDATE ... RETURNING message_count`, then the INSERT.
+incrementally: `UPDATE ... RETURNING message_count`, then the INSERT, and it also adds the
+message to the search index (a `chat_search` row; on SQLite its FTS5 trigger), which the seed
+had no equivalent of: ours does more work per message than the seed's algorithm.
 
 Variants, each one transaction per message, run interleaved in rounds on the same sessions:
 

@@ -23,22 +23,26 @@ _bearer = HTTPBearer(
 )
 
 
-def get_settings(request: Request) -> Settings:
+# These are `async` although they do not await: FastAPI runs a plain `def` dependency in a
+# worker thread, a thread hop per dependency per request for reading an attribute.
+
+
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_database(request: Request) -> Database:
+async def get_database(request: Request) -> Database:
     database: Database = request.app.state.database
     return database
 
 
-def get_assistant(request: Request) -> Assistant:
+async def get_assistant(request: Request) -> Assistant:
     assistant: Assistant = request.app.state.assistant
     return assistant
 
 
-def get_reply_tasks(request: Request) -> ReplyTasks:
+async def get_reply_tasks(request: Request) -> ReplyTasks:
     tasks: ReplyTasks = request.app.state.reply_tasks
     return tasks
 

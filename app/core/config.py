@@ -25,6 +25,7 @@ class Settings(BaseSettings):
     database_url: str = "sqlite:///./data/chat.db"
     database_echo: bool = False
     database_pool_size: int = Field(default=10, ge=1)
+    database_pool_recycle_seconds: int = Field(default=300, ge=1)
     sqlite_busy_timeout_ms: int = Field(default=30_000, ge=0)
     migrate_on_startup: bool = True
 
@@ -68,6 +69,8 @@ class Settings(BaseSettings):
     redis_url: str | None = None
 
     cors_allow_origins: CommaSeparated = Field(default_factory=list)
+
+    web_ui_enabled: bool = True
 
     @field_validator("database_url")
     @classmethod

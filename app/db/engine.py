@@ -1,12 +1,15 @@
 """Engine creation and the two kinds of transaction the services use: read and write."""
 
+import asyncio
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import ConnectionPoolEntry
 
 from app.core.config import Settings
 from app.db.url import ensure_sqlite_directory
@@ -18,13 +21,30 @@ def create_engine(settings: Settings) -> AsyncEngine:
     url = make_url(settings.database_url)
     if url.get_backend_name() == "sqlite":
         return _create_sqlite_engine(settings)
-    return create_async_engine(
+    # No `pool_pre_ping`: on asyncpg it is three round trips per checkout (BEGIN, a ping,
+    # ROLLBACK), most of an empty transaction's cost (docs/performance.md). Without a round
+    # trip: connections the server closed are replaced at checkout (`_replace_if_closed`);
+    # `pool_recycle` retires connections before a firewall or NAT can drop them silently
+    # (where a ping would only hang); and a connection that still fails as disconnected makes
+    # SQLAlchemy replace every connection opened before it, so only requests in flight fail.
+    engine = create_async_engine(
         url,
         echo=settings.database_echo,
         pool_size=settings.database_pool_size,
         max_overflow=settings.database_pool_size,
-        pool_pre_ping=True,
+        pool_recycle=settings.database_pool_recycle_seconds,
     )
+    event.listen(engine.sync_engine, "checkout", _replace_if_closed)
+    return engine
+
+
+def _replace_if_closed(_dbapi_connection: Any, record: ConnectionPoolEntry, _proxy: Any) -> None:
+    """Hand out a fresh connection instead of one the server closed while it sat in the pool
+    (a restart, `pg_terminate_backend`, a pooler's idle timeout): asyncpg notices the close
+    while the connection is idle, so asking costs no round trip. Raising `DisconnectionError`
+    on checkout is SQLAlchemy's documented way to make the pool reconnect."""
+    if record.driver_connection is not None and record.driver_connection.is_closed():
+        raise DisconnectionError("the server closed this pooled connection")
 
 
 def _create_sqlite_engine(settings: Settings) -> AsyncEngine:
@@ -58,6 +78,13 @@ class Database:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
+        # SQLite has one write lock per database. A writer that finds it taken waits in
+        # SQLite's busy handler, which sleeps in growing steps (up to 100 ms) rather than
+        # queueing, so this process's writers take turns here, in order, and only other
+        # processes ever wait in `busy_timeout`. PostgreSQL locks rows, not the database.
+        self._write_turn: AbstractAsyncContextManager[Any] = (
+            asyncio.Lock() if engine.dialect.name == "sqlite" else nullcontext()
+        )
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
@@ -70,9 +97,10 @@ class Database:
         """A write transaction: committed on exit, rolled back on error.
 
         On SQLite it holds the database write lock from its first statement, which is what
-        makes read-then-write sequences inside it safe.
+        makes read-then-write sequences inside it safe; this process's write transactions
+        take turns before they take a connection (so one must never open another).
         """
-        async with self.engine.connect() as conn:
+        async with self._write_turn, self.engine.connect() as conn:
             await conn.execution_options(**{_WRITE_OPTION: True})
             async with conn.begin():
                 yield conn

@@ -11,19 +11,25 @@ from sqlalchemy import (
     RowMapping,
     and_,
     case,
+    column,
     delete,
     func,
     insert,
     literal,
+    literal_column,
     select,
+    table,
+    text,
     tuple_,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql import Select
 from sqlalchemy.types import Uuid
 
-from app.db.tables import chat_messages, chat_sessions
+from app.db import fulltext
+from app.db.tables import SEARCH_TITLE_SEQ, chat_messages, chat_search, chat_sessions
 from app.db.types import UTCDateTime
 
 Role = Literal["user", "assistant", "system"]
@@ -120,11 +126,12 @@ async def append_message(
         update(chat_sessions)
         .where(_session_is(session_id, owner))
         .values(values)
-        .returning(chat_sessions.c.message_count)
+        .returning(chat_sessions.c.message_count, chat_sessions.c.user_id, chat_sessions.c.title)
     )
-    seq = (await conn.execute(stmt)).scalar_one_or_none()
-    if seq is None:
+    session = (await conn.execute(stmt)).one_or_none()
+    if session is None:
         return None
+    seq = session.message_count
     message_id = uuid.uuid4()
     await conn.execute(
         insert(chat_messages).values(
@@ -137,7 +144,43 @@ async def append_message(
             created_at=now,
         )
     )
+    # This message set the automatic title, unless the title already read the same (then
+    # its entry exists, and the insert is a no-op).
+    if title is not None and session.title == title:
+        await _index(conn, session_id, session.user_id, SEARCH_TITLE_SEQ, title, if_absent=True)
+    await _index(conn, session_id, session.user_id, seq, content)
     return StoredMessage(id=message_id, seq=seq, created_at=now)
+
+
+async def _index(
+    conn: AsyncConnection,
+    session_id: str,
+    user_id: str | None,
+    seq: int,
+    text: str,
+    *,
+    if_absent: bool = False,
+) -> None:
+    """Add a title or message to the search index (app/db/fulltext.py); text without words
+    is left out. SQLite's FTS5 table follows chat_search by triggers (migration 0004)."""
+    words = fulltext.document(text)
+    if not words:
+        return
+    document: Any = words
+    if conn.dialect.name == "postgresql":
+        document = func.to_tsvector(literal_column("'simple'::regconfig"), words)
+        if seq == SEARCH_TITLE_SEQ:
+            # Weight A against the default D: a match in the title ranks above one in a message.
+            document = func.setweight(document, literal_column("'A'"))
+    dialect_insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    stmt = dialect_insert(chat_search).values(
+        session_id=session_id, user_id=user_id, seq=seq, document=document
+    )
+    if if_absent:
+        stmt = stmt.on_conflict_do_nothing(
+            index_elements=[chat_search.c.session_id, chat_search.c.seq]
+        )
+    await conn.execute(stmt)
 
 
 def _session_is(session_id: str, owner: str | None) -> ColumnElement[bool]:
@@ -232,8 +275,23 @@ async def update_session(
         values["pinned"] = pinned
     if archived is not None:
         values["active"] = not archived
-    stmt = update(chat_sessions).where(_session_is(session_id, owner)).values(values)
-    return bool((await conn.execute(stmt)).rowcount)
+    stmt = (
+        update(chat_sessions)
+        .where(_session_is(session_id, owner))
+        .values(values)
+        .returning(chat_sessions.c.user_id)
+    )
+    session = (await conn.execute(stmt)).one_or_none()
+    if session is None:
+        return False
+    if title is not None:
+        await conn.execute(
+            delete(chat_search).where(
+                chat_search.c.session_id == session_id, chat_search.c.seq == SEARCH_TITLE_SEQ
+            )
+        )
+        await _index(conn, session_id, session.user_id, SEARCH_TITLE_SEQ, title)
+    return True
 
 
 async def delete_sessions_of(conn: AsyncConnection, user_id: str) -> int:
@@ -279,3 +337,130 @@ async def delete_session(
     """Delete the session (its messages go by cascade); True when it existed."""
     stmt = delete(chat_sessions).where(_session_is(session_id, owner))
     return bool((await conn.execute(stmt)).rowcount)
+
+
+_fts = table(fulltext.FTS_TABLE, column("rowid"))
+
+
+def _matching_entries(dialect: str, query_words: list[str], where: SessionFilter) -> Select[Any]:
+    """Search entries matching every word, with a relevance score (higher is better), only
+    from sessions `where` admits."""
+    if dialect == "postgresql":
+        tsquery = func.to_tsquery(
+            literal_column("'simple'::regconfig"), fulltext.postgres_tsquery(query_words)
+        )
+        stmt = select(
+            chat_search.c.session_id,
+            chat_search.c.seq,
+            func.ts_rank(chat_search.c.document, tsquery).label("score"),
+        ).where(chat_search.c.document.op("@@")(tsquery))
+    else:
+        # bm25() is lower for better matches; a title match counts ten times a message's, as
+        # weight A does against D on PostgreSQL.
+        weight = case((chat_search.c.seq == SEARCH_TITLE_SEQ, 10.0), else_=1.0)
+        stmt = (
+            select(
+                chat_search.c.session_id,
+                chat_search.c.seq,
+                (-func.bm25(literal_column(fulltext.FTS_TABLE)) * weight).label("score"),
+            )
+            .select_from(_fts.join(chat_search, chat_search.c.id == _fts.c.rowid))
+            .where(
+                text(f"{fulltext.FTS_TABLE} MATCH :match").bindparams(
+                    match=fulltext.fts5_match(query_words, where.user_id)
+                )
+            )
+            # Keeps SQLite from flattening this into an outer query: bm25() works only in the
+            # query that runs the MATCH.
+            .offset(0)
+        )
+    if where.user_id is not None:
+        stmt = stmt.where(chat_search.c.user_id == where.user_id)
+    return stmt
+
+
+def _matching_sessions(dialect: str, query_words: list[str], where: SessionFilter) -> Select[Any]:
+    entries = _matching_entries(dialect, query_words, where).subquery("entries")
+    ranked = (
+        select(
+            entries.c.session_id,
+            # Title matches first, whatever the scores: a weight only scales a score, and a
+            # prefix that many different words of a message start with (search as you type:
+            # "p") adds up past any title's score on PostgreSQL (ts_rank sums them).
+            func.max(case((entries.c.seq == SEARCH_TITLE_SEQ, 1), else_=0)).label("in_title"),
+            func.max(entries.c.score).label("rank"),
+        )
+        .group_by(entries.c.session_id)
+        .subquery("ranked")
+    )
+    return (
+        select(*SUMMARY_COLUMNS)
+        .join_from(chat_sessions, ranked, ranked.c.session_id == chat_sessions.c.session_id)
+        .where(*where.clauses())
+        .order_by(
+            ranked.c.in_title.desc(),
+            ranked.c.rank.desc(),
+            *(column.desc() for column in LIST_ORDER[1:]),
+        )
+    )
+
+
+async def search_session_summaries(
+    conn: AsyncConnection,
+    *,
+    query_words: list[str],
+    where: SessionFilter,
+    limit: int,
+    offset: int = 0,
+) -> list[RowMapping]:
+    """Sessions whose title or messages contain every word (as prefixes), best match first,
+    then newest activity first."""
+    stmt = _matching_sessions(conn.dialect.name, query_words, where).limit(limit).offset(offset)
+    return list((await conn.execute(stmt)).mappings())
+
+
+async def count_search_results(
+    conn: AsyncConnection, *, query_words: list[str], where: SessionFilter
+) -> int:
+    matching = _matching_sessions(conn.dialect.name, query_words, where).order_by(None)
+    stmt = select(func.count()).select_from(matching.subquery())
+    return int((await conn.execute(stmt)).scalar_one())
+
+
+async def best_matching_messages(
+    conn: AsyncConnection, *, query_words: list[str], where: SessionFilter, session_ids: list[str]
+) -> dict[str, str]:
+    """For each of `session_ids`, the text of its message that matches best (the newest of
+    equals); sessions that match only by title are left out."""
+    if not session_ids:
+        return {}
+    entries = (
+        _matching_entries(conn.dialect.name, query_words, where)
+        .where(
+            chat_search.c.session_id.in_(session_ids),
+            chat_search.c.seq != SEARCH_TITLE_SEQ,
+        )
+        .subquery("entries")
+    )
+    best = select(
+        entries.c.session_id,
+        entries.c.seq,
+        func.row_number()
+        .over(
+            partition_by=entries.c.session_id,
+            order_by=(entries.c.score.desc(), entries.c.seq.desc()),
+        )
+        .label("place"),
+    ).subquery("best")
+    stmt = (
+        select(chat_messages.c.session_id, chat_messages.c.content)
+        .join(
+            best,
+            and_(
+                best.c.session_id == chat_messages.c.session_id,
+                best.c.seq == chat_messages.c.seq,
+            ),
+        )
+        .where(best.c.place == 1)
+    )
+    return {row.session_id: row.content for row in await conn.execute(stmt)}

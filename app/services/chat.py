@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.core.errors import SessionNotFound, UserRequired
-from app.db import queries
+from app.db import fulltext, queries
 from app.db.engine import Database
 from app.db.queries import ListPosition, Role, SessionFilter, StoredMessage
 from app.db.types import utc_now
@@ -20,15 +20,23 @@ from app.models.chat import (
     ChatRequest,
     ChatResponse,
     SessionDetail,
+    SessionListItem,
     SessionsListResponse,
     SessionSummary,
     SessionUpdate,
 )
 from app.services.access import Caller
 from app.services.assistant import Assistant, AssistantError, Turn
-from app.services.cursor import encode_cursor
+from app.services.cursor import (
+    SEARCH_MAX_OFFSET,
+    InvalidCursor,
+    SearchPosition,
+    encode_cursor,
+    encode_search_cursor,
+    search_fingerprint,
+)
 from app.services.replies import FAILED, ReplyTimer, client_error, reply_metadata
-from app.services.text import make_preview, make_title
+from app.services.text import make_preview, make_snippet, make_title
 
 logger = logging.getLogger(__name__)
 
@@ -170,19 +178,34 @@ async def get_sessions_list(
     archived: bool = False,
     page: int = 1,
     page_size: int = 50,
-    cursor: ListPosition | None = None,
+    cursor: ListPosition | SearchPosition | None = None,
     limit: int | None = None,
     include_total: bool = True,
+    query: str | None = None,
 ) -> SessionsListResponse:
     """One page of sessions, pinned first, then most recent activity first: the caller's own,
-    or for trusted callers everyone's or the named user's.
+    or for trusted callers everyone's or the named user's. With a `query`, the sessions whose
+    title or messages contain its words, best match first.
 
     With `cursor` or `limit` the page starts after the cursor's session (keyset: as fast at
     any depth, and stable while sessions move); otherwise it is page `page` of `page_size`.
+    A cursor from another listing or search is refused with `InvalidCursor`.
     """
     where = SessionFilter(user_id=caller.acting_for(user_id), archived=archived)
     cursor_mode = cursor is not None or limit is not None
     size = (limit or page_size) if cursor_mode else page_size
+    if query is not None and query.strip():
+        return await _search_sessions(
+            db,
+            where,
+            query_words=fulltext.query_words(query),
+            size=size,
+            page=None if cursor_mode else page,
+            cursor=cursor,
+            include_total=include_total,
+        )
+    if isinstance(cursor, SearchPosition):
+        raise InvalidCursor("this cursor belongs to a search: pass the same q")
     async with db.read() as conn:
         total = await queries.count_sessions(conn, where=where) if include_total else None
         rows = await queries.list_session_summaries(
@@ -196,7 +219,7 @@ async def get_sessions_list(
     rows = rows[:size]
     last = rows[-1] if rows else None
     return SessionsListResponse(
-        sessions=[SessionSummary.model_validate(row) for row in rows],
+        sessions=[SessionListItem.model_validate(row) for row in rows],
         total=total,
         page=None if cursor_mode else page,
         page_size=size,
@@ -205,6 +228,73 @@ async def get_sessions_list(
             encode_cursor(ListPosition(last["pinned"], last["updated_at"], last["id"]))
             if has_more and last is not None
             else None
+        ),
+        has_more=has_more,
+    )
+
+
+async def _search_sessions(
+    db: Database,
+    where: SessionFilter,
+    *,
+    query_words: list[str],
+    size: int,
+    page: int | None,
+    cursor: ListPosition | SearchPosition | None,
+    include_total: bool,
+) -> SessionsListResponse:
+    """A page of search results, in page mode (`page`) or cursor mode (an offset cursor)."""
+    fingerprint = search_fingerprint(query_words, where.user_id, where.archived)
+    if isinstance(cursor, ListPosition):
+        raise InvalidCursor("this cursor belongs to the plain listing, not a search")
+    if cursor is not None and cursor.fingerprint != fingerprint:
+        raise InvalidCursor("this cursor belongs to another search")
+    offset = (page - 1) * size if page is not None else (cursor.offset if cursor else 0)
+    # Results stop at SEARCH_MAX_OFFSET: nobody pages that far through a search, and deeper
+    # offsets would only cost more.
+    shown = max(0, min(size, SEARCH_MAX_OFFSET - offset))
+    rows: list[Any] = []
+    total: int | None = 0 if include_total else None
+    snippets: dict[str, str] = {}
+    # A search without a single word (only punctuation, say) matches nothing.
+    if query_words:
+        async with db.read() as conn:
+            if include_total:
+                total = await queries.count_search_results(
+                    conn, query_words=query_words, where=where
+                )
+            if shown:
+                rows = await queries.search_session_summaries(
+                    conn, query_words=query_words, where=where, limit=shown + 1, offset=offset
+                )
+                snippets = await queries.best_matching_messages(
+                    conn,
+                    query_words=query_words,
+                    where=where,
+                    session_ids=[row["session_id"] for row in rows[:shown]],
+                )
+    next_offset = offset + shown
+    has_more = len(rows) > shown and next_offset < SEARCH_MAX_OFFSET
+    return SessionsListResponse(
+        sessions=[
+            SessionListItem.model_validate(
+                {
+                    **row,
+                    "snippet": (
+                        make_snippet(snippets[row["session_id"]], query_words)
+                        if row["session_id"] in snippets
+                        else None
+                    ),
+                }
+            )
+            for row in rows[:shown]
+        ],
+        total=total,
+        page=page,
+        page_size=size,
+        total_pages=None if page is None or total is None else math.ceil(total / size),
+        next_cursor=(
+            encode_search_cursor(SearchPosition(next_offset, fingerprint)) if has_more else None
         ),
         has_more=has_more,
     )

@@ -11,6 +11,8 @@ ReplyStatus = Literal["complete", "incomplete", "failed"]
 
 # Assistant messages with this status have no text: they mark a reply that never came.
 FAILED = "failed"
+# The error and finish reason of a reply the user stopped (POST .../stop).
+STOPPED = "stopped"
 
 
 @dataclass
@@ -40,12 +42,15 @@ def reply_metadata(
     end: ReplyEnd | None = None,
     error: str | None = None,
 ) -> dict[str, Any]:
-    """`model` is the configured one, recorded when the reply ended before naming its own."""
+    """`model` is the configured one, recorded when the reply ended before naming its own.
+
+    Without `end` the reply was cut short: its finish reason is "stopped" when the user
+    stopped it, "error" otherwise."""
     metadata: dict[str, Any] = {
         "provider": provider,
         "model": end.model if end else model,
         "status": status,
-        "finish_reason": end.finish_reason if end else "error",
+        "finish_reason": end.finish_reason if end else (STOPPED if error == STOPPED else "error"),
         "usage": end.usage.as_metadata() if end and end.usage else None,
         "latency": timer.as_metadata(),
         "sources": [source.as_metadata() for source in end.sources] if end else [],

@@ -32,6 +32,8 @@ SUMMARY_KEYS = {
     "pinned",
     "archived",
 }
+# A session in a list: the summary, and the excerpt that matched a search (issue 5).
+LIST_ITEM_KEYS = SUMMARY_KEYS | {"snippet"}
 # The seed's fields, then the cursor-pagination ones (issue 5).
 LIST_KEYS = {"sessions", "total", "page", "page_size", "total_pages", "next_cursor", "has_more"}
 DETAIL_KEYS = SUMMARY_KEYS | {"messages", "has_more_messages", "messages_before"}
@@ -100,7 +102,7 @@ async def list_sessions(client: httpx.AsyncClient, **params: str | int) -> Json:
     data: Json = response.json()
     assert set(data) == LIST_KEYS
     for summary in data["sessions"]:
-        assert set(summary) == SUMMARY_KEYS
+        assert set(summary) == LIST_ITEM_KEYS
     return data
 
 
@@ -239,7 +241,8 @@ def assert_stream_succeeded(result: StreamResult) -> tuple[SseEvent, SseEvent]:
     assert set(names[1:-1]) == {"delta"}, names
     started, done = result.events[0], result.events[-1]
     assert set(started.data) == {"session_id", "user_message_id"}
-    assert set(done.data) == {"session_id", "message_id"}
+    assert set(done.data) == {"session_id", "message_id", "status"}
+    assert done.data["status"] == "complete"
     assert done.data["session_id"] == started.data["session_id"]
     for event in result.events[1:-1]:
         assert set(event.data) == {"content"}

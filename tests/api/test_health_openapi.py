@@ -11,6 +11,7 @@ from tests.conftest import LiveServer
 
 SESSION = SESSIONS + "/{session_id}"
 EXPORT = SESSION + "/export"
+STOP = SESSION + "/stop"
 
 # Every status code the tests of this directory get from each route.
 OBSERVED_STATUSES: dict[tuple[str, str], set[int]] = {
@@ -24,6 +25,7 @@ OBSERVED_STATUSES: dict[tuple[str, str], set[int]] = {
     ("PATCH", SESSION): {200, 404, 422},
     ("GET", EXPORT): {200, 404, 422},
     ("DELETE", SESSION): {204, 404, 422},
+    ("POST", STOP): {200, 404, 422},
 }
 
 
@@ -98,6 +100,7 @@ CHAT_ROUTES = [
     pytest.param("PATCH", SESSION, id="update"),
     pytest.param("GET", EXPORT, id="export"),
     pytest.param("DELETE", SESSION, id="delete"),
+    pytest.param("POST", STOP, id="stop"),
 ]
 
 

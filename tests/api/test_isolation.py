@@ -24,6 +24,7 @@ from tests.tokens import hs256_token
 
 SESSION = SESSIONS + "/{session_id}"
 EXPORT = SESSION + "/export"
+STOP = SESSION + "/stop"
 
 Scope = Literal["public", "session", "list", "user"]
 Effect = Literal["reads", "writes", "renames", "deletes"]
@@ -45,6 +46,9 @@ class Case:
     effect: Effect = "reads"
     # An unknown session id is created rather than answered with 404 (client-chosen ids).
     creates_missing: bool = False
+    # What to call instead of (method, path): for a mount, which has no method of its own and
+    # serves the paths under it.
+    request: tuple[str, str] | None = None
 
 
 def message_to(session_id: str, text: str) -> Json:
@@ -62,6 +66,8 @@ MATRIX: dict[tuple[str, str], Case] = {
     ("GET", "/docs"): Case("public"),
     ("GET", "/docs/oauth2-redirect"): Case("public"),
     ("GET", "/redoc"): Case("public"),
+    ("GET", "/"): Case("public"),  # the web page
+    ("*", "/static"): Case("public", request=("GET", "/static/js/app.js")),
     ("POST", CHAT): Case("session", body=message_to, effect="writes", creates_missing=True),
     ("POST", STREAM): Case("session", body=message_to, effect="writes", creates_missing=True),
     ("GET", SESSIONS): Case("list"),
@@ -70,6 +76,8 @@ MATRIX: dict[tuple[str, str], Case] = {
     ("PATCH", SESSION): Case("session", body=title_of, effect="renames"),
     ("GET", EXPORT): Case("session"),
     ("DELETE", SESSION): Case("session", ok=204, effect="deletes"),
+    # Nothing is being generated here: {"stopped": false}, and the session is as it was.
+    ("POST", STOP): Case("session"),
 }
 
 # Where the 404 for a session that does not exist is read from, for routes that create
@@ -495,7 +503,7 @@ def test_user_route_expectations_cover_every_caller() -> None:
 async def test_public_routes_answer_everyone(
     auth_client: httpx.AsyncClient, jwks: Jwks, key: tuple[str, str], caller: str
 ) -> None:
-    method, path = key
+    method, path = MATRIX[key].request or key
 
     response = await auth_client.request(method, path, headers=CALLERS[caller].headers(jwks))
 

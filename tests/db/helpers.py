@@ -12,7 +12,8 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from app.db import migrate
-from app.db.tables import chat_messages, chat_sessions, metadata
+from app.db.fulltext import FTS_TABLE
+from app.db.tables import chat_messages, chat_search, chat_sessions, metadata
 from app.db.types import JSONDocument, UTCDateTime
 
 BASE_REVISION = "0001_base_schema"
@@ -26,6 +27,11 @@ SIDEBAR_COLUMNS = {"pinned"}
 SIDEBAR_INDEXES = {"idx_chat_sessions_user_list", "idx_chat_sessions_list"}
 # Key columns of the sidebar indexes, in order, as (column, descending).
 SORT_KEY = [("pinned", True), ("updated_at", True), ("id", True)]
+# What revision 0004_search adds: a table, and on SQLite an FTS5 table and its triggers.
+SEARCH_REVISION = "0004_search"
+SEARCH_TRIGGERS = {"chat_search_ai", "chat_search_ad", "chat_search_au"}
+# Declared in app.db.tables with `ddl_if(dialect="postgresql")`: a GIN index over a tsvector.
+POSTGRES_ONLY_INDEXES = {"idx_chat_search_document"}
 SIDEBAR_INDEX_KEYS = {
     "idx_chat_sessions_user_list": [("user_id", False), ("active", False), *SORT_KEY],
     "idx_chat_sessions_list": [("active", False), *SORT_KEY],
@@ -180,10 +186,28 @@ def _has_text_keys(index: sa.Index) -> bool:
     return any(not isinstance(expression, sa.Column) for expression in index.expressions)
 
 
+def _is_fts_table(name: str) -> bool:
+    """The FTS5 table or one of the shadow tables SQLite keeps for it."""
+    return name == FTS_TABLE or name.startswith(FTS_TABLE + "_")
+
+
 def _drift(connection: Connection) -> list[Any]:
     context = MigrationContext.configure(connection, opts={"compare_type": True})
     diffs: list[Any] = compare_metadata(context, metadata)
     if connection.dialect.name == "sqlite":
+        # The FTS5 index lives outside app.db.tables, and the GIN index outside SQLite;
+        # test_search_migration checks both.
+        diffs = [
+            diff
+            for diff in diffs
+            if not (
+                isinstance(diff, tuple)
+                and (
+                    (diff[0] == "remove_table" and _is_fts_table(diff[1].name))
+                    or (diff[0] == "add_index" and diff[1].name in POSTGRES_ONLY_INDEXES)
+                )
+            )
+        ]
         # Alembic cannot compare SQLite indexes declared with text (`updated_at DESC`): it
         # reports them removed and added again. assert_schema_matches_tables compares them.
         textual = {
@@ -206,14 +230,19 @@ def _drift(connection: Connection) -> list[Any]:
 
 async def assert_schema_matches_tables(conn: AsyncConnection) -> None:
     """The migrated schema is the one app.db.tables describes: nothing drifted."""
-    for table in (chat_sessions, chat_messages):
+    for table in (chat_sessions, chat_messages, chat_search):
         assert await nullability(conn, table.name) == {
             column.name: column.nullable for column in table.columns
         }, table.name
+        indexes = [
+            index
+            for index in table.indexes
+            if conn.dialect.name == "postgresql" or index.name not in POSTGRES_ONLY_INDEXES
+        ]
         # By name and key columns too, since the drift check skips some indexes on SQLite.
-        assert await index_names(conn, table.name) == {
-            str(index.name) for index in table.indexes
-        }, table.name
-        for index in table.indexes:
+        assert await index_names(conn, table.name) == {str(index.name) for index in indexes}, (
+            table.name
+        )
+        for index in indexes:
             assert await index_keys(conn, str(index.name)) == declared_index_keys(index), index.name
     assert await conn.run_sync(_drift) == []

@@ -1,11 +1,15 @@
 """The engine's connection set-up and transaction scopes, and the UTC timestamp type."""
 
+import asyncio
+import threading
 from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
 from datetime import UTC, datetime, timedelta, timezone
 
+import asyncpg
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.exc import OperationalError, StatementError
+from sqlalchemy.exc import DBAPIError, OperationalError, StatementError
 
 from app.db.engine import Database, create_engine
 from app.db.types import UTCDateTime
@@ -81,6 +85,102 @@ async def test_sqlite_read_transaction_does_not_take_the_write_lock(sqlite_url: 
     finally:
         await first.dispose()
         await second.dispose()
+
+
+async def test_sqlite_writers_of_one_process_take_turns(sqlite_url: str) -> None:
+    # Busy timeout 0: a writer that met another's lock in SQLite would fail at once, so every
+    # increment landing shows that this process's writers queued before reaching SQLite.
+    db = Database(create_engine(make_settings(sqlite_url, sqlite_busy_timeout_ms=0)))
+    try:
+        async with db.write() as conn:
+            await conn.execute(sa.text("CREATE TABLE counter (n INTEGER NOT NULL)"))
+            await conn.execute(sa.text("INSERT INTO counter VALUES (0)"))
+
+        async def increment() -> None:
+            async with db.write() as conn:
+                n = (await conn.execute(sa.text("SELECT n FROM counter"))).scalar_one()
+                await conn.execute(sa.text("UPDATE counter SET n = :n"), {"n": n + 1})
+
+        await asyncio.gather(*(increment() for _ in range(20)))
+        async with db.read() as conn:
+            assert (await conn.execute(sa.text("SELECT n FROM counter"))).scalar_one() == 20
+    finally:
+        await db.dispose()
+
+
+@pytest.fixture
+async def postgres_url(database_factory: DatabaseFactory) -> str:
+    return await database_factory.create("postgresql")
+
+
+async def _end_other_connections(url: str) -> int:
+    """End every other connection to the database, as a restart or a pooler's idle timeout
+    would, and wait until their server processes have exited."""
+    admin = await asyncpg.connect(url)
+    try:
+        ended = await admin.fetch(
+            "SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        return sum(1 for (done,) in ended if done)
+    finally:
+        await admin.close()
+
+
+async def _select_one(db: Database) -> None:
+    async with db.read() as conn:
+        assert (await conn.exec_driver_sql("SELECT 1")).scalar_one() == 1
+
+
+async def test_postgresql_pool_replaces_connections_the_server_closed(postgres_url: str) -> None:
+    db = Database(create_engine(make_settings(postgres_url)))
+    try:
+        closed = [asyncio.Event() for _ in range(3)]
+        async with AsyncExitStack() as held:  # three connections in the pool, all used once
+            for event_ in closed:
+                conn = await held.enter_async_context(db.engine.connect())
+                driver = (await conn.get_raw_connection()).driver_connection
+                assert driver is not None
+                driver.add_termination_listener(lambda _conn, done=event_: done.set())
+        assert await _end_other_connections(postgres_url) == 3
+        async with asyncio.timeout(10):
+            for event_ in closed:
+                await event_.wait()
+
+        # No request pays for the closed connections: none is handed out again.
+        for _ in range(6):
+            await _select_one(db)
+    finally:
+        await db.dispose()
+
+
+async def test_postgresql_recovers_after_one_failure_on_a_connection_that_died_unseen(
+    postgres_url: str,
+) -> None:
+    db = Database(create_engine(make_settings(postgres_url)))
+    try:
+        async with AsyncExitStack() as held:
+            for _ in range(3):
+                await held.enter_async_context(db.read())
+
+        # The connections die while this event loop is blocked, so the pool cannot have seen
+        # it before the next checkout: a connection that dies just as it is handed out.
+        ended: list[int] = []
+        killer = threading.Thread(
+            target=lambda: ended.append(asyncio.run(_end_other_connections(postgres_url)))
+        )
+        killer.start()
+        killer.join()
+        assert ended == [3]
+
+        with pytest.raises(DBAPIError) as failed:
+            await _select_one(db)
+        assert failed.value.connection_invalidated
+        # That failure retires every connection opened before it; the rest get fresh ones.
+        for _ in range(6):
+            await _select_one(db)
+    finally:
+        await db.dispose()
 
 
 @pytest.fixture

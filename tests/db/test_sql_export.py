@@ -17,6 +17,8 @@ from tests.conftest import DatabaseFactory, make_settings
 from tests.db.helpers import (
     BASE_REVISION,
     METADATA_REVISION,
+    SEARCH_REVISION,
+    SIDEBAR_REVISION,
     alembic_versions,
     assert_schema_matches_tables,
     head_revision,
@@ -34,6 +36,7 @@ from tests.db.seed import (
     insert_base_data,
     session_metadata_by_id,
 )
+from tests.db.test_search_migration import expected_entries, stored_entries
 
 OPEN = Caller.open_mode()
 
@@ -205,3 +208,60 @@ async def test_exported_upgrade_to_head_keeps_backfilled_sessions_unpinned(
     finally:
         await engine.dispose()
     assert set(backfilled) == {session.session_id for session in SEED}
+
+
+def test_export_of_the_search_revision_creates_and_fills_the_index() -> None:
+    sql = offline_sql(f"{SIDEBAR_REVISION}:{SEARCH_REVISION}")
+    assert "CREATE TABLE chat_search (" in sql
+    assert "document TSVECTOR NOT NULL" in sql
+    assert sql.count("INSERT INTO chat_search ") == 2
+    assert "CREATE INDEX idx_chat_search_user ON chat_search (user_id);" in sql
+    assert "CREATE INDEX idx_chat_search_document ON chat_search USING gin (document);" in sql
+    # The index is built after the backfill, not grown row by row.
+    assert sql.index("INSERT INTO chat_search ") < sql.index("CREATE INDEX idx_chat_search")
+
+
+async def test_exported_upgrade_indexes_existing_sessions_for_search(postgres_url: str) -> None:
+    await backfill_with_exported_sql(postgres_url, SEED)
+
+    await run_script(postgres_url, offline_sql(f"{METADATA_REVISION}:head"))
+
+    engine = plain_engine(make_settings(postgres_url).database_url)
+    try:
+        async with engine.connect() as conn:
+            assert await alembic_versions(conn) == [head_revision()]
+            await assert_schema_matches_tables(conn)
+            stored = await stored_entries(conn)
+            expected = await expected_entries(conn)
+    finally:
+        await engine.dispose()
+    # Documented in the migration: plain SQL does not cut long words, so the 45 x's of the
+    # emoji session are one longer word there. ASCII text is indexed exactly as the write
+    # path indexes it.
+    emoji = {key for key in expected if key[0] == "emoji"}
+    assert {key for key in stored if key[0] == "emoji"} == emoji
+    assert {k: v for k, v in stored.items() if k not in emoji} == {
+        k: v for k, v in expected.items() if k not in emoji
+    }
+    assert ("first-user-later", 0) in stored
+
+    database = Database(create_engine(make_settings(postgres_url)))
+    try:
+        found = {
+            q: [
+                summary.session_id
+                for summary in (
+                    await get_sessions_list(database, OPEN, user_id=None, query=q)
+                ).sessions
+            ]
+            for q in ("migrate database downtime", "helpful", "step by step", "xxxxx", "nothing")
+        }
+    finally:
+        await database.dispose()
+    assert found == {
+        "migrate database downtime": ["first-user-later"],
+        "helpful": ["first-user-later"],
+        "step by step": ["long-last"],
+        "xxxxx": ["emoji"],
+        "nothing": [],
+    }

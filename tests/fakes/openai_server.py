@@ -32,6 +32,9 @@ class Respond:
     cut_after: int | None = None
     # Streaming only: send this raw line as a chunk after the first one.
     malformed_line: str | None = None
+    # Streaming only: after `pause_after` chunks wait for `resume` (a reply caught mid-way).
+    pause_after: int | None = None
+    resume: asyncio.Event | None = None
 
 
 @dataclass
@@ -105,6 +108,8 @@ class FakeOpenAI:
         if behaviour.before_first_chunk is not None:
             await behaviour.before_first_chunk.wait()
         for index, text in enumerate(behaviour.chunks):
+            if index == behaviour.pause_after and behaviour.resume is not None:
+                await behaviour.resume.wait()
             if behaviour.cut_after is not None and index >= behaviour.cut_after:
                 raise UpstreamCut()
             yield self._event({"index": 0, "delta": {"content": text}, "finish_reason": None})

@@ -13,7 +13,15 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from app.db.queries import ListPosition
-from app.services.cursor import InvalidCursor, decode_cursor, encode_cursor
+from app.services.cursor import (
+    SEARCH_MAX_OFFSET,
+    InvalidCursor,
+    SearchPosition,
+    decode_cursor,
+    encode_cursor,
+    encode_search_cursor,
+    search_fingerprint,
+)
 
 # What the list route accepts as `cursor` (app/api/v1/chat.py: CursorQuery).
 ROUTE_PATTERN = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -51,7 +59,7 @@ def assert_refused(cursor: str) -> None:
         decode_cursor(cursor)
 
 
-def decode_or_refuse(cursor: str) -> ListPosition | None:
+def decode_or_refuse(cursor: str) -> ListPosition | SearchPosition | None:
     """The decoded position, or None when refused with InvalidCursor; anything else raises."""
     try:
         return decode_cursor(cursor)
@@ -131,6 +139,7 @@ def test_round_trip_keeps_the_instant_of_other_offsets(updated_at: datetime) -> 
 
     decoded = decode_cursor(encode_cursor(position))
 
+    assert isinstance(decoded, ListPosition)
     assert decoded.updated_at == updated_at
     assert decoded.updated_at.utcoffset() is not None
 
@@ -286,8 +295,49 @@ def test_any_json_payload_is_decoded_or_refused_with_invalid_cursor(
         assert decoded == position
     elif decoded is not None:
         # Only a complete, well-typed payload of version 1 with an aware time is accepted.
+        assert isinstance(decoded, ListPosition)
         assert payload["v"] == 1
         assert isinstance(payload["p"], bool)
         assert decoded.pinned is payload["p"]
         assert decoded.updated_at.utcoffset() is not None
         assert decoded.id == uuid.UUID(hex=payload["i"])
+
+
+# --- Search cursors ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("offset", [1, 20, SEARCH_MAX_OFFSET])
+def test_search_cursor_round_trip(offset: int) -> None:
+    position = SearchPosition(offset=offset, fingerprint=search_fingerprint(["kube"], "u", False))
+
+    cursor = encode_search_cursor(position)
+
+    assert ROUTE_PATTERN.fullmatch(cursor)
+    assert decode_cursor(cursor) == position
+
+
+def test_search_fingerprint_tells_searches_apart() -> None:
+    one = search_fingerprint(["kube"], "alice", False)
+
+    assert one == search_fingerprint(["kube"], "alice", False)
+    assert one != search_fingerprint(["kube"], "bob", False)
+    assert one != search_fingerprint(["kube"], "alice", True)
+    assert one != search_fingerprint(["kube", "dep"], "alice", False)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"v": 1, "o": 0, "f": "abc"},
+        {"v": 1, "o": -20, "f": "abc"},
+        {"v": 1, "o": SEARCH_MAX_OFFSET + 1, "f": "abc"},
+        {"v": 1, "o": True, "f": "abc"},
+        {"v": 1, "o": 20.0, "f": "abc"},
+        {"v": 1, "o": "20", "f": "abc"},
+        {"v": 1, "o": 20, "f": 7},
+        {"v": 1, "o": 20},
+        {"v": 2, "o": 20, "f": "abc"},
+    ],
+)
+def test_malformed_search_cursors_are_refused(payload: dict[str, Any]) -> None:
+    assert_refused(payload_cursor(payload))

@@ -19,6 +19,7 @@ from app.api.errors import AUTH_ERRORS, error_responses, json_error_responses
 from app.api.openapi import OPEN_MODE_REQUIRED
 from app.db.queries import ListPosition
 from app.models.chat import (
+    NO_NUL_PATTERN,
     SESSION_ID_PATTERN,
     ChatRequest,
     ChatResponse,
@@ -27,6 +28,7 @@ from app.models.chat import (
     SessionsListResponse,
     SessionSummary,
     SessionUpdate,
+    StopResult,
     StreamDelta,
     StreamDone,
     StreamError,
@@ -35,9 +37,9 @@ from app.models.chat import (
 )
 from app.services import chat as chat_service
 from app.services import export as export_service
-from app.services.cursor import InvalidCursor, decode_cursor
+from app.services.cursor import InvalidCursor, SearchPosition, decode_cursor
 from app.services.export import ExportFormat
-from app.services.streaming import ReplyStream, StreamEvent, start_chat_stream
+from app.services.streaming import ReplyStream, StreamEvent, start_chat_stream, stop_reply
 
 router = APIRouter(prefix="/api/v1/chat", tags=["chat"])
 
@@ -104,7 +106,8 @@ async def chat_stream(
     stream: Annotated[ReplyStream, Depends(_start_stream)],
 ) -> AsyncIterable[ServerSentEvent]:
     """Events: `session` (`{session_id, user_message_id}`), then `delta` (`{content}`) for each
-    piece of the reply, then `done` (`{session_id, message_id}`) or `error` (`{detail}`).
+    piece of the reply, then `done` (`{session_id, message_id, status}`) or `error`
+    (`{detail}`). `status` is `incomplete` when the reply was stopped (`POST .../stop`).
 
     The reply is generated and saved even if the client disconnects mid-stream.
     """
@@ -124,23 +127,27 @@ CursorQuery = Annotated[
 ]
 
 
-def _list_position(cursor: str | None) -> ListPosition | None:
+def _invalid_cursor(cursor: str, reason: str) -> RequestValidationError:
+    return RequestValidationError(
+        [
+            {
+                "type": "value_error",
+                "loc": ("query", "cursor"),
+                "msg": f"Value error, invalid cursor: {reason}",
+                "input": cursor,
+            }
+        ]
+    )
+
+
+def _list_position(cursor: str | None) -> ListPosition | SearchPosition | None:
     """The cursor decoded; one this service did not issue is a validation error (422)."""
     if cursor is None:
         return None
     try:
         return decode_cursor(cursor)
     except InvalidCursor as exc:
-        raise RequestValidationError(
-            [
-                {
-                    "type": "value_error",
-                    "loc": ("query", "cursor"),
-                    "msg": f"Value error, invalid cursor: {exc}",
-                    "input": cursor,
-                }
-            ]
-        ) from None
+        raise _invalid_cursor(cursor, str(exc)) from None
 
 
 @router.get(
@@ -174,24 +181,44 @@ async def list_sessions(
         bool,
         Query(description="Count all matching sessions (`total`); false skips the count."),
     ] = True,
+    q: Annotated[
+        str | None,
+        Query(
+            max_length=200,
+            pattern=NO_NUL_PATTERN,
+            description=(
+                "Search: sessions whose title or messages contain every word of `q`, each as "
+                "the start of a word (case-insensitive), best match first. Empty: no search."
+            ),
+        ),
+    ] = None,
 ) -> SessionsListResponse:
     """Two ways to page. **Page mode** (`page`, `page_size`), as the seed: simple, but deep
     pages get slower, and while sessions move (a new message lifts one to the top) a scroll
     can show a session twice or skip one. **Cursor mode** (`limit`, then `cursor` =
     `next_cursor`): as fast at any depth, and a scroll never shows a session twice nor skips
     one that was not written to meanwhile (one that was moves to the top). The one exception:
-    a session unpinned during the scroll moves down past the cursor and shows again."""
-    return await chat_service.get_sessions_list(
-        db,
-        caller,
-        user_id=user_id,
-        archived=archived,
-        page=page,
-        page_size=page_size,
-        cursor=_list_position(cursor),
-        limit=limit,
-        include_total=include_total,
-    )
+    a session unpinned during the scroll moves down past the cursor and shows again.
+
+    **Search** (`q`): the same pages and cursors over the matching sessions, ranked; each
+    result's `snippet` shows the message that matched. A search cursor works only with the
+    same `q` and filters."""
+    try:
+        return await chat_service.get_sessions_list(
+            db,
+            caller,
+            user_id=user_id,
+            archived=archived,
+            page=page,
+            page_size=page_size,
+            cursor=_list_position(cursor),
+            limit=limit,
+            include_total=include_total,
+            query=q,
+        )
+    except InvalidCursor as exc:
+        # Only a well-formed cursor gets here: one that belongs to another listing.
+        raise _invalid_cursor(cursor or "", str(exc)) from None
 
 
 @router.delete(
@@ -297,3 +324,18 @@ async def export_session(
 )
 async def delete_session(session_id: SessionIdPath, caller: CallerDep, db: DatabaseDep) -> None:
     await chat_service.delete_session(db, caller, session_id)
+
+
+@router.post(
+    "/sessions/{session_id}/stop",
+    summary="Stop the reply being streamed for a session",
+    responses=error_responses(404, 500, *AUTH_ERRORS),
+)
+async def stop_session_reply(
+    session_id: SessionIdPath, caller: CallerDep, db: DatabaseDep, tasks: ReplyTasksDep
+) -> StopResult:
+    """What was generated so far is saved as the reply (`metadata.status` `incomplete`, or
+    `failed` if nothing was), and the stream ends with `done` (`status: incomplete`). Answers
+    once the reply is saved; `stopped` is false when no reply was being generated. A stop acts
+    on the replica that runs the stream (see the README on scaling out)."""
+    return StopResult(stopped=await stop_reply(db, tasks, caller, session_id))

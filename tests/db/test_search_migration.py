@@ -1,0 +1,498 @@
+"""Revision 0004_search on both databases: the backfill of existing titles and messages indexes
+exactly what the write path would, in batches; downgrade removes the index and its SQLite
+machinery; and a one-user search reads that user's entries through an index."""
+
+import re
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from alembic.script import ScriptDirectory
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from app.db import migrate, queries
+from app.db.engine import Database, create_engine
+from app.db.fulltext import FTS_TABLE, document, query_words
+from app.db.queries import SessionFilter
+from app.db.tables import SEARCH_TITLE_SEQ, chat_search
+from app.services.access import Caller
+from app.services.chat import get_sessions_list
+from tests.conftest import make_settings
+from tests.db.helpers import (
+    BASE_REVISION,
+    POSTGRES_ONLY_INDEXES,
+    SEARCH_REVISION,
+    SEARCH_TRIGGERS,
+    SIDEBAR_REVISION,
+    alembic_versions,
+    assert_schema_matches_tables,
+    base_messages,
+    downgrade,
+    head_revision,
+    index_names,
+    table_names,
+    upgrade,
+)
+from tests.db.seed import (
+    FAMILY,
+    SEED,
+    T0,
+    SeedMessage,
+    SeedSession,
+    base_rows,
+    insert_base_data,
+)
+
+OPEN = Caller.open_mode()
+
+# Beside SEED (system prompts, a user message that is not the first, long text, an emoji
+# cluster, a session without messages, one without a user message): text in several scripts,
+# failed replies (no text), text without a single word, and words longer than the cap.
+EXTRA_SEED = (
+    SeedSession(
+        "scripts",
+        "dana",
+        T0,
+        (
+            SeedMessage(
+                1,
+                "user",
+                "\u0939\u093f\u0928\u094d\u0926\u0940 \u092e\u0947\u0902 \u092e\u0926\u0926",
+                T0,
+            ),
+            SeedMessage(
+                2,
+                "assistant",
+                "\u65e5\u672c\u8a9e\u306e\u30c6\u30ad\u30b9\u30c8 \uff2b\uff35\uff22\uff25",
+                T0,
+            ),
+            SeedMessage(
+                3,
+                "user",
+                "cafe\u0301 \u0301stray na\u00efve \u03a3\u038a\u03a3\u03a5\u03a6\u039f\u03a3",
+                T0,
+            ),
+            SeedMessage(
+                4,
+                "assistant",
+                f"{FAMILY} \U0001f389 emoji only around words \U0001f1eb\U0001f1f7",
+                T0,
+            ),
+        ),
+    ),
+    SeedSession(
+        "failed",
+        "dana",
+        T0,
+        (
+            SeedMessage(1, "user", "Will the reply fail?", T0),
+            SeedMessage(2, "assistant", "", T0),
+            SeedMessage(3, "user", "!!! ??? ...", T0),
+            SeedMessage(4, "assistant", "   \n\t ", T0),
+        ),
+    ),
+    SeedSession(
+        "wordless",
+        None,
+        T0,
+        (SeedMessage(1, "user", "\U0001f600 \U0001f600 !!!", T0),),
+    ),
+    SeedSession(
+        "long-words",
+        "erin",
+        T0,
+        (SeedMessage(1, "user", "Pneumonoultramicroscopicsilicovolcanoconiosis" * 3 + " x", T0),),
+    ),
+)
+ALL_SEED = SEED + EXTRA_SEED
+
+Entries = dict[tuple[str, int], tuple[str | None, str]]
+
+
+async def seed_at_sidebar_revision(
+    url: str, engine: AsyncEngine, seed: tuple[SeedSession, ...]
+) -> None:
+    """A database at revision 0003 holding `seed`, as 0002 and 0003 left it."""
+    await upgrade(url, BASE_REVISION)
+    async with engine.begin() as conn:
+        await insert_base_data(conn, seed)
+    await upgrade(url, SIDEBAR_REVISION)
+    async with engine.connect() as conn:
+        assert "chat_search" not in await table_names(conn)
+
+
+async def stored_entries(conn: AsyncConnection) -> Entries:
+    """(session_id, seq) -> (user_id, document as text) of every chat_search row."""
+    rows = await conn.execute(
+        sa.text("SELECT session_id, seq, user_id, CAST(document AS TEXT) FROM chat_search")
+    )
+    return {(row[0], row[1]): (row[2], row[3]) for row in rows}
+
+
+async def expected_entries(conn: AsyncConnection) -> Entries:
+    """What the write path would have indexed for the titles and messages stored: each text
+    with words, split by app.db.fulltext; on PostgreSQL as to_tsvector makes it (weight A for
+    titles)."""
+    sessions = await conn.execute(sa.text("SELECT session_id, user_id, title FROM chat_sessions"))
+    owners: dict[str, str | None] = {}
+    texts: list[tuple[str, int, str]] = []
+    for session_id, user_id, title in sessions:
+        owners[session_id] = user_id
+        if title is not None:
+            texts.append((session_id, SEARCH_TITLE_SEQ, title))
+    messages = await conn.execute(sa.text("SELECT session_id, seq, content FROM chat_messages"))
+    texts.extend((session_id, seq, content) for session_id, seq, content in messages)
+    expected: Entries = {}
+    for session_id, seq, text in texts:
+        words = document(text)
+        if not words:
+            continue
+        if conn.dialect.name == "postgresql":
+            tsvector = "to_tsvector('simple', :doc)"
+            if seq == SEARCH_TITLE_SEQ:
+                tsvector = f"setweight({tsvector}, 'A')"
+            words = (
+                await conn.execute(sa.text(f"SELECT CAST({tsvector} AS TEXT)"), {"doc": words})
+            ).scalar_one()
+        expected[(session_id, seq)] = (owners[session_id], words)
+    return expected
+
+
+async def assert_sqlite_index_consistent(conn: AsyncConnection) -> None:
+    if conn.dialect.name == "sqlite":
+        await conn.exec_driver_sql(
+            f"INSERT INTO {FTS_TABLE}({FTS_TABLE}, rank) VALUES ('integrity-check', 1)"
+        )
+
+
+@asynccontextmanager
+async def app_database(url: str) -> AsyncIterator[Database]:
+    database = Database(create_engine(make_settings(url)))
+    try:
+        yield database
+    finally:
+        await database.dispose()
+
+
+async def found(database: Database, q: str, user_id: str | None = None) -> list[str]:
+    page = await get_sessions_list(database, OPEN, user_id=user_id, query=q, page_size=100)
+    return [summary.session_id for summary in page.sessions]
+
+
+async def test_upgrade_indexes_existing_titles_and_messages_like_the_write_path(
+    fresh_url: str, fresh_engine: AsyncEngine
+) -> None:
+    await seed_at_sidebar_revision(fresh_url, fresh_engine, ALL_SEED)
+    async with fresh_engine.begin() as conn:
+        # Renamed while on 0003: the title set by hand is what gets indexed.
+        await conn.execute(
+            sa.text(
+                "UPDATE chat_sessions SET title = 'Hand-picked Title' WHERE session_id = 'emoji'"
+            )
+        )
+        messages_before = await base_rows(conn, base_messages)
+
+    await upgrade(fresh_url)
+
+    async with fresh_engine.connect() as conn:
+        assert await alembic_versions(conn) == [head_revision()]
+        stored = await stored_entries(conn)
+        expected = await expected_entries(conn)
+        await assert_sqlite_index_consistent(conn)
+        assert await base_rows(conn, base_messages) == messages_before
+    assert stored == expected
+    # Guards the data: each case is in it, or left out, as meant.
+    assert ("first-user-later", SEARCH_TITLE_SEQ) in stored
+    assert ("no-user", SEARCH_TITLE_SEQ) not in stored
+    assert ("emoji", SEARCH_TITLE_SEQ) in stored
+    assert {key for key in stored if key[0] == "failed"} == {("failed", 0), ("failed", 1)}
+    assert not any(key[0] in {"wordless", "empty"} for key in stored)
+    assert ("scripts", 4) in stored
+
+    async with app_database(fresh_url) as database:
+        assert await found(database, "hand picked") == ["emoji"]
+        assert await found(database, "\u0939\u093f\u0928") == ["scripts"]
+        assert await found(database, "\u65e5\u672c") == ["scripts"]
+        assert await found(database, "kube stray") == []
+        assert await found(database, "stray caf\u00e9") == ["scripts"]
+        assert await found(database, "\u03c3\u03af\u03c3\u03c5\u03c6\u03bf\u03c2") == ["scripts"]
+        assert await found(database, "pneumono x") == ["long-words"]
+        assert await found(database, "helpful assistant") == ["first-user-later"]
+        assert await found(database, "send me", user_id="alice") == ["no-user"]
+        assert await found(database, "fail") == ["failed"]
+        # Written after the upgrade, by the write path, on top of the backfilled entries.
+        async with database.write() as conn:
+            stored_message = await queries.append_message(
+                conn,
+                session_id="no-user",
+                role="assistant",
+                content="A zebra crossing",
+                metadata={},
+                title=None,
+                preview=None,
+                now=T0 + timedelta(days=1),
+            )
+        assert stored_message is not None
+        assert await found(database, "zebra") == ["no-user"]
+
+
+async def test_the_backfill_covers_more_rows_than_one_batch(
+    backend: str, fresh_url: str, fresh_engine: AsyncEngine
+) -> None:
+    script = ScriptDirectory.from_config(migrate.alembic_config(fresh_url))
+    batch_size = script.get_revision(SEARCH_REVISION).module._BACKFILL_BATCH
+    assert isinstance(batch_size, int)
+    count = batch_size + 3
+    # Every session gets a title and two messages: titles and messages both span batches.
+    seed = tuple(
+        SeedSession(
+            f"s-{i:05d}",
+            f"user-{i % 7}",
+            T0,
+            (
+                SeedMessage(1, "user", f"question {i} about w{i}", T0),
+                SeedMessage(2, "assistant", f"answer {i}", T0),
+            ),
+        )
+        for i in range(count)
+    )
+    await seed_at_sidebar_revision(fresh_url, fresh_engine, seed)
+
+    await upgrade(fresh_url)
+
+    async with fresh_engine.connect() as conn:
+        stored = await stored_entries(conn)
+        await assert_sqlite_index_consistent(conn)
+    assert set(stored) == {(f"s-{i:05d}", seq) for i in range(count) for seq in (0, 1, 2)}
+    for i in (0, batch_size - 1, batch_size, count - 1):
+        # As document() writes it, and as to_tsvector() writes that on PostgreSQL.
+        words = f"answer {i}" if backend == "sqlite" else f"'{i}':2 'answer':1"
+        assert stored[(f"s-{i:05d}", 2)] == (f"user-{i % 7}", words)
+    async with app_database(fresh_url) as database:
+        assert await found(database, f"w{count - 1}") == [f"s-{count - 1:05d}"]
+        assert await found(
+            database, f"question {batch_size}", user_id=f"user-{batch_size % 7}"
+        ) == [f"s-{batch_size:05d}"]
+
+
+async def sqlite_objects(conn: AsyncConnection) -> set[str]:
+    """Tables, virtual tables, shadow tables and triggers of the search index on SQLite."""
+    rows = await conn.execute(
+        sa.text(
+            "SELECT name FROM sqlite_master WHERE name LIKE 'chat_search%' "
+            "AND type IN ('table', 'trigger', 'index')"
+        )
+    )
+    return {str(name) for name in rows.scalars()}
+
+
+async def test_head_creates_the_index_each_database_searches_with(
+    backend: str, fresh_url: str, fresh_engine: AsyncEngine
+) -> None:
+    await upgrade(fresh_url)
+
+    async with fresh_engine.connect() as conn:
+        await assert_schema_matches_tables(conn)
+        indexes = await index_names(conn, "chat_search")
+        if backend == "postgresql":
+            assert indexes == {"idx_chat_search_user"} | POSTGRES_ONLY_INDEXES
+            definition = (
+                await conn.execute(
+                    sa.text("SELECT indexdef FROM pg_indexes WHERE indexname = :name"),
+                    {"name": "idx_chat_search_document"},
+                )
+            ).scalar_one()
+            assert "USING gin (document)" in definition
+            column_type = (
+                await conn.execute(
+                    sa.text(
+                        "SELECT data_type FROM information_schema.columns "
+                        "WHERE table_name = 'chat_search' AND column_name = 'document'"
+                    )
+                )
+            ).scalar_one()
+            assert column_type == "tsvector"
+        else:
+            assert indexes == {"idx_chat_search_user"}
+            objects = await sqlite_objects(conn)
+            assert SEARCH_TRIGGERS | {"chat_search", FTS_TABLE} <= objects
+            fts_sql = (
+                await conn.execute(
+                    sa.text("SELECT sql FROM sqlite_master WHERE name = :name"),
+                    {"name": FTS_TABLE},
+                )
+            ).scalar_one()
+            assert "content='chat_search'" in fts_sql
+            assert "content_rowid='id'" in fts_sql
+            assert "categories 'L* N* Co M*'" in fts_sql
+            # An INTEGER PRIMARY KEY: the rowid itself, which VACUUM never renumbers.
+            columns = (await conn.exec_driver_sql("PRAGMA table_info(chat_search)")).mappings()
+            keys = [(row["name"], str(row["type"]).upper()) for row in columns if row["pk"]]
+            assert keys == [("id", "INTEGER")]
+
+
+async def test_downgrade_removes_the_index_and_upgrade_rebuilds_it(
+    backend: str, fresh_url: str, fresh_engine: AsyncEngine
+) -> None:
+    await seed_at_sidebar_revision(fresh_url, fresh_engine, SEED)
+    await upgrade(fresh_url)
+    async with fresh_engine.connect() as conn:
+        backfilled = await stored_entries(conn)
+        sessions_before = await base_rows(conn, base_messages)
+    assert backfilled
+
+    await downgrade(fresh_url, SIDEBAR_REVISION)
+
+    async with fresh_engine.begin() as conn:
+        assert await alembic_versions(conn) == [SIDEBAR_REVISION]
+        assert "chat_search" not in await table_names(conn)
+        if backend == "sqlite":
+            assert await sqlite_objects(conn) == set()
+        else:
+            leftovers = await conn.execute(
+                sa.text(
+                    "SELECT relname FROM pg_class WHERE relname LIKE 'chat_search%' "
+                    "OR relname LIKE 'idx_chat_search%'"
+                )
+            )
+            assert list(leftovers.scalars()) == []
+        assert await base_rows(conn, base_messages) == sessions_before
+        # Written while on 0003 (a replica on the old code): the next upgrade indexes it.
+        await conn.execute(
+            sa.insert(base_messages).values(
+                id=uuid.uuid4(),
+                session_id="empty",
+                seq=1,
+                role="user",
+                content="Written during the downgrade",
+                metadata={},
+                created_at=T0,
+            )
+        )
+        # Deletes on 0003 leave nothing behind in an index that no longer exists.
+        await conn.execute(sa.text("DELETE FROM chat_sessions WHERE session_id = 'long-last'"))
+
+    await upgrade(fresh_url)
+
+    async with fresh_engine.connect() as conn:
+        assert await alembic_versions(conn) == [head_revision()]
+        await assert_schema_matches_tables(conn)
+        await assert_sqlite_index_consistent(conn)
+        rebuilt = await stored_entries(conn)
+    expected = {key: value for key, value in backfilled.items() if key[0] != "long-last"}
+    assert ("empty", 1) in rebuilt
+    assert {key: value for key, value in rebuilt.items() if key != ("empty", 1)} == expected
+    async with app_database(fresh_url) as database:
+        assert await found(database, "downgrade") == ["empty"]
+        assert await found(database, "step by step") == []
+
+
+# --- A one-user search reads through an index ---------------------------------------------
+
+PLAN_USERS = 150
+PLAN_SESSIONS_PER_USER = 20
+
+
+async def fill_for_plan(database: Database) -> None:
+    """PLAN_USERS users with PLAN_SESSIONS_PER_USER sessions each, a title and a message each
+    (6,000 entries), then fresh statistics."""
+    sessions = sa.table(
+        "chat_sessions",
+        sa.column("id", sa.Uuid()),
+        sa.column("session_id", sa.Text()),
+        sa.column("user_id", sa.Text()),
+        sa.column("active", sa.Boolean()),
+        sa.column("created_at", sa.DateTime(timezone=True)),
+        sa.column("updated_at", sa.DateTime(timezone=True)),
+        sa.column("message_count", sa.Integer()),
+        sa.column("title", sa.Text()),
+    )
+    rows: list[dict[str, Any]] = []
+    entries: list[dict[str, Any]] = []
+    for u in range(PLAN_USERS):
+        for n in range(PLAN_SESSIONS_PER_USER):
+            session_id = f"u{u}-s{n}"
+            title = f"report {n} on topic{u % 10}"
+            rows.append(
+                {
+                    "id": uuid.uuid4(),
+                    "session_id": session_id,
+                    "user_id": f"user-{u}",
+                    "active": True,
+                    "created_at": T0,
+                    "updated_at": T0 + timedelta(seconds=n),
+                    "message_count": 1,
+                    "title": title,
+                }
+            )
+            for seq, text in ((0, title), (1, f"message about topic{u % 10} number {n}")):
+                entries.append(
+                    {"sid": session_id, "uid": f"user-{u}", "seq": seq, "doc": document(text)}
+                )
+    async with database.write() as conn:
+        await conn.execute(sa.insert(sessions), rows)
+        postgres = conn.dialect.name == "postgresql"
+        doc: Any = sa.bindparam("doc")
+        if postgres:
+            doc = sa.func.to_tsvector(sa.literal_column("'simple'::regconfig"), doc)
+        await conn.execute(
+            sa.insert(chat_search).values(
+                session_id=sa.bindparam("sid"),
+                user_id=sa.bindparam("uid"),
+                seq=sa.bindparam("seq"),
+                document=doc,
+            ),
+            entries,
+        )
+    async with database.write() as conn:
+        await conn.exec_driver_sql("ANALYZE")
+
+
+@asynccontextmanager
+async def captured_statements(engine: AsyncEngine) -> AsyncIterator[list[tuple[str, Any]]]:
+    """The SQL (and its parameters) sent to the database inside the block."""
+    statements: list[tuple[str, Any]] = []
+
+    def capture(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        statements.append((statement, parameters))
+
+    event.listen(engine.sync_engine, "before_cursor_execute", capture)
+    try:
+        yield statements
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", capture)
+
+
+async def test_a_one_user_search_reads_through_an_index(backend: str, fresh_url: str) -> None:
+    await upgrade(fresh_url)
+    async with app_database(fresh_url) as database:
+        await fill_for_plan(database)
+        where = SessionFilter(user_id="user-42", archived=False)
+        async with captured_statements(database.engine) as statements, database.read() as conn:
+            rows = await queries.search_session_summaries(
+                conn, query_words=query_words("report topic2"), where=where, limit=50
+            )
+        [(statement, parameters)] = [s for s in statements if "chat_search" in s[0]]
+        async with database.read() as conn:
+            explain = "EXPLAIN" if backend == "postgresql" else "EXPLAIN QUERY PLAN"
+            result = await conn.exec_driver_sql(f"{explain} {statement}", parameters)
+            plan = "\n".join(str(row[0] if backend == "postgresql" else row[-1]) for row in result)
+
+    assert sorted(row["session_id"] for row in rows) == sorted(
+        f"u42-s{n}" for n in range(PLAN_SESSIONS_PER_USER)
+    )
+    if backend == "postgresql":
+        assert re.search(
+            r"Index Scan using (idx_chat_search_user|idx_chat_search_document)", plan
+        ) or re.search(
+            r"Bitmap Index Scan on (idx_chat_search_user|idx_chat_search_document)", plan
+        ), plan
+        assert "Seq Scan on chat_search" not in plan, plan
+    else:
+        assert f"SCAN {FTS_TABLE} VIRTUAL TABLE INDEX" in plan, plan
+        assert re.search(r"SEARCH chat_search USING INTEGER PRIMARY KEY", plan), plan
+        assert not re.search(r"SCAN chat_search\b(?!_fts)", plan), plan
