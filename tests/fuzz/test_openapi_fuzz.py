@@ -348,6 +348,9 @@ def _issued_cursors(target: FuzzTarget) -> list[str]:
 def _with_issued_cursor(cursors: list[str], case: Case) -> Case:
     if case.query and "cursor" in case.query:
         case.query["cursor"] = cursors[len(str(case.query["cursor"])) % len(cursors)]
+        # The issued cursors are the plain listing's; a search (`q`) refuses them, as it
+        # refuses any cursor but its own.
+        case.query.pop("q", None)
     return case
 
 
