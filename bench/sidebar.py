@@ -1532,8 +1532,13 @@ async def run(args: argparse.Namespace) -> None:
                     "data": {
                         k: v
                         for k, v in asdict(r.data).items()
-                        if "ids" not in k and k != "user_sample"
+                        if "ids" not in k and k not in ("user_sample", "searches")
                     },
+                    "searches": [
+                        {"key": x.key, "label": x.label, "query": x.query, "users": len(x.users)}
+                        for x in r.data.searches
+                    ],
+                    "search_totals": r.search_totals,
                     "cases": [case.as_json() for case in r.cases],
                     "same_pages": r.same_pages,
                     "depth": r.depth,
