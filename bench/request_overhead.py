@@ -210,7 +210,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         action="append",
         help="repeat for both (default: postgresql, then sqlite)",
     )
-    parser.add_argument("--requests", type=int, default=2000, help="per kind and round")
+    parser.add_argument("--requests", type=int, default=1000, help="per kind and round")
     parser.add_argument("--rounds", type=int, default=5, help="rounds (median of them)")
     parser.add_argument("--sessions", type=int, default=100, help="sessions of the user")
     parser.add_argument(
