@@ -103,8 +103,13 @@ def size_chart(path: Path, panels: dict[str, Series], subtitle: str) -> None:
         axes.set_xlabel("sessions in the database")
         axes.set_ylabel("p50 latency (ms), one client")
     handles, labels = cells[0].get_legend_handles_labels()
-    figure.legend(handles, labels, loc="lower center", ncol=2, fontsize=8, frameon=False)
+    # The legend's own room below the panels, grown to fit (one column under a single panel).
+    columns = 2 if len(panels) > 1 else 1
+    legend_inches = 0.2 * -(-len(labels) // columns) + 0.3
+    width, height = figure.get_size_inches()
+    figure.set_size_inches(width, height + legend_inches)
+    figure.legend(handles, labels, loc="lower center", ncol=columns, fontsize=8, frameon=False)
     figure.suptitle(f"Latency against data size: {subtitle}", fontsize=11)
-    figure.tight_layout(rect=(0, 0.2, 1, 1))
+    figure.tight_layout(rect=(0, legend_inches / (height + legend_inches), 1, 1))
     figure.savefig(path, dpi=110)
     plt.close(figure)
