@@ -342,52 +342,113 @@ async def delete_session(
 
 _fts = table(fulltext.FTS_TABLE, column("rowid"))
 
+# PostgreSQL: a user with at most this many search entries (about 1,800 sessions) is searched
+# by reading their entries and testing each, which costs in proportion to their own data; a
+# bigger one through the GIN index, which costs in proportion to everyone's matches of the
+# words (docs/performance.md). The planner cannot choose between them itself: it misjudges
+# prefix matches, and a prepared statement's generic plan would not look at the user at all.
+OWNER_SCAN_MAX_ENTRIES = 20_000
 
-def _matching_entries(dialect: str, query_words: list[str], where: SessionFilter) -> Select[Any]:
+
+@dataclass(frozen=True, slots=True)
+class SearchQuery:
+    """A search as the queries run it: its words (app/db/fulltext.py), the sessions it may
+    find, and, on PostgreSQL, whether to read the owner's entries one by one (`plan_search`)."""
+
+    words: list[str]
+    where: SessionFilter
+    scan_owner_entries: bool = False
+
+
+async def plan_search(conn: AsyncConnection, words: list[str], where: SessionFilter) -> SearchQuery:
+    """The search for `words` among the sessions `where` admits, with the way to run it."""
+    if conn.dialect.name != "postgresql" or where.user_id is None:
+        return SearchQuery(words, where)
+    owned = (
+        select(literal_column("1"))
+        .select_from(chat_search)
+        .where(chat_search.c.user_id == where.user_id)
+        .limit(OWNER_SCAN_MAX_ENTRIES + 1)
+        .subquery("owned")
+    )
+    entries = int((await conn.execute(select(func.count()).select_from(owned))).scalar_one())
+    return SearchQuery(words, where, scan_owner_entries=entries <= OWNER_SCAN_MAX_ENTRIES)
+
+
+def _matching_entries(
+    dialect: str, search: SearchQuery, *, session_ids: list[str] | None = None
+) -> Select[Any]:
     """Search entries matching every word, with a relevance score (higher is better), only
-    from sessions `where` admits."""
+    from sessions `search.where` admits; with `session_ids`, only the messages of those."""
+    where = search.where
     if dialect == "postgresql":
         tsquery = func.to_tsquery(
-            literal_column("'simple'::regconfig"), fulltext.postgres_tsquery(query_words)
+            literal_column("'simple'::regconfig"), fulltext.postgres_tsquery(search.words)
         )
+        entries: Any = chat_search
+        if session_ids is not None or search.scan_owner_entries:
+            # The entries to test, read first and on their own: OFFSET 0 keeps the planner
+            # from adding the GIN index, whose scan would read everyone's matches.
+            scope = (
+                [chat_search.c.session_id.in_(session_ids), chat_search.c.seq != SEARCH_TITLE_SEQ]
+                if session_ids is not None
+                else [chat_search.c.user_id == where.user_id]
+            )
+            entries = (
+                select(
+                    chat_search.c.session_id,
+                    chat_search.c.seq,
+                    chat_search.c.user_id,
+                    chat_search.c.document,
+                )
+                .where(*scope)
+                .offset(0)
+                .subquery("scoped")
+            )
         stmt = select(
+            entries.c.session_id,
+            entries.c.seq,
+            func.ts_rank(entries.c.document, tsquery).label("score"),
+        ).where(entries.c.document.op("@@")(tsquery))
+        if where.user_id is not None and not search.scan_owner_entries:
+            stmt = stmt.where(entries.c.user_id == where.user_id)
+        return stmt
+    # bm25() is lower for better matches; a title match counts ten times a message's, as
+    # weight A does against D on PostgreSQL.
+    weight = case((chat_search.c.seq == SEARCH_TITLE_SEQ, 10.0), else_=1.0)
+    stmt = (
+        select(
             chat_search.c.session_id,
             chat_search.c.seq,
-            func.ts_rank(chat_search.c.document, tsquery).label("score"),
-        ).where(chat_search.c.document.op("@@")(tsquery))
-    else:
-        # bm25() is lower for better matches; a title match counts ten times a message's, as
-        # weight A does against D on PostgreSQL.
-        weight = case((chat_search.c.seq == SEARCH_TITLE_SEQ, 10.0), else_=1.0)
-        stmt = (
-            select(
-                chat_search.c.session_id,
-                chat_search.c.seq,
-                (-func.bm25(literal_column(fulltext.FTS_TABLE)) * weight).label("score"),
+            (-func.bm25(literal_column(fulltext.FTS_TABLE)) * weight).label("score"),
+        )
+        .select_from(_fts.join(chat_search, chat_search.c.id == _fts.c.rowid))
+        .where(
+            text(f"{fulltext.FTS_TABLE} MATCH :match").bindparams(
+                match=fulltext.fts5_match(search.words, where.user_id)
             )
-            .select_from(_fts.join(chat_search, chat_search.c.id == _fts.c.rowid))
-            .where(
-                text(f"{fulltext.FTS_TABLE} MATCH :match").bindparams(
-                    match=fulltext.fts5_match(query_words, where.user_id)
-                )
-            )
-            # Keeps SQLite from flattening this into an outer query: bm25() works only in the
-            # query that runs the MATCH.
-            .offset(0)
+        )
+        # Keeps SQLite from flattening this into an outer query: bm25() works only in the
+        # query that runs the MATCH.
+        .offset(0)
+    )
+    if session_ids is not None:
+        stmt = stmt.where(
+            chat_search.c.session_id.in_(session_ids), chat_search.c.seq != SEARCH_TITLE_SEQ
         )
     if where.user_id is not None:
-        owner: Any = chat_search.c.user_id
-        if dialect != "postgresql":
-            # Unary plus keeps SQLite from driving the join from idx_chat_search_user: it
-            # would then rerun the whole MATCH once per entry of the user (seconds at 260k
-            # entries). The MATCH already narrows to the user's entries (fts5_match).
-            owner = literal_column(f"+{chat_search.name}.{chat_search.c.user_id.name}")
+        # Unary plus keeps SQLite from driving the join from idx_chat_search_user: it would
+        # then rerun the whole MATCH once per entry of the user (seconds at 260k entries).
+        # The MATCH already narrows to the user's entries (fts5_match).
+        owner: ColumnElement[Any] = literal_column(
+            f"+{chat_search.name}.{chat_search.c.user_id.name}"
+        )
         stmt = stmt.where(owner == literal(where.user_id, type_=Text()))
     return stmt
 
 
-def _matching_sessions(dialect: str, query_words: list[str], where: SessionFilter) -> Select[Any]:
-    entries = _matching_entries(dialect, query_words, where).subquery("entries")
+def _matching_sessions(dialect: str, search: SearchQuery) -> Select[Any]:
+    entries = _matching_entries(dialect, search).subquery("entries")
     ranked = (
         select(
             entries.c.session_id,
@@ -403,7 +464,7 @@ def _matching_sessions(dialect: str, query_words: list[str], where: SessionFilte
     return (
         select(*SUMMARY_COLUMNS)
         .join_from(chat_sessions, ranked, ranked.c.session_id == chat_sessions.c.session_id)
-        .where(*where.clauses())
+        .where(*search.where.clauses())
         .order_by(
             ranked.c.in_title.desc(),
             ranked.c.rank.desc(),
@@ -413,41 +474,29 @@ def _matching_sessions(dialect: str, query_words: list[str], where: SessionFilte
 
 
 async def search_session_summaries(
-    conn: AsyncConnection,
-    *,
-    query_words: list[str],
-    where: SessionFilter,
-    limit: int,
-    offset: int = 0,
+    conn: AsyncConnection, search: SearchQuery, *, limit: int, offset: int = 0
 ) -> list[RowMapping]:
     """Sessions whose title or messages contain every word (as prefixes), best match first,
     then newest activity first."""
-    stmt = _matching_sessions(conn.dialect.name, query_words, where).limit(limit).offset(offset)
+    stmt = _matching_sessions(conn.dialect.name, search).limit(limit).offset(offset)
     return list((await conn.execute(stmt)).mappings())
 
 
-async def count_search_results(
-    conn: AsyncConnection, *, query_words: list[str], where: SessionFilter
-) -> int:
-    matching = _matching_sessions(conn.dialect.name, query_words, where).order_by(None)
+async def count_search_results(conn: AsyncConnection, search: SearchQuery) -> int:
+    matching = _matching_sessions(conn.dialect.name, search).order_by(None)
     stmt = select(func.count()).select_from(matching.subquery())
     return int((await conn.execute(stmt)).scalar_one())
 
 
 async def best_matching_messages(
-    conn: AsyncConnection, *, query_words: list[str], where: SessionFilter, session_ids: list[str]
+    conn: AsyncConnection, search: SearchQuery, session_ids: list[str]
 ) -> dict[str, str]:
     """For each of `session_ids`, the text of its message that matches best (the newest of
     equals); sessions that match only by title are left out."""
     if not session_ids:
         return {}
-    entries = (
-        _matching_entries(conn.dialect.name, query_words, where)
-        .where(
-            chat_search.c.session_id.in_(session_ids),
-            chat_search.c.seq != SEARCH_TITLE_SEQ,
-        )
-        .subquery("entries")
+    entries = _matching_entries(conn.dialect.name, search, session_ids=session_ids).subquery(
+        "entries"
     )
     best = select(
         entries.c.session_id,

@@ -259,19 +259,15 @@ async def _search_sessions(
     # A search without a single word (only punctuation, say) matches nothing.
     if query_words:
         async with db.read() as conn:
+            search = await queries.plan_search(conn, query_words, where)
             if include_total:
-                total = await queries.count_search_results(
-                    conn, query_words=query_words, where=where
-                )
+                total = await queries.count_search_results(conn, search)
             if shown:
                 rows = await queries.search_session_summaries(
-                    conn, query_words=query_words, where=where, limit=shown + 1, offset=offset
+                    conn, search, limit=shown + 1, offset=offset
                 )
                 snippets = await queries.best_matching_messages(
-                    conn,
-                    query_words=query_words,
-                    where=where,
-                    session_ids=[row["session_id"] for row in rows[:shown]],
+                    conn, search, [row["session_id"] for row in rows[:shown]]
                 )
     next_offset = offset + shown
     has_more = len(rows) > shown and next_offset < SEARCH_MAX_OFFSET

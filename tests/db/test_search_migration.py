@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 from alembic.script import ScriptDirectory
 from sqlalchemy import event
@@ -468,15 +469,16 @@ async def captured_statements(engine: AsyncEngine) -> AsyncIterator[list[tuple[s
 
 
 async def test_a_one_user_search_reads_through_an_index(backend: str, fresh_url: str) -> None:
+    """PostgreSQL reads a small user's own entries and tests each, never the GIN index (whose
+    scan reads everyone's matches); SQLite runs the FTS5 MATCH and looks entries up by key."""
     await upgrade(fresh_url)
     async with app_database(fresh_url) as database:
         await fill_for_plan(database)
         where = SessionFilter(user_id="user-42", archived=False)
         async with captured_statements(database.engine) as statements, database.read() as conn:
-            rows = await queries.search_session_summaries(
-                conn, query_words=query_words("report topic2"), where=where, limit=50
-            )
-        [(statement, parameters)] = [s for s in statements if "chat_search" in s[0]]
+            search = await queries.plan_search(conn, query_words("report topic2"), where)
+            rows = await queries.search_session_summaries(conn, search, limit=50)
+        [(statement, parameters)] = [s for s in statements if "ORDER BY" in s[0]]
         async with database.read() as conn:
             explain = "EXPLAIN" if backend == "postgresql" else "EXPLAIN QUERY PLAN"
             result = await conn.exec_driver_sql(f"{explain} {statement}", parameters)
@@ -486,13 +488,33 @@ async def test_a_one_user_search_reads_through_an_index(backend: str, fresh_url:
         f"u42-s{n}" for n in range(PLAN_SESSIONS_PER_USER)
     )
     if backend == "postgresql":
-        assert re.search(
-            r"Index Scan using (idx_chat_search_user|idx_chat_search_document)", plan
-        ) or re.search(
-            r"Bitmap Index Scan on (idx_chat_search_user|idx_chat_search_document)", plan
-        ), plan
+        assert search.scan_owner_entries
+        assert re.search(r"(Bitmap )?Index Scan (using|on) idx_chat_search_user", plan), plan
+        assert "idx_chat_search_document" not in plan, plan
         assert "Seq Scan on chat_search" not in plan, plan
     else:
         assert f"SCAN {FTS_TABLE} VIRTUAL TABLE INDEX" in plan, plan
         assert re.search(r"SEARCH chat_search USING INTEGER PRIMARY KEY", plan), plan
         assert not re.search(r"SCAN chat_search\b(?!_fts)", plan), plan
+
+
+async def test_a_big_users_search_goes_through_the_gin_index(
+    backend: str, fresh_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past OWNER_SCAN_MAX_ENTRIES a user's search runs through the GIN index instead, with the
+    same results (tests/api/test_search.py checks both ways against a model)."""
+    if backend != "postgresql":
+        pytest.skip("SQLite has one way to search: FTS5")
+    monkeypatch.setattr(queries, "OWNER_SCAN_MAX_ENTRIES", 2 * PLAN_SESSIONS_PER_USER - 1)
+    await upgrade(fresh_url)
+    async with app_database(fresh_url) as database:
+        await fill_for_plan(database)
+        where = SessionFilter(user_id="user-42", archived=False)
+        async with database.read() as conn:
+            search = await queries.plan_search(conn, query_words("report topic2"), where)
+            rows = await queries.search_session_summaries(conn, search, limit=50)
+
+    assert not search.scan_owner_entries
+    assert sorted(row["session_id"] for row in rows) == sorted(
+        f"u42-s{n}" for n in range(PLAN_SESSIONS_PER_USER)
+    )
