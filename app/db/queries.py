@@ -1,5 +1,6 @@
 """The SQL the services run. Each helper takes the connection of a transaction it does not own."""
 
+import functools
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -8,9 +9,11 @@ from typing import Any, Literal
 from sqlalchemy import (
     Boolean,
     ColumnElement,
+    Integer,
     RowMapping,
     Text,
     and_,
+    bindparam,
     case,
     column,
     delete,
@@ -20,7 +23,6 @@ from sqlalchemy import (
     literal_column,
     select,
     table,
-    text,
     tuple_,
     update,
 )
@@ -349,6 +351,16 @@ _fts = table(fulltext.FTS_TABLE, column("rowid"))
 # prefix matches, and a prepared statement's generic plan would not look at the user at all.
 OWNER_SCAN_MAX_ENTRIES = 20_000
 
+# The search statements are built once per shape and take their values as parameters: made
+# afresh, their nested subqueries cost more Python time than the database spends on a typical
+# user's search (docs/performance.md).
+_USER = bindparam("search_user", type_=Text())
+_ACTIVE = bindparam("search_active", type_=Boolean())
+_TERMS = bindparam("search_terms", type_=Text())
+_SESSIONS = bindparam("search_sessions", expanding=True, type_=Text())
+_LIMIT = bindparam("search_limit", type_=Integer())
+_OFFSET = bindparam("search_offset", type_=Integer())
+
 
 @dataclass(frozen=True, slots=True)
 class SearchQuery:
@@ -359,40 +371,59 @@ class SearchQuery:
     where: SessionFilter
     scan_owner_entries: bool = False
 
+    def parameters(self, dialect: str) -> dict[str, Any]:
+        terms = (
+            fulltext.postgres_tsquery(self.words)
+            if dialect == "postgresql"
+            else fulltext.fts5_match(self.words, self.where.user_id)
+        )
+        return {
+            "search_user": self.where.user_id,
+            "search_active": not self.where.archived,
+            "search_terms": terms,
+        }
+
+
+@functools.cache
+def _owned_entries_count() -> Select[Any]:
+    owned = (
+        select(literal_column("1"))
+        .select_from(chat_search)
+        .where(chat_search.c.user_id == _USER)
+        .limit(_LIMIT)
+        .subquery("owned")
+    )
+    return select(func.count()).select_from(owned)
+
 
 async def plan_search(conn: AsyncConnection, words: list[str], where: SessionFilter) -> SearchQuery:
     """The search for `words` among the sessions `where` admits, with the way to run it."""
     if conn.dialect.name != "postgresql" or where.user_id is None:
         return SearchQuery(words, where)
-    owned = (
-        select(literal_column("1"))
-        .select_from(chat_search)
-        .where(chat_search.c.user_id == where.user_id)
-        .limit(OWNER_SCAN_MAX_ENTRIES + 1)
-        .subquery("owned")
+    result = await conn.execute(
+        _owned_entries_count(),
+        {"search_user": where.user_id, "search_limit": OWNER_SCAN_MAX_ENTRIES + 1},
     )
-    entries = int((await conn.execute(select(func.count()).select_from(owned))).scalar_one())
+    entries = int(result.scalar_one())
     return SearchQuery(words, where, scan_owner_entries=entries <= OWNER_SCAN_MAX_ENTRIES)
 
 
 def _matching_entries(
-    dialect: str, search: SearchQuery, *, session_ids: list[str] | None = None
+    dialect: str, *, for_user: bool, scan_owner: bool, in_sessions: bool
 ) -> Select[Any]:
-    """Search entries matching every word, with a relevance score (higher is better), only
-    from sessions `search.where` admits; with `session_ids`, only the messages of those."""
-    where = search.where
+    """Search entries matching every word (`search_terms`), with a relevance score (higher is
+    better), of the user `search_user` if `for_user`; if `in_sessions`, only the messages of
+    the sessions `search_sessions`."""
     if dialect == "postgresql":
-        tsquery = func.to_tsquery(
-            literal_column("'simple'::regconfig"), fulltext.postgres_tsquery(search.words)
-        )
+        tsquery = func.to_tsquery(literal_column("'simple'::regconfig"), _TERMS)
         entries: Any = chat_search
-        if session_ids is not None or search.scan_owner_entries:
+        if in_sessions or scan_owner:
             # The entries to test, read first and on their own: OFFSET 0 keeps the planner
             # from adding the GIN index, whose scan would read everyone's matches.
             scope = (
-                [chat_search.c.session_id.in_(session_ids), chat_search.c.seq != SEARCH_TITLE_SEQ]
-                if session_ids is not None
-                else [chat_search.c.user_id == where.user_id]
+                [chat_search.c.session_id.in_(_SESSIONS), chat_search.c.seq != SEARCH_TITLE_SEQ]
+                if in_sessions
+                else [chat_search.c.user_id == _USER]
             )
             entries = (
                 select(
@@ -410,8 +441,8 @@ def _matching_entries(
             entries.c.seq,
             func.ts_rank(entries.c.document, tsquery).label("score"),
         ).where(entries.c.document.op("@@")(tsquery))
-        if where.user_id is not None and not search.scan_owner_entries:
-            stmt = stmt.where(entries.c.user_id == where.user_id)
+        if for_user and not scan_owner:
+            stmt = stmt.where(entries.c.user_id == _USER)
         return stmt
     # bm25() is lower for better matches; a title match counts ten times a message's, as
     # weight A does against D on PostgreSQL.
@@ -423,32 +454,33 @@ def _matching_entries(
             (-func.bm25(literal_column(fulltext.FTS_TABLE)) * weight).label("score"),
         )
         .select_from(_fts.join(chat_search, chat_search.c.id == _fts.c.rowid))
-        .where(
-            text(f"{fulltext.FTS_TABLE} MATCH :match").bindparams(
-                match=fulltext.fts5_match(search.words, where.user_id)
-            )
-        )
+        .where(literal_column(fulltext.FTS_TABLE).op("MATCH")(_TERMS))
         # Keeps SQLite from flattening this into an outer query: bm25() works only in the
         # query that runs the MATCH.
         .offset(0)
     )
-    if session_ids is not None:
+    if in_sessions:
         stmt = stmt.where(
-            chat_search.c.session_id.in_(session_ids), chat_search.c.seq != SEARCH_TITLE_SEQ
+            chat_search.c.session_id.in_(_SESSIONS), chat_search.c.seq != SEARCH_TITLE_SEQ
         )
-    if where.user_id is not None:
+    if for_user:
         # Unary plus keeps SQLite from driving the join from idx_chat_search_user: it would
         # then rerun the whole MATCH once per entry of the user (seconds at 260k entries).
         # The MATCH already narrows to the user's entries (fts5_match).
         owner: ColumnElement[Any] = literal_column(
             f"+{chat_search.name}.{chat_search.c.user_id.name}"
         )
-        stmt = stmt.where(owner == literal(where.user_id, type_=Text()))
+        stmt = stmt.where(owner == _USER)
     return stmt
 
 
-def _matching_sessions(dialect: str, search: SearchQuery) -> Select[Any]:
-    entries = _matching_entries(dialect, search).subquery("entries")
+@functools.cache
+def _matching_sessions(dialect: str, *, for_user: bool, scan_owner: bool) -> Select[Any]:
+    """The sessions with a matching entry, best first; `search_user`'s if `for_user`, active
+    or archived as `search_active` says."""
+    entries = _matching_entries(
+        dialect, for_user=for_user, scan_owner=scan_owner, in_sessions=False
+    ).subquery("entries")
     ranked = (
         select(
             entries.c.session_id,
@@ -461,16 +493,34 @@ def _matching_sessions(dialect: str, search: SearchQuery) -> Select[Any]:
         .group_by(entries.c.session_id)
         .subquery("ranked")
     )
-    return (
+    stmt = (
         select(*SUMMARY_COLUMNS)
         .join_from(chat_sessions, ranked, ranked.c.session_id == chat_sessions.c.session_id)
-        .where(*search.where.clauses())
+        .where(chat_sessions.c.active == _ACTIVE)
         .order_by(
             ranked.c.in_title.desc(),
             ranked.c.rank.desc(),
             *(column.desc() for column in LIST_ORDER[1:]),
         )
     )
+    if for_user:
+        stmt = stmt.where(chat_sessions.c.user_id == _USER)
+    return stmt
+
+
+@functools.cache
+def _search_page(dialect: str, *, for_user: bool, scan_owner: bool) -> Select[Any]:
+    return (
+        _matching_sessions(dialect, for_user=for_user, scan_owner=scan_owner)
+        .limit(_LIMIT)
+        .offset(_OFFSET)
+    )
+
+
+@functools.cache
+def _search_count(dialect: str, *, for_user: bool, scan_owner: bool) -> Select[Any]:
+    matching = _matching_sessions(dialect, for_user=for_user, scan_owner=scan_owner)
+    return select(func.count()).select_from(matching.order_by(None).subquery())
 
 
 async def search_session_summaries(
@@ -478,26 +528,27 @@ async def search_session_summaries(
 ) -> list[RowMapping]:
     """Sessions whose title or messages contain every word (as prefixes), best match first,
     then newest activity first."""
-    stmt = _matching_sessions(conn.dialect.name, search).limit(limit).offset(offset)
-    return list((await conn.execute(stmt)).mappings())
+    dialect = conn.dialect.name
+    stmt = _search_page(
+        dialect, for_user=search.where.user_id is not None, scan_owner=search.scan_owner_entries
+    )
+    parameters = search.parameters(dialect) | {"search_limit": limit, "search_offset": offset}
+    return list((await conn.execute(stmt, parameters)).mappings())
 
 
 async def count_search_results(conn: AsyncConnection, search: SearchQuery) -> int:
-    matching = _matching_sessions(conn.dialect.name, search).order_by(None)
-    stmt = select(func.count()).select_from(matching.subquery())
-    return int((await conn.execute(stmt)).scalar_one())
-
-
-async def best_matching_messages(
-    conn: AsyncConnection, search: SearchQuery, session_ids: list[str]
-) -> dict[str, str]:
-    """For each of `session_ids`, the text of its message that matches best (the newest of
-    equals); sessions that match only by title are left out."""
-    if not session_ids:
-        return {}
-    entries = _matching_entries(conn.dialect.name, search, session_ids=session_ids).subquery(
-        "entries"
+    dialect = conn.dialect.name
+    stmt = _search_count(
+        dialect, for_user=search.where.user_id is not None, scan_owner=search.scan_owner_entries
     )
+    return int((await conn.execute(stmt, search.parameters(dialect))).scalar_one())
+
+
+@functools.cache
+def _best_messages(dialect: str, *, for_user: bool) -> Select[Any]:
+    entries = _matching_entries(
+        dialect, for_user=for_user, scan_owner=False, in_sessions=True
+    ).subquery("entries")
     best = select(
         entries.c.session_id,
         entries.c.seq,
@@ -508,7 +559,7 @@ async def best_matching_messages(
         )
         .label("place"),
     ).subquery("best")
-    stmt = (
+    return (
         select(chat_messages.c.session_id, chat_messages.c.content)
         .join(
             best,
@@ -519,4 +570,16 @@ async def best_matching_messages(
         )
         .where(best.c.place == 1)
     )
-    return {row.session_id: row.content for row in await conn.execute(stmt)}
+
+
+async def best_matching_messages(
+    conn: AsyncConnection, search: SearchQuery, session_ids: list[str]
+) -> dict[str, str]:
+    """For each of `session_ids`, the text of its message that matches best (the newest of
+    equals); sessions that match only by title are left out."""
+    if not session_ids:
+        return {}
+    dialect = conn.dialect.name
+    stmt = _best_messages(dialect, for_user=search.where.user_id is not None)
+    parameters = search.parameters(dialect) | {"search_sessions": session_ids}
+    return {row.session_id: row.content for row in await conn.execute(stmt, parameters)}

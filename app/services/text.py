@@ -21,11 +21,10 @@ def shorten(text: str, max_chars: int) -> str:
         return collapsed
     budget = max_chars - len(ELLIPSIS)
     kept_length = 0
-    graphemes: list[str] = _GRAPHEME.findall(collapsed)
-    for grapheme in graphemes:
-        if kept_length + len(grapheme) > budget:
+    for grapheme in _GRAPHEME.finditer(collapsed):
+        if grapheme.end() > budget:
             break
-        kept_length += len(grapheme)
+        kept_length = grapheme.end()
     return collapsed[:kept_length].rstrip() + ELLIPSIS
 
 
