@@ -518,3 +518,49 @@ async def test_a_big_users_search_goes_through_the_gin_index(
     assert sorted(row["session_id"] for row in rows) == sorted(
         f"u42-s{n}" for n in range(PLAN_SESSIONS_PER_USER)
     )
+
+
+# sqlite_stat1 as ANALYZE would write it for 11M search entries of a million light users
+# (about ten entries each): statistics that make idx_chat_search_user look selective. Without
+# the unary plus in app/db/queries.py the planner then drives the search from that index.
+AT_SCALE_STATS = {
+    "idx_chat_search_user": "11052998 10",
+    "sqlite_autoindex_chat_search_1": "11052998 11 1",
+}
+
+
+async def test_sqlite_keeps_the_fts_match_outermost_with_statistics_at_scale(
+    backend: str, fresh_url: str
+) -> None:
+    """With a large data set's statistics SQLite's planner would drive the search from the
+    user's entries and rerun the whole FTS5 MATCH once per entry (55 s at 260k entries): the
+    query must keep the MATCH as the outer loop whatever the statistics say."""
+    if backend != "sqlite":
+        pytest.skip("SQLite's planner and FTS5")
+    await upgrade(fresh_url)
+    async with app_database(fresh_url) as database:
+        await fill_for_plan(database)
+        async with database.write() as conn:
+            for index, stat in AT_SCALE_STATS.items():
+                updated = await conn.execute(
+                    sa.text(
+                        "UPDATE sqlite_stat1 SET stat = :stat "
+                        "WHERE tbl = 'chat_search' AND idx = :idx"
+                    ),
+                    {"stat": stat, "idx": index},
+                )
+                assert updated.rowcount == 1, index
+    # A new engine: SQLite reads sqlite_stat1 when a connection opens.
+    async with app_database(fresh_url) as database:
+        where = SessionFilter(user_id="user-42", archived=False)
+        async with captured_statements(database.engine) as statements, database.read() as conn:
+            search = await queries.plan_search(conn, query_words("report topic2"), where)
+            rows = await queries.search_session_summaries(conn, search, limit=50)
+        [(statement, parameters)] = [s for s in statements if "ORDER BY" in s[0]]
+        async with database.read() as conn:
+            result = await conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters)
+            plan = "\n".join(str(row[-1]) for row in result)
+
+    assert len(rows) == PLAN_SESSIONS_PER_USER
+    assert "idx_chat_search_user" not in plan, plan
+    assert f"SCAN {FTS_TABLE} VIRTUAL TABLE INDEX" in plan, plan
