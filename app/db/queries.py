@@ -379,6 +379,10 @@ class SearchQuery:
     where: SessionFilter
     scan_owner_entries: bool = False
 
+    @property
+    def for_user(self) -> bool:
+        return self.where.user_id is not None
+
     def parameters(self, dialect: str) -> dict[str, Any]:
         terms = (
             fulltext.postgres_tsquery(self.words)
@@ -537,18 +541,14 @@ async def search_session_summaries(
     """Sessions whose title or messages contain every word (as prefixes), best match first,
     then newest activity first."""
     dialect = conn.dialect.name
-    stmt = _search_page(
-        dialect, for_user=search.where.user_id is not None, scan_owner=search.scan_owner_entries
-    )
+    stmt = _search_page(dialect, for_user=search.for_user, scan_owner=search.scan_owner_entries)
     parameters = search.parameters(dialect) | {"search_limit": limit, "search_offset": offset}
     return _as_dicts(await conn.execute(stmt, parameters))
 
 
 async def count_search_results(conn: AsyncConnection, search: SearchQuery) -> int:
     dialect = conn.dialect.name
-    stmt = _search_count(
-        dialect, for_user=search.where.user_id is not None, scan_owner=search.scan_owner_entries
-    )
+    stmt = _search_count(dialect, for_user=search.for_user, scan_owner=search.scan_owner_entries)
     return int((await conn.execute(stmt, search.parameters(dialect))).scalar_one())
 
 
@@ -588,6 +588,6 @@ async def best_matching_messages(
     if not session_ids:
         return {}
     dialect = conn.dialect.name
-    stmt = _best_messages(dialect, for_user=search.where.user_id is not None)
+    stmt = _best_messages(dialect, for_user=search.for_user)
     parameters = search.parameters(dialect) | {"search_sessions": session_ids}
     return {row.session_id: row.content for row in await conn.execute(stmt, parameters)}

@@ -468,21 +468,29 @@ async def captured_statements(engine: AsyncEngine) -> AsyncIterator[list[tuple[s
         event.remove(engine.sync_engine, "before_cursor_execute", capture)
 
 
+async def search_user_42(database: Database) -> tuple[queries.SearchQuery, list[Any], str]:
+    """user-42's search for "report topic2" as the service runs it: the search, its rows, and
+    the plan of its main statement."""
+    where = SessionFilter(user_id="user-42", archived=False)
+    async with captured_statements(database.engine) as statements, database.read() as conn:
+        search = await queries.plan_search(conn, query_words("report topic2"), where)
+        rows = await queries.search_session_summaries(conn, search, limit=50)
+    [(statement, parameters)] = [s for s in statements if "ORDER BY" in s[0]]
+    postgres = database.engine.dialect.name == "postgresql"
+    async with database.read() as conn:
+        explain = "EXPLAIN" if postgres else "EXPLAIN QUERY PLAN"
+        result = await conn.exec_driver_sql(f"{explain} {statement}", parameters)
+        plan = "\n".join(str(row[0] if postgres else row[-1]) for row in result)
+    return search, rows, plan
+
+
 async def test_a_one_user_search_reads_through_an_index(backend: str, fresh_url: str) -> None:
     """PostgreSQL reads a small user's own entries and tests each, never the GIN index (whose
     scan reads everyone's matches); SQLite runs the FTS5 MATCH and looks entries up by key."""
     await upgrade(fresh_url)
     async with app_database(fresh_url) as database:
         await fill_for_plan(database)
-        where = SessionFilter(user_id="user-42", archived=False)
-        async with captured_statements(database.engine) as statements, database.read() as conn:
-            search = await queries.plan_search(conn, query_words("report topic2"), where)
-            rows = await queries.search_session_summaries(conn, search, limit=50)
-        [(statement, parameters)] = [s for s in statements if "ORDER BY" in s[0]]
-        async with database.read() as conn:
-            explain = "EXPLAIN" if backend == "postgresql" else "EXPLAIN QUERY PLAN"
-            result = await conn.exec_driver_sql(f"{explain} {statement}", parameters)
-            plan = "\n".join(str(row[0] if backend == "postgresql" else row[-1]) for row in result)
+        search, rows, plan = await search_user_42(database)
 
     assert sorted(row["session_id"] for row in rows) == sorted(
         f"u42-s{n}" for n in range(PLAN_SESSIONS_PER_USER)
@@ -552,14 +560,7 @@ async def test_sqlite_keeps_the_fts_match_outermost_with_statistics_at_scale(
                 assert updated.rowcount == 1, index
     # A new engine: SQLite reads sqlite_stat1 when a connection opens.
     async with app_database(fresh_url) as database:
-        where = SessionFilter(user_id="user-42", archived=False)
-        async with captured_statements(database.engine) as statements, database.read() as conn:
-            search = await queries.plan_search(conn, query_words("report topic2"), where)
-            rows = await queries.search_session_summaries(conn, search, limit=50)
-        [(statement, parameters)] = [s for s in statements if "ORDER BY" in s[0]]
-        async with database.read() as conn:
-            result = await conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters)
-            plan = "\n".join(str(row[-1]) for row in result)
+        _, rows, plan = await search_user_42(database)
 
     assert len(rows) == PLAN_SESSIONS_PER_USER
     assert "idx_chat_search_user" not in plan, plan
