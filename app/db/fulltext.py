@@ -8,6 +8,7 @@ and lower-cased; every query word matches as a prefix (search as you type, and a
 stemming), and all of them must match.
 """
 
+import hashlib
 import unicodedata
 
 import regex
@@ -31,6 +32,21 @@ FTS_TABLE = "chat_search_fts"
 # scanning everyone's matches; these characters keep common ids (UUIDs, e-mail addresses) one
 # token. Words of `document` never contain them.
 FTS_USER_ID_CHARS = "-_.@:+"
+
+
+# PostgreSQL indexes every entry's words a second time, each under its owner's key (migration
+# 0005): one user's search then reads only that user's matches from the index, not everyone's.
+# The key is `_` and the first 8 hex digits of md5(user_id), computed in SQL by the index
+# expression and here for the query: `_` never starts a word, so a plain word's prefix never
+# reaches an owned word, and the short hash keeps the index small. Two users may share a key;
+# the queries still compare user_id exactly, so sharing one only costs time.
+OWNER_KEY_HEX_DIGITS = 8
+
+
+def owner_key(user_id: str) -> str:
+    """The key the PostgreSQL index files `user_id`'s words under (see above)."""
+    digest = hashlib.md5(user_id.encode(), usedforsecurity=False).hexdigest()
+    return "_" + digest[:OWNER_KEY_HEX_DIGITS]
 
 
 def words(text: str) -> list[str]:
@@ -61,6 +77,13 @@ def postgres_tsquery(query_words: list[str]) -> str:
     """`to_tsquery('simple', …)` input: every word as a prefix, all required. Words hold only
     letters, digits and marks, so quoting them is enough to keep the syntax intact."""
     return " & ".join(f"'{word}':*" for word in query_words)
+
+
+def postgres_owned_tsquery(query_words: list[str], user_id: str) -> str:
+    """A tsquery for `user_id`'s owned words (see `owner_key`), taken as it is (a cast, not
+    `to_tsquery`, whose parser would split the key from the word)."""
+    key = owner_key(user_id)
+    return " & ".join(f"'{key}{word}':*" for word in query_words)
 
 
 def fts5_match(query_words: list[str], user_id: str | None) -> str:

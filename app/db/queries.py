@@ -15,6 +15,7 @@ from sqlalchemy import (
     and_,
     bindparam,
     case,
+    cast,
     column,
     delete,
     func,
@@ -27,6 +28,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.postgresql import TSQUERY
 from sqlalchemy.engine import Result
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql import Select
@@ -352,19 +354,13 @@ async def delete_session(
 
 _fts = table(fulltext.FTS_TABLE, column("rowid"))
 
-# PostgreSQL: a user with at most this many search entries (about 1,800 sessions) is searched
-# by reading their entries and testing each, which costs in proportion to their own data; a
-# bigger one through the GIN index, which costs in proportion to everyone's matches of the
-# words (docs/performance.md). The planner cannot choose between them itself: it misjudges
-# prefix matches, and a prepared statement's generic plan would not look at the user at all.
-OWNER_SCAN_MAX_ENTRIES = 20_000
-
 # The search statements are built once per shape and take their values as parameters: made
 # afresh, their nested subqueries cost more Python time than the database spends on a typical
 # user's search (docs/performance.md).
 _USER = bindparam("search_user", type_=Text())
 _ACTIVE = bindparam("search_active", type_=Boolean())
 _TERMS = bindparam("search_terms", type_=Text())
+_OWNED_TERMS = bindparam("search_owned_terms", type_=Text())
 _SESSIONS = bindparam("search_sessions", expanding=True, type_=Text())
 _LIMIT = bindparam("search_limit", type_=Integer())
 _OFFSET = bindparam("search_offset", type_=Integer())
@@ -372,70 +368,59 @@ _OFFSET = bindparam("search_offset", type_=Integer())
 
 @dataclass(frozen=True, slots=True)
 class SearchQuery:
-    """A search as the queries run it: its words (app/db/fulltext.py), the sessions it may
-    find, and, on PostgreSQL, whether to read the owner's entries one by one (`plan_search`)."""
+    """A search as the queries run it: its words (app/db/fulltext.py) and the sessions it may
+    find."""
 
     words: list[str]
     where: SessionFilter
-    scan_owner_entries: bool = False
 
     @property
     def for_user(self) -> bool:
         return self.where.user_id is not None
 
     def parameters(self, dialect: str) -> dict[str, Any]:
-        terms = (
-            fulltext.postgres_tsquery(self.words)
-            if dialect == "postgresql"
-            else fulltext.fts5_match(self.words, self.where.user_id)
-        )
-        return {
-            "search_user": self.where.user_id,
+        user_id = self.where.user_id
+        parameters: dict[str, Any] = {
+            "search_user": user_id,
             "search_active": not self.where.archived,
-            "search_terms": terms,
         }
+        if dialect == "postgresql":
+            parameters["search_terms"] = fulltext.postgres_tsquery(self.words)
+            if user_id is not None:
+                parameters["search_owned_terms"] = fulltext.postgres_owned_tsquery(
+                    self.words, user_id
+                )
+        else:
+            parameters["search_terms"] = fulltext.fts5_match(self.words, user_id)
+        return parameters
 
 
-@functools.cache
-def _owned_entries_count() -> Select[Any]:
-    owned = (
-        select(literal_column("1"))
-        .select_from(chat_search)
-        .where(chat_search.c.user_id == _USER)
-        .limit(_LIMIT)
-        .subquery("owned")
-    )
-    return select(func.count()).select_from(owned)
-
-
-async def plan_search(conn: AsyncConnection, words: list[str], where: SessionFilter) -> SearchQuery:
-    """The search for `words` among the sessions `where` admits, with the way to run it."""
-    if conn.dialect.name != "postgresql" or where.user_id is None:
-        return SearchQuery(words, where)
-    result = await conn.execute(
-        _owned_entries_count(),
-        {"search_user": where.user_id, "search_limit": OWNER_SCAN_MAX_ENTRIES + 1},
-    )
-    entries = int(result.scalar_one())
-    return SearchQuery(words, where, scan_owner_entries=entries <= OWNER_SCAN_MAX_ENTRIES)
-
-
-def _matching_entries(
-    dialect: str, *, for_user: bool, scan_owner: bool, in_sessions: bool
-) -> Select[Any]:
+def _matching_entries(dialect: str, *, for_user: bool, in_sessions: bool) -> Select[Any]:
     """Search entries matching every word (`search_terms`), with a relevance score (higher is
     better), of the user `search_user` if `for_user`; if `in_sessions`, only the messages of
     the sessions `search_sessions`."""
     if dialect == "postgresql":
         tsquery = func.to_tsquery(literal_column("'simple'::regconfig"), _TERMS)
-        entries: Any = chat_search
-        if in_sessions or scan_owner:
-            # The entries to test, read first and on their own: OFFSET 0 keeps the planner
-            # from adding the GIN index, whose scan would read everyone's matches.
-            scope = (
-                [chat_search.c.session_id.in_(_SESSIONS), chat_search.c.seq != SEARCH_TITLE_SEQ]
-                if in_sessions
-                else [chat_search.c.user_id == _USER]
+        if in_sessions:
+            # The entries of a page's sessions, read first and on their own: OFFSET 0 keeps
+            # the planner from adding the GIN index, whose scan would read everyone's matches.
+            scope = [chat_search.c.session_id.in_(_SESSIONS), chat_search.c.seq != SEARCH_TITLE_SEQ]
+            if for_user:
+                scope.append(chat_search.c.user_id == _USER)
+            entries: Any = (
+                select(chat_search.c.session_id, chat_search.c.seq, chat_search.c.document)
+                .where(*scope)
+                .offset(0)
+                .subquery("scoped")
+            )
+            matches = entries.c.document.op("@@")(tsquery)
+        elif for_user:
+            # The owner's words (migration 0005): the index yields only this user's matches.
+            # OFFSET 0 keeps the planner from intersecting them with idx_chat_search_user,
+            # which reads all of the user's entries (43 ms for the biggest user's rare word,
+            # against 0.1 ms without). The owner key is a hash, so user_id is compared too.
+            owned_words = func.chat_search_owned_words(
+                chat_search.c.user_id, chat_search.c.document
             )
             entries = (
                 select(
@@ -444,18 +429,20 @@ def _matching_entries(
                     chat_search.c.user_id,
                     chat_search.c.document,
                 )
-                .where(*scope)
+                .where(owned_words.op("@@")(cast(_OWNED_TERMS, TSQUERY)))
                 .offset(0)
-                .subquery("scoped")
+                .subquery("owned")
             )
-        stmt = select(
+            matches = entries.c.user_id == _USER
+        else:
+            entries = chat_search
+            matches = chat_search.c.document.op("@@")(tsquery)
+        # Ranked on the plain words, which carry the positions and the title's weight.
+        return select(
             entries.c.session_id,
             entries.c.seq,
             func.ts_rank(entries.c.document, tsquery).label("score"),
-        ).where(entries.c.document.op("@@")(tsquery))
-        if for_user and not scan_owner:
-            stmt = stmt.where(entries.c.user_id == _USER)
-        return stmt
+        ).where(matches)
     # bm25() is lower for better matches; a title match counts ten times a message's, as
     # weight A does against D on PostgreSQL.
     weight = case((chat_search.c.seq == SEARCH_TITLE_SEQ, 10.0), else_=1.0)
@@ -487,12 +474,10 @@ def _matching_entries(
 
 
 @functools.cache
-def _matching_sessions(dialect: str, *, for_user: bool, scan_owner: bool) -> Select[Any]:
+def _matching_sessions(dialect: str, *, for_user: bool) -> Select[Any]:
     """The sessions with a matching entry, best first; `search_user`'s if `for_user`, active
     or archived as `search_active` says."""
-    entries = _matching_entries(
-        dialect, for_user=for_user, scan_owner=scan_owner, in_sessions=False
-    ).subquery("entries")
+    entries = _matching_entries(dialect, for_user=for_user, in_sessions=False).subquery("entries")
     ranked = (
         select(
             entries.c.session_id,
@@ -521,17 +506,13 @@ def _matching_sessions(dialect: str, *, for_user: bool, scan_owner: bool) -> Sel
 
 
 @functools.cache
-def _search_page(dialect: str, *, for_user: bool, scan_owner: bool) -> Select[Any]:
-    return (
-        _matching_sessions(dialect, for_user=for_user, scan_owner=scan_owner)
-        .limit(_LIMIT)
-        .offset(_OFFSET)
-    )
+def _search_page(dialect: str, *, for_user: bool) -> Select[Any]:
+    return _matching_sessions(dialect, for_user=for_user).limit(_LIMIT).offset(_OFFSET)
 
 
 @functools.cache
-def _search_count(dialect: str, *, for_user: bool, scan_owner: bool) -> Select[Any]:
-    matching = _matching_sessions(dialect, for_user=for_user, scan_owner=scan_owner)
+def _search_count(dialect: str, *, for_user: bool) -> Select[Any]:
+    matching = _matching_sessions(dialect, for_user=for_user)
     return select(func.count()).select_from(matching.order_by(None).subquery())
 
 
@@ -541,22 +522,20 @@ async def search_session_summaries(
     """Sessions whose title or messages contain every word (as prefixes), best match first,
     then newest activity first."""
     dialect = conn.dialect.name
-    stmt = _search_page(dialect, for_user=search.for_user, scan_owner=search.scan_owner_entries)
+    stmt = _search_page(dialect, for_user=search.for_user)
     parameters = search.parameters(dialect) | {"search_limit": limit, "search_offset": offset}
     return _as_dicts(await conn.execute(stmt, parameters))
 
 
 async def count_search_results(conn: AsyncConnection, search: SearchQuery) -> int:
     dialect = conn.dialect.name
-    stmt = _search_count(dialect, for_user=search.for_user, scan_owner=search.scan_owner_entries)
+    stmt = _search_count(dialect, for_user=search.for_user)
     return int((await conn.execute(stmt, search.parameters(dialect))).scalar_one())
 
 
 @functools.cache
 def _best_messages(dialect: str, *, for_user: bool) -> Select[Any]:
-    entries = _matching_entries(
-        dialect, for_user=for_user, scan_owner=False, in_sessions=True
-    ).subquery("entries")
+    entries = _matching_entries(dialect, for_user=for_user, in_sessions=True).subquery("entries")
     best = select(
         entries.c.session_id,
         entries.c.seq,

@@ -110,4 +110,11 @@ chat_search = Table(
     Index("idx_chat_search_document", "document", postgresql_using="gin").ddl_if(
         dialect="postgresql"
     ),
+    # Each entry's words again, under its owner's key (migration 0005, app/db/fulltext.py):
+    # what one user's search reads.
+    Index(
+        "idx_chat_search_owned",
+        text("chat_search_owned_words(user_id, document)"),
+        postgresql_using="gin",
+    ).ddl_if(dialect="postgresql"),
 )

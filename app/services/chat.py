@@ -259,7 +259,7 @@ async def _search_sessions(
     # A search without a single word (only punctuation, say) matches nothing.
     if query_words:
         async with db.read() as conn:
-            search = await queries.plan_search(conn, query_words, where)
+            search = queries.SearchQuery(query_words, where)
             if include_total:
                 total = await queries.count_search_results(conn, search)
             if shown:

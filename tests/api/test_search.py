@@ -1046,18 +1046,10 @@ _VOCABULARY = sorted(
 )
 
 
-@pytest.mark.parametrize("owner_scan", [True, False], ids=["owner-scan", "index"])
 async def test_any_query_text_gives_exactly_the_matching_sessions(
-    client: httpx.AsyncClient,
-    database: Database,
-    monkeypatch: pytest.MonkeyPatch,
-    owner_scan: bool,
+    client: httpx.AsyncClient, database: Database
 ) -> None:
-    """On PostgreSQL both ways of running a user's search (app/db/queries.py `plan_search`)."""
-    if not owner_scan:
-        if database.engine.dialect.name != "postgresql":
-            pytest.skip("SQLite has one way to search: FTS5")
-        monkeypatch.setattr(queries, "OWNER_SCAN_MAX_ENTRIES", -1)
+    """Every user's search and the search of all users (`user_id` None), against a model."""
     for n, (session_id, (question, answer)) in enumerate(_STORED.items()):
         await store(
             database,

@@ -234,6 +234,8 @@ REJECTED_BY_SECRET_VERIFIER: dict[str, Callable[[], str]] = {
     "no exp": lambda: jwt.encode(_without("exp"), JWT_SECRET, "HS256"),
     "no sub": lambda: jwt.encode(_without("sub"), JWT_SECRET, "HS256"),
     "empty sub": lambda: hs256_token(""),
+    "sub with NUL": lambda: hs256_token("ali\x00ce"),
+    "sub with an unpaired surrogate": lambda: hs256_token("ali\ud800ce"),
     "non-string sub": lambda: jwt.encode({**claims_for("x"), "sub": 42}, JWT_SECRET, "HS256"),
     "alg none": lambda: unsigned_token(claims_for("alice")),
     "alg none with a signature": lambda: unsigned_token(claims_for("alice")) + "c2lnbmF0dXJl",

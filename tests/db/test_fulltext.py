@@ -351,8 +351,8 @@ async def _search(database: Database, query: str, user_id: str | None = None) ->
             row["session_id"]
             for row in await queries.search_session_summaries(
                 conn,
-                await queries.plan_search(
-                    conn, query_words(query), SessionFilter(user_id=user_id, archived=False)
+                queries.SearchQuery(
+                    query_words(query), SessionFilter(user_id=user_id, archived=False)
                 ),
                 limit=10,
             )

@@ -2,6 +2,7 @@
 exactly what the write path would, in batches; downgrade removes the index and its SQLite
 machinery; and a one-user search reads that user's entries through an index."""
 
+import itertools
 import re
 import uuid
 from collections.abc import AsyncIterator
@@ -17,7 +18,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.db import migrate, queries
 from app.db.engine import Database, create_engine
-from app.db.fulltext import FTS_TABLE, document, query_words
+from app.db.fulltext import (
+    FTS_TABLE,
+    document,
+    owner_key,
+    postgres_owned_tsquery,
+    query_words,
+)
 from app.db.queries import SessionFilter
 from app.db.tables import SEARCH_TITLE_SEQ, chat_search
 from app.services.access import Caller
@@ -25,6 +32,7 @@ from app.services.chat import get_sessions_list
 from tests.conftest import make_settings
 from tests.db.helpers import (
     BASE_REVISION,
+    OWNED_WORDS_REVISION,
     POSTGRES_ONLY_INDEXES,
     SEARCH_REVISION,
     SEARCH_TRIGGERS,
@@ -392,6 +400,31 @@ async def test_downgrade_removes_the_index_and_upgrade_rebuilds_it(
         assert await found(database, "step by step") == []
 
 
+async def test_owned_words_cover_entries_indexed_before_them_and_go_on_downgrade(
+    backend: str, fresh_url: str, fresh_engine: AsyncEngine
+) -> None:
+    """Revision 0005 indexes the entries 0004 made (one user's search finds them); its
+    downgrade leaves neither the index nor the function behind."""
+    await seed_at_sidebar_revision(fresh_url, fresh_engine, ALL_SEED)
+    await upgrade(fresh_url, SEARCH_REVISION)
+    await upgrade(fresh_url, OWNED_WORDS_REVISION)
+    async with app_database(fresh_url) as database:
+        assert await found(database, "send me", user_id="alice") == ["no-user"]
+        assert await found(database, "send me", user_id="bob") == []
+        assert await found(database, "migrate downtime", user_id="alice") == ["first-user-later"]
+
+    await downgrade(fresh_url, SEARCH_REVISION)
+
+    async with fresh_engine.connect() as conn:
+        assert await alembic_versions(conn) == [SEARCH_REVISION]
+        assert "idx_chat_search_owned" not in await index_names(conn, "chat_search")
+        if backend == "postgresql":
+            functions = await conn.execute(
+                sa.text("SELECT proname FROM pg_proc WHERE proname LIKE 'chat_search%'")
+            )
+            assert list(functions.scalars()) == []
+
+
 # --- A one-user search reads through an index ---------------------------------------------
 
 PLAN_USERS = 150
@@ -473,7 +506,7 @@ async def search_user_42(database: Database) -> tuple[queries.SearchQuery, list[
     the plan of its main statement."""
     where = SessionFilter(user_id="user-42", archived=False)
     async with captured_statements(database.engine) as statements, database.read() as conn:
-        search = await queries.plan_search(conn, query_words("report topic2"), where)
+        search = queries.SearchQuery(query_words("report topic2"), where)
         rows = await queries.search_session_summaries(conn, search, limit=50)
     [(statement, parameters)] = [s for s in statements if "ORDER BY" in s[0]]
     postgres = database.engine.dialect.name == "postgresql"
@@ -485,20 +518,22 @@ async def search_user_42(database: Database) -> tuple[queries.SearchQuery, list[
 
 
 async def test_a_one_user_search_reads_through_an_index(backend: str, fresh_url: str) -> None:
-    """PostgreSQL reads a small user's own entries and tests each, never the GIN index (whose
-    scan reads everyone's matches); SQLite runs the FTS5 MATCH and looks entries up by key."""
+    """PostgreSQL reads the user's own matches from the index of owned words, never the plain
+    GIN index (whose scan reads everyone's matches); SQLite runs the FTS5 MATCH and looks
+    entries up by key."""
     await upgrade(fresh_url)
     async with app_database(fresh_url) as database:
         await fill_for_plan(database)
-        search, rows, plan = await search_user_42(database)
+        _, rows, plan = await search_user_42(database)
 
     assert sorted(row["session_id"] for row in rows) == sorted(
         f"u42-s{n}" for n in range(PLAN_SESSIONS_PER_USER)
     )
     if backend == "postgresql":
-        assert search.scan_owner_entries
-        assert re.search(r"(Bitmap )?Index Scan (using|on) idx_chat_search_user", plan), plan
+        assert re.search(r"Bitmap Index Scan on idx_chat_search_owned", plan), plan
+        # Neither everyone's matches nor all of the user's entries.
         assert "idx_chat_search_document" not in plan, plan
+        assert "idx_chat_search_user" not in plan, plan
         assert "Seq Scan on chat_search" not in plan, plan
     else:
         assert f"SCAN {FTS_TABLE} VIRTUAL TABLE INDEX" in plan, plan
@@ -506,26 +541,83 @@ async def test_a_one_user_search_reads_through_an_index(backend: str, fresh_url:
         assert not re.search(r"SCAN chat_search\b(?!_fts)", plan), plan
 
 
-async def test_a_big_users_search_goes_through_the_gin_index(
-    backend: str, fresh_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Past OWNER_SCAN_MAX_ENTRIES a user's search runs through the GIN index instead, with the
-    same results (tests/api/test_search.py checks both ways against a model)."""
-    if backend != "postgresql":
-        pytest.skip("SQLite has one way to search: FTS5")
-    monkeypatch.setattr(queries, "OWNER_SCAN_MAX_ENTRIES", 2 * PLAN_SESSIONS_PER_USER - 1)
+def _users_sharing_an_owner_key() -> tuple[str, str]:
+    """Two user ids with the same owner key (32 bits: a pair turns up within about 100,000
+    ids, in a fraction of a second)."""
+    seen: dict[str, str] = {}
+    for n in itertools.count():
+        user_id = f"user-{n}"
+        key = owner_key(user_id)
+        if key in seen:
+            return seen[key], user_id
+        seen[key] = user_id
+    raise AssertionError("unreachable")
+
+
+async def test_users_sharing_an_owner_key_find_only_their_own_sessions(fresh_url: str) -> None:
+    """The owner key is a short hash, so two users can share one: each still finds only their
+    own sessions, because the search compares user_id too."""
+    first, second = _users_sharing_an_owner_key()
+    assert owner_key(first) == owner_key(second)
     await upgrade(fresh_url)
     async with app_database(fresh_url) as database:
-        await fill_for_plan(database)
-        where = SessionFilter(user_id="user-42", archived=False)
-        async with database.read() as conn:
-            search = await queries.plan_search(conn, query_words("report topic2"), where)
-            rows = await queries.search_session_summaries(conn, search, limit=50)
+        for user_id, session_id in ((first, "first-s"), (second, "second-s")):
+            async with database.write() as conn:
+                await queries.create_session_if_absent(
+                    conn, session_id=session_id, user_id=user_id, now=T0
+                )
+                await queries.append_message(
+                    conn,
+                    session_id=session_id,
+                    role="user",
+                    content="Where is my parcel?",
+                    metadata={},
+                    title="Where is my parcel?",
+                    preview="Where is my parcel?",
+                    now=T0,
+                )
+        found_by = {user_id: await found(database, "parc", user_id) for user_id in (first, second)}
+    assert found_by == {first: ["first-s"], second: ["second-s"]}
 
-    assert not search.scan_owner_entries
-    assert sorted(row["session_id"] for row in rows) == sorted(
-        f"u42-s{n}" for n in range(PLAN_SESSIONS_PER_USER)
-    )
+
+OWNER_IDS = ["alice", "user-42", "Ünïcödé 用户 🦊", 'it\'s \\ "quoted"', "x" * 300]
+
+
+@pytest.mark.parametrize("user_id", OWNER_IDS)
+async def test_the_index_files_words_under_the_key_the_query_uses(
+    backend: str, fresh_url: str, user_id: str
+) -> None:
+    """chat_search_owned_words (SQL, migration 0005) and owner_key (Python) agree, whatever
+    the user id holds."""
+    if backend != "postgresql":
+        pytest.skip("owned words are PostgreSQL's")
+    await upgrade(fresh_url)
+    async with app_database(fresh_url) as database, database.read() as conn:
+        lexemes = (
+            await conn.execute(
+                sa.text(
+                    "SELECT tsvector_to_array(chat_search_owned_words(:user_id, "
+                    "to_tsvector('simple', :words)))"
+                ),
+                {"user_id": user_id, "words": "ünï 用户 parcel"},
+            )
+        ).scalar_one()
+        matches = (
+            await conn.execute(
+                sa.text(
+                    "SELECT chat_search_owned_words(:user_id, to_tsvector('simple', :words)) "
+                    "@@ CAST(:owned AS tsquery)"
+                ),
+                {
+                    "user_id": user_id,
+                    "words": "ünï 用户 parcel",
+                    "owned": postgres_owned_tsquery(["用", "parc"], user_id),
+                },
+            )
+        ).scalar_one()
+    key = owner_key(user_id)
+    assert sorted(lexemes) == sorted(f"{key}{word}" for word in ("ünï", "用户", "parcel"))
+    assert matches is True
 
 
 # sqlite_stat1 as ANALYZE would write it for 11M search entries of a million light users
