@@ -71,7 +71,7 @@ screenshots: install browser ## Write pictures of the web page to docs/screensho
 openapi: install ## Write the OpenAPI schema to openapi.json
 	$(RUN) python -m scripts.export_openapi openapi.json
 
-bench: $(UV) ## Benchmark the sidebar at scale (1M sessions, PostgreSQL and SQLite; ~30 min)
+bench: $(UV) ## Benchmark the sidebar at scale (1M sessions, PostgreSQL and SQLite; ~40 min)
 	$(UV) sync --frozen --group bench
 	$(RUN) python -m bench.sidebar $(BENCH_ARGS)
 

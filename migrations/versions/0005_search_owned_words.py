@@ -8,7 +8,7 @@ md5(user_id). It is an expression index over chat_search_owned_words(user_id, do
 the table's rows stay as they are and the write path is unchanged; entries without an owner
 have no owned words. SQLite's FTS5 index is unchanged.
 
-Building it reads every entry and blocks writes to chat_search meanwhile (about N minutes at
+Building it reads every entry and blocks writes to chat_search meanwhile (about 10 minutes at
 11 million entries, docs/performance.md); to avoid that, create it beforehand with
 `CREATE INDEX CONCURRENTLY` and the same definition (README), and this migration keeps it.
 
