@@ -8,6 +8,7 @@ from pydantic import BaseModel
 
 from app.api.deps import DatabaseDep
 from app.api.errors import error_responses
+from app.db import migrate
 
 logger = logging.getLogger(__name__)
 
@@ -25,14 +26,30 @@ async def healthz() -> HealthStatus:
 
 @router.get(
     "/readyz",
-    summary="The database is reachable",
+    summary="The database is reachable and its schema is this version's",
     response_model=HealthStatus,
-    responses=error_responses(503, descriptions={503: "The database cannot be reached."}),
+    responses=error_responses(
+        503,
+        descriptions={
+            503: "The database cannot be reached, or its migrations are behind this version's "
+            "(then `detail` names both revisions)."
+        },
+    ),
 )
 async def readyz(db: DatabaseDep) -> HealthStatus | JSONResponse:
     try:
-        await db.ping()
+        revision = await migrate.schema_revision(db.engine)
     except Exception:
         logger.warning("readiness check failed: database unreachable", exc_info=True)
         return JSONResponse({"detail": "Database unreachable"}, status_code=503)
+    head = migrate.head_revision()
+    if revision != head:
+        # Serving would fail on what the missing migrations add (a replica deployed before
+        # `make migrate` ran, with MIGRATE_ON_STARTUP off).
+        detail = (
+            f"Database schema is at {revision or 'no revision'}; this version needs {head}: "
+            "apply the migrations (make migrate)"
+        )
+        logger.warning("readiness check failed: %s", detail)
+        return JSONResponse({"detail": detail}, status_code=503)
     return HealthStatus(status="ok")

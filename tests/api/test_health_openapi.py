@@ -4,10 +4,14 @@ from typing import Any
 
 import httpx
 import pytest
+from alembic.script import ScriptDirectory
 from fastapi.routing import APIRoute, iter_route_contexts
 
+from app.core.config import PROJECT_ROOT
+from app.db import migrate
+from app.main import create_app
 from tests.api.helpers import CHAT, SESSIONS, STREAM
-from tests.conftest import LiveServer
+from tests.conftest import BACKENDS, DatabaseFactory, LiveServer, make_settings, serve
 
 SESSION = SESSIONS + "/{session_id}"
 EXPORT = SESSION + "/export"
@@ -16,7 +20,7 @@ STOP = SESSION + "/stop"
 # Every status code the tests of this directory get from each route.
 OBSERVED_STATUSES: dict[tuple[str, str], set[int]] = {
     ("GET", "/healthz"): {200},
-    ("GET", "/readyz"): {200},
+    ("GET", "/readyz"): {200, 503},
     ("POST", CHAT): {200, 400, 422, 502},
     ("POST", STREAM): {200, 400, 422},
     ("GET", SESSIONS): {200, 422},
@@ -58,6 +62,36 @@ async def test_readyz(client: httpx.AsyncClient) -> None:
 
     assert response.status_code == 200
     assert response.json() == {"status": "ok"}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_readyz_refuses_a_database_behind_this_versions_migrations(
+    backend: str, database_factory: DatabaseFactory
+) -> None:
+    """A replica deployed before the migrations ran (MIGRATE_ON_STARTUP off) says so, rather
+    than taking traffic it would fail on; once migrated, it is ready."""
+    url = await database_factory.create(backend)
+    database_url = make_settings(url).database_url
+    head = migrate.head_revision()
+    previous = ScriptDirectory(str(PROJECT_ROOT / "migrations")).get_revision(head).down_revision
+    assert isinstance(previous, str)
+
+    async with serve(create_app(make_settings(url))) as live:
+        unmigrated = await live.client.get("/readyz")
+        await migrate.upgrade_async(database_url, previous)
+        behind = await live.client.get("/readyz")
+        await migrate.upgrade_async(database_url)
+        ready = await live.client.get("/readyz")
+
+    assert unmigrated.status_code == 503
+    assert unmigrated.json() == {
+        "detail": f"Database schema is at no revision; this version needs {head}: "
+        "apply the migrations (make migrate)"
+    }
+    assert behind.status_code == 503
+    assert behind.json()["detail"].startswith(f"Database schema is at {previous};")
+    assert ready.status_code == 200
+    assert ready.json() == {"status": "ok"}
 
 
 async def test_every_route_is_in_the_openapi_document(
