@@ -43,6 +43,7 @@ from tests.db.helpers import (
     base_messages,
     downgrade,
     head_revision,
+    index_definitions,
     index_names,
     table_names,
     upgrade,
@@ -424,6 +425,37 @@ async def test_owned_words_cover_entries_indexed_before_them_and_go_on_downgrade
                 sa.text("SELECT proname FROM pg_proc WHERE proname LIKE 'chat_search%'")
             )
             assert list(functions.scalars()) == []
+
+
+async def test_an_index_built_beforehand_without_blocking_is_kept(
+    backend: str, fresh_url: str, fresh_engine: AsyncEngine
+) -> None:
+    """The README's way to avoid 0005's lock on a large database: the function as 0005
+    creates it (`make migrations-sql` prints the same statement), CREATE INDEX CONCURRENTLY,
+    then the upgrade, which keeps that index."""
+    if backend != "postgresql":
+        pytest.skip("owned words are PostgreSQL's")
+    await seed_at_sidebar_revision(fresh_url, fresh_engine, ALL_SEED)
+    await upgrade(fresh_url, SEARCH_REVISION)
+    script = ScriptDirectory.from_config(migrate.alembic_config(fresh_url))
+    function_sql = script.get_revision(OWNED_WORDS_REVISION).module.OWNED_WORDS_FUNCTION
+    async with fresh_engine.connect() as conn:
+        autocommit = await conn.execution_options(isolation_level="AUTOCOMMIT")
+        await autocommit.exec_driver_sql(function_sql)
+        await autocommit.exec_driver_sql(
+            "CREATE INDEX CONCURRENTLY idx_chat_search_owned ON chat_search "
+            "USING gin (chat_search_owned_words(user_id, document))"
+        )
+        built = await index_definitions(conn, "chat_search")
+
+    await upgrade(fresh_url)
+
+    async with fresh_engine.connect() as conn:
+        assert await alembic_versions(conn) == [head_revision()]
+        assert await index_definitions(conn, "chat_search") == built
+        await assert_schema_matches_tables(conn)
+    async with app_database(fresh_url) as database:
+        assert await found(database, "send me", user_id="alice") == ["no-user"]
 
 
 # --- A one-user search reads through an index ---------------------------------------------
