@@ -5,6 +5,7 @@ from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from typing import Any
 
+import pydantic_core
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import DisconnectionError
@@ -33,9 +34,17 @@ def create_engine(settings: Settings) -> AsyncEngine:
         pool_size=settings.database_pool_size,
         max_overflow=settings.database_pool_size,
         pool_recycle=settings.database_pool_recycle_seconds,
+        json_deserializer=_json_loads,
     )
     event.listen(engine.sync_engine, "checkout", _replace_if_closed)
     return engine
+
+
+def _json_loads(text: str | bytes) -> Any:
+    """JSON columns (message metadata) parsed by pydantic-core rather than the json module:
+    about twice as fast per document, which counts when a long session is read whole (one
+    document per message)."""
+    return pydantic_core.from_json(text)
 
 
 def _replace_if_closed(_dbapi_connection: Any, record: ConnectionPoolEntry, _proxy: Any) -> None:
@@ -49,7 +58,9 @@ def _replace_if_closed(_dbapi_connection: Any, record: ConnectionPoolEntry, _pro
 
 def _create_sqlite_engine(settings: Settings) -> AsyncEngine:
     ensure_sqlite_directory(settings.database_url)
-    engine = create_async_engine(settings.database_url, echo=settings.database_echo)
+    engine = create_async_engine(
+        settings.database_url, echo=settings.database_echo, json_deserializer=_json_loads
+    )
     busy_timeout_ms = settings.sqlite_busy_timeout_ms
 
     # The driver's default transaction handling issues BEGIN lazily, so a read-modify-write can

@@ -16,7 +16,6 @@ from app.db.engine import Database
 from app.db.queries import ListPosition, Role, SessionFilter, StoredMessage
 from app.db.types import utc_now
 from app.models.chat import (
-    ChatMessage,
     ChatRequest,
     ChatResponse,
     SessionDetail,
@@ -313,11 +312,14 @@ async def get_session(
         messages = await queries.list_messages(conn, session_id, before=before, limit=limit)
     first_seq = messages[0]["seq"] if messages else None
     has_more = first_seq is not None and first_seq > 1
-    return SessionDetail(
-        **SessionSummary.model_validate(summary).model_dump(),
-        messages=[ChatMessage.model_validate(row) for row in messages],
-        has_more_messages=has_more,
-        messages_before=first_seq if has_more else None,
+    # One validation of the whole body: pydantic-core walks the messages in Rust.
+    return SessionDetail.model_validate(
+        {
+            **summary,
+            "messages": messages,
+            "has_more_messages": has_more,
+            "messages_before": first_seq if has_more else None,
+        }
     )
 
 
