@@ -204,11 +204,25 @@ def _session_is(session_id: str, owner: str | None) -> ColumnElement[bool]:
     return condition
 
 
+_SESSION_ID = bindparam("session_id", type_=Text())
+_OWNER = bindparam("owner", type_=Text())
+
+
+@functools.cache
+def _session_summary(*, owned: bool) -> Select[Any]:
+    where = [chat_sessions.c.session_id == _SESSION_ID]
+    if owned:
+        where.append(chat_sessions.c.user_id == _OWNER)
+    return select(*SUMMARY_COLUMNS).where(*where)
+
+
 async def get_session_summary(
     conn: AsyncConnection, session_id: str, *, owner: str | None = None
 ) -> RowMapping | None:
-    stmt = select(*SUMMARY_COLUMNS).where(_session_is(session_id, owner))
-    return (await conn.execute(stmt)).mappings().one_or_none()
+    stmt = _session_summary(owned=owner is not None)
+    result = await conn.execute(stmt, {"session_id": session_id, "owner": owner})
+    summary: RowMapping | None = result.mappings().one_or_none()
+    return summary
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,11 +239,55 @@ class SessionFilter:
     user_id: str | None
     archived: bool
 
-    def clauses(self) -> list[ColumnElement[bool]]:
-        clauses = [chat_sessions.c.active == (not self.archived)]
-        if self.user_id is not None:
-            clauses.append(chat_sessions.c.user_id == self.user_id)
-        return clauses
+    @property
+    def for_user(self) -> bool:
+        return self.user_id is not None
+
+    def parameters(self) -> dict[str, Any]:
+        return {"list_user": self.user_id, "list_active": not self.archived}
+
+
+# The sidebar's reads, like the search's (below), are built once per shape and take their
+# values as parameters: built per request, constructing and hashing the statement cost more
+# Python time than the database spent answering it (docs/performance.md).
+_LIST_USER = bindparam("list_user", type_=Text())
+_LIST_ACTIVE = bindparam("list_active", type_=Boolean())
+_LIST_LIMIT = bindparam("list_limit", type_=Integer())
+_LIST_OFFSET = bindparam("list_offset", type_=Integer())
+_LIST_AFTER = tuple_(
+    bindparam("after_pinned", type_=Boolean()),
+    bindparam("after_updated_at", type_=UTCDateTime()),
+    bindparam("after_id", type_=Uuid()),
+)
+
+
+def _sessions_where(*, for_user: bool) -> list[ColumnElement[bool]]:
+    clauses = [chat_sessions.c.active == _LIST_ACTIVE]
+    if for_user:
+        clauses.append(chat_sessions.c.user_id == _LIST_USER)
+    return clauses
+
+
+@functools.cache
+def _list_page(*, for_user: bool, start: Literal["first", "offset", "after"]) -> Select[Any]:
+    stmt = (
+        select(*SUMMARY_COLUMNS)
+        .where(*_sessions_where(for_user=for_user))
+        .order_by(*(column.desc() for column in LIST_ORDER))
+        .limit(_LIST_LIMIT)
+    )
+    if start == "after":
+        return stmt.where(tuple_(*LIST_ORDER) < _LIST_AFTER)
+    if start == "offset":
+        return stmt.offset(_LIST_OFFSET)
+    return stmt
+
+
+@functools.cache
+def _list_count(*, for_user: bool) -> Select[Any]:
+    return (
+        select(func.count()).select_from(chat_sessions).where(*_sessions_where(for_user=for_user))
+    )
 
 
 async def list_session_summaries(
@@ -242,29 +300,25 @@ async def list_session_summaries(
 ) -> list[dict[str, Any]]:
     """Pinned first, then newest activity first; from `offset`, or strictly after `after`
     (keyset: an index range scan at any depth)."""
-    stmt = (
-        select(*SUMMARY_COLUMNS)
-        .where(*where.clauses())
-        .order_by(*(column.desc() for column in LIST_ORDER))
-        .limit(limit)
-    )
+    parameters = where.parameters() | {"list_limit": limit}
     if after is not None:
-        stmt = stmt.where(
-            tuple_(*LIST_ORDER)
-            < tuple_(
-                literal(after.pinned, type_=Boolean()),
-                literal(after.updated_at, type_=UTCDateTime()),
-                literal(after.id, type_=Uuid()),
-            )
-        )
+        stmt = _list_page(for_user=where.for_user, start="after")
+        parameters |= {
+            "after_pinned": after.pinned,
+            "after_updated_at": after.updated_at,
+            "after_id": after.id,
+        }
     elif offset:
-        stmt = stmt.offset(offset)
-    return _as_dicts(await conn.execute(stmt))
+        stmt = _list_page(for_user=where.for_user, start="offset")
+        parameters["list_offset"] = offset
+    else:
+        stmt = _list_page(for_user=where.for_user, start="first")
+    return _as_dicts(await conn.execute(stmt, parameters))
 
 
 async def count_sessions(conn: AsyncConnection, *, where: SessionFilter) -> int:
-    stmt = select(func.count()).select_from(chat_sessions).where(*where.clauses())
-    return int((await conn.execute(stmt)).scalar_one())
+    stmt = _list_count(for_user=where.for_user)
+    return int((await conn.execute(stmt, where.parameters())).scalar_one())
 
 
 async def update_session(
@@ -313,19 +367,30 @@ async def delete_sessions_of(conn: AsyncConnection, user_id: str) -> int:
     return int((await conn.execute(stmt)).rowcount)
 
 
+_MESSAGES_BEFORE = bindparam("messages_before", type_=Integer())
+_MESSAGES_LIMIT = bindparam("messages_limit", type_=Integer())
+
+
+@functools.cache
+def _messages(*, before: bool, newest: bool) -> Select[Any]:
+    stmt = select(*MESSAGE_COLUMNS).where(chat_messages.c.session_id == _SESSION_ID)
+    if before:
+        stmt = stmt.where(chat_messages.c.seq < _MESSAGES_BEFORE)
+    if newest:
+        return stmt.order_by(chat_messages.c.seq.desc()).limit(_MESSAGES_LIMIT)
+    return stmt.order_by(chat_messages.c.seq)
+
+
 async def list_messages(
     conn: AsyncConnection, session_id: str, *, before: int | None = None, limit: int | None = None
 ) -> list[dict[str, Any]]:
     """A session's messages, oldest first: all of them, or the newest `limit` before the
     sequence number `before`."""
-    stmt = select(*MESSAGE_COLUMNS).where(chat_messages.c.session_id == session_id)
-    if before is not None:
-        stmt = stmt.where(chat_messages.c.seq < before)
-    if limit is None:
-        return _as_dicts(await conn.execute(stmt.order_by(chat_messages.c.seq)))
-    newest_first = stmt.order_by(chat_messages.c.seq.desc()).limit(limit)
-    rows = _as_dicts(await conn.execute(newest_first))
-    rows.reverse()
+    stmt = _messages(before=before is not None, newest=limit is not None)
+    parameters = {"session_id": session_id, "messages_before": before, "messages_limit": limit}
+    rows = _as_dicts(await conn.execute(stmt, parameters))
+    if limit is not None:
+        rows.reverse()
     return rows
 
 
@@ -376,7 +441,7 @@ class SearchQuery:
 
     @property
     def for_user(self) -> bool:
-        return self.where.user_id is not None
+        return self.where.for_user
 
     def parameters(self, dialect: str) -> dict[str, Any]:
         user_id = self.where.user_id

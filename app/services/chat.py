@@ -19,7 +19,6 @@ from app.models.chat import (
     ChatRequest,
     ChatResponse,
     SessionDetail,
-    SessionListItem,
     SessionsListResponse,
     SessionSummary,
     SessionUpdate,
@@ -217,18 +216,21 @@ async def get_sessions_list(
     has_more = len(rows) > size
     rows = rows[:size]
     last = rows[-1] if rows else None
-    return SessionsListResponse(
-        sessions=[SessionListItem.model_validate(row) for row in rows],
-        total=total,
-        page=None if cursor_mode else page,
-        page_size=size,
-        total_pages=None if cursor_mode or total is None else math.ceil(total / size),
-        next_cursor=(
-            encode_cursor(ListPosition(last["pinned"], last["updated_at"], last["id"]))
-            if has_more and last is not None
-            else None
-        ),
-        has_more=has_more,
+    # One validation of the whole body, as for a session's messages (get_session).
+    return SessionsListResponse.model_validate(
+        {
+            "sessions": rows,
+            "total": total,
+            "page": None if cursor_mode else page,
+            "page_size": size,
+            "total_pages": None if cursor_mode or total is None else math.ceil(total / size),
+            "next_cursor": (
+                encode_cursor(ListPosition(last["pinned"], last["updated_at"], last["id"]))
+                if has_more and last is not None
+                else None
+            ),
+            "has_more": has_more,
+        }
     )
 
 
@@ -252,7 +254,7 @@ async def _search_sessions(
     # Results stop at SEARCH_MAX_OFFSET: nobody pages that far through a search, and deeper
     # offsets would only cost more.
     shown = max(0, min(size, SEARCH_MAX_OFFSET - offset))
-    rows: list[Any] = []
+    rows: list[dict[str, Any]] = []
     total: int | None = 0 if include_total else None
     snippets: dict[str, str] = {}
     # A search without a single word (only punctuation, say) matches nothing.
@@ -270,28 +272,22 @@ async def _search_sessions(
                 )
     next_offset = offset + shown
     has_more = len(rows) > shown and next_offset < SEARCH_MAX_OFFSET
-    return SessionsListResponse(
-        sessions=[
-            SessionListItem.model_validate(
-                {
-                    **row,
-                    "snippet": (
-                        make_snippet(snippets[row["session_id"]], query_words)
-                        if row["session_id"] in snippets
-                        else None
-                    ),
-                }
-            )
-            for row in rows[:shown]
-        ],
-        total=total,
-        page=page,
-        page_size=size,
-        total_pages=None if page is None or total is None else math.ceil(total / size),
-        next_cursor=(
-            encode_search_cursor(SearchPosition(next_offset, fingerprint)) if has_more else None
-        ),
-        has_more=has_more,
+    rows = rows[:shown]
+    for row in rows:
+        matching = snippets.get(row["session_id"])
+        row["snippet"] = make_snippet(matching, query_words) if matching is not None else None
+    return SessionsListResponse.model_validate(
+        {
+            "sessions": rows,
+            "total": total,
+            "page": page,
+            "page_size": size,
+            "total_pages": None if page is None or total is None else math.ceil(total / size),
+            "next_cursor": (
+                encode_search_cursor(SearchPosition(next_offset, fingerprint)) if has_more else None
+            ),
+            "has_more": has_more,
+        }
     )
 
 
