@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from sqlalchemy import (
+    BindParameter,
     Boolean,
     ColumnElement,
     Integer,
@@ -196,7 +197,9 @@ async def _index(
     await conn.execute(stmt)
 
 
-def _session_is(session_id: str, owner: str | None) -> ColumnElement[bool]:
+def _session_is(
+    session_id: str | BindParameter[str], owner: str | BindParameter[str] | None
+) -> ColumnElement[bool]:
     """The session with this id, if `owner` (when given) owns it."""
     condition = chat_sessions.c.session_id == session_id
     if owner is not None:
@@ -210,10 +213,7 @@ _OWNER = bindparam("owner", type_=Text())
 
 @functools.cache
 def _session_summary(*, owned: bool) -> Select[Any]:
-    where = [chat_sessions.c.session_id == _SESSION_ID]
-    if owned:
-        where.append(chat_sessions.c.user_id == _OWNER)
-    return select(*SUMMARY_COLUMNS).where(*where)
+    return select(*SUMMARY_COLUMNS).where(_session_is(_SESSION_ID, _OWNER if owned else None))
 
 
 async def get_session_summary(
