@@ -16,6 +16,7 @@ from typing import Any
 import jwt
 
 from app.core.config import Settings
+from app.core.domain import unstorable_reason
 
 logger = logging.getLogger(__name__)
 
@@ -96,9 +97,10 @@ class TokenVerifier:
         subject = claims.get("sub")
         if not isinstance(subject, str) or not subject:
             raise InvalidToken("the sub claim is not a non-empty string")
-        if not _storable(subject):
+        reason = unstorable_reason(subject)
+        if reason is not None:
             # It becomes user_id in the database, which could not store it.
-            raise InvalidToken("the sub claim holds NUL or an unpaired surrogate")
+            raise InvalidToken(f"the sub claim {reason}")
         role = claims.get("role")
         return VerifiedToken(
             subject=subject, role=role if isinstance(role, str) else None, claims=claims
@@ -133,15 +135,3 @@ class TokenVerifier:
         if key is None:
             raise InvalidToken(f"unknown signing key {kid!r}")
         return key
-
-
-def _storable(text: str) -> bool:
-    """Whether both databases can store `text`: no NUL, and valid UTF-8 (JSON escapes can
-    carry unpaired surrogates)."""
-    if "\x00" in text:
-        return False
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        return False
-    return True

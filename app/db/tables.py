@@ -18,9 +18,8 @@ from sqlalchemy import (
     text,
 )
 
+from app.core.domain import MESSAGE_ROLES
 from app.db.types import JSONDocument, SearchDocument, UTCDateTime, empty_json, utc_now
-
-MESSAGE_ROLES = ("user", "assistant", "system")
 
 metadata = MetaData(
     naming_convention={

@@ -15,9 +15,9 @@ from pydantic import (
 )
 
 from app.core.config import get_settings
+from app.core.domain import USER_ID_MAX_CHARS, Role, unstorable_reason
 
 SESSION_ID_PATTERN = r"^[A-Za-z0-9_-]{1,128}$"
-USER_ID_MAX_CHARS = 255
 TITLE_MAX_CHARS = 200
 
 # The validators' rules, stated in the JSON Schema so that clients (and schema-driven fuzzers) can
@@ -46,16 +46,9 @@ UTCTimestamp = Annotated[
 
 
 def _storable(value: str) -> str:
-    """Reject text one of the databases cannot store, so both behave the same.
-
-    PostgreSQL refuses NUL in text; lone surrogates (legal in JSON escapes) are not UTF-8.
-    """
-    if "\x00" in value:
-        raise ValueError("must not contain NUL (\\u0000) characters")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError("must be valid Unicode text (no unpaired surrogates)") from None
+    reason = unstorable_reason(value)
+    if reason is not None:
+        raise ValueError(reason)
     return value
 
 
@@ -96,8 +89,8 @@ UserId = Annotated[
     AfterValidator(_storable),
     Field(
         description=(
-            "The user the session belongs to: 1 to 255 characters; no NUL characters or "
-            "unpaired surrogates."
+            f"The user the session belongs to: 1 to {USER_ID_MAX_CHARS} characters; no NUL "
+            "characters or unpaired surrogates."
         ),
         json_schema_extra={"pattern": NO_NUL_PATTERN},
     ),
@@ -248,7 +241,7 @@ class ChatMessage(BaseResponse):
 
     id: uuid.UUID
     seq: int = Field(description="Position in the session, from 1, gap-free.")
-    role: Literal["user", "assistant", "system"]
+    role: Role
     content: str
     metadata: dict[str, Any]
     created_at: UTCTimestamp

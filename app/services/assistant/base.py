@@ -4,7 +4,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-Role = Literal["user", "assistant", "system"]
+from app.core.domain import Role
 
 
 @dataclass(frozen=True, slots=True)

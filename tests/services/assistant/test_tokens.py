@@ -11,8 +11,8 @@ import pytest
 import tiktoken
 import tiktoken.registry
 
+from app.core.domain import Role
 from app.services.assistant import Turn
-from app.services.assistant.base import Role
 from app.services.assistant.tokens import (
     ESTIMATE_MARGIN,
     MESSAGE_OVERHEAD_TOKENS,

@@ -1,0 +1,34 @@
+"""Rules of the chat domain that several layers enforce: who may write a message, and what
+text a user id and stored fields may hold. Each is defined here once."""
+
+from typing import Final, Literal, get_args
+
+Role = Literal["user", "assistant", "system"]
+MESSAGE_ROLES: Final[tuple[Role, ...]] = get_args(Role)
+
+# A user id comes from a request body, a query or a token's `sub`: the same limit for all.
+USER_ID_MAX_CHARS: Final = 255
+
+
+def unstorable_reason(text: str) -> str | None:
+    """Why one of the databases cannot store `text` (None: both can), so both behave the same.
+
+    PostgreSQL refuses NUL in text; lone surrogates (legal in JSON escapes) are not UTF-8.
+    """
+    if "\x00" in text:
+        return "must not contain NUL (\\u0000) characters"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "must be valid Unicode text (no unpaired surrogates)"
+    return None
+
+
+def user_id_problem(user_id: str) -> str | None:
+    """Why `user_id` cannot be a user id (None: it can): 1 to USER_ID_MAX_CHARS storable
+    characters."""
+    if not user_id:
+        return "must not be empty"
+    if len(user_id) > USER_ID_MAX_CHARS:
+        return f"must be at most {USER_ID_MAX_CHARS} characters (got {len(user_id)})"
+    return unstorable_reason(user_id)
