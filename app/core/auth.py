@@ -16,7 +16,7 @@ from typing import Any
 import jwt
 
 from app.core.config import Settings
-from app.core.domain import unstorable_reason
+from app.core.domain import user_id_problem
 
 logger = logging.getLogger(__name__)
 
@@ -95,12 +95,12 @@ class TokenVerifier:
             # TypeError/ValueError: key material that does not fit the algorithm.
             raise InvalidToken(f"rejected token: {exc!r}") from exc
         subject = claims.get("sub")
-        if not isinstance(subject, str) or not subject:
-            raise InvalidToken("the sub claim is not a non-empty string")
-        reason = unstorable_reason(subject)
-        if reason is not None:
-            # It becomes user_id in the database, which could not store it.
-            raise InvalidToken(f"the sub claim {reason}")
+        if not isinstance(subject, str):
+            raise InvalidToken("the sub claim is not a string")
+        # It becomes the caller's user_id: a sub that could not be one is no identity here.
+        problem = user_id_problem(subject)
+        if problem is not None:
+            raise InvalidToken(f"the sub claim {problem}")
         role = claims.get("role")
         return VerifiedToken(
             subject=subject, role=role if isinstance(role, str) else None, claims=claims

@@ -11,6 +11,7 @@ import jwt
 import pytest
 from sqlalchemy import select
 
+from app.core.domain import USER_ID_MAX_CHARS
 from app.db.engine import Database
 from app.db.tables import chat_sessions
 from app.main import create_app
@@ -49,6 +50,11 @@ UNAUTHENTICATED: dict[str, Callable[[Jwks], Headers]] = {
     # (h11 refuses to send "Bearer " with its trailing space.)
     "empty bearer": lambda jwks: {"Authorization": "Bearer"},
     "token without scheme": lambda jwks: {"Authorization": hs256_token("alice")},
+    # Valid in every other way, but no user id can be that long.
+    "sub over 255 characters": lambda jwks: bearer(hs256_token("u" * (USER_ID_MAX_CHARS + 1))),
+    "service sub over 255": lambda jwks: bearer(
+        jwks.rs256.token("s" * (USER_ID_MAX_CHARS + 1), role="service_role")
+    ),
 }
 
 

@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives import serialization
 
 from app.core.auth import InvalidToken, SigningKeysUnavailable, TokenVerifier
 from app.core.config import Settings
+from app.core.domain import USER_ID_MAX_CHARS
 from tests.tokens import (
     AUDIENCE,
     ISSUER,
@@ -140,6 +141,14 @@ def hooked_jwks(keys: list[SigningKey], before_answer: Callable[[], None]) -> It
 # --- Valid tokens -------------------------------------------------------------------------
 
 
+async def test_a_sub_as_long_as_a_user_id_may_be_verifies() -> None:
+    subject = "u" * USER_ID_MAX_CHARS
+
+    token = await verifier(secret=JWT_SECRET).verify(hs256_token(subject))
+
+    assert token.subject == subject
+
+
 async def test_hs256_token_verifies() -> None:
     token = await verifier(secret=JWT_SECRET).verify(hs256_token("alice"))
 
@@ -236,6 +245,7 @@ REJECTED_BY_SECRET_VERIFIER: dict[str, Callable[[], str]] = {
     "empty sub": lambda: hs256_token(""),
     "sub with NUL": lambda: hs256_token("ali\x00ce"),
     "sub with an unpaired surrogate": lambda: hs256_token("ali\ud800ce"),
+    "sub longer than a user id": lambda: hs256_token("u" * (USER_ID_MAX_CHARS + 1)),
     "non-string sub": lambda: jwt.encode({**claims_for("x"), "sub": 42}, JWT_SECRET, "HS256"),
     "alg none": lambda: unsigned_token(claims_for("alice")),
     "alg none with a signature": lambda: unsigned_token(claims_for("alice")) + "c2lnbmF0dXJl",
