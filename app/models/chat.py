@@ -136,7 +136,19 @@ class BaseResponse(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
 
-class ChatRequest(BaseModel):
+class RequestBody(BaseModel):
+    """Base of every request body: JSON types are taken as they are.
+
+    Strict mode refuses what lax mode would convert: `"yes"`, `"true"`, `1` or `1.0` for a
+    boolean (a client sending those has a bug, and guessing what it meant would hide it).
+    Every field is a string or a boolean, whose JSON types strict mode takes as they are.
+    Query parameters are strings on the wire and stay lax.
+    """
+
+    model_config = ConfigDict(strict=True)
+
+
+class ChatRequest(RequestBody):
     model_config = ConfigDict(extra="ignore")
 
     message: MessageText
@@ -207,7 +219,7 @@ def _without_null(schema: dict[str, Any]) -> None:
     schema.pop("default", None)
 
 
-class SessionUpdate(BaseModel):
+class SessionUpdate(RequestBody):
     """Rename, pin or archive a session; fields left out stay as they are."""
 
     # At least one field; null is not a value (the schema says so, and the validator agrees).

@@ -7,7 +7,15 @@ import httpx
 import pytest
 
 from app.db.engine import Database
-from tests.api.helpers import CHAT, SESSIONS, STREAM, count_rows, get_session, send
+from tests.api.helpers import (
+    CHAT,
+    SESSIONS,
+    STREAM,
+    count_rows,
+    get_session,
+    send,
+    session_url,
+)
 
 ENDPOINTS = [pytest.param(CHAT, id="chat"), pytest.param(STREAM, id="stream")]
 
@@ -50,6 +58,9 @@ INVALID_BODIES = [
     pytest.param(_json({"message": "hi", "user_id": "u" * 256}), "user_id", id="256-uid"),
     pytest.param(_json({"message": "hi", "user_id": ""}), "user_id", id="empty-uid"),
     pytest.param(_json({"message": "hi", "user_id": "a\u0000"}), "user_id", id="nul-uid"),
+    pytest.param(_json({"message": "hi", "user_id": 7}), "user_id", id="number-uid"),
+    pytest.param(_json({"message": True}), "message", id="boolean-message"),
+    pytest.param(_json({"message": "hi", "session_id": False}), "session_id", id="boolean-sid"),
     pytest.param(_json(["message", "hi"]), None, id="list-body"),
     pytest.param(_json("hi"), None, id="string-body"),
     pytest.param(b"null", None, id="null-body"),
@@ -178,3 +189,38 @@ async def test_unknown_body_fields_are_ignored(client: httpx.AsyncClient) -> Non
 
     assert response.status_code == 200
     assert (await get_session(client, "s"))["message_count"] == 2
+
+
+# Values a lax parser would turn into a boolean (Pydantic's lax mode takes all of these).
+COERCIBLE_TO_BOOL = ["yes", "no", "true", "false", "on", "off", "1", "0", 1, 0, 1.0, 0.0]
+BOOLEAN_BODY_FIELDS = ["pinned", "archived"]
+
+
+@pytest.mark.parametrize("value", COERCIBLE_TO_BOOL, ids=repr)
+@pytest.mark.parametrize("field", BOOLEAN_BODY_FIELDS)
+async def test_a_boolean_body_field_takes_only_json_booleans(
+    client: httpx.AsyncClient, field: str, value: object
+) -> None:
+    await send(client, "hi", session_id="s")
+    before = await get_session(client, "s")
+
+    response = await client.patch(session_url("s"), json={field: value})
+
+    assert response.status_code == 422, response.text
+    [error] = response.json()["detail"]
+    assert error["loc"] == ["body", field]
+    assert error["msg"] == "Input should be a valid boolean"
+    assert await get_session(client, "s") == before
+
+
+@pytest.mark.parametrize("field", BOOLEAN_BODY_FIELDS)
+async def test_a_boolean_body_field_takes_true_and_false(
+    client: httpx.AsyncClient, field: str
+) -> None:
+    await send(client, "hi", session_id="s")
+
+    on = await client.patch(session_url("s"), json={field: True})
+    off = await client.patch(session_url("s"), json={field: False})
+
+    assert (on.status_code, off.status_code) == (200, 200), (on.text, off.text)
+    assert (on.json()[field], off.json()[field]) == (True, False)
