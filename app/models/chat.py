@@ -16,6 +16,7 @@ from pydantic import (
 
 from app.core.config import get_settings
 from app.core.domain import USER_ID_MAX_CHARS, Role, unstorable_reason
+from app.services.text import make_chosen_title
 
 SESSION_ID_PATTERN = r"^[A-Za-z0-9_-]{1,128}$"
 TITLE_MAX_CHARS = 200
@@ -112,10 +113,12 @@ MessageText = Annotated[
 
 
 def _single_line(value: str) -> str:
-    collapsed = " ".join(value.split())
-    if not collapsed:
+    if not value.split():
         raise ValueError("must not be empty or only whitespace")
-    return collapsed
+    # The automatic title's rules, so that no title carries bidi controls past its end. Text
+    # with nothing visible is valid here (the schema cannot tell visible from not) and reads
+    # as an untitled session.
+    return make_chosen_title(value)
 
 
 SessionTitle = Annotated[
@@ -124,7 +127,10 @@ SessionTitle = Annotated[
     AfterValidator(_storable),
     AfterValidator(_single_line),
     Field(
-        description=f"A title chosen by the user: 1 to {TITLE_MAX_CHARS} characters.",
+        description=(
+            f"A title chosen by the user: 1 to {TITLE_MAX_CHARS} characters. Stored on one "
+            "line, without bidirectional controls, as automatic titles are."
+        ),
         json_schema_extra={"pattern": MESSAGE_PATTERN},
     ),
 ]

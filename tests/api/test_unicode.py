@@ -1,11 +1,19 @@
-"""Text round-trips unchanged on both databases; titles and previews never split a character."""
+"""Text round-trips unchanged on both databases; titles and previews never split a character
+and show only what is visible."""
+
+import asyncio
+import uuid
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 import httpx
 import pytest
 import regex
+from hypothesis import HealthCheck, given, settings
 
 from app.db.engine import Database
-from app.services.text import make_preview, make_title
+from app.db.queries import UNTITLED
+from app.services.text import LABEL_MAX_CLUSTER_CHARS, make_preview, make_title
 from tests.api.helpers import (
     CHAT,
     assert_stream_succeeded,
@@ -13,13 +21,18 @@ from tests.api.helpers import (
     list_sessions,
     send,
     send_stream,
+    session_url,
     stored_messages,
 )
+from tests.labels import INVISIBLE, has_visible, label_texts, zalgo
+
+T = TypeVar("T")
 
 FAMILY = "\U0001f468\u200d\U0001f469\u200d\U0001f467\u200d\U0001f466"  # 7 code points
 WOMAN_TECHNOLOGIST = "\U0001f469\u200d\U0001f4bb"
 FLAG_FR = "\U0001f1eb\U0001f1f7"
 E_ACUTE_COMBINING = "e\u0301"
+SHALOM = "\u05e9\u05dc\u05d5\u05dd"
 
 TEXTS = [
     pytest.param("Emoji \U0001f600\U0001f389\U0001f680 and \U00010348 (Gothic)", id="4-byte"),
@@ -141,3 +154,92 @@ async def test_last_message_never_splits_a_grapheme_cluster(client: httpx.AsyncC
     assert last == 'You said: "' + "b" * 84 + "..."
     assert last == make_preview(data["response"])
     _assert_cut_between_graphemes(data["response"], last)
+
+
+# --- Labels show only what is visible (app/services/text.py) ------------------------------
+
+
+@pytest.mark.parametrize(
+    ("message", "title"),
+    [
+        pytest.param(zalgo(160), zalgo(160)[:LABEL_MAX_CLUSTER_CHARS], id="zalgo"),
+        pytest.param(
+            zalgo(160) + " and the question",
+            zalgo(160)[:LABEL_MAX_CLUSTER_CHARS] + " and the question",
+            id="zalgo-then-words",
+        ),
+        pytest.param("\u202eevil.exe " * 10, ("evil.exe " * 6)[:47] + "...", id="rlo-cut"),
+        pytest.param(
+            "\u2067\u05e9\u05dc\u05d5\u05dd\u2069 hi", "\u05e9\u05dc\u05d5\u05dd hi", id="rli"
+        ),
+        pytest.param("\u200b\u202e \u0301\ufe0f\u2800\u3164", UNTITLED, id="nothing-visible"),
+        pytest.param("".join(INVISIBLE), UNTITLED, id="every-invisible-kind"),
+    ],
+)
+async def test_title_and_last_message_show_only_what_is_visible(
+    client: httpx.AsyncClient, database: Database, message: str, title: str
+) -> None:
+    data = await send(client, message, session_id="s")
+
+    session = await get_session(client, "s")
+    [listed] = (await list_sessions(client))["sessions"]
+    assert session["title"] == listed["title"] == title
+    # The echo reply quotes the message, controls and all: the preview leaves them out.
+    assert session["last_message"] == listed["last_message"] == make_preview(data["response"])
+    assert not regex.search(r"\p{Bidi_Control}", session["last_message"])
+    [row, _] = await stored_messages(database, "s")
+    assert row["content"] == session["messages"][0]["content"] == message
+
+
+@pytest.mark.parametrize(
+    ("chosen", "title"),
+    [
+        pytest.param("\u202eevil.exe", "evil.exe", id="rlo"),
+        pytest.param(
+            "Plans \u2067\u05e9\u05dc\u05d5\u05dd\u2069", "Plans \u05e9\u05dc\u05d5\u05dd", id="rli"
+        ),
+        pytest.param("\u200b\u0301", UNTITLED, id="nothing-visible"),
+        pytest.param(zalgo(190), zalgo(190)[:LABEL_MAX_CLUSTER_CHARS], id="zalgo"),
+    ],
+)
+async def test_a_title_set_by_hand_follows_the_same_rules(
+    client: httpx.AsyncClient, chosen: str, title: str
+) -> None:
+    await send(client, "hello", session_id="s")
+
+    response = await client.patch(session_url("s"), json={"title": chosen})
+
+    assert response.status_code == 200, response.text
+    assert response.json()["title"] == title
+    assert (await get_session(client, "s"))["title"] == title
+
+
+async def test_any_first_message_round_trips_and_labels_as_the_service_makes_them(
+    client: httpx.AsyncClient,
+) -> None:
+    """Through the API, on both databases: the message is stored as sent, and its labels are
+    what make_title and make_preview give, which show what is visible and no bidi control."""
+    loop = asyncio.get_running_loop()
+
+    def call(request: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(request, loop).result()
+
+    @settings(
+        max_examples=30,
+        deadline=None,
+        derandomize=True,
+        suppress_health_check=[HealthCheck.too_slow],
+    )
+    @given(message=label_texts.filter(lambda text: text.strip()))
+    def check(message: str) -> None:
+        session_id = uuid.uuid4().hex
+        data = call(send(client, message, session_id=session_id))
+        session = call(get_session(client, session_id))
+
+        assert session["messages"][0]["content"] == message
+        assert session["title"] == make_title(message)
+        assert session["last_message"] == make_preview(data["response"])
+        assert not regex.search(r"\p{Bidi_Control}", session["title"] + session["last_message"])
+        assert (session["title"] == UNTITLED) == (not has_visible(message))
+
+    await asyncio.to_thread(check)
