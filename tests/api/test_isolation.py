@@ -371,6 +371,42 @@ async def test_bob_cannot_create_a_session_under_an_id_alice_chose(
     assert await messages_containing(world.database, "bob takes over") == 0
 
 
+@pytest.mark.parametrize("key", [k for k in keys("session") if MATRIX[k].creates_missing])
+async def test_sending_to_a_chosen_id_tells_whether_another_user_has_it(
+    world: World, key: tuple[str, str]
+) -> None:
+    """What the README states under Security: sending is the one way to tell a session id
+    someone else uses (404, nothing written) from a free one (200, a new session of the
+    sender's), which is why client-chosen ids should be random. Reading cannot tell them apart."""
+    await world.client.post(
+        CHAT,
+        json={"message": "alice's plans", "session_id": "guessable-1"},
+        headers=world.headers("owner"),
+    )
+
+    taken = await world.call(key, "other-user", "guessable-1", "bob probes")
+    free = await world.call(key, "other-user", "guessable-2", "bob probes")
+    await world.settled()
+
+    assert taken.status_code == 404, taken.text
+    assert free.status_code == 200, free.text
+    assert served_session_id(free) == "guessable-2"
+    as_bob = await world.client.get(session_url("guessable-2"), headers=world.headers("other-user"))
+    assert as_bob.json()["messages"][0]["content"] == "bob probes"
+    alices = (await world.detail("guessable-1")).json()
+    assert alices["messages"][0]["content"] == "alice's plans"
+    assert alices["message_count"] == 2
+    # Reading the taken id and a never-used one answers the same.
+    read_taken = await world.client.get(
+        session_url("guessable-1"), headers=world.headers("other-user")
+    )
+    read_unused = await world.client.get(
+        session_url("guessable-3"), headers=world.headers("other-user")
+    )
+    assert read_taken.status_code == read_unused.status_code == 404
+    assert read_taken.content == read_unused.content
+
+
 async def test_after_all_of_bobs_attempts_alices_session_is_unchanged(world: World) -> None:
     alices = world.sessions[ALICE]
     before = await world.detail(alices)

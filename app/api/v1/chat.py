@@ -74,7 +74,8 @@ async def chat(
 ) -> ChatResponse:
     """Creates the session on its first message; saves the message and the reply.
 
-    Continuing a session that is not the caller's answers 404, as if it did not exist.
+    A `session_id` that another user has answers 404 and writes nothing; one nobody has is
+    created. Choose random ids (UUIDs): a 404 shows that an id is taken.
     """
     return await chat_service.process_chat(
         db, assistant, caller, body, history_max_messages=settings.history_max_messages
