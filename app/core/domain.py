@@ -1,5 +1,5 @@
-"""Rules of the chat domain that several layers enforce: who may write a message, and what
-text a user id and stored fields may hold. Each is defined here once."""
+"""Rules of the chat domain that several layers enforce, each defined here once: the roles a
+message can have, and what text a user id and a stored field may hold."""
 
 from typing import Final, Literal, get_args
 

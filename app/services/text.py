@@ -4,13 +4,12 @@ search snippets.
 A label is made of the text's grapheme clusters, with four rules on top of the length cut:
 - whitespace runs (newlines too) become one space, and the ends are trimmed;
 - bidirectional controls (U+202A to U+202E, U+2066 to U+2069, U+200E, U+200F, U+061C) are
-  dropped.
-  A label is shown next to other text (a list, a window title, a notification), so an override
-  or embedding left open would reorder what follows it, and cutting the text can leave one
-  open; closing them at the cut would still let a label spoof its own text (U+202E shows
-  `gnp.exe` as `exe.png`). Messages keep them: only labels drop them. Right-to-left text
-  needs none to show in order, as long as a client shows each label isolated (`<bdi>` or
-  `dir="auto"`), which takes its direction from its first letter;
+  dropped, rather than closed at the cut. A label is shown next to other text (a list, a
+  window title, a notification), where an override or embedding left open reorders what
+  follows it, and a cut can leave one open; closed, they would still let a label disguise its
+  own text (U+202E shows `gnp.exe` as `exe.png`). An isolate around right-to-left words does
+  carry meaning in running text, but a one-line label is best shown isolated whole (`<bdi>` or
+  `dir="auto"`), which orders it by its first letter. Messages keep every control;
 - what draws nothing (zero-width spaces, lone combining marks or variation selectors, format
   and control characters, fillers) is dropped;
 - a cluster keeps at most its first LABEL_MAX_CLUSTER_CHARS code points, without an ellipsis:
@@ -27,8 +26,8 @@ from app.db.queries import UNTITLED
 TITLE_MAX_CHARS = 50
 PREVIEW_MAX_CHARS = 100
 ELLIPSIS = "..."
-# The longest emoji sequences are 10 code points (a kiss with two skin tones), and letters of
-# real scripts with their marks, Indic conjuncts included, are shorter than 12.
+# The longest emoji sequences are 10 code points (a kiss with two skin tones); a letter of a
+# real script with its marks, an Indic conjunct included, is almost always shorter.
 LABEL_MAX_CLUSTER_CHARS = 12
 
 _WHITESPACE_RUN = regex.compile(r"\s+")
