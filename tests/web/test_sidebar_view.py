@@ -328,3 +328,15 @@ async def ids_in_order(page: Page) -> list[str]:
         "items => items.map(item => item.dataset.sessionId)"
     )
     return ids
+
+
+async def test_a_right_to_left_title_is_isolated_and_shows_no_controls(
+    page: Page, web: WebApp
+) -> None:
+    await page.goto("/")
+    # An override that would flip the rest of the line if it leaked out of the title.
+    await send(page, "\u202eexe.png invoice")
+    await expect(replies(page)).to_have_attribute("data-status", "complete")
+    title = session_items(page).first.locator(".session-title")
+    await expect(title).to_have_attribute("dir", "auto")
+    await expect(title).to_have_text("exe.png invoice")

@@ -169,10 +169,10 @@ export class Sidebar {
   /** A message was just sent in `sessionId`: it moves to the top at once. */
   touch(sessionId, message) {
     const known = this.find(sessionId);
-    const preview = message.replace(/\s+/g, ' ').trim();
+    const preview = visibleText(message);
     this.apply({
       session_id: sessionId,
-      title: known?.title ?? shorten(preview, 50),
+      title: known?.title ?? (shorten(preview, 50) || 'New chat'),
       last_message: shorten(preview, 100),
       message_count: (known?.message_count ?? 0) + 1,
       created_at: known?.created_at ?? new Date().toISOString(),
@@ -310,8 +310,9 @@ export class Sidebar {
           this.callbacks.open(id);
         },
       },
-      h('span', { class: 'session-title' }, highlighted(session.title, words)),
-      session.snippet ? h('span', { class: 'session-snippet', id: snippetId }, highlighted(session.snippet, words)) : null,
+      // dir="auto": a right-to-left title is laid out on its own, never reordering its neighbours.
+      h('span', { class: 'session-title', dir: 'auto' }, highlighted(session.title, words)),
+      session.snippet ? h('span', { class: 'session-snippet', id: snippetId, dir: 'auto' }, highlighted(session.snippet, words)) : null,
     );
     const actions = h(
       'button',
@@ -466,8 +467,20 @@ export class Sidebar {
   }
 }
 
-/** Cuts `text` to `max` characters (whole code points) with "...", as the server does. */
+/** The text as a one-line label shows it until the server's own label arrives: format and
+ * bidi control characters left out (app/services/text.py has the full rule), spaces collapsed. */
+function visibleText(text) {
+  return text.replace(/\p{Cf}+/gu, '').replace(/\s+/g, ' ').trim();
+}
+
+/** Cuts `text` to `max` characters with "...", never inside a grapheme cluster. */
 function shorten(text, max) {
-  const chars = [...text];
-  return chars.length <= max ? text : `${chars.slice(0, max - 3).join('')}...`;
+  const graphemes = [...new Intl.Segmenter().segment(text)].map((part) => part.segment);
+  if ([...text].length <= max) return text;
+  let kept = '';
+  for (const grapheme of graphemes) {
+    if ([...kept].length + [...grapheme].length > max - 3) break;
+    kept += grapheme;
+  }
+  return `${kept}...`;
 }
