@@ -1,7 +1,9 @@
 """Rate limits on sending messages and the request body size limit, over HTTP."""
 
+import asyncio
 import json
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -26,7 +28,7 @@ from tests.api.helpers import (
     session_url,
 )
 from tests.conftest import make_settings, serve
-from tests.services.test_rate_limit import require_redis
+from tests.redis_helpers import empty_redis_database
 from tests.tokens import ISSUER, JWT_SECRET, hs256_token
 
 LIMIT = "2/minute"
@@ -78,7 +80,7 @@ def assert_rate_limited(response: httpx.Response) -> int:
 
 @pytest.fixture
 async def redis_url() -> str:
-    return await require_redis()
+    return await empty_redis_database(14)
 
 
 # --- Defaults and settings ----------------------------------------------------------------
@@ -303,6 +305,33 @@ async def test_unreachable_redis_does_not_stop_the_chat(
             assert response.status_code == 200, response.text
 
     assert await count_rows(database) == (2, 4)
+
+
+# --- Rate limits: bursts -----------------------------------------------------------------
+
+BURST_RATES = "10/minute;100/hour"
+
+
+@pytest.mark.parametrize("store", ["memory", "redis"])
+async def test_a_burst_gets_exactly_the_allowed_number_through(
+    settings: Settings, database: Database, store: str
+) -> None:
+    shared = await empty_redis_database(14) if store == "redis" else None
+    app = create_app(auth_settings(settings, rate_limit_messages=BURST_RATES, redis_url=shared))
+    async with serve(app) as live:
+        responses = await asyncio.gather(
+            *(post_message(live.client, "alice", f"message {i}") for i in range(40))
+        )
+        statuses = Counter(response.status_code for response in responses)
+        assert statuses == {200: 10, 429: 30}, statuses
+        for response in responses:
+            if response.status_code == 429:
+                assert_rate_limited(response)
+        # The refused messages took no room: another burst is still refused whole.
+        again = await asyncio.gather(*(post_message(live.client, "alice") for _ in range(5)))
+        assert [response.status_code for response in again] == [429] * 5
+
+    assert await count_rows(database) == (10, 20)
 
 
 # --- Request body size --------------------------------------------------------------------
