@@ -307,7 +307,7 @@ async def test_unreachable_redis_does_not_stop_the_chat(
     assert await count_rows(database) == (2, 4)
 
 
-# --- Rate limits: bursts -----------------------------------------------------------------
+# --- Rate limits: bursts and requests that are refused anyway ----------------------------
 
 BURST_RATES = "10/minute;100/hour"
 
@@ -332,6 +332,35 @@ async def test_a_burst_gets_exactly_the_allowed_number_through(
         assert [response.status_code for response in again] == [429] * 5
 
     assert await count_rows(database) == (10, 20)
+
+
+INVALID_BODIES: list[Json] = [
+    {"message": ""},
+    {"message": "   "},
+    {},
+    {"message": "hello", "session_id": "not a valid id!"},
+]
+
+
+@pytest.mark.parametrize("store", ["memory", "redis"])
+@pytest.mark.parametrize("url", [CHAT, STREAM])
+async def test_invalid_requests_use_no_room(
+    settings: Settings, database: Database, store: str, url: str
+) -> None:
+    shared = await empty_redis_database(14) if store == "redis" else None
+    app = create_app(auth_settings(settings, rate_limit_messages=LIMIT, redis_url=shared))
+    async with serve(app) as live:
+        for _ in range(10):
+            for body in INVALID_BODIES:
+                response = await live.client.post(url, json=body, headers=bearer("alice"))
+                assert response.status_code == 422, response.text
+        for index in range(2):
+            response = await post_message(live.client, "alice", f"valid {index}", url=url)
+            assert response.status_code == 200, response.text
+        assert_rate_limited(await post_message(live.client, "alice", url=url))
+        await app.state.reply_tasks.wait_idle()
+
+    assert await count_rows(database) == (2, 4)
 
 
 # --- Request body size --------------------------------------------------------------------
