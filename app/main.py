@@ -55,7 +55,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.reply_tasks = reply_tasks
         app.state.token_verifier = TokenVerifier(settings) if settings.auth_enabled else None
         rate_limiter = (
-            MessageRateLimiter(settings.rate_limit_messages, settings.redis_url)
+            MessageRateLimiter(
+                settings.rate_limit_messages,
+                settings.redis_url,
+                redis_retry_seconds=settings.rate_limit_redis_retry_seconds,
+            )
             if settings.rate_limit_active
             else None
         )

@@ -9,10 +9,12 @@ counting is one atomic step per message: in process it runs without awaiting any
 Redis it is one Lua script. A refusal carries when the windows that are full will all have
 room again (Retry-After).
 
-If Redis fails, the message is let through (and logged): an outage of the limiter must not
-become an outage of the chat.
+With Redis unreachable, messages are limited in this process's memory instead (each replica
+then allows the full rate on its own), and Redis is not contacted again until a background
+probe finds it answering, retried every `redis_retry_seconds`.
 """
 
+import asyncio
 import itertools
 import logging
 import math
@@ -170,14 +172,26 @@ class MessageRateLimiter:
     """Counts messages per key (a user id, or a client address in open mode) over the moving
     windows of `rates`, e.g. "30/minute;500/hour", in process or in Redis at `redis_url`."""
 
-    def __init__(self, rates: str, redis_url: str | None, *, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        rates: str,
+        redis_url: str | None,
+        *,
+        redis_retry_seconds: float = 10.0,
+        clock: Clock | None = None,
+    ) -> None:
         """`clock`: the time for tests; by default this process's, and Redis's own for the
         windows in Redis."""
         self.limits: list[RateLimitItem] = parse_many(rates)
         self._fixed_clock = clock
         self._clock = clock or time.time
+        # The store in process mode; the fallback while Redis is unreachable in shared mode.
         self._memory = MemoryWindows()
         self._redis = RedisWindows(redis_url) if redis_url else None
+        self._redis_retry_seconds = redis_retry_seconds
+        # While Redis is considered down: when to probe it next.
+        self._redis_retry_at: float | None = None
+        self._probe: asyncio.Task[None] | None = None
 
     async def hit(self, key: str) -> None:
         """Count one message for `key`, or raise `RateLimited` if a window is full."""
@@ -189,16 +203,52 @@ class MessageRateLimiter:
         if decision.refused_until is not None:
             raise RateLimited(math.ceil(decision.refused_until - decision.at))
 
+    @property
+    def probe(self) -> asyncio.Task[None] | None:
+        """The background check of whether Redis answers again, while one runs."""
+        return self._probe
+
     async def aclose(self) -> None:
+        if self._probe is not None:
+            self._probe.cancel()
+            await asyncio.gather(self._probe, return_exceptions=True)
         if self._redis is not None:
             self._redis.close()
 
     async def _acquire(self, windows: Sequence[Window]) -> Decision:
         if self._redis is None:
             return self._memory.acquire(windows, self._clock())
+        if self._redis_retry_at is not None:
+            if self._clock() >= self._redis_retry_at and self._probe is None:
+                self._probe = asyncio.create_task(self._probe_redis(self._redis))
+            return self._memory.acquire(windows, self._clock())
         try:
             now = None if self._fixed_clock is None else self._fixed_clock()
             return await self._redis.acquire(windows, now)
         except Exception as exc:
-            logger.warning("rate limiter storage failed, letting the message through: %r", exc)
-            return Decision(self._clock(), None)
+            # Whatever Redis's failure, an outage of the limiter must not become an outage of
+            # the chat, nor lift the limit.
+            self._redis_down(exc)
+            return self._memory.acquire(windows, self._clock())
+
+    def _redis_down(self, exc: Exception) -> None:
+        if self._redis_retry_at is not None:
+            return  # concurrent messages failing with it: the outage is logged already
+        self._redis_retry_at = self._clock() + self._redis_retry_seconds
+        logger.warning(
+            "rate limiter: Redis failed (%r); limiting in this process's memory until it "
+            "answers again (checked every %g s)",
+            exc,
+            self._redis_retry_seconds,
+        )
+
+    async def _probe_redis(self, redis: RedisWindows) -> None:
+        try:
+            await redis.ping()
+        except Exception:
+            self._redis_retry_at = self._clock() + self._redis_retry_seconds
+        else:
+            self._redis_retry_at = None
+            logger.warning("rate limiter: Redis answers again; the limit is shared again")
+        finally:
+            self._probe = None

@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import logging
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -293,17 +294,25 @@ async def test_in_process_limits_are_per_replica(settings: Settings, database: D
     assert await count_rows(database) == (2, 4)
 
 
-async def test_unreachable_redis_does_not_stop_the_chat(
-    settings: Settings, database: Database
+async def test_unreachable_redis_limits_in_process_memory_and_warns_once(
+    settings: Settings, database: Database, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """An outage of the limiter's store does not stop the chat, nor lift the limit: each
+    process then limits on its own."""
     app = create_app(
         auth_settings(settings, rate_limit_messages="1/minute", redis_url="redis://127.0.0.1:1/0")
     )
-    async with serve(app) as live:
-        for _ in range(2):
+    with caplog.at_level(logging.WARNING, logger="app.services.rate_limit"):
+        async with serve(app) as live:
             response = await post_message(live.client, "alice")
             assert response.status_code == 200, response.text
+            for _ in range(3):
+                assert_rate_limited(await post_message(live.client, "alice"))
+            response = await post_message(live.client, "bob")
+            assert response.status_code == 200, response.text
 
+    warnings = [r for r in caplog.records if r.name == "app.services.rate_limit"]
+    assert len(warnings) == 1, caplog.text
     assert await count_rows(database) == (2, 4)
 
 

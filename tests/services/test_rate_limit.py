@@ -1,10 +1,12 @@
 """MessageRateLimiter: moving windows per key, in process or shared through Redis.
 
 Every test of the rule runs on both stores, with the same clock set by hand: they must behave
-the same. Redis is the real one (database 13).
+the same. Redis is the real one (database 13), reached directly or through a `RedisDoor` that
+the test opens and closes.
 """
 
 import asyncio
+import logging
 import uuid
 from collections.abc import AsyncIterator, Callable
 
@@ -13,7 +15,11 @@ import pytest
 from app.core.config import Settings
 from app.core.errors import RateLimited
 from app.services.rate_limit import MessageRateLimiter
-from tests.redis_helpers import empty_redis_database, stored_lists
+from tests.redis_helpers import REDIS_HOST, REDIS_PORT, empty_redis_database, stored_lists
+from tests.service_process import free_port
+
+LOGGER = "app.services.rate_limit"
+RETRY_SECONDS = 10.0
 
 
 def new_key() -> str:
@@ -266,3 +272,163 @@ async def test_bursts_at_two_replicas_at_once_get_exactly_the_limit_through(
         f"LIMITS:LIMITER/chat-messages/{key}/100/1/hour",
     ]
     assert [len(times) for times in lists.values()] == [10, 10]
+
+
+# --- Redis unreachable --------------------------------------------------------------------
+
+
+class RedisDoor:
+    """A loopback port in front of the test Redis: closed, nothing listens on it (an
+    unreachable Redis); open, it forwards to Redis and counts the connections it accepts."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.connections = 0
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/13"
+
+    async def open(self) -> None:
+        self._server = await asyncio.start_server(
+            self._forward, "127.0.0.1", self.port, reuse_address=True
+        )
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            for writer in self._writers:
+                writer.close()
+            await self._server.wait_closed()
+            self._server = None
+
+    async def _forward(
+        self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter
+    ) -> None:
+        self.connections += 1
+        redis_r, redis_w = await asyncio.open_connection(REDIS_HOST, REDIS_PORT)
+        self._writers |= {client_w, redis_w}
+
+        async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            try:
+                while data := await reader.read(65536):
+                    writer.write(data)
+                    await writer.drain()
+            except OSError:
+                pass
+            finally:
+                writer.close()
+
+        await asyncio.gather(pipe(client_r, redis_w), pipe(redis_r, client_w))
+        self._writers -= {client_w, redis_w}
+
+
+@pytest.fixture
+async def door(redis_url: str) -> AsyncIterator[RedisDoor]:
+    door = RedisDoor()
+    yield door
+    await door.close()
+
+
+def outage_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        record.getMessage()
+        for record in caplog.records
+        if record.name == LOGGER and "limiting in this process's memory" in record.getMessage()
+    ]
+
+
+async def finished_probe(limiter: MessageRateLimiter) -> None:
+    probe = limiter.probe
+    assert probe is not None, "no probe of Redis was started"
+    await probe
+    assert limiter.probe is None
+
+
+async def test_with_redis_unreachable_messages_are_limited_in_memory_and_redis_is_left_alone(
+    door: RedisDoor, redis_url: str, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    limiter = MessageRateLimiter(
+        "2/minute", door.url, redis_retry_seconds=RETRY_SECONDS, clock=clock
+    )
+    key = new_key()
+    try:
+        with caplog.at_level(logging.WARNING, logger=LOGGER):
+            # The first message finds Redis closed, and is counted in memory.
+            await limiter.hit(key)
+            assert len(outage_warnings(caplog)) == 1, caplog.text
+            await limiter.hit(key)
+            assert await refused(limiter, key) == 60
+
+            # Redis answers again, but until the retry time it is not contacted: messages
+            # do not wait for it, and are still counted in memory.
+            await door.open()
+            clock.advance(RETRY_SECONDS - 0.5)
+            assert await refused(limiter, key) == 51
+            assert await accepted_of(limiter, new_key(), 5) == 2
+            assert door.connections == 0
+            assert limiter.probe is None
+
+            # At the retry time a message starts a probe in the background, and is itself
+            # still judged in memory.
+            clock.advance(0.5)
+            assert await refused(limiter, key) == 50
+            await finished_probe(limiter)
+            assert door.connections >= 1
+
+            # Back on Redis: counts start there afresh, and are shared again.
+            await limiter.hit(key)
+            other_replica = MessageRateLimiter("2/minute", redis_url, clock=clock)
+            try:
+                await other_replica.hit(key)
+                assert await refused(limiter, key) == 60
+            finally:
+                await other_replica.aclose()
+        assert len(outage_warnings(caplog)) == 1, caplog.text
+        assert "answers again" in caplog.records[-1].getMessage()
+    finally:
+        await limiter.aclose()
+    assert [len(times) for times in (await stored_lists(redis_url)).values()] == [2]
+
+
+async def test_a_failed_probe_leaves_redis_alone_until_the_next_retry_time(
+    door: RedisDoor, clock: FakeClock
+) -> None:
+    limiter = MessageRateLimiter(
+        "5/minute", door.url, redis_retry_seconds=RETRY_SECONDS, clock=clock
+    )
+    key = new_key()
+    try:
+        await limiter.hit(key)
+        clock.advance(RETRY_SECONDS)
+        await limiter.hit(key)
+        await finished_probe(limiter)  # Redis is still closed: the probe fails
+
+        await door.open()
+        clock.advance(RETRY_SECONDS - 0.5)
+        await limiter.hit(key)
+        assert limiter.probe is None
+        assert door.connections == 0
+
+        clock.advance(0.5)
+        await limiter.hit(key)
+        await finished_probe(limiter)
+        assert door.connections >= 1
+    finally:
+        await limiter.aclose()
+
+
+async def test_an_outage_is_logged_once_however_many_messages_meet_it(
+    door: RedisDoor, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    limiter = MessageRateLimiter("10/minute", door.url, clock=clock)
+    try:
+        with caplog.at_level(logging.WARNING, logger=LOGGER):
+            # Messages in flight together all meet the closed port; the limit still holds.
+            assert await accepted_of(limiter, new_key(), 20) == 10
+            assert await accepted_of(limiter, new_key(), 20) == 10
+    finally:
+        await limiter.aclose()
+    assert len(outage_warnings(caplog)) == 1, caplog.text
