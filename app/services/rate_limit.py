@@ -10,8 +10,9 @@ Redis it is one Lua script. A refusal carries when the windows that are full wil
 room again (Retry-After).
 
 With Redis unreachable, messages are limited in this process's memory instead (each replica
-then allows the full rate on its own), and Redis is not contacted again until a background
-probe finds it answering, retried every `redis_retry_seconds`.
+then allows the full rate on its own), and Redis is not contacted again until a probe finds
+it answering: a background PING, started by the first message at least `redis_retry_seconds`
+after the failure or after the last probe.
 """
 
 import asyncio
@@ -219,12 +220,14 @@ class MessageRateLimiter:
         if self._redis is None:
             return self._memory.acquire(windows, self._clock())
         if self._redis_retry_at is not None:
-            if self._clock() >= self._redis_retry_at and self._probe is None:
+            now = self._clock()
+            if now >= self._redis_retry_at and self._probe is None:
+                # The message does not wait for it: it is judged in memory meanwhile.
                 self._probe = asyncio.create_task(self._probe_redis(self._redis))
-            return self._memory.acquire(windows, self._clock())
+            return self._memory.acquire(windows, now)
         try:
-            now = None if self._fixed_clock is None else self._fixed_clock()
-            return await self._redis.acquire(windows, now)
+            at = None if self._fixed_clock is None else self._fixed_clock()
+            return await self._redis.acquire(windows, at)
         except Exception as exc:
             # Whatever Redis's failure, an outage of the limiter must not become an outage of
             # the chat, nor lift the limit.
