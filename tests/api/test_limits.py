@@ -98,6 +98,7 @@ def test_limit_settings_are_read_from_the_environment(monkeypatch: pytest.Monkey
     monkeypatch.setenv("RATE_LIMIT_ENABLED", "true")
     monkeypatch.setenv("RATE_LIMIT_MESSAGES", "5/minute;50/hour")
     monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:6379/3")
+    monkeypatch.setenv("RATE_LIMIT_REDIS_RETRY_SECONDS", "2.5")
     monkeypatch.setenv("MAX_REQUEST_BODY_BYTES", "4096")
     monkeypatch.setenv("CORS_ALLOW_ORIGINS", "https://app.example.com, https://b.example.com")
 
@@ -106,6 +107,7 @@ def test_limit_settings_are_read_from_the_environment(monkeypatch: pytest.Monkey
     assert from_env.rate_limit_enabled is True
     assert from_env.rate_limit_messages == "5/minute;50/hour"
     assert from_env.redis_url == "redis://127.0.0.1:6379/3"
+    assert from_env.rate_limit_redis_retry_seconds == 2.5
     assert from_env.max_request_body_bytes == 4096
     assert from_env.cors_allow_origins == ["https://app.example.com", "https://b.example.com"]
 
@@ -120,10 +122,13 @@ def test_default_limits() -> None:
     defaults = Settings(_env_file=None)
     assert defaults.rate_limit_enabled is None
     assert defaults.redis_url is None
+    assert defaults.rate_limit_redis_retry_seconds == 10
     assert defaults.max_request_body_bytes == 512 * 1024
     assert defaults.cors_allow_origins == []
     with pytest.raises(ValidationError):
         Settings(_env_file=None, max_request_body_bytes=1023)
+    with pytest.raises(ValidationError):
+        Settings(_env_file=None, rate_limit_redis_retry_seconds=0)
 
 
 # --- Rate limits: open mode ---------------------------------------------------------------
