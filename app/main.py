@@ -54,16 +54,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.assistant = await build_assistant(settings)
         app.state.reply_tasks = reply_tasks
         app.state.token_verifier = TokenVerifier(settings) if settings.auth_enabled else None
-        app.state.message_rate_limiter = (
-            MessageRateLimiter(settings.rate_limit_messages, settings.redis_url)
+        rate_limiter = (
+            MessageRateLimiter(
+                settings.rate_limit_messages,
+                settings.redis_url,
+                redis_retry_seconds=settings.rate_limit_redis_retry_seconds,
+            )
             if settings.rate_limit_active
             else None
         )
+        app.state.message_rate_limiter = rate_limiter
         try:
             yield
         finally:
             await reply_tasks.shutdown(_remaining_grace(app, settings.shutdown_grace_seconds))
             await database.dispose()
+            if rate_limiter is not None:
+                await rate_limiter.aclose()
 
     app = FastAPI(
         title="Chat backend",

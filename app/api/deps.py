@@ -10,6 +10,7 @@ from app.core.auth import InvalidToken, SigningKeysUnavailable, TokenVerifier
 from app.core.config import Settings
 from app.core.errors import AuthUnavailable, NotAuthenticated
 from app.db.engine import Database
+from app.models.chat import ChatRequest
 from app.services.access import Caller
 from app.services.assistant import Assistant
 from app.services.rate_limit import MessageRateLimiter
@@ -79,14 +80,19 @@ async def get_caller(
 CallerDep = Annotated[Caller, Depends(get_caller)]
 
 
-async def limit_message_rate(request: Request, caller: CallerDep) -> None:
-    """Count a message against the caller's rate limit (when limits are on)."""
+async def limit_message_rate(request: Request, caller: CallerDep, body: ChatRequest) -> ChatRequest:
+    """The message to send, counted against the caller's rate limit (when limits are on).
+
+    The body is read here, and the route takes it from here, so that FastAPI validates it
+    before it is counted (a request refused with a 422 uses no room) and reports its errors
+    once.
+    """
     limiter: MessageRateLimiter | None = request.app.state.message_rate_limiter
-    if limiter is None:
-        return
-    client_address = request.client.host if request.client else "unknown"
-    key = f"user:{caller.user_id}" if caller.user_id else f"address:{client_address}"
-    await limiter.hit(key)
+    if limiter is not None:
+        client_address = request.client.host if request.client else "unknown"
+        key = f"user:{caller.user_id}" if caller.user_id else f"address:{client_address}"
+        await limiter.hit(key)
+    return body
 
 
-MessageRateLimitDep = Depends(limit_message_rate)
+RateLimitedChatRequest = Annotated[ChatRequest, Depends(limit_message_rate)]

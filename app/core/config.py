@@ -67,6 +67,7 @@ class Settings(BaseSettings):
     rate_limit_enabled: bool | None = None
     rate_limit_messages: str = "30/minute;500/hour"
     redis_url: str | None = None
+    rate_limit_redis_retry_seconds: float = Field(default=10.0, gt=0)
 
     cors_allow_origins: CommaSeparated = Field(default_factory=list)
 

@@ -1,7 +1,10 @@
 """Rate limits on sending messages and the request body size limit, over HTTP."""
 
+import asyncio
 import json
+import logging
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -26,7 +29,7 @@ from tests.api.helpers import (
     session_url,
 )
 from tests.conftest import make_settings, serve
-from tests.services.test_rate_limit import require_redis
+from tests.redis_helpers import empty_redis_database
 from tests.tokens import ISSUER, JWT_SECRET, hs256_token
 
 LIMIT = "2/minute"
@@ -78,7 +81,7 @@ def assert_rate_limited(response: httpx.Response) -> int:
 
 @pytest.fixture
 async def redis_url() -> str:
-    return await require_redis()
+    return await empty_redis_database(14)
 
 
 # --- Defaults and settings ----------------------------------------------------------------
@@ -95,6 +98,7 @@ def test_limit_settings_are_read_from_the_environment(monkeypatch: pytest.Monkey
     monkeypatch.setenv("RATE_LIMIT_ENABLED", "true")
     monkeypatch.setenv("RATE_LIMIT_MESSAGES", "5/minute;50/hour")
     monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:6379/3")
+    monkeypatch.setenv("RATE_LIMIT_REDIS_RETRY_SECONDS", "2.5")
     monkeypatch.setenv("MAX_REQUEST_BODY_BYTES", "4096")
     monkeypatch.setenv("CORS_ALLOW_ORIGINS", "https://app.example.com, https://b.example.com")
 
@@ -103,6 +107,7 @@ def test_limit_settings_are_read_from_the_environment(monkeypatch: pytest.Monkey
     assert from_env.rate_limit_enabled is True
     assert from_env.rate_limit_messages == "5/minute;50/hour"
     assert from_env.redis_url == "redis://127.0.0.1:6379/3"
+    assert from_env.rate_limit_redis_retry_seconds == 2.5
     assert from_env.max_request_body_bytes == 4096
     assert from_env.cors_allow_origins == ["https://app.example.com", "https://b.example.com"]
 
@@ -117,10 +122,13 @@ def test_default_limits() -> None:
     defaults = Settings(_env_file=None)
     assert defaults.rate_limit_enabled is None
     assert defaults.redis_url is None
+    assert defaults.rate_limit_redis_retry_seconds == 10
     assert defaults.max_request_body_bytes == 512 * 1024
     assert defaults.cors_allow_origins == []
     with pytest.raises(ValidationError):
         Settings(_env_file=None, max_request_body_bytes=1023)
+    with pytest.raises(ValidationError):
+        Settings(_env_file=None, rate_limit_redis_retry_seconds=0)
 
 
 # --- Rate limits: open mode ---------------------------------------------------------------
@@ -291,16 +299,80 @@ async def test_in_process_limits_are_per_replica(settings: Settings, database: D
     assert await count_rows(database) == (2, 4)
 
 
-async def test_unreachable_redis_does_not_stop_the_chat(
-    settings: Settings, database: Database
+async def test_unreachable_redis_limits_in_process_memory_and_warns_once(
+    settings: Settings, database: Database, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """An outage of the limiter's store does not stop the chat, nor lift the limit: each
+    process then limits on its own."""
     app = create_app(
         auth_settings(settings, rate_limit_messages="1/minute", redis_url="redis://127.0.0.1:1/0")
     )
-    async with serve(app) as live:
-        for _ in range(2):
+    with caplog.at_level(logging.WARNING, logger="app.services.rate_limit"):
+        async with serve(app) as live:
             response = await post_message(live.client, "alice")
             assert response.status_code == 200, response.text
+            for _ in range(3):
+                assert_rate_limited(await post_message(live.client, "alice"))
+            response = await post_message(live.client, "bob")
+            assert response.status_code == 200, response.text
+
+    warnings = [r for r in caplog.records if r.name == "app.services.rate_limit"]
+    assert len(warnings) == 1, caplog.text
+    assert await count_rows(database) == (2, 4)
+
+
+# --- Rate limits: bursts and requests that are refused anyway ----------------------------
+
+BURST_RATES = "10/minute;100/hour"
+
+
+@pytest.mark.parametrize("store", ["memory", "redis"])
+async def test_a_burst_gets_exactly_the_allowed_number_through(
+    settings: Settings, database: Database, store: str
+) -> None:
+    shared = await empty_redis_database(14) if store == "redis" else None
+    app = create_app(auth_settings(settings, rate_limit_messages=BURST_RATES, redis_url=shared))
+    async with serve(app) as live:
+        responses = await asyncio.gather(
+            *(post_message(live.client, "alice", f"message {i}") for i in range(40))
+        )
+        statuses = Counter(response.status_code for response in responses)
+        assert statuses == {200: 10, 429: 30}, statuses
+        for response in responses:
+            if response.status_code == 429:
+                assert_rate_limited(response)
+        # The refused messages took no room: another burst is still refused whole.
+        again = await asyncio.gather(*(post_message(live.client, "alice") for _ in range(5)))
+        assert [response.status_code for response in again] == [429] * 5
+
+    assert await count_rows(database) == (10, 20)
+
+
+INVALID_BODIES: list[Json] = [
+    {"message": ""},
+    {"message": "   "},
+    {},
+    {"message": "hello", "session_id": "not a valid id!"},
+]
+
+
+@pytest.mark.parametrize("store", ["memory", "redis"])
+@pytest.mark.parametrize("url", [CHAT, STREAM])
+async def test_invalid_requests_use_no_room(
+    settings: Settings, database: Database, store: str, url: str
+) -> None:
+    shared = await empty_redis_database(14) if store == "redis" else None
+    app = create_app(auth_settings(settings, rate_limit_messages=LIMIT, redis_url=shared))
+    async with serve(app) as live:
+        for _ in range(10):
+            for body in INVALID_BODIES:
+                response = await live.client.post(url, json=body, headers=bearer("alice"))
+                assert response.status_code == 422, response.text
+        for index in range(2):
+            response = await post_message(live.client, "alice", f"valid {index}", url=url)
+            assert response.status_code == 200, response.text
+        assert_rate_limited(await post_message(live.client, "alice", url=url))
+        await app.state.reply_tasks.wait_idle()
 
     assert await count_rows(database) == (2, 4)
 

@@ -11,7 +11,7 @@ from app.api.deps import (
     AssistantDep,
     CallerDep,
     DatabaseDep,
-    MessageRateLimitDep,
+    RateLimitedChatRequest,
     ReplyTasksDep,
     SettingsDep,
 )
@@ -21,7 +21,6 @@ from app.db.queries import ListPosition
 from app.models.chat import (
     NO_NUL_PATTERN,
     SESSION_ID_PATTERN,
-    ChatRequest,
     ChatResponse,
     DeletedSessions,
     SessionDetail,
@@ -62,11 +61,10 @@ _SEND_ERRORS = (400, 403, 404, 413, 429, 500, *AUTH_ERRORS)
 @router.post(
     "",
     summary="Send a message and get the assistant's reply",
-    dependencies=[MessageRateLimitDep],
     responses=error_responses(*_SEND_ERRORS, 502, 504),
 )
 async def chat(
-    body: ChatRequest,
+    body: RateLimitedChatRequest,
     caller: CallerDep,
     db: DatabaseDep,
     assistant: AssistantDep,
@@ -83,7 +81,7 @@ async def chat(
 
 
 async def _start_stream(
-    body: ChatRequest,
+    body: RateLimitedChatRequest,
     caller: CallerDep,
     db: DatabaseDep,
     assistant: AssistantDep,
@@ -100,7 +98,6 @@ async def _start_stream(
     "/stream",
     summary="Send a message and stream the assistant's reply (Server-Sent Events)",
     response_class=EventSourceResponse,
-    dependencies=[MessageRateLimitDep],
     responses=json_error_responses(*_SEND_ERRORS),
 )
 async def chat_stream(
