@@ -148,9 +148,9 @@ async def read(database: Database, call: Callable[[], Awaitable[Any]]) -> Read:
     async with captured_statements(database.engine) as statements:
         answer = await call()
     plans: list[str] = []
-    async with database.read() as conn:
-        for statement, parameters in statements:
-            if statement.lstrip().upper().startswith("SELECT"):
+    for statement, parameters in statements:
+        if statement.lstrip().upper().startswith("SELECT"):
+            async with database.read() as conn:  # SET LOCAL ends with the transaction
                 plans += await _plans(conn, statement, parameters)
     return Read(answer, plans)
 
