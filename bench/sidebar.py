@@ -88,6 +88,11 @@ APPEND_TEXTS = [
     "Does the sandbox support partial refunds on card payments?",
 ]
 SEARCH_PAGE = 20  # what a search box shows at once
+# Scrolling typical users' lists: random users with more than one page, and each one's pages
+# after the first, by cursor, up to TYPICAL_PAGES (the biggest user's deep pages are cases of
+# their own). Their second page once took 25x their first (issue 12).
+TYPICAL_USERS = 200
+TYPICAL_PAGES = 10
 
 
 # --- Measuring -------------------------------------------------------------------------------
@@ -429,6 +434,13 @@ class Bench:
     recorder: Recorder
     client: httpx.AsyncClient
     raw: Raw
+    _scroll: "Scroll | None" = None
+
+    async def scroll(self) -> "Scroll":
+        """Typical users' scrolling (computed once: it costs a query per page)."""
+        if self._scroll is None:
+            self._scroll = await typical_scroll(self.db, self.data)
+        return self._scroll
 
     async def capture(self, request: Request) -> list[Statement]:
         with self.recorder.capture() as log:
@@ -526,6 +538,38 @@ async def cursor_page(db: Database, user_id: str | None, depth: int) -> ListRequ
         return ListRequest(user_id=user_id, limit=PAGE, include_total=False)
     cursor = await cursor_at(db, user_id, depth)
     return ListRequest(user_id=user_id, limit=PAGE, cursor=cursor, include_total=False)
+
+
+@dataclass(frozen=True)
+class Scroll:
+    """Random users with more than one page of sessions, as the sidebar scrolls them: each
+    one's first page, and its later pages (2..n) by cursor."""
+
+    users: list[str]
+    listed: list[int]  # each user's active sessions
+    first: list[ListRequest]
+    later: list[ListRequest]
+
+
+async def typical_scroll(db: Database, data: Dataset) -> Scroll:
+    """Up to TYPICAL_USERS of the random users who have a second page, with their pages."""
+    users: list[str] = []
+    counts: list[int] = []
+    first: list[ListRequest] = []
+    later: list[ListRequest] = []
+    for user in dict.fromkeys(data.user_sample):
+        if len(users) == TYPICAL_USERS:
+            break
+        async with db.read() as conn:
+            listed = await queries.count_sessions(conn, where=SessionFilter(user, False))
+        if listed <= PAGE:
+            continue
+        users.append(user)
+        counts.append(listed)
+        first.append(await cursor_page(db, user, 0))
+        for depth in range(PAGE, min(listed, PAGE * (TYPICAL_PAGES + 1)), PAGE):
+            later.append(await cursor_page(db, user, depth))
+    return Scroll(users, counts, first, later)
 
 
 def round_depth(value: float) -> int:
@@ -689,12 +733,28 @@ async def measure_reads(
     big_depth = round_depth(big_n * 0.9)
     deep = deep_depth(data.active_sessions)
     users = data.user_sample[:200]
+    scroll = await bench.scroll()
     cases: list[tuple[str, str, list[Request]]] = [
         (
             "first_page_user",
             "list: first page, random user (with total)",
             [ListRequest(user_id=user) for user in users],
         ),
+    ]
+    if scroll.users:
+        cases += [
+            (
+                "typical_first",
+                f"list: {len(scroll.users)} users with pages 2+: first page",
+                list(scroll.first),
+            ),
+            (
+                "typical_cursor",
+                f"list: the same: pages 2..n by cursor ({len(scroll.later)})",
+                list(scroll.later),
+            ),
+        ]
+    cases += [
         (
             "big_first",
             f"list: biggest user ({big_n:,}): first page",
@@ -750,13 +810,21 @@ async def check_pages(bench: Bench, result: DatabaseResult) -> None:
     data, db = bench.data, bench.db
     big, big_depth = data.biggest_user, round_depth(data.biggest_user_sessions * 0.9)
     deep = deep_depth(data.active_sessions)
-    for name, user, depth in (("biggest user", big, big_depth), ("all users", None, deep)):
+    pages: list[tuple[str, str | None, int, int]] = [  # name, user, depth, sessions on the page
+        ("biggest user", big, big_depth, PAGE),
+        ("all users", None, deep, PAGE),
+    ]
+    scroll = await bench.scroll()
+    if scroll.users:
+        second = min(PAGE, scroll.listed[0] - PAGE)
+        pages.append(("typical user, page 2", scroll.users[0], PAGE, second))
+    for name, user, depth, size in pages:
         by_offset = (await bench.client.get(offset_page(user, depth).path())).json()
         by_cursor = (await bench.client.get((await cursor_page(db, user, depth)).path())).json()
         same = [s["session_id"] for s in by_offset["sessions"]] == [
             s["session_id"] for s in by_cursor["sessions"]
         ]
-        result.same_pages[name] = same and len(by_offset["sessions"]) == PAGE
+        result.same_pages[name] = same and len(by_offset["sessions"]) == size
 
 
 def bench_long(data: Dataset) -> str:
@@ -995,6 +1063,12 @@ async def explain_plans(bench: Bench, result: DatabaseResult) -> None:
         ("long session, newest 50", OpenRequest(data.long_session_ids[0], 50)),
         ("long session, all", OpenRequest(data.long_session_ids[0])),
     ]
+    scroll = await bench.scroll()
+    if scroll.users:
+        named += [
+            ("typical user, first page", scroll.first[0]),
+            ("typical user, page 2 by cursor", scroll.later[0]),
+        ]
     slow = slow_kinds(result)
     for search in data.searches:
         if search.key not in slow:
@@ -1282,6 +1356,7 @@ def evaluate_targets(result: DatabaseResult, levels: Sequence[int], at_scale: bo
     for level in levels:
         cases = at(level)
         for first, deep, name in (
+            ("typical_first", "typical_cursor", "typical users, pages 2..n"),
             ("big_first", "big_cursor", "biggest user"),
             ("all_first", "all_cursor", "all users"),
         ):
@@ -1302,7 +1377,15 @@ def evaluate_targets(result: DatabaseResult, levels: Sequence[int], at_scale: bo
         lines += [f"    {name}: {value:.2f}x" for name, value in ratios]
 
     # 2. List and search p99 under 20 ms (judged at 1M sessions on PostgreSQL).
-    sidebar = ["first_page_user", "big_first", "big_cursor", "all_first", "all_cursor"]
+    sidebar = [
+        "first_page_user",
+        "typical_first",
+        "typical_cursor",
+        "big_first",
+        "big_cursor",
+        "all_first",
+        "all_cursor",
+    ]
     scope = (
         "judged here"
         if at_scale and result.database == "postgresql"

@@ -2,13 +2,15 @@
 
 import asyncio
 import warnings
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import pool
+from sqlalchemy import event, pool
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -267,3 +269,18 @@ async def assert_schema_matches_tables(conn: AsyncConnection) -> None:
                 continue
             assert await index_keys(conn, str(index.name)) == declared_index_keys(index), index.name
     assert await conn.run_sync(_drift) == []
+
+
+@asynccontextmanager
+async def captured_statements(engine: AsyncEngine) -> AsyncIterator[list[tuple[str, Any]]]:
+    """The SQL (and its parameters) sent to the database inside the block."""
+    statements: list[tuple[str, Any]] = []
+
+    def capture(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        statements.append((statement, parameters))
+
+    event.listen(engine.sync_engine, "before_cursor_execute", capture)
+    try:
+        yield statements
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", capture)

@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from alembic.script import ScriptDirectory
-from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.db import migrate, queries
@@ -41,6 +40,7 @@ from tests.db.helpers import (
     alembic_versions,
     assert_schema_matches_tables,
     base_messages,
+    captured_statements,
     downgrade,
     head_revision,
     index_definitions,
@@ -517,21 +517,6 @@ async def fill_for_plan(database: Database) -> None:
         )
     async with database.write() as conn:
         await conn.exec_driver_sql("ANALYZE")
-
-
-@asynccontextmanager
-async def captured_statements(engine: AsyncEngine) -> AsyncIterator[list[tuple[str, Any]]]:
-    """The SQL (and its parameters) sent to the database inside the block."""
-    statements: list[tuple[str, Any]] = []
-
-    def capture(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
-        statements.append((statement, parameters))
-
-    event.listen(engine.sync_engine, "before_cursor_execute", capture)
-    try:
-        yield statements
-    finally:
-        event.remove(engine.sync_engine, "before_cursor_execute", capture)
 
 
 async def search_user_42(database: Database) -> tuple[queries.SearchQuery, list[Any], str]:
