@@ -208,6 +208,13 @@ async def _index(
     await conn.execute(stmt)
 
 
+async def index_message(
+    conn: AsyncConnection, session_id: str, user_id: str | None, seq: int, text: str
+) -> None:
+    """Add a message that was stored without its text (a reply finished later) to the index."""
+    await _index(conn, session_id, user_id, seq, text)
+
+
 def _session_is(
     session_id: str | BindParameter[str], owner: str | BindParameter[str] | None
 ) -> ColumnElement[bool]:

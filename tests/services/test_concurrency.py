@@ -11,6 +11,7 @@ from app.models.chat import ChatRequest
 from app.services import chat
 from app.services.access import Caller
 from app.services.assistant.echo import EchoAssistant
+from app.services.generation import ReplyTasks
 from app.services.text import make_preview, make_title
 from tests.services.helpers import message_rows, session_row
 
@@ -48,6 +49,7 @@ async def test_parallel_writers_to_one_session(database: Database) -> None:
         OPEN,
         ChatRequest(message="opening question"),
         history_max_messages=10,
+        tasks=ReplyTasks(),
     )
 
     await asyncio.gather(
@@ -93,7 +95,12 @@ async def test_two_replicas_writing_to_one_session(
     database: Database, second_replica: Database
 ) -> None:
     first = await chat.process_chat(
-        database, chat_assistant(), OPEN, ChatRequest(message="hello"), history_max_messages=10
+        database,
+        chat_assistant(),
+        OPEN,
+        ChatRequest(message="hello"),
+        history_max_messages=10,
+        tasks=ReplyTasks(),
     )
 
     await asyncio.gather(
@@ -104,6 +111,7 @@ async def test_two_replicas_writing_to_one_session(
                 OPEN,
                 ChatRequest(message=f"from replica {n % 2}: {n}", session_id=first.session_id),
                 history_max_messages=10,
+                tasks=ReplyTasks(),
             )
             for n, replica in enumerate([database, second_replica] * (WRITERS // 2))
         )
@@ -119,7 +127,12 @@ async def test_message_times_follow_their_order_with_many_writers(
     """Each writer reads its clock before it queues for the session's row lock, so without
     the lock deciding the time, a later seq could get an earlier created_at."""
     first = await chat.process_chat(
-        database, chat_assistant(), OPEN, ChatRequest(message="hello"), history_max_messages=10
+        database,
+        chat_assistant(),
+        OPEN,
+        ChatRequest(message="hello"),
+        history_max_messages=10,
+        tasks=ReplyTasks(),
     )
 
     await asyncio.gather(

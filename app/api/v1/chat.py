@@ -63,13 +63,23 @@ _SEND_ERRORS = (400, 403, 404, 413, 429, 500, *AUTH_ERRORS)
     "",
     summary="Send a message and get the assistant's reply",
     dependencies=[MessageRateLimitDep],
-    responses=error_responses(*_SEND_ERRORS, 502, 504),
+    responses=error_responses(
+        *_SEND_ERRORS,
+        502,
+        504,
+        descriptions={
+            503: "The token signing keys (AUTH_JWKS_URL) cannot be fetched, or the service "
+            "shut down before the reply was done (the message was saved, and the reply as "
+            "failed)."
+        },
+    ),
 )
 async def chat(
     body: ChatRequest,
     caller: CallerDep,
     db: DatabaseDep,
     assistant: AssistantDep,
+    tasks: ReplyTasksDep,
     settings: SettingsDep,
 ) -> ChatResponse:
     """Creates the session on its first message; saves the message and the reply.
@@ -77,7 +87,12 @@ async def chat(
     Continuing a session that is not the caller's answers 404, as if it did not exist.
     """
     return await chat_service.process_chat(
-        db, assistant, caller, body, history_max_messages=settings.history_max_messages
+        db,
+        assistant,
+        caller,
+        body,
+        history_max_messages=settings.history_max_messages,
+        tasks=tasks,
     )
 
 
