@@ -1,10 +1,12 @@
-"""Graceful shutdown: streams in flight at SIGTERM finish (up to SHUTDOWN_GRACE_SECONDS) and are
-saved; a stream still running when the grace period ends is saved as incomplete.
+"""Graceful shutdown: replies in flight at SIGTERM finish (up to SHUTDOWN_GRACE_SECONDS) and are
+saved; a reply still running when the grace period ends is stopped and saved (error
+"shutdown"), and its request still gets its answer: a stream its last event, a plain request a
+503 in JSON, before uvicorn's own timeout would cut them.
 
-The real service runs as a subprocess (`python -m app`), as it is deployed, on SQLite and on
-PostgreSQL, against a fake OpenAI-compatible upstream served in the test's event loop. The fake
-sends the first chunk, then holds the rest until the test releases it, so the stream is
-deterministically in flight when SIGTERM arrives.
+The real service runs as a subprocess (`python -m app`, tests/service_process.py), as it is
+deployed, on SQLite and on PostgreSQL, against a fake OpenAI-compatible upstream served in the
+test's event loop. The fake holds the reply (a stream after its first chunk) until the test
+releases it, so the reply is deterministically in flight when SIGTERM arrives.
 """
 
 import asyncio
