@@ -89,6 +89,10 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
         "assistant_provider": "echo",
         "assistant_stream_delay_ms": 0,
         "shutdown_grace_seconds": 10,
+        # Test apps sweep once, at start-up: a live server's sweep every few seconds would
+        # race with the tests of the sweep (tests/services/test_reply_lifecycle.py).
+        "process_heartbeat_seconds": 3600,
+        "process_stale_seconds": 7201,
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)
