@@ -12,6 +12,11 @@ from fastapi import FastAPI
 from app.core.config import get_settings
 from app.core.logging import configure_logging
 from app.main import UnsafeConfiguration, create_app
+from app.services.streaming import ReplyTasks
+
+# How much longer than the grace period uvicorn waits for requests: time for the replies
+# stopped at the deadline to be saved and their requests to answer.
+_UVICORN_MARGIN_SECONDS = 2
 
 
 class _Server(uvicorn.Server):
@@ -35,7 +40,15 @@ class _Server(uvicorn.Server):
         gc.freeze()
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        self._app.state.shutdown_deadline = time.monotonic() + self._grace_seconds
+        deadline = time.monotonic() + self._grace_seconds
+        self._app.state.shutdown_deadline = deadline
+        # uvicorn cancels the requests still open when its own timeout ends (a plain request
+        # then answered a bare 500, a stream was cut without its end). So the app stops the
+        # replies at the deadline, which saves each and lets its request answer, and uvicorn
+        # waits _UVICORN_MARGIN_SECONDS longer (main) before it cancels anything.
+        reply_tasks: ReplyTasks | None = getattr(self._app.state, "reply_tasks", None)
+        if reply_tasks is not None:
+            reply_tasks.stop_all_at(deadline)
         await super().shutdown(sockets)
 
 
@@ -51,7 +64,8 @@ def main() -> None:
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level.lower(),
-        timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_seconds),
+        timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_seconds)
+        + _UVICORN_MARGIN_SECONDS,
     )
     # Like uvicorn itself, the process ends by re-raising SIGTERM after a clean shutdown
     # (exit status 143), so supervisors see that it stopped because it was told to.

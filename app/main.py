@@ -18,6 +18,7 @@ from app.core.errors import install_error_handlers
 from app.db import migrate
 from app.db.engine import Database, create_engine
 from app.services.assistant import build_assistant
+from app.services.liveness import ProcessLiveness
 from app.services.rate_limit import MessageRateLimiter
 from app.services.streaming import ReplyTasks
 from app.web import routes as web
@@ -48,7 +49,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             logger.info("applying pending database migrations")
             await migrate.upgrade_async(settings.database_url)
         database = Database(create_engine(settings))
-        reply_tasks = ReplyTasks()
+        reply_tasks = ReplyTasks(save_interval_seconds=settings.reply_save_interval_ms / 1000)
+        liveness = ProcessLiveness(
+            database,
+            reply_tasks.process_id,
+            heartbeat_seconds=settings.process_heartbeat_seconds,
+            stale_seconds=settings.process_stale_seconds,
+        )
+        liveness.start()
         app.state.settings = settings
         app.state.database = database
         app.state.assistant = await build_assistant(settings)
@@ -68,6 +76,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             await reply_tasks.shutdown(_remaining_grace(app, settings.shutdown_grace_seconds))
+            await liveness.stop()
             await database.dispose()
             if rate_limiter is not None:
                 await rate_limiter.aclose()

@@ -89,6 +89,10 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
         "assistant_provider": "echo",
         "assistant_stream_delay_ms": 0,
         "shutdown_grace_seconds": 10,
+        # Test apps sweep once, at start-up: a live server's sweep every few seconds would
+        # race with the tests of the sweep (tests/services/test_reply_lifecycle.py).
+        "process_heartbeat_seconds": 3600,
+        "process_stale_seconds": 7201,
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)
@@ -127,8 +131,11 @@ async def _empty_tables(request: pytest.FixtureRequest) -> AsyncIterator[None]:
         return
     db: Database = request.getfixturevalue("database")
     async with db.write() as conn:
+        await conn.execute(text("DELETE FROM chat_replies_generating"))
         await conn.execute(text("DELETE FROM chat_messages"))
         await conn.execute(text("DELETE FROM chat_sessions"))
+        # A live server's own row comes back with its next heartbeat.
+        await conn.execute(text("DELETE FROM chat_processes"))
 
 
 @dataclass

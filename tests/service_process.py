@@ -1,9 +1,6 @@
-"""The real service as a subprocess (`python -m app`), as it is deployed, configured only by
-environment variables given by the test.
-
-tests/test_graceful_shutdown.py has its own copy specialised for a fake upstream; it can move
-onto this one.
-"""
+"""The real service as a subprocess (`python -m app`), as it is deployed, for the tests of what
+only a process shows: signals, crashes, several processes on one database. The fake
+OpenAI-compatible upstream is served in the test's event loop."""
 
 import asyncio
 import os
@@ -12,16 +9,39 @@ import sys
 import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 
 from app.core.config import PROJECT_ROOT
+from app.db import migrate
+from app.db.engine import Database, create_engine
+from tests.api.helpers import SseEvent, SseParser, stored_messages
+from tests.conftest import DatabaseFactory, make_settings, serve
+from tests.fakes.openai_server import FakeOpenAI, Respond
 
+CHUNKS = ["The ", "reply ", "arrives ", "in ", "pieces."]
 START_TIMEOUT = 20.0  # seconds for the subprocess to answer /readyz
-STOP_TIMEOUT = 10.0
+IO_TIMEOUT = 10.0  # seconds for any single step of the conversation
+
+
+@dataclass
+class GatedFakeOpenAI(FakeOpenAI):
+    """The fake upstream, streaming the first chunk at once and the rest after `gate` is set."""
+
+    gate: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def _chunks(self, behaviour: Respond, *, include_usage: bool) -> AsyncIterator[bytes]:
+        first = True
+        async for line in super()._chunks(behaviour, include_usage=include_usage):
+            yield line
+            if first:
+                first = False
+                await self.gate.wait()
 
 
 @dataclass
@@ -41,7 +61,7 @@ def free_port() -> int:
         return port
 
 
-async def _wait_ready(service: Service) -> None:
+async def wait_ready(service: Service) -> None:
     """Poll GET /readyz until it answers 200 (a subprocess has nothing to await), bounded."""
     deadline = time.monotonic() + START_TIMEOUT
     async with httpx.AsyncClient(base_url=service.base_url, timeout=2) as client:
@@ -56,15 +76,46 @@ async def _wait_ready(service: Service) -> None:
             await asyncio.sleep(0.05)
 
 
+async def wait_refusing_connections(base_url: str) -> None:
+    """Wait, bounded, until the server refuses new connections: the first step of its shutdown."""
+    deadline = time.monotonic() + IO_TIMEOUT
+    async with httpx.AsyncClient(base_url=base_url, timeout=1) as client:
+        while True:
+            try:
+                await client.get("/healthz")
+            except httpx.ConnectError:
+                return
+            except (httpx.ReadError, httpx.RemoteProtocolError):
+                # A connection the kernel queued just before the listener closed is reset, not
+                # refused: the shutdown has begun, but only a refused connect proves it.
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail("the server kept accepting connections after SIGTERM")
+            await asyncio.sleep(0.02)
+
+
+def upstream_env(upstream_url: str, grace_seconds: float, **extra: str) -> dict[str, str]:
+    """The environment of a service that answers through the fake OpenAI-compatible upstream
+    at `upstream_url`, with `extra` on top."""
+    return {
+        "ASSISTANT_PROVIDER": "openai",
+        "OPENAI_BASE_URL": f"{upstream_url}/v1",
+        "OPENAI_MODEL": "gpt-4",
+        "OPENAI_MAX_RETRIES": "0",
+        "SHUTDOWN_GRACE_SECONDS": str(grace_seconds),
+        **extra,
+    }
+
+
 @asynccontextmanager
 async def run_service(
-    log_dir: Path, name: str, database_url: str, env: Mapping[str, str]
+    tmp_path: Path, database_url: str, env: Mapping[str, str]
 ) -> AsyncIterator[Service]:
     """`python -m app` from a directory without `.env`, on `database_url` (already migrated),
-    with `env` on top of a minimal environment; ready when yielded, always killed on the way
-    out. Its output goes to `log_dir/<name>.log`."""
+    configured only by `env` on top of a minimal environment; ready when yielded, always killed
+    on the way out. Its output goes to `tmp_path/service-<port>.log`."""
     port = free_port()
-    full_env = {
+    env = {
         "PATH": os.environ.get("PATH", ""),
         "PYTHONPATH": str(PROJECT_ROOT),
         "HOST": "127.0.0.1",
@@ -74,25 +125,79 @@ async def run_service(
         "LOG_LEVEL": "WARNING",
         **env,
     }
-    log = log_dir / f"{name}.log"
+    log = tmp_path / f"service-{port}.log"
     with log.open("wb") as log_file:
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
             "app",
-            cwd=log_dir,
-            env=full_env,
+            cwd=tmp_path,
+            env=env,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=log_file,
             stderr=log_file,
         )
     service = Service(process=process, base_url=f"http://127.0.0.1:{port}", log=log)
     try:
-        await _wait_ready(service)
+        await wait_ready(service)
         yield service
     finally:
         if process.returncode is None:
             process.kill()
             with suppress(TimeoutError):
-                async with asyncio.timeout(STOP_TIMEOUT):
+                async with asyncio.timeout(IO_TIMEOUT):
                     await process.wait()
+
+
+@asynccontextmanager
+async def fake_upstream(fake: FakeOpenAI) -> AsyncIterator[str]:
+    """The fake served on loopback in this event loop (`serve` takes a FastAPI app, hence the
+    wrapper); its base URL."""
+    wrapper = FastAPI()
+    wrapper.mount("/", fake.app())
+    async with serve(wrapper) as live:
+        yield live.base_url
+
+
+async def sse_events(response: httpx.Response) -> AsyncIterator[SseEvent]:
+    parser = SseParser()
+    async for line in response.aiter_lines():
+        if (event := parser.feed(line)) is not None:
+            yield event
+
+
+async def next_event(events: AsyncIterator[SseEvent]) -> SseEvent:
+    async with asyncio.timeout(IO_TIMEOUT):
+        return await anext(events)
+
+
+async def exit_code_of(process: asyncio.subprocess.Process, within: float) -> int:
+    try:
+        async with asyncio.timeout(within):
+            return await process.wait()
+    except TimeoutError:
+        pytest.fail(f"the service did not exit within {within:.1f}s of SIGTERM")
+
+
+async def migrated_database(database_factory: DatabaseFactory, backend: str) -> str:
+    url = await database_factory.create(backend)
+    await migrate.upgrade_async(make_settings(url).database_url)
+    return url
+
+
+async def stored(database_url: str, session_id: str) -> list[dict[str, Any]]:
+    """The session's messages, read directly from the database (after the service exited)."""
+    database = Database(create_engine(make_settings(database_url)))
+    try:
+        return await stored_messages(database, session_id)
+    finally:
+        await database.dispose()
+
+
+async def remaining_events(events: AsyncIterator[SseEvent]) -> AsyncIterator[SseEvent]:
+    """The remaining events, each awaited for at most IO_TIMEOUT."""
+    while True:
+        try:
+            yield await next_event(events)
+        except StopAsyncIteration:
+            return

@@ -1,193 +1,45 @@
-"""Graceful shutdown: streams in flight at SIGTERM finish (up to SHUTDOWN_GRACE_SECONDS) and are
-saved; a stream still running when the grace period ends is saved as incomplete.
+"""Graceful shutdown: replies in flight at SIGTERM finish (up to SHUTDOWN_GRACE_SECONDS) and are
+saved; a reply still running when the grace period ends is stopped and saved (error
+"shutdown"), and its request still gets its answer: a stream its last event, a plain request a
+503 in JSON, before uvicorn's own timeout would cut them.
 
-The real service runs as a subprocess (`python -m app`), as it is deployed, on SQLite and on
-PostgreSQL, against a fake OpenAI-compatible upstream served in the test's event loop. The fake
-sends the first chunk, then holds the rest until the test releases it, so the stream is
-deterministically in flight when SIGTERM arrives.
+The real service runs as a subprocess (`python -m app`, tests/service_process.py), as it is
+deployed, on SQLite and on PostgreSQL, against a fake OpenAI-compatible upstream served in the
+test's event loop. The fake holds the reply (a stream after its first chunk) until the test
+releases it, so the reply is deterministically in flight when SIGTERM arrives.
 """
 
 import asyncio
-import os
 import signal
-import socket
-import sys
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
+from starlette.requests import Request
+from starlette.responses import Response
 
-from app.core.config import PROJECT_ROOT
-from app.db import migrate
-from app.db.engine import Database, create_engine
-from tests.api.helpers import STREAM, SseEvent, SseParser, stored_messages
-from tests.conftest import BACKENDS, DatabaseFactory, make_settings, serve
-from tests.fakes.openai_server import FakeOpenAI, Respond
-
-CHUNKS = ["The ", "reply ", "arrives ", "in ", "pieces."]
-START_TIMEOUT = 20.0  # seconds for the subprocess to answer /readyz
-IO_TIMEOUT = 10.0  # seconds for any single step of the conversation
-
-
-@dataclass
-class GatedFakeOpenAI(FakeOpenAI):
-    """The fake upstream, streaming the first chunk at once and the rest after `gate` is set."""
-
-    gate: asyncio.Event = field(default_factory=asyncio.Event)
-
-    async def _chunks(self, behaviour: Respond, *, include_usage: bool) -> AsyncIterator[bytes]:
-        first = True
-        async for line in super()._chunks(behaviour, include_usage=include_usage):
-            yield line
-            if first:
-                first = False
-                await self.gate.wait()
-
-
-@dataclass
-class Service:
-    process: asyncio.subprocess.Process
-    base_url: str
-    log: Path
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")[-4000:]
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-async def _wait_ready(service: Service) -> None:
-    """Poll GET /readyz until it answers 200 (a subprocess has nothing to await), bounded."""
-    deadline = time.monotonic() + START_TIMEOUT
-    async with httpx.AsyncClient(base_url=service.base_url, timeout=2) as client:
-        while True:
-            if service.process.returncode is not None:
-                pytest.fail(f"the service exited at start-up:\n{service.output()}")
-            with suppress(httpx.TransportError):
-                if (await client.get("/readyz")).status_code == 200:
-                    return
-            if time.monotonic() > deadline:
-                pytest.fail(f"the service was not ready in {START_TIMEOUT}s:\n{service.output()}")
-            await asyncio.sleep(0.05)
-
-
-async def _wait_refusing_connections(base_url: str) -> None:
-    """Wait, bounded, until the server refuses new connections: the first step of its shutdown."""
-    deadline = time.monotonic() + IO_TIMEOUT
-    async with httpx.AsyncClient(base_url=base_url, timeout=1) as client:
-        while True:
-            try:
-                await client.get("/healthz")
-            except httpx.ConnectError:
-                return
-            except (httpx.ReadError, httpx.RemoteProtocolError):
-                # A connection the kernel queued just before the listener closed is reset, not
-                # refused: the shutdown has begun, but only a refused connect proves it.
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail("the server kept accepting connections after SIGTERM")
-            await asyncio.sleep(0.02)
-
-
-@asynccontextmanager
-async def run_service(
-    tmp_path: Path, database_url: str, upstream_url: str, grace_seconds: float
-) -> AsyncIterator[Service]:
-    """`python -m app` from a directory without `.env`, configured only by `env`; always killed
-    on the way out."""
-    port = _free_port()
-    env = {
-        "PATH": os.environ.get("PATH", ""),
-        "PYTHONPATH": str(PROJECT_ROOT),
-        "HOST": "127.0.0.1",
-        "PORT": str(port),
-        "DATABASE_URL": database_url,
-        "MIGRATE_ON_STARTUP": "false",
-        "ASSISTANT_PROVIDER": "openai",
-        "OPENAI_BASE_URL": f"{upstream_url}/v1",
-        "OPENAI_MODEL": "gpt-4",
-        "OPENAI_MAX_RETRIES": "0",
-        "SHUTDOWN_GRACE_SECONDS": str(grace_seconds),
-        "LOG_LEVEL": "WARNING",
-    }
-    log = tmp_path / "service.log"
-    with log.open("wb") as log_file:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "app",
-            cwd=tmp_path,
-            env=env,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=log_file,
-        )
-    service = Service(process=process, base_url=f"http://127.0.0.1:{port}", log=log)
-    try:
-        await _wait_ready(service)
-        yield service
-    finally:
-        if process.returncode is None:
-            process.kill()
-            with suppress(TimeoutError):
-                async with asyncio.timeout(IO_TIMEOUT):
-                    await process.wait()
-
-
-@asynccontextmanager
-async def fake_upstream(fake: FakeOpenAI) -> AsyncIterator[str]:
-    """The fake served on loopback in this event loop (`serve` takes a FastAPI app, hence the
-    wrapper); its base URL."""
-    wrapper = FastAPI()
-    wrapper.mount("/", fake.app())
-    async with serve(wrapper) as live:
-        yield live.base_url
-
-
-async def _events(response: httpx.Response) -> AsyncIterator[SseEvent]:
-    parser = SseParser()
-    async for line in response.aiter_lines():
-        if (event := parser.feed(line)) is not None:
-            yield event
-
-
-async def _next(events: AsyncIterator[SseEvent]) -> SseEvent:
-    async with asyncio.timeout(IO_TIMEOUT):
-        return await anext(events)
-
-
-async def _exit_code(process: asyncio.subprocess.Process, within: float) -> int:
-    try:
-        async with asyncio.timeout(within):
-            return await process.wait()
-    except TimeoutError:
-        pytest.fail(f"the service did not exit within {within:.1f}s of SIGTERM")
-
-
-async def _migrated_database(database_factory: DatabaseFactory, backend: str) -> str:
-    url = await database_factory.create(backend)
-    await migrate.upgrade_async(make_settings(url).database_url)
-    return url
-
-
-async def _stored(database_url: str, session_id: str) -> list[dict[str, Any]]:
-    """The session's messages, read directly from the database (after the service exited)."""
-    database = Database(create_engine(make_settings(database_url)))
-    try:
-        return await stored_messages(database, session_id)
-    finally:
-        await database.dispose()
+from app.core.errors import ShuttingDown
+from tests.api.helpers import CHAT, STREAM, SseEvent
+from tests.conftest import BACKENDS, DatabaseFactory
+from tests.fakes.fixtures import FakeUpstream
+from tests.fakes.openai_server import Respond
+from tests.service_process import (
+    CHUNKS,
+    IO_TIMEOUT,
+    GatedFakeOpenAI,
+    exit_code_of,
+    fake_upstream,
+    migrated_database,
+    next_event,
+    remaining_events,
+    run_service,
+    sse_events,
+    stored,
+    upstream_env,
+    wait_refusing_connections,
+)
 
 
 @dataclass
@@ -210,15 +62,15 @@ async def sigterm_mid_stream(
     try:
         async with (
             fake_upstream(fake) as upstream_url,
-            run_service(tmp_path, database_url, upstream_url, grace) as service,
+            run_service(tmp_path, database_url, upstream_env(upstream_url, grace)) as service,
             httpx.AsyncClient(base_url=service.base_url, timeout=IO_TIMEOUT) as client,
             client.stream("POST", STREAM, json={"message": "Tell me something"}) as response,
         ):
             assert response.status_code == 200
-            events = _events(response)
-            started = await _next(events)
+            events = sse_events(response)
+            started = await next_event(events)
             assert started.event == "session", started
-            first = await _next(events)
+            first = await next_event(events)
             assert first.event == "delta", first
             assert first.data == {"content": CHUNKS[0]}
 
@@ -227,30 +79,20 @@ async def sigterm_mid_stream(
             signalled = time.monotonic()
             rest: list[SseEvent] = []
             if release:
-                await _wait_refusing_connections(service.base_url)
+                await wait_refusing_connections(service.base_url)
                 assert service.process.returncode is None, "it exited with a stream in flight"
                 fake.gate.set()
-                rest = [event async for event in _remaining(events)]
-                exit_code = await _exit_code(service.process, within=grace)
+                rest = [event async for event in remaining_events(events)]
+                exit_code = await exit_code_of(service.process, within=grace)
             else:
-                # uvicorn waits up to int(grace) + 1 s for the connection, then the app up to
-                # grace s for the reply task; a few seconds more for the rest of the shutdown.
-                exit_code = await _exit_code(service.process, within=2 * grace + 6)
-                with suppress(httpx.TransportError):  # the connection may be cut
-                    rest = [event async for event in _remaining(events)]
+                # The app stops the reply at the end of the grace period, and the stream ends
+                # with its last event before uvicorn would cut the connection.
+                rest = [event async for event in remaining_events(events)]
+                exit_code = await exit_code_of(service.process, within=grace + 6)
             elapsed = time.monotonic() - signalled
             return Shutdown(started, rest, exit_code, elapsed, service.output())
     finally:
         fake.gate.set()
-
-
-async def _remaining(events: AsyncIterator[SseEvent]) -> AsyncIterator[SseEvent]:
-    """The remaining events, each awaited for at most IO_TIMEOUT."""
-    while True:
-        try:
-            yield await _next(events)
-        except StopAsyncIteration:
-            return
 
 
 def assert_exited_cleanly(shutdown: Shutdown) -> None:
@@ -266,7 +108,7 @@ async def test_a_stream_in_flight_at_sigterm_finishes_and_is_saved(
     backend: str, database_factory: DatabaseFactory, tmp_path: Path
 ) -> None:
     grace = 20.0
-    database_url = await _migrated_database(database_factory, backend)
+    database_url = await migrated_database(database_factory, backend)
 
     shutdown = await sigterm_mid_stream(tmp_path, database_url, grace=grace, release=True)
 
@@ -280,7 +122,7 @@ async def test_a_stream_in_flight_at_sigterm_finishes_and_is_saved(
     assert shutdown.elapsed < grace
     assert "Traceback" not in shutdown.output, shutdown.output
 
-    messages = await _stored(database_url, session_id)
+    messages = await stored(database_url, session_id)
     assert [m["role"] for m in messages] == ["user", "assistant"]
     reply = messages[1]
     assert str(reply["id"]) == done.data["message_id"]
@@ -295,18 +137,82 @@ async def test_a_stream_still_running_when_the_grace_period_ends_is_saved_incomp
     backend: str, database_factory: DatabaseFactory, tmp_path: Path
 ) -> None:
     grace = 1.0
-    database_url = await _migrated_database(database_factory, backend)
+    database_url = await migrated_database(database_factory, backend)
 
     shutdown = await sigterm_mid_stream(tmp_path, database_url, grace=grace, release=False)
 
     assert_exited_cleanly(shutdown)
     assert shutdown.elapsed >= grace, "it did not wait for the reply"
-    assert "done" not in [event.event for event in shutdown.rest], shutdown.rest
-    messages = await _stored(database_url, shutdown.started.data["session_id"])
+    # The stream ends with its `done`, not cut by the server's own timeout.
+    assert [event.event for event in shutdown.rest] == ["done"], shutdown.output
+    done = shutdown.rest[0].data
+    assert done["status"] == "incomplete"
+    assert_no_cancelled_requests(shutdown.output)
+    messages = await stored(database_url, shutdown.started.data["session_id"])
     assert [m["role"] for m in messages] == ["user", "assistant"], shutdown.output
     reply = messages[1]
+    assert str(reply["id"]) == done["message_id"]
     assert reply["content"] == CHUNKS[0]
     assert reply["metadata"]["status"] == "incomplete"
+    assert reply["metadata"]["error"] == "shutdown"
+
+
+def assert_no_cancelled_requests(output: str) -> None:
+    """uvicorn cancelled no request (its timeout), and nothing was logged as an error."""
+    assert "CancelledError" not in output, output
+    assert "timeout graceful shutdown exceeded" not in output, output
+    assert "Traceback" not in output, output
+
+
+class ArrivalRecordingUpstream(FakeUpstream):
+    """The fake upstream, setting `arrived` when a request comes in."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.arrived = asyncio.Event()
+
+    async def _complete(self, request: Request) -> Response:
+        self.arrived.set()
+        return await super()._complete(request)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_a_plain_request_still_waiting_when_the_grace_period_ends_gets_503_json(
+    backend: str, database_factory: DatabaseFactory, tmp_path: Path
+) -> None:
+    grace = 1.0
+    database_url = await migrated_database(database_factory, backend)
+    gate = asyncio.Event()
+    fake = ArrivalRecordingUpstream()
+    fake.default = Respond(chunks=CHUNKS, before_first_chunk=gate)
+    async with (
+        fake_upstream(fake) as upstream_url,
+        run_service(tmp_path, database_url, upstream_env(upstream_url, grace)) as service,
+        httpx.AsyncClient(base_url=service.base_url, timeout=IO_TIMEOUT) as client,
+    ):
+        try:
+            sending = asyncio.create_task(
+                client.post(CHAT, json={"message": "A long question " * 50, "session_id": "plain"})
+            )
+            async with asyncio.timeout(IO_TIMEOUT):
+                await fake.arrived.wait()  # the reply is being generated: the fake holds it
+            service.process.send_signal(signal.SIGTERM)
+            response = await sending
+            exit_code = await exit_code_of(service.process, within=grace + 6)
+            output = service.output()
+        finally:
+            gate.set()  # before the fake stops: it waits for the request it holds
+
+    assert response.status_code == 503, output
+    assert response.headers["content-type"] == "application/json"
+    assert response.json() == {"detail": ShuttingDown.detail}
+    assert exit_code == -signal.SIGTERM, output
+    assert_no_cancelled_requests(output)
+    messages = await stored(database_url, "plain")
+    assert [m["role"] for m in messages] == ["user", "assistant"]
+    reply = messages[1]
+    assert reply["content"] == ""
+    assert reply["metadata"]["status"] == "failed"
     assert reply["metadata"]["error"] == "shutdown"
 
 
@@ -314,7 +220,7 @@ async def test_shutdown_takes_no_longer_than_the_grace_period(
     database_factory: DatabaseFactory, tmp_path: Path
 ) -> None:
     grace = 2.0
-    database_url = await _migrated_database(database_factory, "sqlite")
+    database_url = await migrated_database(database_factory, "sqlite")
 
     shutdown = await sigterm_mid_stream(tmp_path, database_url, grace=grace, release=False)
 
@@ -325,9 +231,11 @@ async def test_shutdown_takes_no_longer_than_the_grace_period(
 async def test_sigterm_ends_the_process_like_uvicorn_does(
     database_factory: DatabaseFactory, tmp_path: Path
 ) -> None:
-    database_url = await _migrated_database(database_factory, "sqlite")
-    async with run_service(tmp_path, database_url, "http://127.0.0.1:9", 5) as service:
+    database_url = await migrated_database(database_factory, "sqlite")
+    async with run_service(
+        tmp_path, database_url, upstream_env("http://127.0.0.1:9", 5)
+    ) as service:
         service.process.send_signal(signal.SIGTERM)
-        exit_code = await _exit_code(service.process, within=IO_TIMEOUT)
+        exit_code = await exit_code_of(service.process, within=IO_TIMEOUT)
     # uvicorn re-raises SIGTERM after its clean shutdown: the process ends by that signal.
     assert exit_code == -signal.SIGTERM, service.output()

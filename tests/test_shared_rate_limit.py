@@ -43,8 +43,8 @@ async def test_two_processes_sharing_redis_accept_exactly_the_limit_from_a_burst
     }
     limits = httpx.Limits(max_connections=BURST)
     async with (
-        run_service(tmp_path, "a", database_url, env) as service_a,
-        run_service(tmp_path, "b", database_url, env) as service_b,
+        run_service(tmp_path, database_url, env) as service_a,
+        run_service(tmp_path, database_url, env) as service_b,
         httpx.AsyncClient(base_url=service_a.base_url, timeout=30, limits=limits) as client_a,
         httpx.AsyncClient(base_url=service_b.base_url, timeout=30, limits=limits) as client_b,
     ):

@@ -5,7 +5,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from app.db.url import normalize_database_url
@@ -53,6 +53,12 @@ class Settings(BaseSettings):
     openai_stream_usage: bool = True
 
     shutdown_grace_seconds: float = Field(default=30.0, ge=0)
+    # The reply lifecycle (README): a reply's text is saved at most this often as it grows,
+    # and a process that dies leaves its replies to be finished as interrupted by the others
+    # once it has not reported (every PROCESS_HEARTBEAT_SECONDS) for PROCESS_STALE_SECONDS.
+    reply_save_interval_ms: int = Field(default=500, ge=0)
+    process_heartbeat_seconds: float = Field(default=5.0, gt=0)
+    process_stale_seconds: float = Field(default=30.0, gt=0)
 
     # Authentication: on when a verification key is configured (a secret, a JWKS URL, or both).
     auth_jwt_secret: SecretStr | None = None
@@ -72,6 +78,15 @@ class Settings(BaseSettings):
     cors_allow_origins: CommaSeparated = Field(default_factory=list)
 
     web_ui_enabled: bool = True
+
+    @model_validator(mode="after")
+    def _stale_after_heartbeats(self) -> "Settings":
+        # A process that reports on time must never look dead.
+        if self.process_stale_seconds <= 2 * self.process_heartbeat_seconds:
+            raise ValueError(
+                "PROCESS_STALE_SECONDS must be more than twice PROCESS_HEARTBEAT_SECONDS"
+            )
+        return self
 
     @field_validator("database_url")
     @classmethod

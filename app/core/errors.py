@@ -81,6 +81,22 @@ class AssistantTimedOut(ChatError):
     detail = "The assistant did not answer in time; your message was saved, try again"
 
 
+class ShuttingDown(ChatError):
+    """The service stopped before the reply was done; the user's message and what came of the
+    reply are kept."""
+
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    detail = "The service is restarting; your message was saved, try again"
+
+
+class ReplyLost(ChatError):
+    """The reply could not be saved: its session was deleted meanwhile (or another process
+    took it for interrupted)."""
+
+    status_code = status.HTTP_404_NOT_FOUND
+    detail = "The session was deleted while the reply was written"
+
+
 def _error_body(detail: str) -> dict[str, str]:
     return {"detail": detail}
 

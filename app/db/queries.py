@@ -124,6 +124,11 @@ async def append_message(
     each gets the next sequence number. No COUNT, no re-reading of other messages.
     `title` is kept only if the session has none yet; `preview` None leaves last_message as
     it is. With `owner`, a session of anyone else counts as missing.
+
+    The message's time is `now` or the session's `updated_at`, whichever is later, decided
+    under the row lock: `now` was read before the lock, and a writer that read its clock
+    first may get the lock last. So `created_at` never goes backwards along `seq`, and the
+    session's `updated_at` is its newest message's `created_at`.
     """
     now_value = literal(now, type_=UTCDateTime())
     values: dict[str, Any] = {
@@ -142,12 +147,18 @@ async def append_message(
         update(chat_sessions)
         .where(_session_is(session_id, owner))
         .values(values)
-        .returning(chat_sessions.c.message_count, chat_sessions.c.user_id, chat_sessions.c.title)
+        .returning(
+            chat_sessions.c.message_count,
+            chat_sessions.c.user_id,
+            chat_sessions.c.title,
+            chat_sessions.c.updated_at,
+        )
     )
     session = (await conn.execute(stmt)).one_or_none()
     if session is None:
         return None
     seq = session.message_count
+    created_at: datetime = session.updated_at
     message_id = uuid.uuid4()
     await conn.execute(
         insert(chat_messages).values(
@@ -157,7 +168,7 @@ async def append_message(
             role=role,
             content=content,
             metadata=metadata,
-            created_at=now,
+            created_at=created_at,
         )
     )
     # This message set the automatic title, unless the title already read the same (then
@@ -165,7 +176,7 @@ async def append_message(
     if title is not None and session.title == title:
         await _index(conn, session_id, session.user_id, SEARCH_TITLE_SEQ, title, if_absent=True)
     await _index(conn, session_id, session.user_id, seq, content)
-    return StoredMessage(id=message_id, seq=seq, created_at=now)
+    return StoredMessage(id=message_id, seq=seq, created_at=created_at)
 
 
 async def _index(
@@ -197,6 +208,13 @@ async def _index(
             index_elements=[chat_search.c.session_id, chat_search.c.seq]
         )
     await conn.execute(stmt)
+
+
+async def index_message(
+    conn: AsyncConnection, session_id: str, user_id: str | None, seq: int, text: str
+) -> None:
+    """Add a message that was stored without its text (a reply finished later) to the index."""
+    await _index(conn, session_id, user_id, seq, text)
 
 
 def _session_is(

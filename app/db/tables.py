@@ -117,3 +117,36 @@ chat_search = Table(
         postgresql_using="gin",
     ).ddl_if(dialect="postgresql"),
 )
+
+# The reply lifecycle (migration 0006). A reply is stored as soon as its generation starts
+# (status "generating" in its metadata, content saved as it grows) and finished in one
+# transaction at its end. Each process that generates replies registers here and reports
+# every few seconds; a reply whose process stopped reporting is finished by another process
+# (or the next one to start) as interrupted.
+chat_processes = Table(
+    "chat_processes",
+    metadata,
+    Column("id", Uuid, primary_key=True),
+    # Where it runs: a process that starts on the same host knows at once whether the pid is
+    # alive, rather than waiting for the heartbeat to go stale.
+    Column("host", Text, nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("heartbeat_at", UTCDateTime, nullable=False),
+)
+
+# The replies being generated right now, and by which process. No foreign key to
+# chat_processes: a reply whose process row is gone counts as abandoned.
+chat_replies_generating = Table(
+    "chat_replies_generating",
+    metadata,
+    Column(
+        "message_id",
+        Uuid,
+        ForeignKey("chat_messages.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("process_id", Uuid, nullable=False),
+    Column("started_at", UTCDateTime, nullable=False),
+    Index("idx_chat_replies_generating_process", "process_id"),
+)

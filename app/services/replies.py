@@ -1,5 +1,6 @@
 """What is recorded with each assistant message: who wrote it, how it ended, what it cost."""
 
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -7,12 +8,21 @@ from typing import Any, Literal
 from app.core.errors import AssistantTimedOut, AssistantUnavailable, ChatError
 from app.services.assistant import AssistantError, ReplyEnd
 
+logger = logging.getLogger(__name__)
+
 ReplyStatus = Literal["complete", "incomplete", "failed"]
 
+# An assistant message is stored with this status when its generation starts; its text is
+# saved as it grows, and it ends complete, incomplete (cut short, with what came) or failed.
+GENERATING = "generating"
 # Assistant messages with this status have no text: they mark a reply that never came.
 FAILED = "failed"
 # The error and finish reason of a reply the user stopped (POST .../stop).
 STOPPED = "stopped"
+# The error of a reply the service stopped because it was shutting down.
+SHUTDOWN = "shutdown"
+# The error of a reply whose process died (a crash, kill -9) before it ended.
+INTERRUPTED = "interrupted"
 
 
 @dataclass
@@ -58,6 +68,33 @@ def reply_metadata(
     if error is not None:
         metadata["error"] = error
     return metadata
+
+
+def generating_metadata(*, provider: str, model: str) -> dict[str, Any]:
+    """The metadata of a reply while it is generated."""
+    return {"provider": provider, "model": model, "status": GENERATING}
+
+
+def interrupted_metadata(generating: dict[str, Any], *, has_text: bool) -> dict[str, Any]:
+    """The metadata of a reply whose process died, from what it was stored with."""
+    return {
+        "provider": generating.get("provider"),
+        "model": generating.get("model"),
+        "status": "incomplete" if has_text else FAILED,
+        "finish_reason": "error",
+        "usage": None,
+        "latency": {"first_token_ms": None, "total_ms": None},
+        "sources": [],
+        "error": INTERRUPTED,
+    }
+
+
+def as_assistant_error(exc: Exception, session_id: str) -> AssistantError:
+    """Provider failures as they are; anything else is a bug, logged with its traceback."""
+    if isinstance(exc, AssistantError):
+        return exc
+    logger.error("assistant crashed for session %s", session_id, exc_info=exc)
+    return AssistantError(repr(exc), kind="unavailable")
 
 
 def client_error(exc: AssistantError) -> ChatError:

@@ -166,8 +166,10 @@ async def test_reply_is_completed_and_saved_after_the_client_disconnects(
         assert events[1].data == {"content": "first "}
 
         await _wait_until_closed(live_server, stream_connection)
-        # The reply is still waiting for the assistant: only the user message is stored.
-        assert [r["role"] for r in await stored_messages(database, "gone-away")] == ["user"]
+        # The reply is still waiting for the assistant: stored, and marked as generating.
+        stored = await stored_messages(database, "gone-away")
+        assert [r["role"] for r in stored] == ["user", "assistant"]
+        assert stored[1]["metadata"]["status"] == "generating"
 
         gate.set()
         async with asyncio.timeout(5):

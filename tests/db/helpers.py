@@ -16,7 +16,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from app.db import migrate
 from app.db.fulltext import FTS_TABLE
-from app.db.tables import chat_messages, chat_search, chat_sessions, metadata
+from app.db.tables import (
+    chat_messages,
+    chat_processes,
+    chat_replies_generating,
+    chat_search,
+    chat_sessions,
+    metadata,
+)
 from app.db.types import JSONDocument, UTCDateTime
 
 BASE_REVISION = "0001_base_schema"
@@ -37,6 +44,8 @@ SEARCH_TRIGGERS = {"chat_search_ai", "chat_search_ad", "chat_search_au"}
 # (0004) and over its words under their owner's key (0005).
 POSTGRES_ONLY_INDEXES = {"idx_chat_search_document", "idx_chat_search_owned"}
 OWNED_WORDS_REVISION = "0005_search_owned_words"
+REPLY_LIFECYCLE_REVISION = "0006_reply_lifecycle"
+REPLY_LIFECYCLE_TABLES = (chat_processes, chat_replies_generating)
 SIDEBAR_INDEX_KEYS = {
     "idx_chat_sessions_user_list": [("user_id", False), ("active", False), *SORT_KEY],
     "idx_chat_sessions_list": [("active", False), *SORT_KEY],
@@ -247,7 +256,7 @@ def _drift(connection: Connection) -> list[Any]:
 
 async def assert_schema_matches_tables(conn: AsyncConnection) -> None:
     """The migrated schema is the one app.db.tables describes: nothing drifted."""
-    for table in (chat_sessions, chat_messages, chat_search):
+    for table in (chat_sessions, chat_messages, chat_search, *REPLY_LIFECYCLE_TABLES):
         assert await nullability(conn, table.name) == {
             column.name: column.nullable for column in table.columns
         }, table.name

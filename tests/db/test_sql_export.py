@@ -12,6 +12,7 @@ from app.models.chat import ChatRequest
 from app.services.access import Caller
 from app.services.assistant.echo import EchoAssistant
 from app.services.chat import get_session, get_sessions_list, process_chat
+from app.services.generation import ReplyTasks
 from app.services.text import make_title
 from tests.conftest import DatabaseFactory, make_settings
 from tests.db.helpers import (
@@ -115,7 +116,7 @@ async def test_exported_sql_builds_a_working_database(postgres_url: str) -> None
     try:
         request = ChatRequest(message="Hello   from\nthe SQL editor", user_id="user-1")
         reply = await process_chat(
-            database, EchoAssistant(), OPEN, request, history_max_messages=10
+            database, EchoAssistant(), OPEN, request, history_max_messages=10, tasks=ReplyTasks()
         )
         page = await get_sessions_list(database, OPEN, page=1, page_size=10, user_id="user-1")
         detail = await get_session(database, OPEN, reply.session_id)

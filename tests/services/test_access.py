@@ -61,7 +61,12 @@ def test_a_service_caller_keeps_its_own_identity() -> None:
 
 async def send(db: Database, caller: Caller, message: str, **fields: str) -> str:
     response = await chat.process_chat(
-        db, ECHO, caller, ChatRequest(message=message, **fields), history_max_messages=50
+        db,
+        ECHO,
+        caller,
+        ChatRequest(message=message, **fields),
+        history_max_messages=50,
+        tasks=ReplyTasks(),
     )
     return response.session_id
 

@@ -14,6 +14,7 @@ from app.services import chat
 from app.services.access import Caller
 from app.services.assistant import AssistantError
 from app.services.assistant.echo import EchoAssistant
+from app.services.generation import ReplyTasks
 from app.services.text import make_preview, make_title
 from tests.services.helpers import FailingAssistant, RecordingAssistant, message_rows, session_row
 
@@ -24,7 +25,12 @@ ECHO = EchoAssistant()
 
 async def send(db: Database, message: str, **fields: str) -> str:
     response = await chat.process_chat(
-        db, ECHO, OPEN, ChatRequest(message=message, **fields), history_max_messages=50
+        db,
+        ECHO,
+        OPEN,
+        ChatRequest(message=message, **fields),
+        history_max_messages=50,
+        tasks=ReplyTasks(),
     )
     return response.session_id
 
@@ -36,6 +42,7 @@ async def test_first_message_creates_the_session_with_its_metadata(database: Dat
         OPEN,
         ChatRequest(message="  What payment\n processors do you support?  ", user_id="u1"),
         history_max_messages=50,
+        tasks=ReplyTasks(),
     )
 
     uuid.UUID(response.session_id)  # the server made a UUID
@@ -61,6 +68,7 @@ async def test_continuing_keeps_the_title_and_moves_last_message(database: Datab
         OPEN,
         ChatRequest(message="second question", session_id=session_id),
         history_max_messages=50,
+        tasks=ReplyTasks(),
     )
 
     session = await session_row(database, session_id)
@@ -81,7 +89,9 @@ async def test_the_assistant_gets_the_recent_history_oldest_first(database: Data
     request = ChatRequest(message="one", session_id="s")
     for text in ["one", "two", "three"]:
         request = ChatRequest(message=text, session_id="s")
-        await chat.process_chat(database, assistant, OPEN, request, history_max_messages=4)
+        await chat.process_chat(
+            database, assistant, OPEN, request, history_max_messages=4, tasks=ReplyTasks()
+        )
 
     last_history = assistant.histories[-1]
     # 5 messages exist before the reply; the newest 4 are sent, ending with the new message.
@@ -103,6 +113,7 @@ async def test_assistant_failure_keeps_the_users_message_and_records_the_failure
             OPEN,
             ChatRequest(message="are you there?", session_id="down"),
             history_max_messages=50,
+            tasks=ReplyTasks(),
         )
 
     session = await session_row(database, "down")
@@ -125,6 +136,7 @@ async def test_assistant_timeout_is_a_504_error(database: Database) -> None:
             OPEN,
             ChatRequest(message="hello?", session_id="slow"),
             history_max_messages=50,
+            tasks=ReplyTasks(),
         )
     assert (await message_rows(database, "slow"))[1]["metadata"]["error"] == "timeout"
 
@@ -137,6 +149,7 @@ async def test_failed_replies_are_left_out_of_the_history(database: Database) ->
             OPEN,
             ChatRequest(message="first", session_id="s"),
             history_max_messages=50,
+            tasks=ReplyTasks(),
         )
     assistant = RecordingAssistant()
 
@@ -146,6 +159,7 @@ async def test_failed_replies_are_left_out_of_the_history(database: Database) ->
         OPEN,
         ChatRequest(message="second", session_id="s"),
         history_max_messages=50,
+        tasks=ReplyTasks(),
     )
 
     assert [(t.role, t.content) for t in assistant.histories[0]] == [

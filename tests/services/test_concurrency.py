@@ -11,6 +11,7 @@ from app.models.chat import ChatRequest
 from app.services import chat
 from app.services.access import Caller
 from app.services.assistant.echo import EchoAssistant
+from app.services.generation import ReplyTasks
 from app.services.text import make_preview, make_title
 from tests.services.helpers import message_rows, session_row
 
@@ -35,7 +36,10 @@ async def assert_metadata_matches_messages(db: Database, session_id: str) -> Non
     assert session["last_message"] == make_preview(messages[-1]["content"])
     first_user = next(m for m in messages if m["role"] == "user")
     assert session["title"] == make_title(first_user["content"])
-    assert session["updated_at"] == max(m["created_at"] for m in messages)
+    # Times follow the order: never backwards along seq, and the session's is the newest's.
+    times = [m["created_at"] for m in messages]
+    assert times == sorted(times), "created_at goes backwards along seq"
+    assert session["updated_at"] == messages[-1]["created_at"]
 
 
 async def test_parallel_writers_to_one_session(database: Database) -> None:
@@ -45,6 +49,7 @@ async def test_parallel_writers_to_one_session(database: Database) -> None:
         OPEN,
         ChatRequest(message="opening question"),
         history_max_messages=10,
+        tasks=ReplyTasks(),
     )
 
     await asyncio.gather(
@@ -90,7 +95,12 @@ async def test_two_replicas_writing_to_one_session(
     database: Database, second_replica: Database
 ) -> None:
     first = await chat.process_chat(
-        database, chat_assistant(), OPEN, ChatRequest(message="hello"), history_max_messages=10
+        database,
+        chat_assistant(),
+        OPEN,
+        ChatRequest(message="hello"),
+        history_max_messages=10,
+        tasks=ReplyTasks(),
     )
 
     await asyncio.gather(
@@ -101,6 +111,7 @@ async def test_two_replicas_writing_to_one_session(
                 OPEN,
                 ChatRequest(message=f"from replica {n % 2}: {n}", session_id=first.session_id),
                 history_max_messages=10,
+                tasks=ReplyTasks(),
             )
             for n, replica in enumerate([database, second_replica] * (WRITERS // 2))
         )
@@ -108,6 +119,35 @@ async def test_two_replicas_writing_to_one_session(
 
     await assert_metadata_matches_messages(database, first.session_id)
     assert (await session_row(database, first.session_id))["message_count"] == 2 + 2 * WRITERS
+
+
+async def test_message_times_follow_their_order_with_many_writers(
+    database: Database, second_replica: Database
+) -> None:
+    """Each writer reads its clock before it queues for the session's row lock, so without
+    the lock deciding the time, a later seq could get an earlier created_at."""
+    first = await chat.process_chat(
+        database,
+        chat_assistant(),
+        OPEN,
+        ChatRequest(message="hello"),
+        history_max_messages=10,
+        tasks=ReplyTasks(),
+    )
+
+    await asyncio.gather(
+        *(
+            chat.accept_user_message(
+                replica,
+                OPEN,
+                ChatRequest(message=f"writer {n}", session_id=first.session_id),
+                history_max_messages=1,
+            )
+            for n, replica in enumerate([database, second_replica] * (2 * WRITERS))
+        )
+    )
+
+    await assert_metadata_matches_messages(database, first.session_id)
 
 
 def chat_assistant() -> EchoAssistant:

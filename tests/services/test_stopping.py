@@ -194,8 +194,9 @@ async def test_stop_stops_every_reply_of_the_session_and_no_other(database: Data
         assert isinstance(done, StreamDone)
         assert done.status == "incomplete"
     stored = await message_rows(database, "s")
-    assert [m["role"] for m in stored] == ["user", "user", "assistant", "assistant"]
-    assert [summary(m["metadata"]) for m in stored[2:]] == [STOPPED_METADATA] * 2
+    # Each reply sits right after the message it answers: it took its place when it started.
+    assert [m["role"] for m in stored] == ["user", "assistant", "user", "assistant"]
+    assert [summary(m["metadata"]) for m in stored[1::2]] == [STOPPED_METADATA] * 2
     assert (await session_row(database, "s"))["message_count"] == 4
     assert len(tasks) == 1  # the other session's reply runs on
     assistant.gate.set()
@@ -219,7 +220,10 @@ async def test_shutdown_after_a_stop_leaves_the_stopped_reply_saved(database: Da
     shut_down = (await message_rows(database, "b"))[-1]["metadata"]
     assert (shut_down["status"], shut_down["error"]) == ("incomplete", "shutdown")
     assert [type(e).__name__ for e in [e async for e in stopped]] == ["StreamDone"]
-    assert [e async for e in running] == []
+    # Stopped at shutdown, the stream still ends with its `done`.
+    [done] = [e async for e in running]
+    assert isinstance(done, StreamDone)
+    assert done.status == "incomplete"
 
 
 async def test_stop_reply_checks_ownership_before_stopping(database: Database) -> None:

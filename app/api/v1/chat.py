@@ -61,13 +61,23 @@ _SEND_ERRORS = (400, 403, 404, 413, 429, 500, *AUTH_ERRORS)
 @router.post(
     "",
     summary="Send a message and get the assistant's reply",
-    responses=error_responses(*_SEND_ERRORS, 502, 504),
+    responses=error_responses(
+        *_SEND_ERRORS,
+        502,
+        504,
+        descriptions={
+            503: "The token signing keys (AUTH_JWKS_URL) cannot be fetched, or the service "
+            "shut down before the reply was done (the message was saved, and the reply as "
+            "failed)."
+        },
+    ),
 )
 async def chat(
     body: RateLimitedChatRequest,
     caller: CallerDep,
     db: DatabaseDep,
     assistant: AssistantDep,
+    tasks: ReplyTasksDep,
     settings: SettingsDep,
 ) -> ChatResponse:
     """Creates the session on its first message; saves the message and the reply.
@@ -76,7 +86,12 @@ async def chat(
     created. Choose random ids (UUIDs): a 404 shows that an id is taken.
     """
     return await chat_service.process_chat(
-        db, assistant, caller, body, history_max_messages=settings.history_max_messages
+        db,
+        assistant,
+        caller,
+        body,
+        history_max_messages=settings.history_max_messages,
+        tasks=tasks,
     )
 
 

@@ -14,6 +14,8 @@ const NOTES = {
   stopped: 'Stopped',
   incomplete: 'This reply was interrupted before it finished.',
   failed: 'The assistant did not reply.',
+  // A reply still being written when the chat was opened (by another tab, or before a restart).
+  generating: 'This reply is still being written; reopen the chat to see the rest.',
   unsent: 'Not sent',
 };
 

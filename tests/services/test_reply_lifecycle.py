@@ -1,0 +1,255 @@
+"""The reply lifecycle on both databases: a reply is visible while it is generated, and the
+sweep finishes the replies of dead processes (stale heartbeat, or a pid gone on this host) as
+interrupted, once, and leaves those of live processes alone."""
+
+import asyncio
+import itertools
+import os
+import socket
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import delete, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from app.db import replies as reply_queries
+from app.db.engine import Database
+from app.db.tables import chat_processes, chat_replies_generating, chat_search
+from app.db.types import utc_now
+from app.models.chat import ChatRequest, StreamDelta, StreamDone
+from app.services import chat
+from app.services.access import Caller
+from app.services.assistant import Reply, ReplyEnd, ReplyEvent, TextDelta, Turn
+from app.services.liveness import ProcessLiveness
+from app.services.replies import generating_metadata
+from app.services.streaming import ReplyTasks, start_chat_stream
+from tests.services.helpers import GatedAssistant, message_rows, session_row
+
+OPEN = Caller.open_mode()
+STALE_SECONDS = 30.0
+
+
+def sweeper(database: Database) -> ProcessLiveness:
+    return ProcessLiveness(
+        database, uuid.uuid4(), heartbeat_seconds=1.0, stale_seconds=STALE_SECONDS
+    )
+
+
+async def register(database: Database, *, host: str, pid: int, seconds_ago: float) -> uuid.UUID:
+    process_id = uuid.uuid4()
+    at = utc_now() - timedelta(seconds=seconds_ago)
+    async with database.write() as conn:
+        await reply_queries.report_alive(
+            conn, process_id=process_id, host=host, pid=pid, started_at=at, now=at
+        )
+    return process_id
+
+
+async def reply_in_progress(
+    database: Database, process_id: uuid.UUID, text: str, session_id: str = "s"
+) -> uuid.UUID:
+    """A user message, and a reply to it that `process_id` is generating, saved up to `text`."""
+    await chat.accept_user_message(
+        database,
+        OPEN,
+        ChatRequest(message="the question", session_id=session_id),
+        history_max_messages=5,
+    )
+    async with database.write() as conn:
+        stored = await reply_queries.start_reply(
+            conn,
+            session_id=session_id,
+            process_id=process_id,
+            metadata=generating_metadata(provider="p", model="m"),
+            now=utc_now(),
+        )
+        assert stored is not None
+        assert await reply_queries.save_draft(
+            conn, message_id=stored.id, process_id=process_id, content=text
+        )
+    return stored.id
+
+
+def dead_pid() -> int:
+    """The pid of a process that has ended."""
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+async def test_a_reply_of_a_process_that_stopped_reporting_is_finished_as_interrupted(
+    database: Database,
+) -> None:
+    process = await register(database, host="elsewhere", pid=1, seconds_ago=STALE_SECONDS + 5)
+    await reply_in_progress(database, process, "half an answer")
+
+    assert await sweeper(database).sweep() == 1
+
+    [question, reply] = await message_rows(database, "s")
+    assert reply["content"] == "half an answer"
+    assert reply["metadata"]["status"] == "incomplete"
+    assert reply["metadata"]["error"] == "interrupted"
+    assert (reply["metadata"]["provider"], reply["metadata"]["model"]) == ("p", "m")
+    session = await session_row(database, "s")
+    assert session["message_count"] == 2
+    assert session["last_message"] == "half an answer"
+    assert session["updated_at"] == reply["created_at"] >= question["created_at"]
+    async with database.read() as conn:
+        indexed = await conn.execute(select(chat_search.c.seq).where(chat_search.c.seq == 2))
+        assert indexed.all(), "the interrupted reply's text is not searchable"
+        # The dead process is forgotten once nothing of it is left to finish.
+        left = await conn.execute(select(chat_processes.c.id).where(chat_processes.c.id == process))
+        assert left.all() == []
+
+
+async def test_a_reply_with_no_text_yet_is_finished_as_failed_and_keeps_the_preview(
+    database: Database,
+) -> None:
+    process = await register(database, host="elsewhere", pid=1, seconds_ago=STALE_SECONDS + 5)
+    await reply_in_progress(database, process, "")
+
+    assert await sweeper(database).sweep() == 1
+
+    [_, reply] = await message_rows(database, "s")
+    assert (reply["metadata"]["status"], reply["metadata"]["error"]) == ("failed", "interrupted")
+    assert (await session_row(database, "s"))["last_message"] == "the question"
+
+
+async def test_the_replies_of_live_processes_are_left_alone(database: Database) -> None:
+    elsewhere = await register(database, host="elsewhere", pid=1, seconds_ago=1)
+    # Another live process on this host (this one's parent).
+    here = await register(database, host=socket.gethostname(), pid=os.getppid(), seconds_ago=1)
+    await reply_in_progress(database, elsewhere, "one", session_id="a")
+    await reply_in_progress(database, here, "two", session_id="b")
+
+    assert await sweeper(database).sweep() == 0
+
+    for session_id in ("a", "b"):
+        [_, reply] = await message_rows(database, session_id)
+        assert reply["metadata"]["status"] == "generating"
+
+
+async def test_a_dead_pid_on_this_host_is_finished_at_once(database: Database) -> None:
+    process = await register(database, host=socket.gethostname(), pid=dead_pid(), seconds_ago=0)
+    await reply_in_progress(database, process, "cut")
+
+    assert await sweeper(database).sweep() == 1
+
+    [_, reply] = await message_rows(database, "s")
+    assert (reply["metadata"]["status"], reply["metadata"]["error"]) == (
+        "incomplete",
+        "interrupted",
+    )
+
+
+async def test_an_unregistered_process_counts_as_dead_once_its_reply_is_old(
+    database: Database,
+) -> None:
+    process = await register(database, host="elsewhere", pid=1, seconds_ago=0)
+    await reply_in_progress(database, process, "text")
+    async with database.write() as conn:
+        await conn.execute(delete(chat_processes).where(chat_processes.c.id == process))
+
+    # Just started: its process may not have registered yet.
+    assert await sweeper(database).sweep() == 0
+    async with database.write() as conn:
+        await conn.execute(
+            update(chat_replies_generating).values(
+                started_at=utc_now() - timedelta(seconds=STALE_SECONDS + 5)
+            )
+        )
+    assert await sweeper(database).sweep() == 1
+
+
+async def test_sweepers_racing_finish_a_reply_once(database: Database) -> None:
+    process = await register(database, host="elsewhere", pid=1, seconds_ago=STALE_SECONDS + 5)
+    await reply_in_progress(database, process, "once")
+
+    finished = await asyncio.gather(*(sweeper(database).sweep() for _ in range(4)))
+
+    assert sum(finished) == 1
+    async with database.read() as conn:
+        entries = await conn.execute(select(chat_search.c.seq).where(chat_search.c.seq == 2))
+        assert len(entries.all()) == 1
+
+
+async def test_a_reply_being_generated_is_read_with_its_session(database: Database) -> None:
+    tasks = ReplyTasks()
+    assistant = GatedAssistant()
+    stream = await start_chat_stream(
+        database,
+        assistant,
+        tasks,
+        OPEN,
+        ChatRequest(message="the question", session_id="s"),
+        history_max_messages=5,
+    )
+    events = stream.events()
+    assert isinstance(await anext(events), StreamDelta)
+
+    during = await chat.get_session(database, OPEN, "s")
+    assistant.gate.set()
+    done = [event async for event in events][-1]
+    after = await chat.get_session(database, OPEN, "s")
+
+    assert [m.role for m in during.messages] == ["user", "assistant"]
+    assert during.messages[1].metadata["status"] == "generating"
+    assert during.message_count == 2
+    # The preview is the question until the reply has text to replace it with.
+    assert during.last_message == "the question"
+    assert isinstance(done, StreamDone)
+    assert after.messages[1].id == during.messages[1].id == done.message_id
+    assert after.messages[1].metadata["status"] == "complete"
+    assert after.last_message == "first second third"
+
+
+class ManyPiecesAssistant:
+    """Streams `PIECES` pieces as fast as it can."""
+
+    PIECES = 200
+    provider = "many"
+    model = "many-1"
+
+    async def reply(self, history: Sequence[Turn]) -> Reply:
+        raise NotImplementedError
+
+    async def stream(self, history: Sequence[Turn]) -> AsyncIterator[ReplyEvent]:
+        for index in range(self.PIECES):
+            await asyncio.sleep(0)  # a piece at each turn of the event loop
+            yield TextDelta(f"{index} ")
+        yield ReplyEnd(model=self.model)
+
+
+async def test_a_growing_reply_is_saved_in_batches_not_per_piece(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    saved: list[str] = []
+    save_draft = reply_queries.save_draft
+
+    async def recording_save_draft(conn: AsyncConnection, **values: Any) -> bool:
+        saved.append(values["content"])
+        return await save_draft(conn, **values)
+
+    monkeypatch.setattr(reply_queries, "save_draft", recording_save_draft)
+    tasks = ReplyTasks(save_interval_seconds=0)
+    stream = await start_chat_stream(
+        database,
+        ManyPiecesAssistant(),
+        tasks,
+        OPEN,
+        ChatRequest(message="count", session_id="s"),
+        history_max_messages=5,
+    )
+    events = [event async for event in stream.events()]
+
+    assert isinstance(events[-1], StreamDone)
+    # Even with no interval, one write at a time, each taking all that arrived meanwhile.
+    assert 1 <= len(saved) < ManyPiecesAssistant.PIECES / 2
+    assert all(later.startswith(earlier) for earlier, later in itertools.pairwise(saved))
+    [_, reply] = await message_rows(database, "s")
+    assert reply["content"] == "".join(f"{index} " for index in range(200))
