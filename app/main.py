@@ -11,6 +11,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from app.api import health
 from app.api.body_limit import BodySizeLimitMiddleware
 from app.api.openapi import describe_mode
+from app.api.request_context import RequestContextMiddleware
 from app.api.v1 import chat
 from app.core.auth import TokenVerifier
 from app.core.config import Settings, get_settings
@@ -82,10 +83,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             else None
         ),
         allow_methods=["GET", "POST", "DELETE", "PATCH"],
-        allow_headers=["Authorization", "Content-Type"],
-        expose_headers=["Retry-After"],
+        allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+        expose_headers=["Retry-After", "X-Request-ID"],
         max_age=600,
     )
+    # Outermost, so that every response carries the request id and nothing escapes its
+    # handling of unexpected errors.
+    app.add_middleware(RequestContextMiddleware)
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(chat.router)
