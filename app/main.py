@@ -10,6 +10,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from app.api import health
 from app.api.body_limit import BodySizeLimitMiddleware
+from app.api.host_check import HostCheckMiddleware, host_policy
 from app.api.openapi import describe_mode
 from app.api.request_context import RequestContextMiddleware
 from app.api.v1 import chat
@@ -87,6 +88,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         expose_headers=["Retry-After", "X-Request-ID"],
         max_age=600,
     )
+    if (policy := host_policy(settings)) is not None:
+        app.add_middleware(HostCheckMiddleware, policy=policy)
     # Outermost, so that every response carries the request id and nothing escapes its
     # handling of unexpected errors.
     app.add_middleware(RequestContextMiddleware)

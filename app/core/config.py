@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     auth_issuer: str | None = None
     auth_jwks_cache_seconds: int = Field(default=300, ge=0)
     open_mode_allow_network: bool = False
+    # Host names requests may be addressed to besides loopback ones ("*": any); see
+    # app/api/host_check.py for the default of each mode.
+    allowed_hosts: CommaSeparated = Field(default_factory=list)
 
     max_request_body_bytes: int = Field(default=512 * 1024, ge=1024)
     # None: on in authenticated mode, off in open mode.
@@ -95,6 +98,16 @@ class Settings(BaseSettings):
     def _split_origins(cls, value: object) -> object:
         if isinstance(value, str):
             return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
+
+    @field_validator("allowed_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = value.split(",")
+        if isinstance(value, list):
+            names = (str(name).strip().lower().removesuffix(".") for name in value)
+            return [name for name in names if name]
         return value
 
     @property
