@@ -9,6 +9,7 @@ import time
 import uvicorn
 from fastapi import FastAPI
 
+from app.api.header_limit import http_protocol
 from app.core.config import get_settings
 from app.core.logging import configure_logging
 from app.main import UnsafeConfiguration, create_app
@@ -51,6 +52,7 @@ def main() -> None:
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level.lower(),
+        http=http_protocol(settings.max_request_header_bytes),
         timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_seconds),
     )
     # Like uvicorn itself, the process ends by re-raising SIGTERM after a clean shutdown

@@ -10,6 +10,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from app.api import health
 from app.api.body_limit import BodySizeLimitMiddleware
+from app.api.header_limit import HeaderSizeLimitMiddleware
 from app.api.host_check import HostCheckMiddleware, host_policy
 from app.api.openapi import describe_mode
 from app.api.request_context import RequestContextMiddleware
@@ -73,8 +74,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Assistant chat with persisted sessions and a paginated chat-history sidebar.",
         lifespan=lifespan,
     )
-    # Added first, so it runs inside CORS: its 413s are readable from allowed origins.
+    # Added first, so they run inside CORS: their 413s and 431s are readable from allowed
+    # origins.
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_body_bytes)
+    app.add_middleware(HeaderSizeLimitMiddleware, max_bytes=settings.max_request_header_bytes)
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.cors_allow_origins,

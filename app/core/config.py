@@ -66,6 +66,8 @@ class Settings(BaseSettings):
     allowed_hosts: CommaSeparated = Field(default_factory=list)
 
     max_request_body_bytes: int = Field(default=512 * 1024, ge=1024)
+    # The request line and headers: a bearer token is about 1 KiB; browsers send a few KiB.
+    max_request_header_bytes: int = Field(default=64 * 1024, ge=1024)
     # None: on in authenticated mode, off in open mode.
     rate_limit_enabled: bool | None = None
     rate_limit_messages: str = "30/minute;500/hour"
