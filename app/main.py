@@ -23,6 +23,7 @@ from app.db.engine import Database, create_engine
 from app.services.assistant import build_assistant
 from app.services.rate_limit import MessageRateLimiter
 from app.services.streaming import ReplyTasks
+from app.web import docs
 from app.web import routes as web
 
 logger = logging.getLogger(__name__)
@@ -73,6 +74,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         summary="Assistant chat with persisted sessions and a paginated chat-history sidebar.",
         lifespan=lifespan,
+        # Served by app.web.docs, from local files.
+        docs_url=None,
+        redoc_url=None,
     )
     # Added first, so they run inside CORS: their 413s and 431s are readable from allowed
     # origins.
@@ -99,6 +103,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(chat.router)
+    docs.install(app)
     if settings.web_ui_enabled:
         web.install(app)
     describe_mode(app, open_mode=not settings.auth_enabled)
