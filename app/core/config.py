@@ -5,7 +5,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from app.db.url import normalize_database_url
@@ -130,6 +130,18 @@ class Settings(BaseSettings):
             return ipaddress.ip_address(self.host).is_loopback
         except ValueError:
             return False
+
+
+def describe_invalid_settings(exc: ValidationError) -> str:
+    """One line naming each invalid setting and why, without the values (they may be
+    secrets: a DATABASE_URL holds a password)."""
+    problems = []
+    for error in exc.errors(include_input=False, include_url=False):
+        name = "_".join(str(part) for part in error["loc"]).upper() or "settings"
+        cause = error.get("ctx", {}).get("error")
+        reason = str(cause) if isinstance(cause, ValueError) else error["msg"]
+        problems.append(f"{name}: {reason}")
+    return "invalid setting " + "; ".join(problems)
 
 
 @lru_cache
