@@ -1,9 +1,11 @@
 """Start-up safety: open mode (no verification key) only on loopback unless explicitly allowed,
 and a clear warning whenever it is on."""
 
+import asyncio
 import logging
 import os
 import shutil
+import socket
 import stat
 import subprocess
 import sys
@@ -11,11 +13,13 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy.engine import make_url
 
 from app.core.config import PROJECT_ROOT, Settings
 from app.main import UnsafeConfiguration, check_exposure, create_app
+from tests.api.test_header_limit import send_head_slowly
 from tests.conftest import POSTGRES_ADMIN_URL, DatabaseFactory, make_settings
 from tests.tokens import ISSUER, JWT_SECRET
 
@@ -145,6 +149,43 @@ def test_cli_refuses_to_serve_open_mode_on_the_network(tmp_path: Path, host: str
     assert result.stdout == ""
     # It stopped before start-up: no migration created the database.
     assert not (tmp_path / "cli.db").exists()
+
+
+async def test_cli_serves_with_the_request_head_limit(tmp_path: Path) -> None:
+    """`python -m app` runs uvicorn with the protocol that stops reading an oversized head."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "PYTHONPATH": str(PROJECT_ROOT),
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}",
+        "PORT": str(port),
+        "MAX_REQUEST_HEADER_BYTES": "4096",
+        "LOG_LEVEL": "WARNING",
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "app", cwd=tmp_path, env=env, stderr=asyncio.subprocess.DEVNULL
+    )
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        async with asyncio.timeout(30), httpx.AsyncClient(base_url=base_url) as client:
+            # A subprocess has nothing to await: poll until it serves.
+            while True:
+                assert process.returncode is None
+                try:
+                    if (await client.get("/healthz")).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    await asyncio.sleep(0.05)
+            sent, answer = await send_head_slowly(base_url, 8 * 1024 * 1024)
+    finally:
+        process.kill()
+        await process.wait()
+
+    assert answer.startswith(b"HTTP/1.1 431 ")
+    assert b"limit 4096 bytes" in answer
+    assert sent < 8 * 1024 * 1024
 
 
 # --- A database that cannot be used ---------------------------------------------------------
