@@ -1,5 +1,6 @@
 """`python -m app`: serve the API with uvicorn on HOST:PORT."""
 
+import asyncio
 import gc
 import math
 import socket
@@ -8,9 +9,12 @@ import time
 
 import uvicorn
 from fastapi import FastAPI
+from pydantic import ValidationError
 
-from app.core.config import get_settings
+from app.api.header_limit import http_protocol
+from app.core.config import describe_invalid_settings, get_settings
 from app.core.logging import configure_logging
+from app.db.preflight import DatabaseUnavailable, check_database
 from app.main import UnsafeConfiguration, create_app
 from app.services.streaming import ReplyTasks
 
@@ -53,17 +57,24 @@ class _Server(uvicorn.Server):
 
 
 def main() -> None:
-    settings = get_settings()
+    try:
+        settings = get_settings()
+    except ValidationError as exc:
+        sys.exit(f"error: {describe_invalid_settings(exc)}")
     configure_logging(settings.log_level)
     try:
         app = create_app(settings)
-    except UnsafeConfiguration as exc:
+        # Before the server starts: a database that cannot be used is then one line that says
+        # why, not a traceback from the start-up migration.
+        asyncio.run(check_database(settings))
+    except (UnsafeConfiguration, DatabaseUnavailable) as exc:
         sys.exit(f"error: {exc}")
     config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level.lower(),
+        http=http_protocol(settings.max_request_header_bytes),
         timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_seconds)
         + _UVICORN_MARGIN_SECONDS,
     )

@@ -10,7 +10,10 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from app.api import health
 from app.api.body_limit import BodySizeLimitMiddleware
+from app.api.header_limit import HeaderSizeLimitMiddleware
+from app.api.host_check import HostCheckMiddleware, host_policy
 from app.api.openapi import describe_mode
+from app.api.request_context import RequestContextMiddleware
 from app.api.v1 import chat
 from app.core.auth import TokenVerifier
 from app.core.config import Settings, get_settings
@@ -21,6 +24,7 @@ from app.services.assistant import build_assistant
 from app.services.liveness import ProcessLiveness
 from app.services.rate_limit import MessageRateLimiter
 from app.services.streaming import ReplyTasks
+from app.web import docs
 from app.web import routes as web
 
 logger = logging.getLogger(__name__)
@@ -86,9 +90,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         summary="Assistant chat with persisted sessions and a paginated chat-history sidebar.",
         lifespan=lifespan,
+        # Served by app.web.docs, from local files.
+        docs_url=None,
+        redoc_url=None,
     )
-    # Added first, so it runs inside CORS: its 413s are readable from allowed origins.
+    # Added first, so they run inside CORS: their 413s and 431s are readable from allowed
+    # origins.
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_body_bytes)
+    app.add_middleware(HeaderSizeLimitMiddleware, max_bytes=settings.max_request_header_bytes)
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.cors_allow_origins,
@@ -98,13 +107,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             else None
         ),
         allow_methods=["GET", "POST", "DELETE", "PATCH"],
-        allow_headers=["Authorization", "Content-Type"],
-        expose_headers=["Retry-After"],
+        allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+        expose_headers=["Retry-After", "X-Request-ID"],
         max_age=600,
     )
+    if (policy := host_policy(settings)) is not None:
+        app.add_middleware(HostCheckMiddleware, policy=policy)
+    # Outermost, so that every response carries the request id and nothing escapes its
+    # handling of unexpected errors.
+    app.add_middleware(RequestContextMiddleware)
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(chat.router)
+    docs.install(app)
     if settings.web_ui_enabled:
         web.install(app)
     describe_mode(app, open_mode=not settings.auth_enabled)

@@ -138,7 +138,7 @@ async def run_database(kind: str, args: argparse.Namespace) -> None:
             transport = httpx.ASGITransport(app=app)
             async with (
                 app.router.lifespan_context(app),
-                httpx.AsyncClient(transport=transport, base_url="http://bench") as client,
+                httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client,
             ):
                 db: Database = app.state.database
                 for i in range(args.sessions):

@@ -157,11 +157,12 @@ def _listening_socket() -> socket.socket:
 
 
 @asynccontextmanager
-async def serve(app: FastAPI) -> AsyncIterator[LiveServer]:
-    """Serve `app` (lifespan included) with uvicorn on a free loopback port until exit."""
+async def serve(app: FastAPI, **config: Any) -> AsyncIterator[LiveServer]:
+    """Serve `app` (lifespan included) with uvicorn on a free loopback port until exit;
+    `config`: more options of `uvicorn.Config`."""
     sock = _listening_socket()
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", **config))
     serving = asyncio.create_task(server.serve(sockets=[sock]))
     base_url = f"http://127.0.0.1:{port}"
     try:

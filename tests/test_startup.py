@@ -1,18 +1,26 @@
 """Start-up safety: open mode (no verification key) only on loopback unless explicitly allowed,
 and a clear warning whenever it is on."""
 
+import asyncio
 import logging
 import os
+import shutil
+import socket
+import stat
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from sqlalchemy.engine import make_url
 
 from app.core.config import PROJECT_ROOT, Settings
 from app.main import UnsafeConfiguration, check_exposure, create_app
-from tests.conftest import make_settings
+from tests.api.test_header_limit import send_head_slowly
+from tests.conftest import POSTGRES_ADMIN_URL, DatabaseFactory, make_settings
 from tests.tokens import ISSUER, JWT_SECRET
 
 NETWORK_HOSTS = ["0.0.0.0", "192.168.1.10", "::", "10.0.0.5", "chat.internal", "example.com"]
@@ -108,9 +116,11 @@ def test_open_mode_network_permission_is_read_from_the_environment(
 # --- python -m app --------------------------------------------------------------------------
 
 
-def run_cli(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    """`python -m app` with only `env` configured (run outside the repository so that no `.env`
-    file is read)."""
+def run_cli(
+    tmp_path: Path, *, prefix: tuple[str, ...] = (), **env: str
+) -> subprocess.CompletedProcess[str]:
+    """`python -m app` (after `prefix`) with only `env` configured (run outside the repository
+    so that no `.env` file is read)."""
     process_env = {
         "PATH": os.environ.get("PATH", ""),
         "PYTHONPATH": str(PROJECT_ROOT),
@@ -118,7 +128,7 @@ def run_cli(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
         **env,
     }
     return subprocess.run(
-        [sys.executable, "-m", "app"],
+        [*prefix, sys.executable, "-m", "app"],
         cwd=tmp_path,
         env=process_env,
         capture_output=True,
@@ -139,6 +149,135 @@ def test_cli_refuses_to_serve_open_mode_on_the_network(tmp_path: Path, host: str
     assert result.stdout == ""
     # It stopped before start-up: no migration created the database.
     assert not (tmp_path / "cli.db").exists()
+
+
+async def test_cli_serves_with_the_request_head_limit(tmp_path: Path) -> None:
+    """`python -m app` runs uvicorn with the protocol that stops reading an oversized head."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "PYTHONPATH": str(PROJECT_ROOT),
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}",
+        "PORT": str(port),
+        "MAX_REQUEST_HEADER_BYTES": "4096",
+        "LOG_LEVEL": "WARNING",
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "app", cwd=tmp_path, env=env, stderr=asyncio.subprocess.DEVNULL
+    )
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        async with asyncio.timeout(30), httpx.AsyncClient(base_url=base_url) as client:
+            # A subprocess has nothing to await: poll until it serves.
+            while True:
+                assert process.returncode is None
+                try:
+                    if (await client.get("/healthz")).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    await asyncio.sleep(0.05)
+            sent, answer = await send_head_slowly(base_url, 8 * 1024 * 1024)
+    finally:
+        process.kill()
+        await process.wait()
+
+    assert answer.startswith(b"HTTP/1.1 431 ")
+    assert b"limit 4096 bytes" in answer
+    assert sent < 8 * 1024 * 1024
+
+
+# --- A database that cannot be used ---------------------------------------------------------
+
+SECRET = "secret-pw-9f3"
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], *expected: str) -> str:
+    """The process said what is wrong in one line, with none of the password, and failed."""
+    assert result.returncode == 1, result.stderr
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ")
+    for text in expected:
+        assert text in lines[0]
+    assert SECRET not in result.stderr
+    return lines[0]
+
+
+@pytest.fixture
+async def postgres_url() -> str:
+    """The test server's URL, once it is known to answer (skipped, or failed in CI, if not)."""
+    admin = await DatabaseFactory._connect_admin()
+    await admin.close()
+    return POSTGRES_ADMIN_URL
+
+
+def test_cli_names_an_unreachable_postgresql(tmp_path: Path) -> None:
+    result = run_cli(tmp_path, DATABASE_URL=f"postgresql://chat:{SECRET}@127.0.0.1:1/chat")
+
+    assert_one_line_error(
+        result, "cannot connect to PostgreSQL at 127.0.0.1:1", "is PostgreSQL running"
+    )
+
+
+def test_cli_names_a_missing_database(tmp_path: Path, postgres_url: str) -> None:
+    name = f"chat_missing_{uuid.uuid4().hex[:8]}"
+    url = make_url(postgres_url).set(database=name, password=SECRET)
+
+    result = run_cli(tmp_path, DATABASE_URL=url.render_as_string(hide_password=False))
+
+    assert_one_line_error(result, f'database "{name}" does not exist', f"createdb {name}")
+
+
+def test_cli_names_a_user_the_server_refuses(tmp_path: Path, postgres_url: str) -> None:
+    user = f"no_such_role_{uuid.uuid4().hex[:8]}"
+    url = make_url(postgres_url).set(username=user, password=SECRET)
+
+    result = run_cli(tmp_path, DATABASE_URL=url.render_as_string(hide_password=False))
+
+    line = assert_one_line_error(result, f'user "{user}"', "DATABASE_URL")
+    assert "refused" in line or "authentication failed" in line
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"postgresql://chat:{SECRET}@db:not-a-port/chat",
+        f"mysql://chat:{SECRET}@db/chat",
+        f"chat:{SECRET}@db/chat",
+    ],
+)
+def test_cli_names_a_malformed_database_url(tmp_path: Path, url: str) -> None:
+    result = run_cli(tmp_path, DATABASE_URL=url)
+
+    assert_one_line_error(result, "invalid setting DATABASE_URL")
+
+
+def test_cli_names_a_sqlite_folder_it_cannot_write(tmp_path: Path) -> None:
+    folder = tmp_path / "read-only"
+    folder.mkdir(mode=stat.S_IRUSR | stat.S_IXUSR)
+    prefix: tuple[str, ...] = ()
+    if os.geteuid() == 0:
+        # root writes anywhere; without this capability it obeys the folder's permissions.
+        setpriv = shutil.which("setpriv")
+        if setpriv is None:
+            pytest.skip("running as root without setpriv to drop CAP_DAC_OVERRIDE")
+        prefix = (setpriv, "--bounding-set=-dac_override,-dac_read_search")
+
+    result = run_cli(tmp_path, prefix=prefix, DATABASE_URL=f"sqlite:///{folder / 'chat.db'}")
+
+    assert_one_line_error(result, f"SQLite database {folder / 'chat.db'}", "writable")
+    assert list(folder.iterdir()) == []
+
+
+def test_cli_names_a_sqlite_folder_it_cannot_create(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("")
+
+    result = run_cli(tmp_path, DATABASE_URL=f"sqlite:///{tmp_path / 'a-file' / 'chat.db'}")
+
+    assert_one_line_error(result, "SQLite database", "folder")
 
 
 # --- The open-mode warning at start-up ------------------------------------------------------

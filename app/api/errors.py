@@ -5,7 +5,16 @@
 
 from typing import Any
 
+from pydantic import BaseModel, Field
+
 from app.models.chat import ErrorResponse
+
+
+class InternalErrorResponse(ErrorResponse):
+    """Body of a 500: the id the error was logged under (also in `X-Request-ID`)."""
+
+    request_id: str = Field(examples=["5f0c3e9a1b7d4c2e8a6f0b1c2d3e4f50"])
+
 
 _DESCRIPTIONS = {
     400: "The request body could not be read.",
@@ -14,7 +23,8 @@ _DESCRIPTIONS = {
     404: "No such session, or not one of the caller's.",
     413: "The request body is larger than MAX_REQUEST_BODY_BYTES.",
     429: "Too many messages; the `Retry-After` header says how many seconds to wait.",
-    500: "Unexpected server error, such as the database being unreachable.",
+    500: "Unexpected server error, such as the database being unreachable; `request_id` "
+    "names its log line.",
     502: "The assistant failed to answer; the user's message was saved.",
     503: "The token signing keys (AUTH_JWKS_URL) cannot be fetched.",
     504: "The assistant did not answer in time; the user's message was saved.",
@@ -35,7 +45,16 @@ _HEADERS = {
             "description": "Seconds to wait.",
         }
     },
+    500: {
+        "X-Request-ID": {
+            "schema": {"type": "string"},
+            "required": True,
+            "description": "The request's id, as in the body (every response carries it).",
+        }
+    },
 }
+# Statuses whose body says more than `detail`.
+_MODELS: dict[int, type[BaseModel]] = {500: InternalErrorResponse}
 
 # What every route that identifies the caller can answer.
 AUTH_ERRORS = (401, 503)
@@ -46,18 +65,22 @@ def error_responses(
 ) -> dict[int | str, dict[str, Any]]:
     """`descriptions` replaces the shared description of a status for this route."""
     return {
-        status: _response(status, {"model": ErrorResponse}, descriptions) for status in statuses
+        status: _response(status, {"model": _MODELS.get(status, ErrorResponse)}, descriptions)
+        for status in statuses
     }
 
 
 def json_error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """The same, for routes whose success response is not JSON (Server-Sent Events):
     FastAPI would otherwise document the error bodies under the route's own media type."""
-    schema = {"$ref": f"#/components/schemas/{ErrorResponse.__name__}"}
     return {
-        status: _response(status, {"content": {"application/json": {"schema": schema}}})
+        status: _response(status, {"content": {"application/json": {"schema": _ref(status)}}})
         for status in statuses
     }
+
+
+def _ref(status: int) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{_MODELS.get(status, ErrorResponse).__name__}"}
 
 
 def _response(

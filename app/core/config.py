@@ -5,7 +5,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from app.db.url import normalize_database_url
@@ -67,8 +67,13 @@ class Settings(BaseSettings):
     auth_issuer: str | None = None
     auth_jwks_cache_seconds: int = Field(default=300, ge=0)
     open_mode_allow_network: bool = False
+    # Host names requests may be addressed to besides loopback ones ("*": any); see
+    # app/api/host_check.py for the default of each mode.
+    allowed_hosts: CommaSeparated = Field(default_factory=list)
 
     max_request_body_bytes: int = Field(default=512 * 1024, ge=1024)
+    # The request line and headers: a bearer token is about 1 KiB; browsers send a few KiB.
+    max_request_header_bytes: int = Field(default=64 * 1024, ge=1024)
     # None: on in authenticated mode, off in open mode.
     rate_limit_enabled: bool | None = None
     rate_limit_messages: str = "30/minute;500/hour"
@@ -113,6 +118,16 @@ class Settings(BaseSettings):
             return [origin.strip() for origin in value.split(",") if origin.strip()]
         return value
 
+    @field_validator("allowed_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = value.split(",")
+        if isinstance(value, list):
+            names = (str(name).strip().lower().removesuffix(".") for name in value)
+            return [name for name in names if name]
+        return value
+
     @property
     def auth_enabled(self) -> bool:
         return self.auth_jwt_secret is not None or self.auth_jwks_url is not None
@@ -131,6 +146,18 @@ class Settings(BaseSettings):
             return ipaddress.ip_address(self.host).is_loopback
         except ValueError:
             return False
+
+
+def describe_invalid_settings(exc: ValidationError) -> str:
+    """One line naming each invalid setting and why, without the values (they may be
+    secrets: a DATABASE_URL holds a password)."""
+    problems = []
+    for error in exc.errors(include_input=False, include_url=False):
+        name = "_".join(str(part) for part in error["loc"]).upper() or "settings"
+        cause = error.get("ctx", {}).get("error")
+        reason = str(cause) if isinstance(cause, ValueError) else error["msg"]
+        problems.append(f"{name}: {reason}")
+    return "invalid setting " + "; ".join(problems)
 
 
 @lru_cache

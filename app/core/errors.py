@@ -1,15 +1,12 @@
 """Domain errors, and the one place they become HTTP responses."""
 
 import json
-import logging
 from typing import Any
 
 from fastapi import FastAPI, Request, status
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-
-logger = logging.getLogger(__name__)
 
 
 class ChatError(Exception):
@@ -122,12 +119,7 @@ async def _handle_validation_error(_request: Request, exc: Exception) -> JSONRes
     )
 
 
-async def _handle_unexpected(request: Request, exc: Exception) -> JSONResponse:
-    logger.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return JSONResponse(_error_body("Internal server error"), status_code=500)
-
-
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ChatError, _handle_chat_error)
     app.add_exception_handler(RequestValidationError, _handle_validation_error)
-    app.add_exception_handler(Exception, _handle_unexpected)
+    # Other exceptions are logged and answered by `app.api.request_context`, once.

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 _POSTGRES_SCHEMES = {"postgres", "postgresql", "postgresql+asyncpg", "postgresql+psycopg2"}
 _SQLITE_SCHEMES = {"sqlite", "sqlite+aiosqlite", "sqlite+pysqlite"}
@@ -13,7 +14,14 @@ _LIBPQ_ONLY_PARAMS = {"sslmode": "ssl"}
 
 def normalize_database_url(raw: str) -> str:
     """Return an equivalent URL that names the async driver (asyncpg or aiosqlite)."""
-    url = make_url(raw.strip())
+    try:
+        url = make_url(raw.strip())
+    except (ArgumentError, ValueError):
+        # Not the parser's words, which may quote the URL and so its password.
+        raise ValueError(
+            "not a database URL: expected "
+            "postgresql://user:password@host:port/database or sqlite:///path"
+        ) from None
     if url.drivername in _POSTGRES_SCHEMES:
         query = dict(url.query)
         for libpq_name, asyncpg_name in _LIBPQ_ONLY_PARAMS.items():

@@ -46,7 +46,9 @@ async def index() -> FileResponse:
     return FileResponse(STATIC_DIR / "index.html", headers=PAGE_HEADERS)
 
 
-class _StaticFiles(StaticFiles):
+class HeaderedStaticFiles(StaticFiles):
+    """Static files with `COMMON_HEADERS`."""
+
     def file_response(
         self,
         full_path: PathLike,
@@ -62,4 +64,4 @@ class _StaticFiles(StaticFiles):
 def install(app: FastAPI) -> None:
     """Add the page and its static files to `app`."""
     app.include_router(router)
-    app.mount("/static", _StaticFiles(directory=STATIC_DIR), name="static")
+    app.mount("/static", HeaderedStaticFiles(directory=STATIC_DIR), name="static")

@@ -22,7 +22,7 @@ EXPECTED_CSP = (
 async def client_for(**overrides: Any) -> httpx.AsyncClient:
     # The page's routes do not touch the database, so the app's lifespan is not needed.
     app = create_app(make_settings("sqlite:///unused-by-these-tests.db", **overrides))
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver")
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1")
 
 
 @pytest.fixture
