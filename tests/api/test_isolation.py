@@ -64,7 +64,7 @@ MATRIX: dict[tuple[str, str], Case] = {
     ("GET", "/readyz"): Case("public"),
     ("GET", "/openapi.json"): Case("public"),
     ("GET", "/docs"): Case("public"),
-    ("GET", "/docs/oauth2-redirect"): Case("public"),
+    ("*", "/docs/assets"): Case("public", request=("GET", "/docs/assets/swagger-ui.css")),
     ("GET", "/redoc"): Case("public"),
     ("GET", "/"): Case("public"),  # the web page
     ("*", "/static"): Case("public", request=("GET", "/static/js/app.js")),

@@ -402,8 +402,10 @@ async def test_a_reply_is_completed_and_saved_after_the_client_disconnects(
             [stream_connection] = set(connections) - before
         assert [e.event for e in events] == ["session"]
         await _wait_until_closed(live, stream_connection)
-        # The upstream has not answered yet: only the user's message is stored.
-        assert [r["role"] for r in await stored_messages(database, "gone")] == ["user"]
+        # The upstream has not answered yet: the reply is stored, empty, as being generated.
+        stored = await stored_messages(database, "gone")
+        assert [(r["role"], r["content"]) for r in stored] == [("user", "hello"), ("assistant", "")]
+        assert stored[1]["metadata"]["status"] == "generating"
     finally:
         release(gate)
     async with asyncio.timeout(5):
