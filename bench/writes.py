@@ -32,8 +32,8 @@ from typing import Any
 
 from sqlalchemy import func, insert, select, update
 
+from app.core.domain import Role
 from app.db.engine import Database
-from app.db.queries import Role
 from app.db.tables import chat_messages, chat_sessions
 from app.db.types import utc_now
 from app.services.chat import save_message

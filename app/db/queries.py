@@ -37,11 +37,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql import Select
 from sqlalchemy.types import Uuid
 
+from app.core.domain import Role
 from app.db import fulltext
 from app.db.tables import SEARCH_TITLE_SEQ, chat_messages, chat_search, chat_sessions
 from app.db.types import UTCDateTime
-
-Role = Literal["user", "assistant", "system"]
 
 UNTITLED = "New chat"
 

@@ -11,10 +11,11 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from app.core.domain import Role
 from app.core.errors import SessionNotFound, UserRequired
 from app.db import fulltext, queries
 from app.db.engine import Database
-from app.db.queries import ListPosition, Role, SessionFilter, StoredMessage
+from app.db.queries import ListPosition, SessionFilter, StoredMessage
 from app.db.types import utc_now
 from app.models.chat import (
     ChatRequest,
@@ -78,8 +79,9 @@ async def accept_user_message(
 ) -> AcceptedMessage:
     """Create the session if needed and store the user's message, in one transaction.
 
-    A session that exists but is not the caller's is reported as missing, and nothing is
-    written: an id someone else chose cannot be written into, or even confirmed to exist.
+    A session that exists but is not the caller's is reported as missing (404), and nothing
+    is written; an id nobody has is created. So sending is the one request that tells a taken
+    id (404) from a free one (200, created): clients should choose random ids.
     """
     owner = caller.acting_for(request.user_id)
     session_id = request.session_id or str(uuid.uuid4())

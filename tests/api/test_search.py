@@ -21,10 +21,10 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from app.core.domain import Role
 from app.db import fulltext, queries
 from app.db.engine import Database
 from app.db.fulltext import FTS_TABLE, query_words, words
-from app.db.queries import Role
 from app.db.tables import SEARCH_TITLE_SEQ, chat_search
 from app.services import chat as chat_service
 from app.services.assistant import AssistantError

@@ -18,6 +18,7 @@ import httpx
 import pytest
 from sqlalchemy import select, update
 
+from app.core.domain import Role
 from app.db import queries
 from app.db.engine import Database
 from app.db.tables import chat_sessions
@@ -1028,7 +1029,7 @@ async def seed_long_session(database: Database, session_id: str, count: int) -> 
     async with database.write() as conn:
         await queries.create_session_if_absent(conn, session_id=session_id, user_id=None, now=BASE)
         for n in range(1, count + 1):
-            role: queries.Role = "user" if n % 2 else "assistant"
+            role: Role = "user" if n % 2 else "assistant"
             stored = await queries.append_message(
                 conn,
                 session_id=session_id,
