@@ -32,12 +32,12 @@ from typing import Any
 import asyncpg
 from sqlalchemy.engine import make_url
 
-from app.core.config import Settings
-from app.db import migrate
-from app.db.engine import Database, create_engine
+from app.auth.access import Caller
+from app.config import Settings
+from app.kit.db import migrate
+from app.kit.db.engine import Database, create_engine
 from app.services import chat
-from app.services.access import Caller
-from app.services.cursor import decode_cursor
+from app.sessions.cursor import decode_cursor
 from bench.data import DataSpec, load, make_plan
 from bench.sqlcapture import Recorder, Statement, queries_of
 from bench.stream_relay import percentile

@@ -42,18 +42,19 @@ from pydantic import TypeAdapter
 from sqlalchemy import Text, cast, func, literal_column, select
 from sqlalchemy.engine import make_url
 
-from app.core.config import PROJECT_ROOT, Settings
-from app.db import fulltext, queries
-from app.db.engine import Database, create_engine
+from app.assistants.echo import EchoAssistant
+from app.auth.access import Caller
+from app.config import PROJECT_ROOT, Settings
+from app.db import queries
 from app.db.queries import ListPosition, SessionFilter
-from app.db.tables import SEARCH_TITLE_SEQ, chat_messages, chat_search, chat_sessions
+from app.kit.db.engine import Database, create_engine
+from app.kit.db.tables import SEARCH_TITLE_SEQ, chat_messages, chat_search, chat_sessions
+from app.kit.text import make_preview, make_title
 from app.models.chat import ChatRequest, SessionDetail, SessionsListResponse
+from app.replies.metadata import ReplyTimer, reply_metadata
+from app.search import fulltext
 from app.services import chat as chat_service
-from app.services.access import Caller
-from app.services.assistant.echo import EchoAssistant
-from app.services.cursor import decode_cursor, encode_cursor
-from app.services.replies import ReplyTimer, reply_metadata
-from app.services.text import make_preview, make_title
+from app.sessions.cursor import decode_cursor, encode_cursor
 from bench import writes
 from bench.data import Dataset, DataSpec, Plan, load, make_plan
 from bench.sqlcapture import (
@@ -880,7 +881,7 @@ async def check_search(bench: Bench, result: DatabaseResult) -> None:
 
 async def verify_search_index(db: Database, session_ids: list[str]) -> int:
     """Each session's search entries are what the write path would have added: its title's
-    and its messages' documents (`app.db.fulltext.document`; titles with weight A on
+    and its messages' documents (`app.search.fulltext.document`; titles with weight A on
     PostgreSQL), one per text with words. Raises on the first difference."""
     postgres = db.engine.dialect.name == "postgresql"
     s, m = chat_search.c, chat_messages.c

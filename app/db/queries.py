@@ -37,10 +37,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql import Select
 from sqlalchemy.types import Uuid
 
-from app.core.domain import Role
-from app.db import fulltext
-from app.db.tables import SEARCH_TITLE_SEQ, chat_messages, chat_search, chat_sessions
-from app.db.types import UTCDateTime
+from app.domain import Role
+from app.kit.db.tables import SEARCH_TITLE_SEQ, chat_messages, chat_search, chat_sessions
+from app.kit.db.types import UTCDateTime
+from app.search import fulltext
 
 UNTITLED = "New chat"
 
@@ -187,7 +187,7 @@ async def _index(
     *,
     if_absent: bool = False,
 ) -> None:
-    """Add a title or message to the search index (app/db/fulltext.py); text without words
+    """Add a title or message to the search index (app/search/fulltext.py); text without words
     is left out. SQLite's FTS5 table follows chat_search by triggers (migration 0004)."""
     words = fulltext.document(text)
     if not words:
@@ -471,7 +471,7 @@ _OFFSET = bindparam("search_offset", type_=Integer())
 
 @dataclass(frozen=True, slots=True)
 class SearchQuery:
-    """A search as the queries run it: its words (app/db/fulltext.py) and the sessions it may
+    """A search as the queries run it: its words (app/search/fulltext.py) and the sessions it may
     find."""
 
     words: list[str]

@@ -14,9 +14,9 @@ from pydantic import (
     model_validator,
 )
 
-from app.core.config import get_settings
-from app.core.domain import USER_ID_MAX_CHARS, Role, unstorable_reason
-from app.services.text import make_chosen_title
+from app.config import get_settings
+from app.domain import USER_ID_MAX_CHARS, Role, unstorable_reason
+from app.kit.text import make_chosen_title
 
 SESSION_ID_PATTERN = r"^[A-Za-z0-9_-]{1,128}$"
 TITLE_MAX_CHARS = 200

@@ -11,12 +11,15 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from app.core.domain import Role
-from app.core.errors import SessionNotFound, UserRequired
-from app.db import fulltext, queries
-from app.db.engine import Database
+from app.assistants import Assistant, Turn
+from app.auth.access import Caller
+from app.db import queries
 from app.db.queries import ListPosition, SessionFilter, StoredMessage
-from app.db.types import utc_now
+from app.domain import Role
+from app.kit.db.engine import Database
+from app.kit.db.types import utc_now
+from app.kit.errors import SessionNotFound, UserRequired
+from app.kit.text import make_preview, make_snippet, make_title
 from app.models.chat import (
     ChatRequest,
     ChatResponse,
@@ -25,9 +28,10 @@ from app.models.chat import (
     SessionSummary,
     SessionUpdate,
 )
-from app.services.access import Caller
-from app.services.assistant import Assistant, Turn
-from app.services.cursor import (
+from app.replies.generation import Failed, ReplyTasks, generate_reply
+from app.replies.metadata import FAILED, GENERATING
+from app.search import fulltext
+from app.sessions.cursor import (
     SEARCH_MAX_OFFSET,
     InvalidCursor,
     SearchPosition,
@@ -35,9 +39,6 @@ from app.services.cursor import (
     encode_search_cursor,
     search_fingerprint,
 )
-from app.services.generation import Failed, ReplyTasks, generate_reply
-from app.services.replies import FAILED, GENERATING
-from app.services.text import make_preview, make_snippet, make_title
 
 logger = logging.getLogger(__name__)
 

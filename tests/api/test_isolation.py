@@ -15,8 +15,8 @@ from fastapi import FastAPI
 from fastapi.routing import iter_route_contexts
 from sqlalchemy import func, select
 
-from app.db.engine import Database
-from app.db.tables import chat_messages, chat_sessions
+from app.kit.db.engine import Database
+from app.kit.db.tables import chat_messages, chat_sessions
 from tests.api.conftest import REJECTED_BODY, Jwks, bearer
 from tests.api.helpers import CHAT, SESSIONS, STREAM, Json, parse_sse, session_url
 from tests.conftest import LiveServer

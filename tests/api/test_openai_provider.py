@@ -10,11 +10,11 @@ from typing import Any
 import httpx
 import pytest
 
-from app.core.config import PROJECT_ROOT, Settings
-from app.core.errors import AssistantTimedOut, AssistantUnavailable
-from app.db.engine import Database
+from app.config import PROJECT_ROOT, Settings
+from app.kit.db.engine import Database
+from app.kit.errors import AssistantTimedOut, AssistantUnavailable
+from app.kit.text import make_preview, make_title
 from app.main import create_app
-from app.services.text import make_preview, make_title
 from tests.api.helpers import (
     CHAT,
     STREAM,

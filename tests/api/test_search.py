@@ -21,14 +21,15 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app.core.domain import Role
-from app.db import fulltext, queries
-from app.db.engine import Database
-from app.db.fulltext import FTS_TABLE, query_words, words
-from app.db.tables import SEARCH_TITLE_SEQ, chat_search
+from app.assistants import AssistantError
+from app.db import queries
+from app.domain import Role
+from app.kit.db.engine import Database
+from app.kit.db.tables import SEARCH_TITLE_SEQ, chat_search
+from app.kit.text import make_preview, make_snippet, make_title
+from app.search import fulltext
+from app.search.fulltext import FTS_TABLE, query_words, words
 from app.services import chat as chat_service
-from app.services.assistant import AssistantError
-from app.services.text import make_preview, make_snippet, make_title
 from tests.api.conftest import bearer
 from tests.api.helpers import (
     CHAT,

@@ -18,12 +18,12 @@ import httpx
 import pytest
 from sqlalchemy import select, update
 
-from app.core.domain import Role
+from app.assistants import AssistantError
 from app.db import queries
-from app.db.engine import Database
-from app.db.tables import chat_sessions
-from app.services.assistant import AssistantError
-from app.services.text import make_preview, make_title
+from app.domain import Role
+from app.kit.db.engine import Database
+from app.kit.db.tables import chat_sessions
+from app.kit.text import make_preview, make_title
 from tests.api.conftest import bearer
 from tests.api.helpers import (
     CHAT,

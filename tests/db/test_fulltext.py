@@ -1,4 +1,4 @@
-"""How text becomes words (app/db/fulltext.py), and how a search box's text becomes a query
+"""How text becomes words (app/search/fulltext.py), and how a search box's text becomes a query
 that neither database can misread, whatever the text: FTS5 and tsquery syntax, huge input,
 every script. The last tests hand the words to the real indexes on SQLite and PostgreSQL and
 check that both see exactly the words Python split."""
@@ -16,8 +16,12 @@ from hypothesis import strategies as st
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.db import queries
-from app.db.engine import Database
-from app.db.fulltext import (
+from app.db.queries import SessionFilter
+from app.kit.db.engine import Database
+from app.kit.db.tables import chat_search
+from app.kit.db.types import utc_now
+from app.kit.text import make_title
+from app.search.fulltext import (
     DOCUMENT_MAX_CHARS,
     FTS_TABLE,
     QUERY_MAX_WORDS,
@@ -28,10 +32,6 @@ from app.db.fulltext import (
     query_words,
     words,
 )
-from app.db.queries import SessionFilter
-from app.db.tables import chat_search
-from app.db.types import utc_now
-from app.services.text import make_title
 
 # Query strings written in the syntax of FTS5 or of to_tsquery, or otherwise meant to break
 # a query built from them. Shared with tests/api/test_search.py.

@@ -15,9 +15,13 @@ import sqlalchemy as sa
 from alembic.script import ScriptDirectory
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from app.db import migrate, queries
-from app.db.engine import Database, create_engine
-from app.db.fulltext import (
+from app.auth.access import Caller
+from app.db import queries
+from app.db.queries import SessionFilter
+from app.kit.db import migrate
+from app.kit.db.engine import Database, create_engine
+from app.kit.db.tables import SEARCH_TITLE_SEQ, chat_search
+from app.search.fulltext import (
     FTS_TABLE,
     document,
     owner_key,
@@ -25,9 +29,6 @@ from app.db.fulltext import (
     query_words,
     words,
 )
-from app.db.queries import SessionFilter
-from app.db.tables import SEARCH_TITLE_SEQ, chat_search
-from app.services.access import Caller
 from app.services.chat import get_sessions_list
 from tests.conftest import make_settings
 from tests.db.helpers import (
@@ -146,7 +147,7 @@ async def stored_entries(conn: AsyncConnection) -> Entries:
 
 async def expected_entries(conn: AsyncConnection) -> Entries:
     """What the write path would have indexed for the titles and messages stored: each text
-    with words, split by app.db.fulltext; on PostgreSQL as to_tsvector makes it (weight A for
+    with words, split by app.search.fulltext; on PostgreSQL as to_tsvector makes it (weight A for
     titles)."""
     sessions = await conn.execute(sa.text("SELECT session_id, user_id, title FROM chat_sessions"))
     owners: dict[str, str | None] = {}

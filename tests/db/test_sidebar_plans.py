@@ -21,13 +21,13 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.core.config import Settings
-from app.db import migrate
-from app.db.engine import Database, create_engine
+from app.auth.access import Caller
+from app.config import Settings
 from app.db.queries import ListPosition
+from app.kit.db import migrate
+from app.kit.db.engine import Database, create_engine
 from app.services import chat
-from app.services.access import Caller
-from app.services.cursor import SearchPosition, decode_cursor
+from app.sessions.cursor import SearchPosition, decode_cursor
 from tests.conftest import DatabaseFactory, make_settings
 from tests.db.helpers import captured_statements
 

@@ -3,10 +3,10 @@
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.auth.access import Caller
 from app.db import queries
-from app.db.types import utc_now
+from app.kit.db.types import utc_now
 from app.main import create_app
-from app.services.access import Caller
 from app.services.chat import get_sessions_list
 from tests.conftest import make_settings
 from tests.db.helpers import alembic_versions, head_revision, table_names

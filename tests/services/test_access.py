@@ -6,14 +6,14 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from app.core.errors import Forbidden, SessionNotFound
-from app.db.engine import Database
-from app.db.tables import chat_messages, chat_sessions
+from app.assistants.echo import EchoAssistant
+from app.auth.access import Caller
+from app.kit.db.engine import Database
+from app.kit.db.tables import chat_messages, chat_sessions
+from app.kit.errors import Forbidden, SessionNotFound
 from app.models.chat import ChatRequest
+from app.replies.streaming import ReplyTasks, start_chat_stream
 from app.services import chat
-from app.services.access import Caller
-from app.services.assistant.echo import EchoAssistant
-from app.services.streaming import ReplyTasks, start_chat_stream
 from tests.services.helpers import message_rows, session_row
 
 ALICE = Caller.user("alice")

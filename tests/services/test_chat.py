@@ -6,16 +6,16 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy.exc import IntegrityError
 
-from app.core.errors import AssistantTimedOut, AssistantUnavailable, SessionNotFound
+from app.assistants import AssistantError
+from app.assistants.echo import EchoAssistant
+from app.auth.access import Caller
 from app.db import queries
-from app.db.engine import Database
+from app.kit.db.engine import Database
+from app.kit.errors import AssistantTimedOut, AssistantUnavailable, SessionNotFound
+from app.kit.text import make_preview, make_title
 from app.models.chat import ChatRequest
+from app.replies.generation import ReplyTasks
 from app.services import chat
-from app.services.access import Caller
-from app.services.assistant import AssistantError
-from app.services.assistant.echo import EchoAssistant
-from app.services.generation import ReplyTasks
-from app.services.text import make_preview, make_title
 from tests.services.helpers import FailingAssistant, RecordingAssistant, message_rows, session_row
 
 OPEN = Caller.open_mode()

@@ -5,14 +5,14 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from app.core.config import Settings
-from app.db.engine import Database, create_engine
+from app.assistants.echo import EchoAssistant
+from app.auth.access import Caller
+from app.config import Settings
+from app.kit.db.engine import Database, create_engine
+from app.kit.text import make_preview, make_title
 from app.models.chat import ChatRequest
+from app.replies.generation import ReplyTasks
 from app.services import chat
-from app.services.access import Caller
-from app.services.assistant.echo import EchoAssistant
-from app.services.generation import ReplyTasks
-from app.services.text import make_preview, make_title
 from tests.services.helpers import message_rows, session_row
 
 OPEN = Caller.open_mode()

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from app.db.queries import ListPosition
-from app.services.cursor import (
+from app.sessions.cursor import (
     SEARCH_MAX_OFFSET,
     InvalidCursor,
     SearchPosition,

@@ -17,17 +17,17 @@ import pytest
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.db import replies as reply_queries
-from app.db.engine import Database
-from app.db.tables import chat_processes, chat_replies_generating, chat_search
-from app.db.types import utc_now
+from app.assistants import Reply, ReplyEnd, ReplyEvent, TextDelta, Turn
+from app.auth.access import Caller
+from app.kit.db.engine import Database
+from app.kit.db.tables import chat_processes, chat_replies_generating, chat_search
+from app.kit.db.types import utc_now
 from app.models.chat import ChatRequest, StreamDelta, StreamDone
+from app.replies import queries as reply_queries
+from app.replies.liveness import ProcessLiveness
+from app.replies.metadata import generating_metadata
+from app.replies.streaming import ReplyTasks, start_chat_stream
 from app.services import chat
-from app.services.access import Caller
-from app.services.assistant import Reply, ReplyEnd, ReplyEvent, TextDelta, Turn
-from app.services.liveness import ProcessLiveness
-from app.services.replies import generating_metadata
-from app.services.streaming import ReplyTasks, start_chat_stream
 from tests.services.helpers import GatedAssistant, message_rows, session_row
 
 OPEN = Caller.open_mode()

@@ -2,10 +2,10 @@
 
 import asyncio
 
-from app.db.engine import Database
+from app.auth.access import Caller
+from app.kit.db.engine import Database
 from app.models.chat import ChatRequest, StreamDelta, StreamDone
-from app.services.access import Caller
-from app.services.streaming import ReplyTasks, start_chat_stream
+from app.replies.streaming import ReplyTasks, start_chat_stream
 from tests.services.helpers import FailingAssistant, GatedAssistant, message_rows, session_row
 
 OPEN = Caller.open_mode()

@@ -6,7 +6,7 @@ import regex
 from hypothesis import given, settings
 
 from app.db.queries import UNTITLED
-from app.services.text import (
+from app.kit.text import (
     LABEL_MAX_CLUSTER_CHARS,
     PREVIEW_MAX_CHARS,
     TITLE_MAX_CHARS,

@@ -7,7 +7,8 @@ from fastapi import APIRouter, Depends, Path, Query, Response, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
-from app.api.deps import (
+from app.db.queries import ListPosition
+from app.deps import (
     AssistantDep,
     CallerDep,
     DatabaseDep,
@@ -15,9 +16,8 @@ from app.api.deps import (
     ReplyTasksDep,
     SettingsDep,
 )
-from app.api.errors import AUTH_ERRORS, error_responses, json_error_responses
-from app.api.openapi import OPEN_MODE_REQUIRED
-from app.db.queries import ListPosition
+from app.kit.error_responses import AUTH_ERRORS, error_responses, json_error_responses
+from app.kit.openapi import OPEN_MODE_REQUIRED
 from app.models.chat import (
     NO_NUL_PATTERN,
     SESSION_ID_PATTERN,
@@ -34,11 +34,11 @@ from app.models.chat import (
     StreamStarted,
     UserId,
 )
+from app.replies.streaming import ReplyStream, StreamEvent, start_chat_stream, stop_reply
 from app.services import chat as chat_service
-from app.services import export as export_service
-from app.services.cursor import InvalidCursor, SearchPosition, decode_cursor
-from app.services.export import ExportFormat
-from app.services.streaming import ReplyStream, StreamEvent, start_chat_stream, stop_reply
+from app.sessions import export as export_service
+from app.sessions.cursor import InvalidCursor, SearchPosition, decode_cursor
+from app.sessions.export import ExportFormat
 
 router = APIRouter(prefix="/api/v1/chat", tags=["chat"])
 
