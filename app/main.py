@@ -8,7 +8,6 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from app.api.v1 import chat
 from app.assistants import build_assistant
 from app.auth.tokens import TokenVerifier
 from app.config import Settings, get_settings
@@ -21,9 +20,12 @@ from app.kit.http.header_limit import HeaderSizeLimitMiddleware
 from app.kit.http.host_check import HostCheckMiddleware, host_policy
 from app.kit.http.request_context import RequestContextMiddleware
 from app.kit.openapi import describe_mode
+from app.messages import endpoints as messages
 from app.ratelimit.limiter import MessageRateLimiter
+from app.replies import endpoints as replies
 from app.replies.liveness import ProcessLiveness
 from app.replies.streaming import ReplyTasks
+from app.sessions import endpoints as sessions
 from app.web import docs
 from app.web import routes as web
 
@@ -118,7 +120,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestContextMiddleware)
     install_error_handlers(app)
     app.include_router(health.router)
-    app.include_router(chat.router)
+    # In this order, which is the OpenAPI document's.
+    app.include_router(messages.router)
+    app.include_router(sessions.router)
+    app.include_router(replies.router)
     docs.install(app)
     if settings.web_ui_enabled:
         web.install(app)

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from app.models.chat import ErrorResponse
+from app.kit.schemas import ErrorResponse
 
 
 class InternalErrorResponse(ErrorResponse):

@@ -21,7 +21,8 @@ user messages does.
 
 import regex
 
-from app.db.queries import UNTITLED
+# What a session without a title (no user message yet) is called.
+UNTITLED = "New chat"
 
 TITLE_MAX_CHARS = 50
 PREVIEW_MAX_CHARS = 100

@@ -10,9 +10,10 @@ from typing import Any
 from sqlalchemy import and_, delete, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.db import queries
-from app.db.queries import StoredMessage
 from app.kit.db.tables import chat_messages, chat_processes, chat_replies_generating, chat_sessions
+from app.messages import queries as message_queries
+from app.messages.queries import StoredMessage
+from app.search import index as search_index
 
 
 async def start_reply(
@@ -28,7 +29,7 @@ async def start_reply(
     It takes its seq now, so it sits right after the message it answers, and counts in the
     session's metadata at once; the preview (last_message) is left as it is until it ends.
     """
-    stored = await queries.append_message(
+    stored = await message_queries.append_message(
         conn,
         session_id=session_id,
         role="assistant",
@@ -129,7 +130,7 @@ async def finish_reply(
                 )
             )
         ).one()
-    await queries.index_message(conn, message.session_id, owner.user_id, message.seq, content)
+    await search_index.index_message(conn, message.session_id, owner.user_id, message.seq, content)
     return FinishedReply(session_id=message.session_id, seq=message.seq)
 
 

@@ -14,12 +14,13 @@ from dataclasses import dataclass, field
 
 from app.assistants import Assistant
 from app.auth.access import Caller
-from app.db import queries
 from app.kit.db.engine import Database
 from app.kit.errors import SessionNotFound
-from app.models.chat import ChatRequest, StreamDelta, StreamDone, StreamError
+from app.messages.schemas import ChatRequest
+from app.messages.service import AcceptedMessage, accept_user_message
 from app.replies.generation import Finished, ReplyStopped, ReplyTasks, generate_reply
-from app.services.chat import AcceptedMessage, accept_user_message
+from app.replies.schemas import StreamDelta, StreamDone, StreamError
+from app.sessions import queries as session_queries
 
 __all__ = ["ReplyStopped", "ReplyStream", "ReplyTasks", "start_chat_stream", "stop_reply"]
 
@@ -67,7 +68,9 @@ async def stop_reply(db: Database, tasks: ReplyTasks, caller: Caller, session_id
     runs the stream must get the stop (route a session's requests to one replica).
     """
     async with db.read() as conn:
-        summary = await queries.get_session_summary(conn, session_id, owner=caller.owner_filter)
+        summary = await session_queries.get_session_summary(
+            conn, session_id, owner=caller.owner_filter
+        )
     if summary is None:
         raise SessionNotFound()
     return await tasks.stop(session_id)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from app.db.queries import ListPosition
+from app.sessions.queries import ListPosition
 
 _VERSION = 1
 # A search cursor deeper than this is not one this service issued: pages stop at it.

@@ -6,8 +6,9 @@ from typing import Literal
 
 from app.auth.access import Caller
 from app.kit.db.engine import Database
-from app.models.chat import ChatMessage, SessionDetail
-from app.services import chat
+from app.messages.schemas import ChatMessage
+from app.sessions import service
+from app.sessions.schemas import SessionDetail
 
 ExportFormat = Literal["json", "markdown"]
 
@@ -24,7 +25,7 @@ class ExportedSession:
 async def export_session(
     db: Database, caller: Caller, session_id: str, *, export_format: ExportFormat
 ) -> ExportedSession:
-    detail = await chat.get_session(db, caller, session_id)
+    detail = await service.get_session(db, caller, session_id)
     if export_format == "json":
         return ExportedSession(
             content=detail.model_dump_json(indent=2),

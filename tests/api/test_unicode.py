@@ -11,9 +11,8 @@ import pytest
 import regex
 from hypothesis import HealthCheck, given, settings
 
-from app.db.queries import UNTITLED
 from app.kit.db.engine import Database
-from app.kit.text import LABEL_MAX_CLUSTER_CHARS, make_preview, make_title
+from app.kit.text import LABEL_MAX_CLUSTER_CHARS, UNTITLED, make_preview, make_title
 from tests.api.helpers import (
     CHAT,
     assert_stream_succeeded,

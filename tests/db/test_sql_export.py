@@ -11,9 +11,10 @@ from app.auth.access import Caller
 from app.kit.db import migrate
 from app.kit.db.engine import Database, create_engine
 from app.kit.text import make_title
-from app.models.chat import ChatRequest
+from app.messages.schemas import ChatRequest
+from app.messages.service import process_chat
 from app.replies.generation import ReplyTasks
-from app.services.chat import get_session, get_sessions_list, process_chat
+from app.sessions.service import get_session, get_sessions_list
 from tests.conftest import DatabaseFactory, make_settings
 from tests.db.helpers import (
     BASE_REVISION,

@@ -18,7 +18,8 @@ from app.config import Settings
 from app.kit.db.engine import Database
 from app.kit.db.tables import chat_sessions
 from app.kit.errors import SessionNotFound
-from app.models.chat import ChatRequest, StreamDelta, StreamDone
+from app.messages.schemas import ChatRequest
+from app.replies.schemas import StreamDelta, StreamDone
 from app.replies.streaming import (
     ReplyStream,
     ReplyTasks,

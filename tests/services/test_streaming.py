@@ -4,7 +4,8 @@ import asyncio
 
 from app.auth.access import Caller
 from app.kit.db.engine import Database
-from app.models.chat import ChatRequest, StreamDelta, StreamDone
+from app.messages.schemas import ChatRequest
+from app.replies.schemas import StreamDelta, StreamDone
 from app.replies.streaming import ReplyTasks, start_chat_stream
 from tests.services.helpers import FailingAssistant, GatedAssistant, message_rows, session_row
 

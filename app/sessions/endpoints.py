@@ -1,133 +1,30 @@
-"""Chat endpoints: send a message (plain or streamed), list, open and delete sessions."""
+"""Session endpoints: the sidebar's list (and search), open, rename, pin, archive, export and
+delete sessions."""
 
-from collections.abc import AsyncIterable
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, Response, status
+from fastapi import APIRouter, Query, Response, status
 from fastapi.exceptions import RequestValidationError
-from fastapi.sse import EventSourceResponse, ServerSentEvent
 
-from app.db.queries import ListPosition
-from app.deps import (
-    AssistantDep,
-    CallerDep,
-    DatabaseDep,
-    RateLimitedChatRequest,
-    ReplyTasksDep,
-    SettingsDep,
-)
-from app.kit.error_responses import AUTH_ERRORS, error_responses, json_error_responses
+from app.auth.dependencies import CallerDep
+from app.deps import DatabaseDep
+from app.kit.error_responses import AUTH_ERRORS, error_responses
 from app.kit.openapi import OPEN_MODE_REQUIRED
-from app.models.chat import (
-    NO_NUL_PATTERN,
-    SESSION_ID_PATTERN,
-    ChatResponse,
+from app.kit.schemas import NO_NUL_PATTERN, SessionIdPath, UserId
+from app.sessions import export as export_service
+from app.sessions import service
+from app.sessions.cursor import InvalidCursor, SearchPosition, decode_cursor
+from app.sessions.export import ExportFormat
+from app.sessions.queries import ListPosition
+from app.sessions.schemas import (
     DeletedSessions,
     SessionDetail,
     SessionsListResponse,
     SessionSummary,
     SessionUpdate,
-    StopResult,
-    StreamDelta,
-    StreamDone,
-    StreamError,
-    StreamStarted,
-    UserId,
 )
-from app.replies.streaming import ReplyStream, StreamEvent, start_chat_stream, stop_reply
-from app.services import chat as chat_service
-from app.sessions import export as export_service
-from app.sessions.cursor import InvalidCursor, SearchPosition, decode_cursor
-from app.sessions.export import ExportFormat
 
 router = APIRouter(prefix="/api/v1/chat", tags=["chat"])
-
-SessionIdPath = Annotated[
-    str,
-    Path(pattern=SESSION_ID_PATTERN, description="The session's id."),
-]
-
-_EVENT_NAMES: dict[type[StreamEvent], str] = {
-    StreamDelta: "delta",
-    StreamDone: "done",
-    StreamError: "error",
-}
-
-
-# Every route here can also fail unexpectedly (a database outage, say): 500.
-_SEND_ERRORS = (400, 403, 404, 413, 429, 500, *AUTH_ERRORS)
-
-
-@router.post(
-    "",
-    summary="Send a message and get the assistant's reply",
-    responses=error_responses(
-        *_SEND_ERRORS,
-        502,
-        504,
-        descriptions={
-            503: "The token signing keys (AUTH_JWKS_URL) cannot be fetched, or the service "
-            "shut down before the reply was done (the message was saved, and the reply as "
-            "failed)."
-        },
-    ),
-)
-async def chat(
-    body: RateLimitedChatRequest,
-    caller: CallerDep,
-    db: DatabaseDep,
-    assistant: AssistantDep,
-    tasks: ReplyTasksDep,
-    settings: SettingsDep,
-) -> ChatResponse:
-    """Creates the session on its first message; saves the message and the reply.
-
-    A `session_id` that another user has answers 404 and writes nothing; one nobody has is
-    created. Choose random ids (UUIDs): a 404 shows that an id is taken.
-    """
-    return await chat_service.process_chat(
-        db,
-        assistant,
-        caller,
-        body,
-        history_max_messages=settings.history_max_messages,
-        tasks=tasks,
-    )
-
-
-async def _start_stream(
-    body: RateLimitedChatRequest,
-    caller: CallerDep,
-    db: DatabaseDep,
-    assistant: AssistantDep,
-    tasks: ReplyTasksDep,
-    settings: SettingsDep,
-) -> ReplyStream:
-    # A dependency, so that errors before the first event still get their own HTTP status.
-    return await start_chat_stream(
-        db, assistant, tasks, caller, body, history_max_messages=settings.history_max_messages
-    )
-
-
-@router.post(
-    "/stream",
-    summary="Send a message and stream the assistant's reply (Server-Sent Events)",
-    response_class=EventSourceResponse,
-    responses=json_error_responses(*_SEND_ERRORS),
-)
-async def chat_stream(
-    stream: Annotated[ReplyStream, Depends(_start_stream)],
-) -> AsyncIterable[ServerSentEvent]:
-    """Events: `session` (`{session_id, user_message_id}`), then `delta` (`{content}`) for each
-    piece of the reply, then `done` (`{session_id, message_id, status}`) or `error`
-    (`{detail}`). `status` is `incomplete` when the reply was stopped (`POST .../stop`).
-
-    The reply is generated and saved even if the client disconnects mid-stream.
-    """
-    started = StreamStarted(session_id=stream.session_id, user_message_id=stream.user_message_id)
-    yield ServerSentEvent(event="session", data=started)
-    async for event in stream.events():
-        yield ServerSentEvent(event=_EVENT_NAMES[type(event)], data=event)
 
 
 CursorQuery = Annotated[
@@ -217,7 +114,7 @@ async def list_sessions(
     result's `snippet` shows the message that matched. A search cursor works only with the
     same `q` and filters."""
     try:
-        return await chat_service.get_sessions_list(
+        return await service.get_sessions_list(
             db,
             caller,
             user_id=user_id,
@@ -254,7 +151,7 @@ async def delete_all_sessions(
         Query(description="Whose sessions: required for service callers and in open mode."),
     ] = None,
 ) -> DeletedSessions:
-    deleted = await chat_service.delete_all_sessions(db, caller, user_id=user_id)
+    deleted = await service.delete_all_sessions(db, caller, user_id=user_id)
     return DeletedSessions(deleted=deleted)
 
 
@@ -282,7 +179,7 @@ async def get_session(
 ) -> SessionDetail:
     """Without `limit`, every message. With it, the newest page first (oldest first inside
     it); `messages_before` then asks for the page before."""
-    return await chat_service.get_session(db, caller, session_id, before=before, limit=limit)
+    return await service.get_session(db, caller, session_id, before=before, limit=limit)
 
 
 @router.patch(
@@ -294,7 +191,7 @@ async def update_session(
     session_id: SessionIdPath, changes: SessionUpdate, caller: CallerDep, db: DatabaseDep
 ) -> SessionSummary:
     """A title set here is kept: the automatic title (the first message) never replaces it."""
-    return await chat_service.update_session(db, caller, session_id, changes)
+    return await service.update_session(db, caller, session_id, changes)
 
 
 @router.get(
@@ -336,19 +233,4 @@ async def export_session(
     responses=error_responses(404, 500, *AUTH_ERRORS),
 )
 async def delete_session(session_id: SessionIdPath, caller: CallerDep, db: DatabaseDep) -> None:
-    await chat_service.delete_session(db, caller, session_id)
-
-
-@router.post(
-    "/sessions/{session_id}/stop",
-    summary="Stop the reply being streamed for a session",
-    responses=error_responses(404, 500, *AUTH_ERRORS),
-)
-async def stop_session_reply(
-    session_id: SessionIdPath, caller: CallerDep, db: DatabaseDep, tasks: ReplyTasksDep
-) -> StopResult:
-    """What was generated so far is saved as the reply (`metadata.status` `incomplete`, or
-    `failed` if nothing was), and the stream ends with `done` (`status: incomplete`). Answers
-    once the reply is saved; `stopped` is false when no reply was being generated. A stop acts
-    on the replica that runs the stream (see the README on scaling out)."""
-    return StopResult(stopped=await stop_reply(db, tasks, caller, session_id))
+    await service.delete_session(db, caller, session_id)
