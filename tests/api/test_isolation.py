@@ -64,10 +64,10 @@ MATRIX: dict[tuple[str, str], Case] = {
     ("GET", "/readyz"): Case("public"),
     ("GET", "/openapi.json"): Case("public"),
     ("GET", "/docs"): Case("public"),
-    ("GET", "/docs/oauth2-redirect"): Case("public"),
     ("GET", "/redoc"): Case("public"),
     ("GET", "/"): Case("public"),  # the web page
     ("*", "/static"): Case("public", request=("GET", "/static/js/app.js")),
+    ("*", "/docs/assets"): Case("public", request=("GET", "/docs/assets/swagger-ui.css")),
     ("POST", CHAT): Case("session", body=message_to, effect="writes", creates_missing=True),
     ("POST", STREAM): Case("session", body=message_to, effect="writes", creates_missing=True),
     ("GET", SESSIONS): Case("list"),
