@@ -402,8 +402,17 @@ async def test_a_reply_is_completed_and_saved_after_the_client_disconnects(
             [stream_connection] = set(connections) - before
         assert [e.event for e in events] == ["session"]
         await _wait_until_closed(live, stream_connection)
-        # The upstream has not answered yet: only the user's message is stored.
-        assert [r["role"] for r in await stored_messages(database, "gone")] == ["user"]
+        # The upstream has not answered yet: the user's message is stored, and the reply as it
+        # started (its row is inserted before the upstream is asked), empty and generating.
+        deadline = time.monotonic() + 5
+        while not upstream.fake.requests:
+            assert time.monotonic() < deadline, "the upstream was not asked"
+            await asyncio.sleep(0.01)
+        stored = await stored_messages(database, "gone")
+        assert [(r["role"], r["content"], r["metadata"].get("status")) for r in stored] == [
+            ("user", "hello", None),
+            ("assistant", "", "generating"),
+        ]
     finally:
         release(gate)
     async with asyncio.timeout(5):
