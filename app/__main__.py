@@ -16,7 +16,7 @@ from app.kit.db.preflight import DatabaseUnavailable, check_database
 from app.kit.http.header_limit import http_protocol
 from app.kit.logging import configure_logging
 from app.main import UnsafeConfiguration, create_app
-from app.replies.streaming import ReplyTasks
+from app.replies.generation import ReplyTasks
 
 # How much longer than the grace period uvicorn waits for requests: time for the replies
 # stopped at the deadline to be saved and their requests to answer.

@@ -23,8 +23,8 @@ from app.kit.openapi import describe_mode
 from app.messages import endpoints as messages
 from app.ratelimit.limiter import MessageRateLimiter
 from app.replies import endpoints as replies
+from app.replies.generation import ReplyTasks
 from app.replies.liveness import ProcessLiveness
-from app.replies.streaming import ReplyTasks
 from app.sessions import endpoints as sessions
 from app.web import docs
 from app.web import routes as web

@@ -18,11 +18,9 @@ from app.kit.db.engine import Database
 from app.kit.errors import SessionNotFound
 from app.messages.schemas import ChatRequest
 from app.messages.service import AcceptedMessage, accept_user_message
-from app.replies.generation import Finished, ReplyStopped, ReplyTasks, generate_reply
+from app.replies.generation import Finished, ReplyTasks, generate_reply
 from app.replies.schemas import StreamDelta, StreamDone, StreamError
 from app.sessions import queries as session_queries
-
-__all__ = ["ReplyStopped", "ReplyStream", "ReplyTasks", "start_chat_stream", "stop_reply"]
 
 logger = logging.getLogger(__name__)
 

@@ -13,7 +13,8 @@ from app.kit.db.tables import chat_messages, chat_sessions
 from app.kit.errors import Forbidden, SessionNotFound
 from app.messages import service as message_service
 from app.messages.schemas import ChatRequest
-from app.replies.streaming import ReplyTasks, start_chat_stream
+from app.replies.generation import ReplyTasks
+from app.replies.streaming import start_chat_stream
 from app.sessions import service as session_service
 from tests.services.helpers import message_rows, session_row
 

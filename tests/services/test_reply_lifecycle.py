@@ -25,10 +25,11 @@ from app.kit.db.types import utc_now
 from app.messages import service as message_service
 from app.messages.schemas import ChatRequest
 from app.replies import queries as reply_queries
+from app.replies.generation import ReplyTasks
 from app.replies.liveness import ProcessLiveness
 from app.replies.metadata import generating_metadata
 from app.replies.schemas import StreamDelta, StreamDone
-from app.replies.streaming import ReplyTasks, start_chat_stream
+from app.replies.streaming import start_chat_stream
 from app.sessions import service as session_service
 from tests.services.helpers import GatedAssistant, message_rows, session_row
 

@@ -19,10 +19,10 @@ from app.kit.db.engine import Database
 from app.kit.db.tables import chat_sessions
 from app.kit.errors import SessionNotFound
 from app.messages.schemas import ChatRequest
+from app.replies.generation import ReplyTasks
 from app.replies.schemas import StreamDelta, StreamDone
 from app.replies.streaming import (
     ReplyStream,
-    ReplyTasks,
     StreamEvent,
     start_chat_stream,
     stop_reply,
