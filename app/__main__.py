@@ -11,12 +11,12 @@ import uvicorn
 from fastapi import FastAPI
 from pydantic import ValidationError
 
-from app.api.header_limit import http_protocol
-from app.core.config import describe_invalid_settings, get_settings
-from app.core.logging import configure_logging
-from app.db.preflight import DatabaseUnavailable, check_database
+from app.config import describe_invalid_settings, get_settings
+from app.kit.db.preflight import DatabaseUnavailable, check_database
+from app.kit.http.header_limit import http_protocol
+from app.kit.logging import configure_logging
 from app.main import UnsafeConfiguration, create_app
-from app.services.streaming import ReplyTasks
+from app.replies.generation import ReplyTasks
 
 # How much longer than the grace period uvicorn waits for requests: time for the replies
 # stopped at the deadline to be saved and their requests to answer.

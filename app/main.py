@@ -8,22 +8,24 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from app.api import health
-from app.api.body_limit import BodySizeLimitMiddleware
-from app.api.header_limit import HeaderSizeLimitMiddleware
-from app.api.host_check import HostCheckMiddleware, host_policy
-from app.api.openapi import describe_mode
-from app.api.request_context import RequestContextMiddleware
-from app.api.v1 import chat
-from app.core.auth import TokenVerifier
-from app.core.config import Settings, get_settings
-from app.core.errors import install_error_handlers
-from app.db import migrate
-from app.db.engine import Database, create_engine
-from app.services.assistant import build_assistant
-from app.services.liveness import ProcessLiveness
-from app.services.rate_limit import MessageRateLimiter
-from app.services.streaming import ReplyTasks
+from app.assistants import build_assistant
+from app.auth.tokens import TokenVerifier
+from app.config import Settings, get_settings
+from app.health import endpoints as health
+from app.kit.db import migrate
+from app.kit.db.engine import Database, create_engine
+from app.kit.errors import install_error_handlers
+from app.kit.http.body_limit import BodySizeLimitMiddleware
+from app.kit.http.header_limit import HeaderSizeLimitMiddleware
+from app.kit.http.host_check import HostCheckMiddleware, host_policy
+from app.kit.http.request_context import RequestContextMiddleware
+from app.kit.openapi import describe_mode
+from app.messages import endpoints as messages
+from app.ratelimit.limiter import MessageRateLimiter
+from app.replies import endpoints as replies
+from app.replies.generation import ReplyTasks
+from app.replies.liveness import ProcessLiveness
+from app.sessions import endpoints as sessions
 from app.web import docs
 from app.web import routes as web
 
@@ -118,7 +120,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestContextMiddleware)
     install_error_handlers(app)
     app.include_router(health.router)
-    app.include_router(chat.router)
+    # In this order, which is the OpenAPI document's.
+    app.include_router(messages.router)
+    app.include_router(sessions.router)
+    app.include_router(replies.router)
     docs.install(app)
     if settings.web_ui_enabled:
         web.install(app)

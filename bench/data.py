@@ -26,8 +26,8 @@ from pathlib import Path
 
 import asyncpg
 
-from app.db import fulltext
-from app.services.text import make_preview, make_title
+from app.kit.text import make_preview, make_title
+from app.search import fulltext
 from bench.texts import (
     COMMON_WORD,
     PREFIX,

@@ -32,12 +32,12 @@ from typing import Any
 import asyncpg
 from sqlalchemy.engine import make_url
 
-from app.core.config import Settings
-from app.db import migrate
-from app.db.engine import Database, create_engine
-from app.services import chat
-from app.services.access import Caller
-from app.services.cursor import decode_cursor
+from app.auth.access import Caller
+from app.config import Settings
+from app.kit.db import migrate
+from app.kit.db.engine import Database, create_engine
+from app.sessions import service as session_service
+from app.sessions.cursor import decode_cursor
 from bench.data import DataSpec, load, make_plan
 from bench.sqlcapture import Recorder, Statement, queries_of
 from bench.stream_relay import percentile
@@ -163,12 +163,12 @@ class Traps:
 
     def page(self, user: str, cursor: str | None = None) -> Call:
         position = decode_cursor(cursor) if cursor else None
-        return lambda: chat.get_sessions_list(
+        return lambda: session_service.get_sessions_list(
             self.db, OPEN, user_id=user, limit=PAGE, cursor=position, include_total=False
         )
 
     def search(self, user: str) -> Call:
-        return lambda: chat.get_sessions_list(
+        return lambda: session_service.get_sessions_list(
             self.db, OPEN, user_id=user, limit=20, include_total=False, query=SEARCH_WORD
         )
 

@@ -41,8 +41,8 @@ from pathlib import Path
 import httpx
 import uvloop
 
-from app.core.config import Settings
-from app.db.engine import Database
+from app.config import Settings
+from app.kit.db.engine import Database
 from app.main import create_app
 from bench.stream_relay import DEFAULT_POSTGRES_URL, fresh_database, percentile
 

@@ -42,18 +42,21 @@ from pydantic import TypeAdapter
 from sqlalchemy import Text, cast, func, literal_column, select
 from sqlalchemy.engine import make_url
 
-from app.core.config import PROJECT_ROOT, Settings
-from app.db import fulltext, queries
-from app.db.engine import Database, create_engine
-from app.db.queries import ListPosition, SessionFilter
-from app.db.tables import SEARCH_TITLE_SEQ, chat_messages, chat_search, chat_sessions
-from app.models.chat import ChatRequest, SessionDetail, SessionsListResponse
-from app.services import chat as chat_service
-from app.services.access import Caller
-from app.services.assistant.echo import EchoAssistant
-from app.services.cursor import decode_cursor, encode_cursor
-from app.services.replies import ReplyTimer, reply_metadata
-from app.services.text import make_preview, make_title
+from app.assistants.echo import EchoAssistant
+from app.auth.access import Caller
+from app.config import PROJECT_ROOT, Settings
+from app.kit.db.engine import Database, create_engine
+from app.kit.db.tables import SEARCH_TITLE_SEQ, chat_messages, chat_search, chat_sessions
+from app.kit.text import make_preview, make_title
+from app.messages import service as message_service
+from app.messages.schemas import ChatRequest
+from app.replies.metadata import ReplyTimer, reply_metadata
+from app.search import fulltext
+from app.sessions import queries as session_queries
+from app.sessions import service as session_service
+from app.sessions.cursor import decode_cursor, encode_cursor
+from app.sessions.queries import ListPosition, SessionFilter
+from app.sessions.schemas import SessionDetail, SessionsListResponse
 from bench import writes
 from bench.data import Dataset, DataSpec, Plan, load, make_plan
 from bench.sqlcapture import (
@@ -362,7 +365,7 @@ class ListRequest:
         return f"{LIST}?{urlencode(query)}"
 
     async def call(self, db: Database) -> Any:
-        return await chat_service.get_sessions_list(
+        return await session_service.get_sessions_list(
             db,
             Caller.open_mode(),
             user_id=self.user_id,
@@ -385,7 +388,7 @@ class OpenRequest:
         return f"{LIST}/{self.session_id}{suffix}"
 
     async def call(self, db: Database) -> Any:
-        return await chat_service.get_session(
+        return await session_service.get_session(
             db, Caller.open_mode(), self.session_id, limit=self.limit
         )
 
@@ -522,7 +525,7 @@ class Bench:
 async def cursor_at(db: Database, user_id: str | None, depth: int) -> str:
     """The cursor of the session at position `depth` (1-based) of a list, from SQL."""
     async with db.read() as conn:
-        rows = await queries.list_session_summaries(
+        rows = await session_queries.list_session_summaries(
             conn, where=SessionFilter(user_id, False), limit=1, offset=depth - 1
         )
     row = rows[0]
@@ -561,7 +564,7 @@ async def typical_scroll(db: Database, data: Dataset) -> Scroll:
         if len(users) == TYPICAL_USERS:
             break
         async with db.read() as conn:
-            listed = await queries.count_sessions(conn, where=SessionFilter(user, False))
+            listed = await session_queries.count_sessions(conn, where=SessionFilter(user, False))
         if listed <= PAGE:
             continue
         users.append(user)
@@ -880,7 +883,7 @@ async def check_search(bench: Bench, result: DatabaseResult) -> None:
 
 async def verify_search_index(db: Database, session_ids: list[str]) -> int:
     """Each session's search entries are what the write path would have added: its title's
-    and its messages' documents (`app.db.fulltext.document`; titles with weight A on
+    and its messages' documents (`app.search.fulltext.document`; titles with weight A on
     PostgreSQL), one per text with words. Raises on the first difference."""
     postgres = db.engine.dialect.name == "postgresql"
     s, m = chat_search.c, chat_messages.c
@@ -921,14 +924,14 @@ async def capture_chat(bench: Bench, session_id: str, text: str) -> WriteTemplat
     """What POST /api/v1/chat sends to the database (echo assistant), recorded once."""
     caller = Caller.open_mode()
     with bench.recorder.capture() as log:
-        accepted = await chat_service.accept_user_message(
+        accepted = await message_service.accept_user_message(
             bench.db,
             caller,
             ChatRequest(message=text, session_id=session_id),
             history_max_messages=50,
         )
         reply = EchoAssistant().compose(accepted.history)
-        stored = await chat_service.save_message(
+        stored = await message_service.save_message(
             bench.db,
             session_id=session_id,
             role="assistant",

@@ -1,6 +1,6 @@
 """The SQL the service runs, recorded from its own code and replayed through the bare drivers.
 
-A `Recorder` listens on an engine made by `app.db.engine.create_engine` (so with the service's
+A `Recorder` listens on an engine made by `app.kit.db.engine.create_engine` (so with the service's
 settings, dialect and type processing) and records every statement with the parameters the
 driver received, plus transaction boundaries. Calling a service function with it captures
 exactly what a request would run; replaying that through asyncpg or sqlite3 is the raw-SQL

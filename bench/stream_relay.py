@@ -35,8 +35,8 @@ import asyncpg
 import httpx
 from sqlalchemy.engine import make_url
 
-from app.core.config import PROJECT_ROOT, Settings
-from app.db import migrate
+from app.config import PROJECT_ROOT, Settings
+from app.kit.db import migrate
 from bench.upstream import size_message
 
 STREAM = "/api/v1/chat/stream"

@@ -20,7 +20,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from app.db import fulltext
+from app.search import fulltext
 
 # Everyday words, most frequent first.
 _EVERYDAY_TEXT = """
@@ -149,7 +149,7 @@ class Search:
 
 class Documents:
     """Search documents, to tell which match a query as the service does: every query word is
-    the start of a word of the document (`app.db.fulltext`)."""
+    the start of a word of the document (`app.search.fulltext`)."""
 
     def __init__(self, documents: Sequence[str]) -> None:
         self.words = [set(document.split()) for document in documents]

@@ -3,7 +3,7 @@
 The seed (docs/SESSIONS_LIST_IMPLEMENTATION.md, `update_session_metadata`) stored a message,
 then re-derived the session's metadata from all of its messages: COUNT(*) of the session, its
 first user message (the title), its last message (the preview), and an UPDATE. Ours
-(`app.services.chat.save_message` -> `app.db.queries.append_message`) updates the metadata
+(`app.messages.service.save_message` -> `app.messages.queries.append_message`) updates the metadata
 incrementally: `UPDATE ... RETURNING message_count`, then the INSERT, and it also adds the
 message to the search index (a `chat_search` row; on SQLite its FTS5 trigger), which the seed
 had no equivalent of: ours does more work per message than the seed's algorithm.
@@ -15,10 +15,10 @@ Variants, each one transaction per message, run interleaved in rounds on the sam
   not need but this schema does;
 * seed, indexed: the same, ordering by `seq` (served by the `(session_id, seq)` index), the
   most favourable reading of the seed on this schema;
-* seed, service stack: the seed as written, through `app.db.engine.Database` (SQLAlchemy Core
+* seed, service stack: the seed as written, through `app.kit.db.engine.Database` (SQLAlchemy Core
   on the application's tables and types), i.e. on the same stack as ours;
 * ours, raw SQL: the exact statements `save_message` sends (recorded), through the bare driver;
-* ours, service code: `save_message` itself, through `app.db.engine.Database` (SQLAlchemy).
+* ours, service code: `save_message` itself, through `app.kit.db.engine.Database` (SQLAlchemy).
 """
 
 import json
@@ -32,12 +32,12 @@ from typing import Any
 
 from sqlalchemy import func, insert, select, update
 
-from app.db.engine import Database
-from app.db.queries import Role
-from app.db.tables import chat_messages, chat_sessions
-from app.db.types import utc_now
-from app.services.chat import save_message
-from app.services.text import make_preview, make_title
+from app.domain import Role
+from app.kit.db.engine import Database
+from app.kit.db.tables import chat_messages, chat_sessions
+from app.kit.db.types import utc_now
+from app.kit.text import make_preview, make_title
+from app.messages.service import save_message
 from bench.sqlcapture import Recorder, WriteTemplate, write_postgresql, write_sqlite
 
 USER_TEXT = "How do I issue a partial refund on an order that was paid by card last week?"

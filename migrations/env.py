@@ -7,9 +7,9 @@ from alembic import context
 from sqlalchemy import Connection, pool, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from app.core.config import get_settings
-from app.db.tables import metadata
-from app.db.url import ensure_sqlite_directory, normalize_database_url
+from app.config import get_settings
+from app.kit.db.tables import metadata
+from app.kit.db.url import ensure_sqlite_directory, normalize_database_url
 
 config = context.config
 if config.config_file_name is not None and not config.attributes.get("skip_logging_config"):

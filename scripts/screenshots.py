@@ -21,13 +21,13 @@ import uvicorn
 from playwright.async_api import Browser, Page, ViewportSize, async_playwright
 from sqlalchemy import update
 
-from app.core.config import PROJECT_ROOT, Settings
-from app.db import migrate
-from app.db.engine import Database, create_engine
-from app.db.tables import chat_sessions
+from app.assistants import Reply, ReplyEnd, ReplyEvent, TextDelta, Turn
+from app.assistants.base import collect
+from app.config import PROJECT_ROOT, Settings
+from app.kit.db import migrate
+from app.kit.db.engine import Database, create_engine
+from app.kit.db.tables import chat_sessions
 from app.main import create_app
-from app.services.assistant import Reply, ReplyEnd, ReplyEvent, TextDelta, Turn
-from app.services.assistant.base import collect
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [

@@ -19,9 +19,9 @@ from fastapi import FastAPI
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
-from app.core.config import Settings
-from app.db import migrate
-from app.db.engine import Database, create_engine
+from app.config import Settings
+from app.kit.db import migrate
+from app.kit.db.engine import Database, create_engine
 from app.main import create_app
 
 BACKENDS = ["sqlite", "postgresql"]

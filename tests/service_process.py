@@ -17,9 +17,9 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from app.core.config import PROJECT_ROOT
-from app.db import migrate
-from app.db.engine import Database, create_engine
+from app.config import PROJECT_ROOT
+from app.kit.db import migrate
+from app.kit.db.engine import Database, create_engine
 from tests.api.helpers import SseEvent, SseParser, stored_messages
 from tests.conftest import DatabaseFactory, make_settings, serve
 from tests.fakes.openai_server import FakeOpenAI, Respond

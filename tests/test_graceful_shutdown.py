@@ -20,7 +20,7 @@ import pytest
 from starlette.requests import Request
 from starlette.responses import Response
 
-from app.core.errors import ShuttingDown
+from app.kit.errors import ShuttingDown
 from tests.api.helpers import CHAT, STREAM, SseEvent
 from tests.conftest import BACKENDS, DatabaseFactory
 from tests.fakes.fixtures import FakeUpstream

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import httpx
 
-from app.db import migrate
+from app.kit.db import migrate
 from tests.api.helpers import CHAT
 from tests.conftest import DatabaseFactory, make_settings
 from tests.redis_helpers import empty_redis_database, stored_lists

@@ -17,7 +17,7 @@ import httpx
 import pytest
 from sqlalchemy.engine import make_url
 
-from app.core.config import PROJECT_ROOT, Settings
+from app.config import PROJECT_ROOT, Settings
 from app.main import UnsafeConfiguration, check_exposure, create_app
 from tests.api.test_header_limit import send_head_slowly
 from tests.conftest import POSTGRES_ADMIN_URL, DatabaseFactory, make_settings

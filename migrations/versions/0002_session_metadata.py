@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 # The write path's shortening rules; the backfill must produce what the service would have.
-from app.services.text import make_preview, make_title
+from app.kit.text import make_preview, make_title
 
 revision: str = "0002_session_metadata"
 down_revision: str | None = "0001_base_schema"

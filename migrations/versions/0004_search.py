@@ -7,7 +7,7 @@ PRIMARY KEY, which VACUUM never renumbers (it may renumber the implicit rowids o
 tables, which is why they are not indexed directly).
 
 Existing titles and messages are indexed here, split into words by the write path's own rules
-(app/db/fulltext.py). `alembic upgrade --sql` approximates those rules in SQL.
+(app/search/fulltext.py). `alembic upgrade --sql` approximates those rules in SQL.
 
 Revision ID: 0004_search
 Revises: 0003_sidebar_organising
@@ -22,7 +22,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 # The write path's rules: the backfill must index exactly what the service would have.
-from app.db.fulltext import DOCUMENT_MAX_CHARS, FTS_TABLE, FTS_USER_ID_CHARS, document
+from app.search.fulltext import DOCUMENT_MAX_CHARS, FTS_TABLE, FTS_USER_ID_CHARS, document
 
 revision: str = "0004_search"
 down_revision: str | None = "0003_sidebar_organising"
@@ -93,7 +93,7 @@ def upgrade() -> None:
 
 
 def _create_sqlite_index() -> None:
-    # Marks (`M*`) are word characters, as in app/db/fulltext.py: by default unicode61 splits
+    # Marks (`M*`) are word characters, as in app/search/fulltext.py: by default unicode61 splits
     # words at every combining mark, so Devanagari, Thai, or pointed Arabic and Hebrew would
     # be indexed syllable by syllable, and a query would match inside words.
     op.execute(

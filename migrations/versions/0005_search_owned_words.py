@@ -3,7 +3,7 @@
 The GIN index of 0004 files every word under the word alone, so a user's search for a common
 word read everyone's entries with that word (or, for most users, all of the user's own
 entries, tested one by one). This one indexes each entry's words again, each prefixed with
-its owner's key (app/db/fulltext.py `owner_key`): `_` and the first 8 hex digits of
+its owner's key (app/search/fulltext.py `owner_key`): `_` and the first 8 hex digits of
 md5(user_id). It is an expression index over chat_search_owned_words(user_id, document), so
 the table's rows stay as they are and the write path is unchanged; entries without an owner
 have no owned words. SQLite's FTS5 index is unchanged.
@@ -21,7 +21,7 @@ from collections.abc import Sequence
 
 from alembic import op
 
-from app.db.fulltext import OWNER_KEY_HEX_DIGITS
+from app.search.fulltext import OWNER_KEY_HEX_DIGITS
 
 revision: str = "0005_search_owned_words"
 down_revision: str | None = "0004_search"
@@ -31,7 +31,7 @@ depends_on: str | Sequence[str] | None = None
 # IMMUTABLE, as an index expression must be: md5, tsvector_to_array and array_to_tsvector
 # are. STRICT: an entry without an owner gives NULL, which the index skips. The words are
 # joined and split again rather than prefixed in a subquery: a word never holds a space
-# (app/db/fulltext.py), and one expression costs a third of a subquery per entry, which counts
+# (app/search/fulltext.py), and one expression costs a third of a subquery per entry, which counts
 # when the index is built over every entry. PARALLEL RESTRICTED although it is safe: the
 # planner expects thousands of matches for any owned word (it has no statistics for one
 # user's words), and a search planned for two workers spent 2 to 20 ms starting them to read

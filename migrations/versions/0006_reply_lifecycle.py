@@ -3,7 +3,7 @@
 `chat_processes`: each running process of the service, with a heartbeat. `chat_replies_generating`:
 which process is generating which assistant message (a message stored when its generation
 starts, with status "generating" in its metadata). A reply whose process stopped reporting is
-finished as interrupted by another process, or by the next one to start (app/services/liveness.py).
+finished as interrupted by another process, or by the next one to start (app/replies/liveness.py).
 
 Both tables are new and start empty: existing messages are all finished already.
 

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from app.core.config import Settings
-from app.db.engine import Database
+from app.config import Settings
+from app.kit.db.engine import Database
 from app.main import create_app
 from tests.conftest import LiveServer, make_settings, serve
 from tests.tokens import ISSUER, JWT_SECRET, JwksServer, SigningKey, new_signing_key, serve_jwks

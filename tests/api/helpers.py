@@ -12,9 +12,9 @@ from typing import Any
 import httpx
 from sqlalchemy import func, select
 
-from app.db.engine import Database
-from app.db.tables import chat_messages, chat_sessions
-from app.services.assistant import Reply, ReplyEnd, ReplyEvent, TextDelta, Turn
+from app.assistants import Reply, ReplyEnd, ReplyEvent, TextDelta, Turn
+from app.kit.db.engine import Database
+from app.kit.db.tables import chat_messages, chat_sessions
 from tests.conftest import LiveServer
 
 CHAT = "/api/v1/chat"

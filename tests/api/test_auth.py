@@ -11,9 +11,9 @@ import jwt
 import pytest
 from sqlalchemy import select
 
-from app.core.domain import USER_ID_MAX_CHARS
-from app.db.engine import Database
-from app.db.tables import chat_sessions
+from app.domain import USER_ID_MAX_CHARS
+from app.kit.db.engine import Database
+from app.kit.db.tables import chat_sessions
 from app.main import create_app
 from tests.api.conftest import REJECTED_BODY, Jwks, bearer
 from tests.api.helpers import CHAT, SESSIONS, STREAM, Json, count_rows, session_url

@@ -6,10 +6,10 @@ import uuid
 import httpx
 from sqlalchemy import select
 
-from app.core.errors import AssistantUnavailable
-from app.db.engine import Database
-from app.db.tables import chat_sessions
-from app.services.text import make_preview, make_title
+from app.kit.db.engine import Database
+from app.kit.db.tables import chat_sessions
+from app.kit.errors import AssistantUnavailable
+from app.kit.text import make_preview, make_title
 from tests.api.helpers import (
     CHAT,
     ECHO_METADATA,

@@ -7,8 +7,8 @@ from typing import Any
 import httpx
 import pytest
 
-from app.core.config import Settings
-from app.db.engine import Database
+from app.config import Settings
+from app.kit.db.engine import Database
 from app.main import create_app
 from tests.api.helpers import CHAT, SESSIONS
 from tests.conftest import make_settings, serve

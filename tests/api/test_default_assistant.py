@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from app.core.config import PROJECT_ROOT, Settings
-from app.db.engine import Database
+from app.config import PROJECT_ROOT, Settings
+from app.kit.db.engine import Database
 from app.main import create_app
 from tests.api.helpers import (
     assert_stream_succeeded,

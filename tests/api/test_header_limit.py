@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from app.api.header_limit import h11_protocol, http_protocol
+from app.kit.http.header_limit import h11_protocol, http_protocol
 from app.main import create_app
 from tests.conftest import LiveServer, make_settings, serve
 

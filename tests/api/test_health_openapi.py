@@ -7,8 +7,8 @@ import pytest
 from alembic.script import ScriptDirectory
 from fastapi.routing import APIRoute, iter_route_contexts
 
-from app.core.config import PROJECT_ROOT
-from app.db import migrate
+from app.config import PROJECT_ROOT
+from app.kit.db import migrate
 from app.main import create_app
 from tests.api.helpers import CHAT, SESSIONS, STREAM
 from tests.conftest import BACKENDS, DatabaseFactory, LiveServer, make_settings, serve

@@ -9,8 +9,8 @@ from typing import Any
 import httpx
 import pytest
 
-from app.api.host_check import host_name
-from app.core.config import Settings
+from app.config import Settings
+from app.kit.http.host_check import host_name
 from app.main import create_app
 from tests.conftest import LiveServer, make_settings
 from tests.tokens import ISSUER, JWT_SECRET

@@ -15,8 +15,8 @@ from fastapi import FastAPI
 from fastapi.routing import iter_route_contexts
 from sqlalchemy import func, select
 
-from app.db.engine import Database
-from app.db.tables import chat_messages, chat_sessions
+from app.kit.db.engine import Database
+from app.kit.db.tables import chat_messages, chat_sessions
 from tests.api.conftest import REJECTED_BODY, Jwks, bearer
 from tests.api.helpers import CHAT, SESSIONS, STREAM, Json, parse_sse, session_url
 from tests.conftest import LiveServer
@@ -64,10 +64,10 @@ MATRIX: dict[tuple[str, str], Case] = {
     ("GET", "/readyz"): Case("public"),
     ("GET", "/openapi.json"): Case("public"),
     ("GET", "/docs"): Case("public"),
-    ("*", "/docs/assets"): Case("public", request=("GET", "/docs/assets/swagger-ui.css")),
     ("GET", "/redoc"): Case("public"),
     ("GET", "/"): Case("public"),  # the web page
     ("*", "/static"): Case("public", request=("GET", "/static/js/app.js")),
+    ("*", "/docs/assets"): Case("public", request=("GET", "/docs/assets/swagger-ui.css")),
     ("POST", CHAT): Case("session", body=message_to, effect="writes", creates_missing=True),
     ("POST", STREAM): Case("session", body=message_to, effect="writes", creates_missing=True),
     ("GET", SESSIONS): Case("list"),

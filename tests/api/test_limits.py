@@ -12,10 +12,10 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
-from app.core.config import Settings
-from app.db.engine import Database
+from app.config import Settings
+from app.kit.db.engine import Database
 from app.main import create_app
-from app.services.rate_limit import MessageRateLimiter
+from app.ratelimit.limiter import MessageRateLimiter
 from tests.api.helpers import (
     CHAT,
     SESSIONS,
@@ -307,7 +307,7 @@ async def test_unreachable_redis_limits_in_process_memory_and_warns_once(
     app = create_app(
         auth_settings(settings, rate_limit_messages="1/minute", redis_url="redis://127.0.0.1:1/0")
     )
-    with caplog.at_level(logging.WARNING, logger="app.services.rate_limit"):
+    with caplog.at_level(logging.WARNING, logger="app.ratelimit.limiter"):
         async with serve(app) as live:
             response = await post_message(live.client, "alice")
             assert response.status_code == 200, response.text
@@ -316,7 +316,7 @@ async def test_unreachable_redis_limits_in_process_memory_and_warns_once(
             response = await post_message(live.client, "bob")
             assert response.status_code == 200, response.text
 
-    warnings = [r for r in caplog.records if r.name == "app.services.rate_limit"]
+    warnings = [r for r in caplog.records if r.name == "app.ratelimit.limiter"]
     assert len(warnings) == 1, caplog.text
     assert await count_rows(database) == (2, 4)
 

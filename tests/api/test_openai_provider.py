@@ -10,11 +10,11 @@ from typing import Any
 import httpx
 import pytest
 
-from app.core.config import PROJECT_ROOT, Settings
-from app.core.errors import AssistantTimedOut, AssistantUnavailable
-from app.db.engine import Database
+from app.config import PROJECT_ROOT, Settings
+from app.kit.db.engine import Database
+from app.kit.errors import AssistantTimedOut, AssistantUnavailable
+from app.kit.text import make_preview, make_title
 from app.main import create_app
-from app.services.text import make_preview, make_title
 from tests.api.helpers import (
     CHAT,
     STREAM,
@@ -402,10 +402,17 @@ async def test_a_reply_is_completed_and_saved_after_the_client_disconnects(
             [stream_connection] = set(connections) - before
         assert [e.event for e in events] == ["session"]
         await _wait_until_closed(live, stream_connection)
-        # The upstream has not answered yet: the reply is stored, empty, as being generated.
+        # The upstream has not answered yet: the user's message is stored, and the reply as it
+        # started (its row is inserted before the upstream is asked), empty and generating.
+        deadline = time.monotonic() + 5
+        while not upstream.fake.requests:
+            assert time.monotonic() < deadline, "the upstream was not asked"
+            await asyncio.sleep(0.01)
         stored = await stored_messages(database, "gone")
-        assert [(r["role"], r["content"]) for r in stored] == [("user", "hello"), ("assistant", "")]
-        assert stored[1]["metadata"]["status"] == "generating"
+        assert [(r["role"], r["content"], r["metadata"].get("status")) for r in stored] == [
+            ("user", "hello", None),
+            ("assistant", "", "generating"),
+        ]
     finally:
         release(gate)
     async with asyncio.timeout(5):

@@ -10,8 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.api.deps import get_database
-from app.core import logging as app_logging
+from app.deps import get_database
+from app.kit import logging as app_logging
 from app.main import create_app
 from tests.api.helpers import SESSIONS
 from tests.conftest import LiveServer, make_settings, serve

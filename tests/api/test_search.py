@@ -21,14 +21,16 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app.db import fulltext, queries
-from app.db.engine import Database
-from app.db.fulltext import FTS_TABLE, query_words, words
-from app.db.queries import Role
-from app.db.tables import SEARCH_TITLE_SEQ, chat_search
-from app.services import chat as chat_service
-from app.services.assistant import AssistantError
-from app.services.text import make_preview, make_snippet, make_title
+from app.assistants import AssistantError
+from app.domain import Role
+from app.kit.db.engine import Database
+from app.kit.db.tables import SEARCH_TITLE_SEQ, chat_search
+from app.kit.text import make_preview, make_snippet, make_title
+from app.messages import queries as message_queries
+from app.search import fulltext
+from app.search import service as search_service
+from app.search.fulltext import FTS_TABLE, query_words, words
+from app.sessions import queries as session_queries
 from tests.api.conftest import bearer
 from tests.api.helpers import (
     CHAT,
@@ -66,11 +68,11 @@ async def store(
     (the first user message gives the automatic title)."""
     now = BASE + timedelta(seconds=at)
     async with database.write() as conn:
-        await queries.create_session_if_absent(
+        await session_queries.create_session_if_absent(
             conn, session_id=session_id, user_id=user_id, now=now
         )
         for role, content in messages:
-            stored = await queries.append_message(
+            stored = await message_queries.append_message(
                 conn,
                 session_id=session_id,
                 role=role,
@@ -1094,7 +1096,7 @@ async def test_results_stop_at_the_search_depth_limit(
     client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A search pages up to SEARCH_MAX_OFFSET results and no further, in both modes."""
-    monkeypatch.setattr(chat_service, "SEARCH_MAX_OFFSET", 3)
+    monkeypatch.setattr(search_service, "SEARCH_MAX_OFFSET", 3)
     for n in range(5):
         await send(client, f"Depth limit {n}", session_id=f"d{n}")
 

@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
-from app.db.engine import Database
-from app.services.text import make_preview
+from app.kit.db.engine import Database
+from app.kit.text import make_preview
 from tests.api.helpers import (
     ECHO_METADATA,
     echo_reply,

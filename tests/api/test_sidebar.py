@@ -18,11 +18,13 @@ import httpx
 import pytest
 from sqlalchemy import select, update
 
-from app.db import queries
-from app.db.engine import Database
-from app.db.tables import chat_sessions
-from app.services.assistant import AssistantError
-from app.services.text import make_preview, make_title
+from app.assistants import AssistantError
+from app.domain import Role
+from app.kit.db.engine import Database
+from app.kit.db.tables import chat_sessions
+from app.kit.text import make_preview, make_title
+from app.messages import queries as message_queries
+from app.sessions import queries as session_queries
 from tests.api.conftest import bearer
 from tests.api.helpers import (
     CHAT,
@@ -66,11 +68,11 @@ async def seed_sessions(
     async with database.write() as conn:
         for n, session_id in enumerate(session_ids):
             now = BASE + timedelta(seconds=n) if at is None else at(n)
-            await queries.create_session_if_absent(
+            await session_queries.create_session_if_absent(
                 conn, session_id=session_id, user_id=user_id, now=now
             )
             content = f"about {session_id}"
-            stored = await queries.append_message(
+            stored = await message_queries.append_message(
                 conn,
                 session_id=session_id,
                 role="user",
@@ -1026,10 +1028,12 @@ async def test_export_in_an_unknown_format_is_422(client: httpx.AsyncClient) -> 
 
 async def seed_long_session(database: Database, session_id: str, count: int) -> None:
     async with database.write() as conn:
-        await queries.create_session_if_absent(conn, session_id=session_id, user_id=None, now=BASE)
+        await session_queries.create_session_if_absent(
+            conn, session_id=session_id, user_id=None, now=BASE
+        )
         for n in range(1, count + 1):
-            role: queries.Role = "user" if n % 2 else "assistant"
-            stored = await queries.append_message(
+            role: Role = "user" if n % 2 else "assistant"
+            stored = await message_queries.append_message(
                 conn,
                 session_id=session_id,
                 role=role,
@@ -1114,7 +1118,9 @@ async def test_message_page_edges(
 
 async def test_paging_an_empty_session(client: httpx.AsyncClient, database: Database) -> None:
     async with database.write() as conn:
-        await queries.create_session_if_absent(conn, session_id="empty", user_id=None, now=BASE)
+        await session_queries.create_session_if_absent(
+            conn, session_id="empty", user_id=None, now=BASE
+        )
 
     page = await open_page(client, "empty", limit=10)
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from app.db.engine import Database
+from app.kit.db.engine import Database
 from tests.api.conftest import bearer
 from tests.api.helpers import (
     STREAM,

@@ -6,9 +6,9 @@ import uuid
 
 import httpx
 
-from app.core.errors import AssistantUnavailable
-from app.db.engine import Database
-from app.services.text import make_preview, make_title
+from app.kit.db.engine import Database
+from app.kit.errors import AssistantUnavailable
+from app.kit.text import make_preview, make_title
 from tests.api.helpers import (
     ECHO_METADATA,
     STREAM,

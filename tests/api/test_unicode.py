@@ -11,9 +11,8 @@ import pytest
 import regex
 from hypothesis import HealthCheck, given, settings
 
-from app.db.engine import Database
-from app.db.queries import UNTITLED
-from app.services.text import LABEL_MAX_CLUSTER_CHARS, make_preview, make_title
+from app.kit.db.engine import Database
+from app.kit.text import LABEL_MAX_CLUSTER_CHARS, UNTITLED, make_preview, make_title
 from tests.api.helpers import (
     CHAT,
     assert_stream_succeeded,
@@ -156,7 +155,7 @@ async def test_last_message_never_splits_a_grapheme_cluster(client: httpx.AsyncC
     _assert_cut_between_graphemes(data["response"], last)
 
 
-# --- Labels show only what is visible (app/services/text.py) ------------------------------
+# --- Labels show only what is visible (app/kit/text.py) ------------------------------
 
 
 @pytest.mark.parametrize(

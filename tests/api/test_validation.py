@@ -6,7 +6,7 @@ from typing import Any
 import httpx
 import pytest
 
-from app.db.engine import Database
+from app.kit.db.engine import Database
 from tests.api.helpers import (
     CHAT,
     SESSIONS,

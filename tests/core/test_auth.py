@@ -18,9 +18,9 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from app.core.auth import InvalidToken, SigningKeysUnavailable, TokenVerifier
-from app.core.config import Settings
-from app.core.domain import USER_ID_MAX_CHARS
+from app.auth.tokens import InvalidToken, SigningKeysUnavailable, TokenVerifier
+from app.config import Settings
+from app.domain import USER_ID_MAX_CHARS
 from tests.tokens import (
     AUDIENCE,
     ISSUER,

@@ -3,7 +3,7 @@
 import pytest
 from pydantic import ValidationError
 
-from app.core.config import Settings
+from app.config import Settings
 
 
 def test_a_stale_bound_within_two_heartbeats_is_refused() -> None:

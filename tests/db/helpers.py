@@ -14,9 +14,8 @@ from sqlalchemy import event, pool
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from app.db import migrate
-from app.db.fulltext import FTS_TABLE
-from app.db.tables import (
+from app.kit.db import migrate
+from app.kit.db.tables import (
     chat_messages,
     chat_processes,
     chat_replies_generating,
@@ -24,7 +23,8 @@ from app.db.tables import (
     chat_sessions,
     metadata,
 )
-from app.db.types import JSONDocument, UTCDateTime
+from app.kit.db.types import JSONDocument, UTCDateTime
+from app.search.fulltext import FTS_TABLE
 
 BASE_REVISION = "0001_base_schema"
 METADATA_REVISION = "0002_session_metadata"
@@ -40,7 +40,7 @@ SORT_KEY = [("pinned", True), ("updated_at", True), ("id", True)]
 # What revision 0004_search adds: a table, and on SQLite an FTS5 table and its triggers.
 SEARCH_REVISION = "0004_search"
 SEARCH_TRIGGERS = {"chat_search_ai", "chat_search_ad", "chat_search_au"}
-# Declared in app.db.tables with `ddl_if(dialect="postgresql")`: GIN indexes over a tsvector
+# Declared in app.kit.db.tables with `ddl_if(dialect="postgresql")`: GIN indexes over a tsvector
 # (0004) and over its words under their owner's key (0005).
 POSTGRES_ONLY_INDEXES = {"idx_chat_search_document", "idx_chat_search_owned"}
 OWNED_WORDS_REVISION = "0005_search_owned_words"
@@ -160,7 +160,7 @@ async def index_keys(conn: AsyncConnection, index: str) -> list[tuple[str, bool]
 
 
 def declared_index_keys(index: sa.Index) -> list[tuple[str, bool]]:
-    """The key columns app.db.tables declares for `index`: columns, or text like `x DESC`."""
+    """The key columns app.kit.db.tables declares for `index`: columns, or text like `x DESC`."""
     keys: list[tuple[str, bool]] = []
     for expression in index.expressions:
         if isinstance(expression, sa.Column):
@@ -217,11 +217,11 @@ def _drift(connection: Connection) -> list[Any]:
     context = MigrationContext.configure(connection, opts={"compare_type": True})
     with warnings.catch_warnings():
         # Alembic cannot reflect SQLite's expression indexes; there are none to compare (the
-        # one app.db.tables declares is PostgreSQL's), and the names are compared below.
+        # one app.kit.db.tables declares is PostgreSQL's), and the names are compared below.
         warnings.filterwarnings("ignore", "autogenerate skipping metadata-specified expression")
         diffs: list[Any] = compare_metadata(context, metadata)
     if connection.dialect.name == "sqlite":
-        # The FTS5 index lives outside app.db.tables, and the GIN index outside SQLite;
+        # The FTS5 index lives outside app.kit.db.tables, and the GIN index outside SQLite;
         # test_search_migration checks both.
         diffs = [
             diff
@@ -255,7 +255,7 @@ def _drift(connection: Connection) -> list[Any]:
 
 
 async def assert_schema_matches_tables(conn: AsyncConnection) -> None:
-    """The migrated schema is the one app.db.tables describes: nothing drifted."""
+    """The migrated schema is the one app.kit.db.tables describes: nothing drifted."""
     for table in (chat_sessions, chat_messages, chat_search, *REPLY_LIFECYCLE_TABLES):
         assert await nullability(conn, table.name) == {
             column.name: column.nullable for column in table.columns

@@ -8,7 +8,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.services.text import make_preview, make_title
+from app.kit.text import make_preview, make_title
 from tests.db.helpers import base_messages, base_sessions, session_metadata
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)

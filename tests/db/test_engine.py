@@ -15,8 +15,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError, StatementError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.db.engine import Database, create_engine
-from app.db.types import UTCDateTime
+from app.kit.db.engine import Database, create_engine
+from app.kit.db.types import UTCDateTime
 from tests.conftest import DatabaseFactory, make_settings
 
 BUSY_TIMEOUT_MS = 4321

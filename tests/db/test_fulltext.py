@@ -1,4 +1,4 @@
-"""How text becomes words (app/db/fulltext.py), and how a search box's text becomes a query
+"""How text becomes words (app/search/fulltext.py), and how a search box's text becomes a query
 that neither database can misread, whatever the text: FTS5 and tsquery syntax, huge input,
 every script. The last tests hand the words to the real indexes on SQLite and PostgreSQL and
 check that both see exactly the words Python split."""
@@ -15,9 +15,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.db import queries
-from app.db.engine import Database
-from app.db.fulltext import (
+from app.kit.db.engine import Database
+from app.kit.db.tables import chat_search
+from app.kit.db.types import utc_now
+from app.kit.text import make_title
+from app.messages import queries as message_queries
+from app.search import queries as search_queries
+from app.search.fulltext import (
     DOCUMENT_MAX_CHARS,
     FTS_TABLE,
     QUERY_MAX_WORDS,
@@ -28,10 +32,8 @@ from app.db.fulltext import (
     query_words,
     words,
 )
-from app.db.queries import SessionFilter
-from app.db.tables import chat_search
-from app.db.types import utc_now
-from app.services.text import make_title
+from app.sessions import queries as session_queries
+from app.sessions.queries import SessionFilter
 
 # Query strings written in the syntax of FTS5 or of to_tsquery, or otherwise meant to break
 # a query built from them. Shared with tests/api/test_search.py.
@@ -314,8 +316,10 @@ async def _indexed_words(conn: AsyncConnection, entry_id: int) -> list[str]:
 async def _store(database: Database, session_id: str, text: str) -> None:
     now = utc_now()
     async with database.write() as conn:
-        await queries.create_session_if_absent(conn, session_id=session_id, user_id=None, now=now)
-        await queries.append_message(
+        await session_queries.create_session_if_absent(
+            conn, session_id=session_id, user_id=None, now=now
+        )
+        await message_queries.append_message(
             conn,
             session_id=session_id,
             role="user",
@@ -349,9 +353,9 @@ async def _search(database: Database, query: str, user_id: str | None = None) ->
     async with database.read() as conn:
         return [
             row["session_id"]
-            for row in await queries.search_session_summaries(
+            for row in await search_queries.search_session_summaries(
                 conn,
-                queries.SearchQuery(
+                search_queries.SearchQuery(
                     query_words(query), SessionFilter(user_id=user_id, archived=False)
                 ),
                 limit=10,

@@ -1,5 +1,5 @@
 """The Alembic migrations on both databases: 0002's backfill of existing data, downgrade,
-parity of the head with app.db.tables. Revision 0003 has tests of its own
+parity of the head with app.kit.db.tables. Revision 0003 has tests of its own
 (test_sidebar_migration.py)."""
 
 import uuid
@@ -10,8 +10,8 @@ import sqlalchemy as sa
 from alembic.script import ScriptDirectory
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.db import migrate
-from app.db.tables import chat_messages, chat_sessions
+from app.kit.db import migrate
+from app.kit.db.tables import chat_messages, chat_sessions
 from tests.db.helpers import (
     BASE_REVISION,
     METADATA_COLUMNS,
@@ -161,7 +161,7 @@ async def test_downgrade_keeps_data_and_upgrade_backfills_again(
         assert await session_metadata_by_id(conn) == expected_by_id(seed)
         assert await index_names(conn, "chat_sessions") == SEED_INDEXES
 
-    # The later revisions leave the backfilled data alone and end at app.db.tables' schema.
+    # The later revisions leave the backfilled data alone and end at app.kit.db.tables' schema.
     await upgrade(fresh_url)
 
     async with fresh_engine.connect() as conn:

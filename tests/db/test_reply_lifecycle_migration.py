@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.db.tables import chat_messages, chat_processes, chat_replies_generating, chat_sessions
+from app.kit.db.tables import chat_messages, chat_processes, chat_replies_generating, chat_sessions
 from tests.db.helpers import (
     OWNED_WORDS_REVISION,
     REPLY_LIFECYCLE_REVISION,

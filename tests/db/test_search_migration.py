@@ -15,9 +15,13 @@ import sqlalchemy as sa
 from alembic.script import ScriptDirectory
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from app.db import migrate, queries
-from app.db.engine import Database, create_engine
-from app.db.fulltext import (
+from app.auth.access import Caller
+from app.kit.db import migrate
+from app.kit.db.engine import Database, create_engine
+from app.kit.db.tables import SEARCH_TITLE_SEQ, chat_search
+from app.messages import queries as message_queries
+from app.search import queries as search_queries
+from app.search.fulltext import (
     FTS_TABLE,
     document,
     owner_key,
@@ -25,10 +29,9 @@ from app.db.fulltext import (
     query_words,
     words,
 )
-from app.db.queries import SessionFilter
-from app.db.tables import SEARCH_TITLE_SEQ, chat_search
-from app.services.access import Caller
-from app.services.chat import get_sessions_list
+from app.sessions import queries as session_queries
+from app.sessions.queries import SessionFilter
+from app.sessions.service import get_sessions_list
 from tests.conftest import make_settings
 from tests.db.helpers import (
     BASE_REVISION,
@@ -146,7 +149,7 @@ async def stored_entries(conn: AsyncConnection) -> Entries:
 
 async def expected_entries(conn: AsyncConnection) -> Entries:
     """What the write path would have indexed for the titles and messages stored: each text
-    with words, split by app.db.fulltext; on PostgreSQL as to_tsvector makes it (weight A for
+    with words, split by app.search.fulltext; on PostgreSQL as to_tsvector makes it (weight A for
     titles)."""
     sessions = await conn.execute(sa.text("SELECT session_id, user_id, title FROM chat_sessions"))
     owners: dict[str, str | None] = {}
@@ -237,7 +240,7 @@ async def test_upgrade_indexes_existing_titles_and_messages_like_the_write_path(
         assert await found(database, "fail") == ["failed"]
         # Written after the upgrade, by the write path, on top of the backfilled entries.
         async with database.write() as conn:
-            stored_message = await queries.append_message(
+            stored_message = await message_queries.append_message(
                 conn,
                 session_id="no-user",
                 role="assistant",
@@ -519,13 +522,13 @@ async def fill_for_plan(database: Database) -> None:
         await conn.exec_driver_sql("ANALYZE")
 
 
-async def search_user_42(database: Database) -> tuple[queries.SearchQuery, list[Any], str]:
+async def search_user_42(database: Database) -> tuple[search_queries.SearchQuery, list[Any], str]:
     """user-42's search for "report topic2" as the service runs it: the search, its rows, and
     the plan of its main statement."""
     where = SessionFilter(user_id="user-42", archived=False)
     async with captured_statements(database.engine) as statements, database.read() as conn:
-        search = queries.SearchQuery(query_words("report topic2"), where)
-        rows = await queries.search_session_summaries(conn, search, limit=50)
+        search = search_queries.SearchQuery(query_words("report topic2"), where)
+        rows = await search_queries.search_session_summaries(conn, search, limit=50)
     [(statement, parameters)] = [s for s in statements if "ORDER BY" in s[0]]
     postgres = database.engine.dialect.name == "postgresql"
     async with database.read() as conn:
@@ -581,10 +584,10 @@ async def test_users_sharing_an_owner_key_find_only_their_own_sessions(fresh_url
     async with app_database(fresh_url) as database:
         for user_id, session_id in ((first, "first-s"), (second, "second-s")):
             async with database.write() as conn:
-                await queries.create_session_if_absent(
+                await session_queries.create_session_if_absent(
                     conn, session_id=session_id, user_id=user_id, now=T0
                 )
-                await queries.append_message(
+                await message_queries.append_message(
                     conn,
                     session_id=session_id,
                     role="user",
@@ -633,7 +636,7 @@ async def test_the_index_files_words_under_the_key_the_query_uses(
 
 # sqlite_stat1 as ANALYZE would write it for 11M search entries of a million light users
 # (about ten entries each): statistics that make idx_chat_search_user look selective. Without
-# the unary plus in app/db/queries.py the planner then drives the search from that index.
+# the unary plus in app/search/queries.py the planner then drives the search from that index.
 AT_SCALE_STATS = {
     "idx_chat_search_user": "11052998 10",
     "sqlite_autoindex_chat_search_1": "11052998 11 1",

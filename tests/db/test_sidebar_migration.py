@@ -9,8 +9,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from app.db.tables import chat_sessions
-from app.db.types import UTCDateTime
+from app.kit.db.tables import chat_sessions
+from app.kit.db.types import UTCDateTime
 from tests.db.helpers import (
     BASE_REVISION,
     METADATA_REVISION,

@@ -21,13 +21,13 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.core.config import Settings
-from app.db import migrate
-from app.db.engine import Database, create_engine
-from app.db.queries import ListPosition
-from app.services import chat
-from app.services.access import Caller
-from app.services.cursor import SearchPosition, decode_cursor
+from app.auth.access import Caller
+from app.config import Settings
+from app.kit.db import migrate
+from app.kit.db.engine import Database, create_engine
+from app.sessions import service as session_service
+from app.sessions.cursor import SearchPosition, decode_cursor
+from app.sessions.queries import ListPosition
 from tests.conftest import DatabaseFactory, make_settings
 from tests.db.helpers import captured_statements
 
@@ -191,7 +191,7 @@ async def _pages(
         page = await read(
             database,
             functools.partial(
-                chat.get_sessions_list,
+                session_service.get_sessions_list,
                 database,
                 OPEN,
                 user_id=user_id,
@@ -247,21 +247,23 @@ async def test_archived_pages_read_only_the_users_index(backend: str, trap: Data
 
 
 PER_USER_READS: dict[str, Callable[[Database], Awaitable[Any]]] = {
-    "first page with total": lambda db: chat.get_sessions_list(db, OPEN, user_id=USER),
-    "page 2 by offset": lambda db: chat.get_sessions_list(
+    "first page with total": lambda db: session_service.get_sessions_list(db, OPEN, user_id=USER),
+    "page 2 by offset": lambda db: session_service.get_sessions_list(
         db, OPEN, user_id=USER, page=2, page_size=20
     ),
-    "archived, first page with total": lambda db: chat.get_sessions_list(
+    "archived, first page with total": lambda db: session_service.get_sessions_list(
         db, OPEN, user_id=USER, archived=True
     ),
-    "search with total": lambda db: chat.get_sessions_list(
+    "search with total": lambda db: session_service.get_sessions_list(
         db, OPEN, user_id=USER, query="payment", limit=20
     ),
-    "search page 2": lambda db: chat.get_sessions_list(
+    "search page 2": lambda db: session_service.get_sessions_list(
         db, OPEN, user_id=USER, query="payment", page=2, page_size=2, include_total=False
     ),
-    "newest messages": lambda db: chat.get_session(db, OPEN, "s-2007", limit=5),
-    "older messages": lambda db: chat.get_session(db, OPEN, "s-2007", limit=5, before=10),
+    "newest messages": lambda db: session_service.get_session(db, OPEN, "s-2007", limit=5),
+    "older messages": lambda db: session_service.get_session(
+        db, OPEN, "s-2007", limit=5, before=10
+    ),
 }
 
 

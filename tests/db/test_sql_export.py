@@ -6,14 +6,15 @@ import asyncpg
 import pytest
 from alembic import command
 
-from app.db import migrate
-from app.db.engine import Database, create_engine
-from app.models.chat import ChatRequest
-from app.services.access import Caller
-from app.services.assistant.echo import EchoAssistant
-from app.services.chat import get_session, get_sessions_list, process_chat
-from app.services.generation import ReplyTasks
-from app.services.text import make_title
+from app.assistants.echo import EchoAssistant
+from app.auth.access import Caller
+from app.kit.db import migrate
+from app.kit.db.engine import Database, create_engine
+from app.kit.text import make_title
+from app.messages.schemas import ChatRequest
+from app.messages.service import process_chat
+from app.replies.generation import ReplyTasks
+from app.sessions.service import get_session, get_sessions_list
 from tests.conftest import DatabaseFactory, make_settings
 from tests.db.helpers import (
     BASE_REVISION,

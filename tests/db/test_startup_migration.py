@@ -3,11 +3,11 @@
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.db import queries
-from app.db.types import utc_now
+from app.auth.access import Caller
+from app.kit.db.types import utc_now
 from app.main import create_app
-from app.services.access import Caller
-from app.services.chat import get_sessions_list
+from app.sessions import queries as session_queries
+from app.sessions.service import get_sessions_list
 from tests.conftest import make_settings
 from tests.db.helpers import alembic_versions, head_revision, table_names
 
@@ -37,7 +37,9 @@ async def test_startup_migrates_a_fresh_database(fresh_url: str, fresh_engine: A
 async def test_second_startup_is_a_no_op(fresh_url: str, fresh_engine: AsyncEngine) -> None:
     app = create_app(make_settings(fresh_url, migrate_on_startup=True))
     async with app.router.lifespan_context(app), app.state.database.write() as conn:
-        await queries.create_session_if_absent(conn, session_id="kept", user_id=None, now=utc_now())
+        await session_queries.create_session_if_absent(
+            conn, session_id="kept", user_id=None, now=utc_now()
+        )
 
     await start_and_stop(fresh_url, migrate_on_startup=True)
 

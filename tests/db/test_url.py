@@ -6,10 +6,10 @@ from urllib.parse import quote
 import pytest
 from sqlalchemy.engine import make_url
 
-from app.core.config import Settings
-from app.db import migrate
-from app.db.engine import Database, create_engine
-from app.db.url import normalize_database_url
+from app.config import Settings
+from app.kit.db import migrate
+from app.kit.db.engine import Database, create_engine
+from app.kit.db.url import normalize_database_url
 from tests.conftest import DatabaseFactory, make_settings
 
 TRICKY_PASSWORD = "p@ss:w/rd%#?&= ü"

@@ -48,8 +48,8 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from app.core.config import PROJECT_ROOT, Settings
-from app.db import migrate
+from app.config import PROJECT_ROOT, Settings
+from app.kit.db import migrate
 from app.main import create_app
 from tests.conftest import DatabaseFactory, make_settings
 from tests.tokens import ISSUER, JWT_SECRET, hs256_token

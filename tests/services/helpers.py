@@ -6,9 +6,9 @@ from typing import Any
 
 from sqlalchemy import select
 
-from app.db.engine import Database
-from app.db.tables import chat_messages, chat_sessions
-from app.services.assistant import AssistantError, Reply, ReplyEnd, ReplyEvent, TextDelta, Turn
+from app.assistants import AssistantError, Reply, ReplyEnd, ReplyEvent, TextDelta, Turn
+from app.kit.db.engine import Database
+from app.kit.db.tables import chat_messages, chat_sessions
 
 
 class RecordingAssistant:

@@ -6,14 +6,16 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from app.core.errors import Forbidden, SessionNotFound
-from app.db.engine import Database
-from app.db.tables import chat_messages, chat_sessions
-from app.models.chat import ChatRequest
-from app.services import chat
-from app.services.access import Caller
-from app.services.assistant.echo import EchoAssistant
-from app.services.streaming import ReplyTasks, start_chat_stream
+from app.assistants.echo import EchoAssistant
+from app.auth.access import Caller
+from app.kit.db.engine import Database
+from app.kit.db.tables import chat_messages, chat_sessions
+from app.kit.errors import Forbidden, SessionNotFound
+from app.messages import service as message_service
+from app.messages.schemas import ChatRequest
+from app.replies.generation import ReplyTasks
+from app.replies.streaming import start_chat_stream
+from app.sessions import service as session_service
 from tests.services.helpers import message_rows, session_row
 
 ALICE = Caller.user("alice")
@@ -60,7 +62,7 @@ def test_a_service_caller_keeps_its_own_identity() -> None:
 
 
 async def send(db: Database, caller: Caller, message: str, **fields: str) -> str:
-    response = await chat.process_chat(
+    response = await message_service.process_chat(
         db,
         ECHO,
         caller,
@@ -95,8 +97,8 @@ async def test_bob_cannot_read_alices_session(database: Database) -> None:
     session_id = await send(database, ALICE, "alice's secret plans")
 
     with pytest.raises(SessionNotFound):
-        await chat.get_session(database, BOB, session_id)
-    assert (await chat.get_session(database, ALICE, session_id)).message_count == 2
+        await session_service.get_session(database, BOB, session_id)
+    assert (await session_service.get_session(database, ALICE, session_id)).message_count == 2
 
 
 @pytest.mark.parametrize("user_id", [None, "bob"], ids=["no-user-id", "user-id-bob"])
@@ -151,7 +153,7 @@ async def test_bob_cannot_delete_alices_session(database: Database) -> None:
     before = await snapshot(database, session_id)
 
     with pytest.raises(SessionNotFound):
-        await chat.delete_session(database, BOB, session_id)
+        await session_service.delete_session(database, BOB, session_id)
 
     assert await snapshot(database, session_id) == before
 
@@ -162,9 +164,9 @@ async def test_someone_elses_session_is_indistinguishable_from_a_missing_one(
     session_id = await send(database, ALICE, "alice's secret plans")
 
     with pytest.raises(SessionNotFound) as not_hers:
-        await chat.get_session(database, BOB, session_id)
+        await session_service.get_session(database, BOB, session_id)
     with pytest.raises(SessionNotFound) as missing:
-        await chat.get_session(database, BOB, "no-such-session")
+        await session_service.get_session(database, BOB, "no-such-session")
 
     assert str(not_hers.value) == str(missing.value)
     assert not_hers.value.detail == missing.value.detail
@@ -175,7 +177,9 @@ async def test_users_list_only_their_own_sessions(database: Database) -> None:
     bobs = {await send(database, BOB, "bob 0")}
 
     for caller, own in ((ALICE, alices), (BOB, bobs)):
-        listed = await chat.get_sessions_list(database, caller, page=1, page_size=50, user_id=None)
+        listed = await session_service.get_sessions_list(
+            database, caller, page=1, page_size=50, user_id=None
+        )
         assert {summary.session_id for summary in listed.sessions} == own
         assert listed.total == len(own)
 
@@ -184,7 +188,9 @@ async def test_a_user_naming_another_user_is_forbidden(database: Database) -> No
     await send(database, ALICE, "alice's secret plans")
 
     with pytest.raises(Forbidden):
-        await chat.get_sessions_list(database, BOB, page=1, page_size=50, user_id="alice")
+        await session_service.get_sessions_list(
+            database, BOB, page=1, page_size=50, user_id="alice"
+        )
     with pytest.raises(Forbidden):
         await send(database, BOB, "as alice", user_id="alice")
     assert await session_count(database) == 1
@@ -194,7 +200,9 @@ async def test_a_user_naming_another_user_is_forbidden(database: Database) -> No
 async def test_a_user_naming_themselves_is_allowed(database: Database) -> None:
     session_id = await send(database, BOB, "hello", user_id="bob")
 
-    listed = await chat.get_sessions_list(database, BOB, page=1, page_size=50, user_id="bob")
+    listed = await session_service.get_sessions_list(
+        database, BOB, page=1, page_size=50, user_id="bob"
+    )
 
     assert [summary.session_id for summary in listed.sessions] == [session_id]
     assert (await session_row(database, session_id))["user_id"] == "bob"
@@ -204,8 +212,10 @@ async def test_the_service_lists_everyones_sessions_or_one_users(database: Datab
     alices = await send(database, ALICE, "alice's")
     bobs = await send(database, BOB, "bob's")
 
-    everyone = await chat.get_sessions_list(database, SERVICE, page=1, page_size=50, user_id=None)
-    only_alice = await chat.get_sessions_list(
+    everyone = await session_service.get_sessions_list(
+        database, SERVICE, page=1, page_size=50, user_id=None
+    )
+    only_alice = await session_service.get_sessions_list(
         database, SERVICE, page=1, page_size=50, user_id="alice"
     )
 
@@ -216,12 +226,12 @@ async def test_the_service_lists_everyones_sessions_or_one_users(database: Datab
 async def test_the_service_can_read_and_delete_any_session(database: Database) -> None:
     session_id = await send(database, ALICE, "alice's")
 
-    detail = await chat.get_session(database, SERVICE, session_id)
+    detail = await session_service.get_session(database, SERVICE, session_id)
     assert [message.role for message in detail.messages] == ["user", "assistant"]
 
-    await chat.delete_session(database, SERVICE, session_id)
+    await session_service.delete_session(database, SERVICE, session_id)
     with pytest.raises(SessionNotFound):
-        await chat.get_session(database, ALICE, session_id)
+        await session_service.get_session(database, ALICE, session_id)
     assert await session_count(database) == 0
 
 
@@ -231,16 +241,18 @@ async def test_the_service_can_continue_any_session(database: Database) -> None:
     await send(database, SERVICE, "a follow-up from the backend", session_id=session_id)
 
     assert (await session_row(database, session_id))["user_id"] == "alice"
-    assert (await chat.get_session(database, ALICE, session_id)).message_count == 4
+    assert (await session_service.get_session(database, ALICE, session_id)).message_count == 4
 
 
 async def test_a_session_the_service_creates_for_alice_is_alices(database: Database) -> None:
     session_id = await send(database, SERVICE, "welcome, alice", user_id="alice")
 
     assert (await session_row(database, session_id))["user_id"] == "alice"
-    detail = await chat.get_session(database, ALICE, session_id)
+    detail = await session_service.get_session(database, ALICE, session_id)
     assert detail.messages[0].content == "welcome, alice"
-    listed = await chat.get_sessions_list(database, ALICE, page=1, page_size=50, user_id=None)
+    listed = await session_service.get_sessions_list(
+        database, ALICE, page=1, page_size=50, user_id=None
+    )
     assert [summary.session_id for summary in listed.sessions] == [session_id]
     with pytest.raises(SessionNotFound):
-        await chat.get_session(database, BOB, session_id)
+        await session_service.get_session(database, BOB, session_id)

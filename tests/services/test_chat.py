@@ -6,16 +6,18 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy.exc import IntegrityError
 
-from app.core.errors import AssistantTimedOut, AssistantUnavailable, SessionNotFound
-from app.db import queries
-from app.db.engine import Database
-from app.models.chat import ChatRequest
-from app.services import chat
-from app.services.access import Caller
-from app.services.assistant import AssistantError
-from app.services.assistant.echo import EchoAssistant
-from app.services.generation import ReplyTasks
-from app.services.text import make_preview, make_title
+from app.assistants import AssistantError
+from app.assistants.echo import EchoAssistant
+from app.auth.access import Caller
+from app.kit.db.engine import Database
+from app.kit.errors import AssistantTimedOut, AssistantUnavailable, SessionNotFound
+from app.kit.text import UNTITLED, make_preview, make_title
+from app.messages import queries as message_queries
+from app.messages import service as message_service
+from app.messages.schemas import ChatRequest
+from app.replies.generation import ReplyTasks
+from app.sessions import queries as session_queries
+from app.sessions import service as session_service
 from tests.services.helpers import FailingAssistant, RecordingAssistant, message_rows, session_row
 
 OPEN = Caller.open_mode()
@@ -24,7 +26,7 @@ ECHO = EchoAssistant()
 
 
 async def send(db: Database, message: str, **fields: str) -> str:
-    response = await chat.process_chat(
+    response = await message_service.process_chat(
         db,
         ECHO,
         OPEN,
@@ -36,7 +38,7 @@ async def send(db: Database, message: str, **fields: str) -> str:
 
 
 async def test_first_message_creates_the_session_with_its_metadata(database: Database) -> None:
-    response = await chat.process_chat(
+    response = await message_service.process_chat(
         database,
         ECHO,
         OPEN,
@@ -62,7 +64,7 @@ async def test_first_message_creates_the_session_with_its_metadata(database: Dat
 
 async def test_continuing_keeps_the_title_and_moves_last_message(database: Database) -> None:
     session_id = await send(database, "first question")
-    second = await chat.process_chat(
+    second = await message_service.process_chat(
         database,
         ECHO,
         OPEN,
@@ -89,7 +91,7 @@ async def test_the_assistant_gets_the_recent_history_oldest_first(database: Data
     request = ChatRequest(message="one", session_id="s")
     for text in ["one", "two", "three"]:
         request = ChatRequest(message=text, session_id="s")
-        await chat.process_chat(
+        await message_service.process_chat(
             database, assistant, OPEN, request, history_max_messages=4, tasks=ReplyTasks()
         )
 
@@ -107,7 +109,7 @@ async def test_assistant_failure_keeps_the_users_message_and_records_the_failure
     database: Database,
 ) -> None:
     with pytest.raises(AssistantUnavailable):
-        await chat.process_chat(
+        await message_service.process_chat(
             database,
             FailingAssistant(),
             OPEN,
@@ -130,7 +132,7 @@ async def test_assistant_failure_keeps_the_users_message_and_records_the_failure
 
 async def test_assistant_timeout_is_a_504_error(database: Database) -> None:
     with pytest.raises(AssistantTimedOut):
-        await chat.process_chat(
+        await message_service.process_chat(
             database,
             FailingAssistant(error=AssistantError("too slow", kind="timeout")),
             OPEN,
@@ -143,7 +145,7 @@ async def test_assistant_timeout_is_a_504_error(database: Database) -> None:
 
 async def test_failed_replies_are_left_out_of_the_history(database: Database) -> None:
     with pytest.raises(AssistantUnavailable):
-        await chat.process_chat(
+        await message_service.process_chat(
             database,
             FailingAssistant(),
             OPEN,
@@ -153,7 +155,7 @@ async def test_failed_replies_are_left_out_of_the_history(database: Database) ->
         )
     assistant = RecordingAssistant()
 
-    await chat.process_chat(
+    await message_service.process_chat(
         database,
         assistant,
         OPEN,
@@ -170,10 +172,12 @@ async def test_failed_replies_are_left_out_of_the_history(database: Database) ->
 
 async def test_saving_into_a_missing_session_fails_and_writes_nothing(database: Database) -> None:
     with pytest.raises(SessionNotFound):
-        await chat.save_message(
+        await message_service.save_message(
             database, session_id="ghost", role="assistant", content="x", metadata={}
         )
-    listing = await chat.get_sessions_list(database, OPEN, page=1, page_size=10, user_id=None)
+    listing = await session_service.get_sessions_list(
+        database, OPEN, page=1, page_size=10, user_id=None
+    )
     assert listing.total == 0
 
 
@@ -184,7 +188,7 @@ async def test_message_and_metadata_commit_together_or_not_at_all(database: Data
     # The metadata UPDATE runs first; the message INSERT then violates the role check.
     with pytest.raises(IntegrityError):
         async with database.write() as conn:
-            await queries.append_message(
+            await message_queries.append_message(
                 conn,
                 session_id=session_id,
                 role="robot",  # type: ignore[arg-type]
@@ -205,7 +209,9 @@ async def test_list_is_newest_activity_first_and_paginated(database: Database) -
     expected_order = [ids[0], *reversed(ids[1:])]
 
     pages = [
-        await chat.get_sessions_list(database, OPEN, page=page, page_size=3, user_id=None)
+        await session_service.get_sessions_list(
+            database, OPEN, page=page, page_size=3, user_id=None
+        )
         for page in (1, 2, 3, 4)
     ]
 
@@ -224,8 +230,12 @@ async def test_list_filters_by_user(database: Database) -> None:
     await send(database, "theirs", user_id="bob")
     await send(database, "nobody's")
 
-    alice = await chat.get_sessions_list(database, OPEN, page=1, page_size=50, user_id="alice")
-    everyone = await chat.get_sessions_list(database, OPEN, page=1, page_size=50, user_id=None)
+    alice = await session_service.get_sessions_list(
+        database, OPEN, page=1, page_size=50, user_id="alice"
+    )
+    everyone = await session_service.get_sessions_list(
+        database, OPEN, page=1, page_size=50, user_id=None
+    )
 
     assert sorted(s.title for s in alice.sessions) == ["also mine", "mine"]
     assert alice.total == 2
@@ -233,7 +243,9 @@ async def test_list_filters_by_user(database: Database) -> None:
 
 
 async def test_empty_list_has_zero_pages(database: Database) -> None:
-    listing = await chat.get_sessions_list(database, OPEN, page=1, page_size=50, user_id=None)
+    listing = await session_service.get_sessions_list(
+        database, OPEN, page=1, page_size=50, user_id=None
+    )
     assert (listing.sessions, listing.total, listing.total_pages) == ([], 0, 0)
 
 
@@ -241,14 +253,18 @@ async def test_equal_timestamps_have_a_stable_total_order(database: Database) ->
     same_time = datetime(2025, 11, 3, 10, 30, tzinfo=UTC)
     async with database.write() as conn:
         for n in range(9):
-            await queries.create_session_if_absent(
+            await session_queries.create_session_if_absent(
                 conn, session_id=f"tie-{n}", user_id=None, now=same_time
             )
     page_ids: list[str] = []
     for page in (1, 2, 3):
-        listing = await chat.get_sessions_list(database, OPEN, page=page, page_size=3, user_id=None)
+        listing = await session_service.get_sessions_list(
+            database, OPEN, page=page, page_size=3, user_id=None
+        )
         page_ids.extend(s.session_id for s in listing.sessions)
-    again = await chat.get_sessions_list(database, OPEN, page=1, page_size=9, user_id=None)
+    again = await session_service.get_sessions_list(
+        database, OPEN, page=1, page_size=9, user_id=None
+    )
 
     assert sorted(page_ids) == [f"tie-{n}" for n in range(9)]  # none repeated, none skipped
     assert page_ids == [s.session_id for s in again.sessions]
@@ -256,12 +272,14 @@ async def test_equal_timestamps_have_a_stable_total_order(database: Database) ->
 
 async def test_a_session_without_user_messages_lists_with_placeholders(database: Database) -> None:
     async with database.write() as conn:
-        await queries.create_session_if_absent(
+        await session_queries.create_session_if_absent(
             conn, session_id="empty", user_id=None, now=datetime.now(UTC)
         )
-    listing = await chat.get_sessions_list(database, OPEN, page=1, page_size=50, user_id=None)
+    listing = await session_service.get_sessions_list(
+        database, OPEN, page=1, page_size=50, user_id=None
+    )
     assert (listing.sessions[0].title, listing.sessions[0].last_message) == (
-        queries.UNTITLED,
+        UNTITLED,
         "",
     )
 
@@ -270,7 +288,7 @@ async def test_get_session_returns_messages_oldest_first(database: Database) -> 
     session_id = await send(database, "one")
     await send(database, "two", session_id=session_id)
 
-    detail = await chat.get_session(database, OPEN, session_id)
+    detail = await session_service.get_session(database, OPEN, session_id)
 
     assert [m.role for m in detail.messages] == ["user", "assistant", "user", "assistant"]
     assert [m.content for m in detail.messages][::2] == ["one", "two"]
@@ -280,28 +298,28 @@ async def test_get_session_returns_messages_oldest_first(database: Database) -> 
 
 async def test_get_missing_session_raises(database: Database) -> None:
     with pytest.raises(SessionNotFound):
-        await chat.get_session(database, OPEN, "nope")
+        await session_service.get_session(database, OPEN, "nope")
 
 
 async def test_delete_removes_the_session_and_its_messages(database: Database) -> None:
     session_id = await send(database, "to be deleted")
     kept = await send(database, "to be kept")
 
-    await chat.delete_session(database, OPEN, session_id)
+    await session_service.delete_session(database, OPEN, session_id)
 
     with pytest.raises(SessionNotFound):
-        await chat.get_session(database, OPEN, session_id)
+        await session_service.get_session(database, OPEN, session_id)
     assert await message_rows(database, session_id) == []
     assert len(await message_rows(database, kept)) == 2
     with pytest.raises(SessionNotFound):
-        await chat.delete_session(database, OPEN, session_id)
+        await session_service.delete_session(database, OPEN, session_id)
 
 
 async def test_updated_at_never_moves_backwards(database: Database) -> None:
     session_id = await send(database, "hello")
     latest = (await session_row(database, session_id))["updated_at"]
     async with database.write() as conn:
-        await queries.append_message(
+        await message_queries.append_message(
             conn,
             session_id=session_id,
             role="assistant",

@@ -5,14 +5,15 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from app.core.config import Settings
-from app.db.engine import Database, create_engine
-from app.models.chat import ChatRequest
-from app.services import chat
-from app.services.access import Caller
-from app.services.assistant.echo import EchoAssistant
-from app.services.generation import ReplyTasks
-from app.services.text import make_preview, make_title
+from app.assistants.echo import EchoAssistant
+from app.auth.access import Caller
+from app.config import Settings
+from app.kit.db.engine import Database, create_engine
+from app.kit.text import make_preview, make_title
+from app.messages import service as message_service
+from app.messages.schemas import ChatRequest
+from app.replies.generation import ReplyTasks
+from app.sessions import service as session_service
 from tests.services.helpers import message_rows, session_row
 
 OPEN = Caller.open_mode()
@@ -43,7 +44,7 @@ async def assert_metadata_matches_messages(db: Database, session_id: str) -> Non
 
 
 async def test_parallel_writers_to_one_session(database: Database) -> None:
-    first = await chat.process_chat(
+    first = await message_service.process_chat(
         database,
         chat_assistant(),
         OPEN,
@@ -54,7 +55,7 @@ async def test_parallel_writers_to_one_session(database: Database) -> None:
 
     await asyncio.gather(
         *(
-            chat.save_message(
+            message_service.save_message(
                 database,
                 session_id=first.session_id,
                 role="user" if n % 2 else "assistant",
@@ -72,7 +73,7 @@ async def test_parallel_writers_to_one_session(database: Database) -> None:
 async def test_parallel_first_messages_create_one_session(database: Database) -> None:
     await asyncio.gather(
         *(
-            chat.accept_user_message(
+            message_service.accept_user_message(
                 database,
                 OPEN,
                 ChatRequest(message=f"racing opener {n}", session_id="raced"),
@@ -82,7 +83,9 @@ async def test_parallel_first_messages_create_one_session(database: Database) ->
         )
     )
 
-    listing = await chat.get_sessions_list(database, OPEN, page=1, page_size=50, user_id=None)
+    listing = await session_service.get_sessions_list(
+        database, OPEN, page=1, page_size=50, user_id=None
+    )
     assert listing.total == 1
     await assert_metadata_matches_messages(database, "raced")
     messages = await message_rows(database, "raced")
@@ -94,7 +97,7 @@ async def test_parallel_first_messages_create_one_session(database: Database) ->
 async def test_two_replicas_writing_to_one_session(
     database: Database, second_replica: Database
 ) -> None:
-    first = await chat.process_chat(
+    first = await message_service.process_chat(
         database,
         chat_assistant(),
         OPEN,
@@ -105,7 +108,7 @@ async def test_two_replicas_writing_to_one_session(
 
     await asyncio.gather(
         *(
-            chat.process_chat(
+            message_service.process_chat(
                 replica,
                 chat_assistant(),
                 OPEN,
@@ -126,7 +129,7 @@ async def test_message_times_follow_their_order_with_many_writers(
 ) -> None:
     """Each writer reads its clock before it queues for the session's row lock, so without
     the lock deciding the time, a later seq could get an earlier created_at."""
-    first = await chat.process_chat(
+    first = await message_service.process_chat(
         database,
         chat_assistant(),
         OPEN,
@@ -137,7 +140,7 @@ async def test_message_times_follow_their_order_with_many_writers(
 
     await asyncio.gather(
         *(
-            chat.accept_user_message(
+            message_service.accept_user_message(
                 replica,
                 OPEN,
                 ChatRequest(message=f"writer {n}", session_id=first.session_id),

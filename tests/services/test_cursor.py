@@ -12,8 +12,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from app.db.queries import ListPosition
-from app.services.cursor import (
+from app.sessions.cursor import (
     SEARCH_MAX_OFFSET,
     InvalidCursor,
     SearchPosition,
@@ -22,8 +21,9 @@ from app.services.cursor import (
     encode_search_cursor,
     search_fingerprint,
 )
+from app.sessions.queries import ListPosition
 
-# What the list route accepts as `cursor` (app/api/v1/chat.py: CursorQuery).
+# What the list route accepts as `cursor` (app/sessions/endpoints.py: CursorQuery).
 ROUTE_PATTERN = re.compile(r"^[A-Za-z0-9_-]+$")
 ROUTE_MAX_LENGTH = 512
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from app.services.knowledge import KnowledgeBase, Passage, query_terms, split_markdown
+from app.assistants.knowledge import KnowledgeBase, Passage, query_terms, split_markdown
 
 # --- split_markdown -------------------------------------------------------------------------
 
@@ -179,7 +179,7 @@ def test_missing_folder_is_an_empty_knowledge_base_with_a_warning(
 ) -> None:
     missing = tmp_path / "nope"
 
-    with caplog.at_level(logging.WARNING, logger="app.services.knowledge"):
+    with caplog.at_level(logging.WARNING, logger="app.assistants.knowledge"):
         knowledge = KnowledgeBase.from_directory(missing)
 
     assert knowledge.size == 0

@@ -12,13 +12,13 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from app.core.config import Settings
-from app.core.errors import RateLimited
-from app.services.rate_limit import MessageRateLimiter
+from app.config import Settings
+from app.kit.errors import RateLimited
+from app.ratelimit.limiter import MessageRateLimiter
 from tests.redis_helpers import REDIS_HOST, REDIS_PORT, empty_redis_database, stored_lists
 from tests.service_process import free_port
 
-LOGGER = "app.services.rate_limit"
+LOGGER = "app.ratelimit.limiter"
 RETRY_SECONDS = 10.0
 
 

@@ -17,17 +17,20 @@ import pytest
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.db import replies as reply_queries
-from app.db.engine import Database
-from app.db.tables import chat_processes, chat_replies_generating, chat_search
-from app.db.types import utc_now
-from app.models.chat import ChatRequest, StreamDelta, StreamDone
-from app.services import chat
-from app.services.access import Caller
-from app.services.assistant import Reply, ReplyEnd, ReplyEvent, TextDelta, Turn
-from app.services.liveness import ProcessLiveness
-from app.services.replies import generating_metadata
-from app.services.streaming import ReplyTasks, start_chat_stream
+from app.assistants import Reply, ReplyEnd, ReplyEvent, TextDelta, Turn
+from app.auth.access import Caller
+from app.kit.db.engine import Database
+from app.kit.db.tables import chat_processes, chat_replies_generating, chat_search
+from app.kit.db.types import utc_now
+from app.messages import service as message_service
+from app.messages.schemas import ChatRequest
+from app.replies import queries as reply_queries
+from app.replies.generation import ReplyTasks
+from app.replies.liveness import ProcessLiveness
+from app.replies.metadata import generating_metadata
+from app.replies.schemas import StreamDelta, StreamDone
+from app.replies.streaming import start_chat_stream
+from app.sessions import service as session_service
 from tests.services.helpers import GatedAssistant, message_rows, session_row
 
 OPEN = Caller.open_mode()
@@ -54,7 +57,7 @@ async def reply_in_progress(
     database: Database, process_id: uuid.UUID, text: str, session_id: str = "s"
 ) -> uuid.UUID:
     """A user message, and a reply to it that `process_id` is generating, saved up to `text`."""
-    await chat.accept_user_message(
+    await message_service.accept_user_message(
         database,
         OPEN,
         ChatRequest(message="the question", session_id=session_id),
@@ -192,10 +195,10 @@ async def test_a_reply_being_generated_is_read_with_its_session(database: Databa
     events = stream.events()
     assert isinstance(await anext(events), StreamDelta)
 
-    during = await chat.get_session(database, OPEN, "s")
+    during = await session_service.get_session(database, OPEN, "s")
     assistant.gate.set()
     done = [event async for event in events][-1]
-    after = await chat.get_session(database, OPEN, "s")
+    after = await session_service.get_session(database, OPEN, "s")
 
     assert [m.role for m in during.messages] == ["user", "assistant"]
     assert during.messages[1].metadata["status"] == "generating"

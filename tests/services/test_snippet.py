@@ -4,7 +4,7 @@ clusters, with ellipses where text was left out."""
 import pytest
 import regex
 
-from app.services.text import (
+from app.kit.text import (
     ELLIPSIS,
     LABEL_MAX_CLUSTER_CHARS,
     SNIPPET_LEAD_CHARS,

@@ -10,18 +10,19 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import update
 
-from app.core.config import Settings
-from app.core.errors import SessionNotFound
-from app.db.engine import Database
-from app.db.tables import chat_sessions
-from app.models.chat import ChatRequest, StreamDelta, StreamDone
-from app.services.access import Caller
-from app.services.assistant import Assistant, Reply, ReplyEnd, ReplyEvent, TextDelta, Turn
-from app.services.assistant.openai_compatible import OpenAICompatibleAssistant
-from app.services.assistant.tokens import counter_for_model
-from app.services.streaming import (
+from app.assistants import Assistant, Reply, ReplyEnd, ReplyEvent, TextDelta, Turn
+from app.assistants.openai_compatible import OpenAICompatibleAssistant
+from app.assistants.tokens import counter_for_model
+from app.auth.access import Caller
+from app.config import Settings
+from app.kit.db.engine import Database
+from app.kit.db.tables import chat_sessions
+from app.kit.errors import SessionNotFound
+from app.messages.schemas import ChatRequest
+from app.replies.generation import ReplyTasks
+from app.replies.schemas import StreamDelta, StreamDone
+from app.replies.streaming import (
     ReplyStream,
-    ReplyTasks,
     StreamEvent,
     start_chat_stream,
     stop_reply,

@@ -2,10 +2,12 @@
 
 import asyncio
 
-from app.db.engine import Database
-from app.models.chat import ChatRequest, StreamDelta, StreamDone
-from app.services.access import Caller
-from app.services.streaming import ReplyTasks, start_chat_stream
+from app.auth.access import Caller
+from app.kit.db.engine import Database
+from app.messages.schemas import ChatRequest
+from app.replies.generation import ReplyTasks
+from app.replies.schemas import StreamDelta, StreamDone
+from app.replies.streaming import start_chat_stream
 from tests.services.helpers import FailingAssistant, GatedAssistant, message_rows, session_row
 
 OPEN = Caller.open_mode()

@@ -5,11 +5,11 @@ import pytest
 import regex
 from hypothesis import given, settings
 
-from app.db.queries import UNTITLED
-from app.services.text import (
+from app.kit.text import (
     LABEL_MAX_CLUSTER_CHARS,
     PREVIEW_MAX_CHARS,
     TITLE_MAX_CHARS,
+    UNTITLED,
     make_chosen_title,
     make_preview,
     make_snippet,

@@ -25,10 +25,10 @@ from playwright.async_api import (
 from playwright.async_api import Error as PlaywrightError
 from sqlalchemy import text, update
 
-from app.core.config import PROJECT_ROOT, Settings
-from app.db import migrate
-from app.db.engine import Database, create_engine
-from app.db.tables import chat_sessions
+from app.config import PROJECT_ROOT, Settings
+from app.kit.db import migrate
+from app.kit.db.engine import Database, create_engine
+from app.kit.db.tables import chat_sessions
 from app.main import create_app
 from tests.conftest import IN_CI, DatabaseFactory, LiveServer, make_settings, serve
 from tests.fakes.fixtures import FakeUpstream, RunningFake, running_fake

@@ -6,10 +6,10 @@ from pathlib import Path
 import pytest
 import regex
 
-from app.core.config import PROJECT_ROOT
-from app.services.assistant import Reply, ReplyEnd, ReplyEvent, Source, TextDelta, Turn
-from app.services.assistant.knowledge_base import KnowledgeBaseAssistant
-from app.services.knowledge import KnowledgeBase, Passage
+from app.assistants import Reply, ReplyEnd, ReplyEvent, Source, TextDelta, Turn
+from app.assistants.knowledge import KnowledgeBase, Passage
+from app.assistants.knowledge_base import KnowledgeBaseAssistant
+from app.config import PROJECT_ROOT
 
 SAMPLE_DIR: Path = PROJECT_ROOT / "knowledge"
 PROCESSORS_QUESTION = "What payment processors do you support?"

@@ -8,8 +8,7 @@ from typing import Any, Literal
 
 import pytest
 
-from app.core.config import PROJECT_ROOT, Settings
-from app.services.assistant import (
+from app.assistants import (
     AssistantError,
     Reply,
     ReplyEnd,
@@ -18,10 +17,11 @@ from app.services.assistant import (
     Turn,
     Usage,
 )
-from app.services.assistant.base import collect
-from app.services.assistant.openai_compatible import OpenAICompatibleAssistant
-from app.services.assistant.tokens import counter_for_model
-from app.services.knowledge import KnowledgeBase, Passage
+from app.assistants.base import collect
+from app.assistants.knowledge import KnowledgeBase, Passage
+from app.assistants.openai_compatible import OpenAICompatibleAssistant
+from app.assistants.tokens import counter_for_model
+from app.config import PROJECT_ROOT, Settings
 from tests.fakes.fixtures import RunningFake, release, running_fake
 from tests.fakes.openai_server import Fail, Respond
 

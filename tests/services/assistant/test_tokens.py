@@ -11,9 +11,8 @@ import pytest
 import tiktoken
 import tiktoken.registry
 
-from app.core.domain import Role
-from app.services.assistant import Turn
-from app.services.assistant.tokens import (
+from app.assistants import Turn
+from app.assistants.tokens import (
     ESTIMATE_MARGIN,
     MESSAGE_OVERHEAD_TOKENS,
     TokenCounter,
@@ -21,6 +20,7 @@ from app.services.assistant.tokens import (
     estimating_counter,
     fit_history,
 )
+from app.domain import Role
 
 # cl100k_base token counts, as OpenAI's tokenizer gives them.
 KNOWN_CL100K = [
@@ -114,7 +114,7 @@ def test_cl100k_is_bundled_and_loads_without_network(no_network: list[str]) -> N
 def test_a_tokenizer_that_cannot_be_downloaded_falls_back_to_the_estimate(
     no_network: list[str], caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="app.services.assistant.tokens"):
+    with caplog.at_level(logging.WARNING, logger="app.assistants.tokens"):
         counter = counter_for_model("gpt-4o-mini")  # o200k_base: not bundled
 
     assert counter.description == "estimate (cl100k_base + 25%)"

@@ -468,7 +468,7 @@ export class Sidebar {
 }
 
 /** The text as a one-line label shows it until the server's own label arrives: format and
- * bidi control characters left out (app/services/text.py has the full rule), spaces collapsed. */
+ * bidi control characters left out (app/kit/text.py has the full rule), spaces collapsed. */
 function visibleText(text) {
   return text.replace(/\p{Cf}+/gu, '').replace(/\s+/g, ' ').trim();
 }

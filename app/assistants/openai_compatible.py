@@ -1,0 +1,210 @@
+"""Chat completions from OpenAI or any server that speaks its protocol (vLLM, Ollama,
+LM Studio, llama.cpp server), through the official SDK.
+
+Retries: connection errors, timeouts, 429, 408/409 and 5xx are retried with exponential
+backoff (or the server's Retry-After), `OPENAI_MAX_RETRIES` times, as long as no token has
+been sent: that covers a stream whose first chunk never comes or that breaks before it, which
+the SDK's own retries (they end when the response headers arrive) do not. A failure after
+the first token ends the reply as incomplete. The SDK talks HTTP through `httpx2` (its fork
+of httpx), whose errors surface when a stream breaks mid-way.
+"""
+
+import asyncio
+import logging
+import random
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import httpx2
+import openai
+from openai.types.chat import ChatCompletionMessageParam
+
+from app.assistants.base import (
+    AssistantError,
+    Reply,
+    ReplyEnd,
+    ReplyEvent,
+    Source,
+    TextDelta,
+    Turn,
+    Usage,
+)
+from app.assistants.knowledge import KnowledgeBase
+from app.assistants.tokens import TokenCounter, fit_history
+from app.config import Settings
+
+logger = logging.getLogger(__name__)
+
+_RAG_INSTRUCTIONS = (
+    "Answer from the numbered knowledge-base passages below when they are relevant, and cite "
+    "them as [n]. If they do not contain the answer, say so."
+)
+
+
+class OpenAICompatibleAssistant:
+    provider = "openai"
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        counter: TokenCounter,
+        knowledge: KnowledgeBase | None = None,
+    ) -> None:
+        api_key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
+        self._client = openai.AsyncOpenAI(
+            base_url=settings.openai_base_url,
+            # Local servers ignore the key, but the SDK insists on one.
+            api_key=api_key or ("unused" if settings.openai_base_url else None),
+            max_retries=0,  # retried here instead, to cover the wait for the first token
+            timeout=httpx2.Timeout(settings.openai_timeout_seconds, connect=10.0),
+        )
+        self.model = settings.openai_model
+        self._max_retries = settings.openai_max_retries
+        self._temperature = settings.openai_temperature
+        self._max_tokens = settings.openai_max_tokens
+        self._stream_usage = settings.openai_stream_usage
+        self._system_prompt = settings.assistant_system_prompt
+        self._context_tokens = settings.assistant_context_tokens
+        self._counter = counter
+        self._knowledge = knowledge
+        self._top_k = settings.knowledge_base_top_k
+
+    async def reply(self, history: Sequence[Turn]) -> Reply:
+        messages, sources = self._prompt(history)
+        for attempt in range(self._max_retries + 1):
+            try:
+                completion = await self._client.chat.completions.create(
+                    messages=messages, stream=False, **self._options()
+                )
+                break
+            except openai.APIError as exc:
+                if attempt == self._max_retries or not _retryable(exc):
+                    raise _as_assistant_error(exc) from exc
+                await asyncio.sleep(_retry_delay(exc, attempt))
+        if not completion.choices:
+            raise AssistantError("the completion has no choices", kind="unavailable")
+        choice = completion.choices[0]
+        usage = completion.usage
+        return Reply(
+            content=choice.message.content or "",
+            end=ReplyEnd(
+                model=completion.model or self.model,
+                finish_reason=choice.finish_reason or "stop",
+                usage=Usage(usage.prompt_tokens, usage.completion_tokens) if usage else None,
+                sources=sources,
+            ),
+        )
+
+    async def stream(self, history: Sequence[Turn]) -> AsyncIterator[ReplyEvent]:
+        messages, sources = self._prompt(history)
+        attempt = 0
+        while True:
+            token_sent = False
+            try:
+                async for event in self._stream_once(messages, sources):
+                    token_sent = token_sent or isinstance(event, TextDelta)
+                    yield event
+                return
+            except Exception as exc:
+                if token_sent or attempt == self._max_retries or not _retryable(exc):
+                    raise _as_assistant_error(exc) from exc
+                await asyncio.sleep(_retry_delay(exc, attempt))
+                attempt += 1
+
+    async def _stream_once(
+        self, messages: list[ChatCompletionMessageParam], sources: tuple[Source, ...]
+    ) -> AsyncIterator[ReplyEvent]:
+        extra: dict[str, Any] = (
+            {"stream_options": {"include_usage": True}} if self._stream_usage else {}
+        )
+        chunks = await self._client.chat.completions.create(
+            messages=messages, stream=True, **self._options(), **extra
+        )
+        model, finish_reason, usage = self.model, None, None
+        try:
+            async for chunk in chunks:
+                model = chunk.model or model
+                if chunk.usage:
+                    usage = Usage(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
+                for choice in chunk.choices:
+                    if choice.delta and choice.delta.content:
+                        yield TextDelta(choice.delta.content)
+                    finish_reason = choice.finish_reason or finish_reason
+        finally:
+            await chunks.close()
+        if finish_reason is None:
+            raise _UnfinishedStream("the stream ended without a finish reason")
+        yield ReplyEnd(model=model, finish_reason=finish_reason, usage=usage, sources=sources)
+
+    def _options(self) -> dict[str, Any]:
+        options: dict[str, Any] = {"model": self.model}
+        if self._temperature is not None:
+            options["temperature"] = self._temperature
+        if self._max_tokens is not None:
+            options["max_tokens"] = self._max_tokens
+        return options
+
+    def _prompt(
+        self, history: Sequence[Turn]
+    ) -> tuple[list[ChatCompletionMessageParam], tuple[Source, ...]]:
+        """System prompt (with retrieved passages when RAG is on) and the newest history
+        that fits the context budget."""
+        system_prompt, sources = self._system_prompt, tuple[Source, ...]()
+        if self._knowledge is not None and history:
+            passages = self._knowledge.search(history[-1].content, self._top_k)
+            if passages:
+                numbered = "\n\n".join(
+                    f"[{n}] {p.title} ({p.path})\n{p.text}" for n, p in enumerate(passages, 1)
+                )
+                system_prompt = f"{system_prompt}\n\n{_RAG_INSTRUCTIONS}\n\n{numbered}"
+                sources = tuple(Source(p.title, p.path, p.score) for p in passages)
+        turns = fit_history(
+            history,
+            counter=self._counter,
+            budget=self._context_tokens,
+            reserved=self._counter.message_cost(system_prompt),
+        )
+        messages: list[ChatCompletionMessageParam] = [{"role": "system", "content": system_prompt}]
+        messages += [{"role": t.role, "content": t.content} for t in turns]  # type: ignore[misc]
+        return messages, sources
+
+
+class _UnfinishedStream(Exception):
+    """The server closed the stream cleanly but never said it was finished."""
+
+
+_BASE_DELAY_SECONDS = 0.5
+_MAX_DELAY_SECONDS = 8.0
+_MAX_RETRY_AFTER_SECONDS = 60.0
+
+
+def _retryable(exc: Exception) -> bool:
+    """Failures worth another try: the network, the server's load, its hiccups."""
+    if isinstance(exc, openai.APIStatusError):
+        return exc.status_code in (408, 409, 429) or exc.status_code >= 500
+    return isinstance(exc, openai.APIConnectionError | httpx2.TransportError | _UnfinishedStream)
+
+
+def _retry_delay(exc: Exception, attempt: int) -> float:
+    """The server's Retry-After when it gives one, else exponential backoff with jitter."""
+    if isinstance(exc, openai.APIStatusError):
+        headers = exc.response.headers
+        try:
+            if "retry-after-ms" in headers:
+                return min(float(headers["retry-after-ms"]) / 1000, _MAX_RETRY_AFTER_SECONDS)
+            if "retry-after" in headers:
+                return min(float(headers["retry-after"]), _MAX_RETRY_AFTER_SECONDS)
+        except ValueError:
+            pass  # an HTTP date or garbage: fall back to backoff
+    backoff: float = min(_BASE_DELAY_SECONDS * 2.0**attempt, _MAX_DELAY_SECONDS)
+    return backoff * random.uniform(0.75, 1.0)
+
+
+def _as_assistant_error(exc: Exception) -> AssistantError:
+    """Any failure of the upstream, including chunks of the wrong shape, as the reply's error."""
+    timed_out = isinstance(exc, openai.APITimeoutError | httpx2.TimeoutException)
+    logger.warning("assistant upstream failed: %r", exc)
+    return AssistantError(
+        str(exc) or type(exc).__name__, kind="timeout" if timed_out else "unavailable"
+    )

@@ -1,0 +1,44 @@
+"""The dependency that verifies a request's bearer token and makes its `Caller`."""
+
+import logging
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from app.auth.access import Caller
+from app.auth.tokens import InvalidToken, SigningKeysUnavailable, TokenVerifier
+from app.kit.errors import AuthUnavailable, NotAuthenticated
+
+logger = logging.getLogger(__name__)
+
+_bearer = HTTPBearer(
+    auto_error=False,
+    description="A Supabase access token (JWT). Required unless the service runs in open mode.",
+)
+
+
+async def get_caller(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Caller:
+    """The verified caller; in open mode (no verification key configured) anyone."""
+    verifier: TokenVerifier | None = request.app.state.token_verifier
+    if verifier is None:
+        return Caller.open_mode()
+    if credentials is None:
+        raise NotAuthenticated()
+    try:
+        token = await verifier.verify(credentials.credentials)
+    except InvalidToken as exc:
+        logger.info("rejected bearer token: %s", exc)
+        raise NotAuthenticated() from None
+    except SigningKeysUnavailable as exc:
+        logger.error("cannot fetch the JWKS to verify a token: %s", exc)
+        raise AuthUnavailable() from None
+    if token.is_service:
+        return Caller.service(token.subject)
+    return Caller.user(token.subject)
+
+
+CallerDep = Annotated[Caller, Depends(get_caller)]

@@ -1,0 +1,144 @@
+"""Engine creation and the two kinds of transaction the services use: read and write."""
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
+from typing import Any
+
+import pydantic_core
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import ConnectionPoolEntry
+
+from app.config import Settings
+from app.kit.db.url import ensure_sqlite_directory
+
+_WRITE_OPTION = "chat_write_transaction"
+
+
+def create_engine(settings: Settings) -> AsyncEngine:
+    url = make_url(settings.database_url)
+    if url.get_backend_name() == "sqlite":
+        return _create_sqlite_engine(settings)
+    # No `pool_pre_ping`: on asyncpg it is three round trips per checkout (BEGIN, a ping,
+    # ROLLBACK), most of an empty transaction's cost (docs/performance.md). Without a round
+    # trip: connections the server closed are replaced at checkout (`_replace_if_closed`);
+    # `pool_recycle` retires connections before a firewall or NAT can drop them silently
+    # (where a ping would only hang); and a connection that still fails as disconnected makes
+    # SQLAlchemy replace every connection opened before it, so only requests in flight fail.
+    engine = create_async_engine(
+        url,
+        echo=settings.database_echo,
+        pool_size=settings.database_pool_size,
+        max_overflow=settings.database_pool_size,
+        pool_recycle=settings.database_pool_recycle_seconds,
+        json_deserializer=_json_loads,
+    )
+    event.listen(engine.sync_engine, "checkout", _replace_if_closed)
+    event.listen(engine.sync_engine, "connect", _turn_off_jit)
+    return engine
+
+
+def _turn_off_jit(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+    """No JIT compilation on this service's connections.
+
+    PostgreSQL compiles any statement whose estimated cost passes `jit_above_cost` (100,000
+    by default, Supabase's too), whatever it really reads. A one-user search was estimated at
+    220,057 rows where 29 to 48 matched, and compiling added about 15 ms to it (1M sessions:
+    27.6 to 9.6 ms p50 over HTTP, raw SQL 18.5 to 3.0 ms; issue 12). Every statement here
+    reads or writes a few rows, so JIT never pays off, and a misestimate should not cost
+    milliseconds. `jit` is a per-session setting, so the service sets it itself: once per
+    connection, not `SET LOCAL` in each transaction, which would cost a round trip per request
+    and cover only the statements someone thought of. A `SET` after connecting rather than a
+    start-up parameter (asyncpg's `server_settings`): PgBouncer and Supavisor refuse start-up
+    parameters they do not know, while a `SET` goes through a session pooler and holds for as
+    long as this connection to it (the transaction pooler is not supported anyway, README).
+    Outside any transaction, so that no rollback undoes it.
+    """
+    dbapi_connection.run_async(lambda connection: connection.execute("SET jit = off"))
+
+
+def _json_loads(text: str | bytes) -> Any:
+    """JSON columns (message metadata) parsed by pydantic-core rather than the json module:
+    about twice as fast per document, which counts when a long session is read whole (one
+    document per message)."""
+    return pydantic_core.from_json(text)
+
+
+def _replace_if_closed(_dbapi_connection: Any, record: ConnectionPoolEntry, _proxy: Any) -> None:
+    """Hand out a fresh connection instead of one the server closed while it sat in the pool
+    (a restart, `pg_terminate_backend`, a pooler's idle timeout): asyncpg notices the close
+    while the connection is idle, so asking costs no round trip. Raising `DisconnectionError`
+    on checkout is SQLAlchemy's documented way to make the pool reconnect."""
+    if record.driver_connection is not None and record.driver_connection.is_closed():
+        raise DisconnectionError("the server closed this pooled connection")
+
+
+def _create_sqlite_engine(settings: Settings) -> AsyncEngine:
+    ensure_sqlite_directory(settings.database_url)
+    engine = create_async_engine(
+        settings.database_url, echo=settings.database_echo, json_deserializer=_json_loads
+    )
+    busy_timeout_ms = settings.sqlite_busy_timeout_ms
+
+    # The driver's default transaction handling issues BEGIN lazily, so a read-modify-write can
+    # silently lose updates. Take control of BEGIN ourselves (SQLAlchemy's documented recipe):
+    # writes start with BEGIN IMMEDIATE and so queue on the write lock instead of failing.
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        is_write = connection.get_execution_options().get(_WRITE_OPTION, False)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if is_write else "BEGIN")
+
+    return engine
+
+
+class Database:
+    """The engine plus the transaction scopes the service layer works in."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        # SQLite has one write lock per database. A writer that finds it taken waits in
+        # SQLite's busy handler, which sleeps in growing steps (up to 100 ms) rather than
+        # queueing, so this process's writers take turns here, in order, and only other
+        # processes ever wait in `busy_timeout`. PostgreSQL locks rows, not the database.
+        self._write_turn: AbstractAsyncContextManager[Any] = (
+            asyncio.Lock() if engine.dialect.name == "sqlite" else nullcontext()
+        )
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncConnection]:
+        """A read-only transaction."""
+        async with self.engine.connect() as conn, conn.begin():
+            yield conn
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncConnection]:
+        """A write transaction: committed on exit, rolled back on error.
+
+        On SQLite it holds the database write lock from its first statement, which is what
+        makes read-then-write sequences inside it safe; this process's write transactions
+        take turns before they take a connection (so one must never open another).
+        """
+        async with self._write_turn, self.engine.connect() as conn:
+            await conn.execution_options(**{_WRITE_OPTION: True})
+            async with conn.begin():
+                yield conn
+
+    async def ping(self) -> None:
+        async with self.engine.connect() as conn:
+            await conn.exec_driver_sql("SELECT 1")
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()

@@ -1,0 +1,58 @@
+"""Apply Alembic migrations from code (start-up, tests) as `alembic upgrade` would."""
+
+import asyncio
+import functools
+
+from alembic import command
+from alembic.config import Config
+from alembic.script import ScriptDirectory
+from sqlalchemy import inspect, text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.config import PROJECT_ROOT
+
+
+def alembic_config(database_url: str) -> Config:
+    config = Config(str(PROJECT_ROOT / "alembic.ini"))
+    config.set_main_option("script_location", str(PROJECT_ROOT / "migrations"))
+    # Read by migrations/env.py; ConfigParser interpolation needs % doubled.
+    config.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
+    # The application has configured logging already; alembic.ini's set-up is for the CLI.
+    config.attributes["skip_logging_config"] = True
+    return config
+
+
+def upgrade(database_url: str, revision: str = "head") -> None:
+    command.upgrade(alembic_config(database_url), revision)
+
+
+def downgrade(database_url: str, revision: str) -> None:
+    command.downgrade(alembic_config(database_url), revision)
+
+
+async def upgrade_async(database_url: str, revision: str = "head") -> None:
+    """Alembic's async env runs its own event loop, so it must run off the current one."""
+    await asyncio.to_thread(upgrade, database_url, revision)
+
+
+_VERSION_TABLE = "alembic_version"
+
+
+@functools.cache
+def head_revision() -> str:
+    """The revision this code's schema is at: the newest migration."""
+    head = ScriptDirectory(str(PROJECT_ROOT / "migrations")).get_current_head()
+    if head is None:
+        raise RuntimeError("no migrations found")
+    return head
+
+
+async def schema_revision(engine: AsyncEngine) -> str | None:
+    """The revision the database is at; None before its first migration. (Not Alembic's
+    MigrationContext: it logs two lines each time, and readiness probes come every few
+    seconds.)"""
+    async with engine.connect() as conn:
+        if not await conn.run_sync(lambda sync: inspect(sync).has_table(_VERSION_TABLE)):
+            return None
+        revision = await conn.execute(text(f"SELECT version_num FROM {_VERSION_TABLE}"))
+        return revision.scalar_one_or_none()

@@ -1,0 +1,152 @@
+"""The database schema as SQLAlchemy Core tables. Migrations under `migrations/` create it."""
+
+import uuid
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    Table,
+    Text,
+    UniqueConstraint,
+    Uuid,
+    text,
+)
+
+from app.domain import MESSAGE_ROLES
+from app.kit.db.types import JSONDocument, SearchDocument, UTCDateTime, empty_json, utc_now
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+chat_sessions = Table(
+    "chat_sessions",
+    metadata,
+    Column("id", Uuid, primary_key=True, default=uuid.uuid4),
+    Column("session_id", Text, nullable=False, unique=True),
+    Column("user_id", Text, nullable=True),
+    Column("active", Boolean, nullable=False, default=True),
+    Column("metadata", JSONDocument, nullable=False, default=empty_json),
+    Column("created_at", UTCDateTime, nullable=False, default=utc_now),
+    Column("updated_at", UTCDateTime, nullable=False, default=utc_now),
+    Column("title", Text, nullable=True),
+    Column("last_message", Text, nullable=True),
+    Column("message_count", Integer, nullable=False, default=0),
+    Column("pinned", Boolean, nullable=False, default=False),
+    # The sidebar's sort key is (pinned, updated_at, id), all descending; these indexes
+    # lead with the filters (owner, archive state) and end with it (migration 0003).
+    Index(
+        "idx_chat_sessions_user_list",
+        "user_id",
+        "active",
+        text("pinned DESC"),
+        text("updated_at DESC"),
+        text("id DESC"),
+    ),
+    Index(
+        "idx_chat_sessions_list",
+        "active",
+        text("pinned DESC"),
+        text("updated_at DESC"),
+        text("id DESC"),
+    ),
+)
+
+chat_messages = Table(
+    "chat_messages",
+    metadata,
+    Column("id", Uuid, primary_key=True, default=uuid.uuid4),
+    Column(
+        "session_id",
+        Text,
+        ForeignKey("chat_sessions.session_id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    # Position in the session, 1-based and gap-free: the exact order, even when two messages
+    # share a timestamp. Assigned from chat_sessions.message_count in the same transaction.
+    Column("seq", Integer, nullable=False),
+    Column("role", Text, nullable=False),
+    Column("content", Text, nullable=False),
+    Column("metadata", JSONDocument, nullable=False, default=empty_json),
+    Column("created_at", UTCDateTime, nullable=False, default=utc_now),
+    UniqueConstraint("session_id", "seq", name="uq_chat_messages_session_seq"),
+    CheckConstraint(f"role IN {MESSAGE_ROLES!r}", name="role"),
+)
+
+# Search index entries (migration 0004): one per session title (seq 0) and one per message with
+# text (its seq), written in the same transaction as the text they index. `user_id` is the
+# session's owner, copied so that one user's search reads only their own entries.
+SEARCH_TITLE_SEQ = 0
+
+chat_search = Table(
+    "chat_search",
+    metadata,
+    # An integer key that VACUUM never renumbers: SQLite's FTS5 index refers to entries by it.
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column(
+        "session_id",
+        Text,
+        ForeignKey("chat_sessions.session_id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("user_id", Text, nullable=True),
+    Column("seq", Integer, nullable=False),
+    Column("document", SearchDocument, nullable=False),
+    UniqueConstraint("session_id", "seq", name="uq_chat_search_session_seq"),
+    Index("idx_chat_search_user", "user_id"),
+    Index("idx_chat_search_document", "document", postgresql_using="gin").ddl_if(
+        dialect="postgresql"
+    ),
+    # Each entry's words again, under its owner's key (migration 0005, app/search/fulltext.py):
+    # what one user's search reads.
+    Index(
+        "idx_chat_search_owned",
+        text("chat_search_owned_words(user_id, document)"),
+        postgresql_using="gin",
+    ).ddl_if(dialect="postgresql"),
+)
+
+# The reply lifecycle (migration 0006). A reply is stored as soon as its generation starts
+# (status "generating" in its metadata, content saved as it grows) and finished in one
+# transaction at its end. Each process that generates replies registers here and reports
+# every few seconds; a reply whose process stopped reporting is finished by another process
+# (or the next one to start) as interrupted.
+chat_processes = Table(
+    "chat_processes",
+    metadata,
+    Column("id", Uuid, primary_key=True),
+    # Where it runs: a process that starts on the same host knows at once whether the pid is
+    # alive, rather than waiting for the heartbeat to go stale.
+    Column("host", Text, nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("heartbeat_at", UTCDateTime, nullable=False),
+)
+
+# The replies being generated right now, and by which process. No foreign key to
+# chat_processes: a reply whose process row is gone counts as abandoned.
+chat_replies_generating = Table(
+    "chat_replies_generating",
+    metadata,
+    Column(
+        "message_id",
+        Uuid,
+        ForeignKey("chat_messages.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("process_id", Uuid, nullable=False),
+    Column("started_at", UTCDateTime, nullable=False),
+    Index("idx_chat_replies_generating_process", "process_id"),
+)

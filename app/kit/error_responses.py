@@ -1,0 +1,93 @@
+"""OpenAPI descriptions of the error responses routes can give.
+
+422 is left to FastAPI, which documents its own validation-error body (HTTPValidationError).
+"""
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from app.kit.schemas import ErrorResponse
+
+
+class InternalErrorResponse(ErrorResponse):
+    """Body of a 500: the id the error was logged under (also in `X-Request-ID`)."""
+
+    request_id: str = Field(examples=["5f0c3e9a1b7d4c2e8a6f0b1c2d3e4f50"])
+
+
+_DESCRIPTIONS = {
+    400: "The request body could not be read.",
+    401: "Missing or invalid bearer token (only when authentication is on).",
+    403: "`user_id` names another user; only service callers may do that.",
+    404: "No such session, or not one of the caller's.",
+    413: "The request body is larger than MAX_REQUEST_BODY_BYTES.",
+    429: "Too many messages; the `Retry-After` header says how many seconds to wait.",
+    500: "Unexpected server error, such as the database being unreachable; `request_id` "
+    "names its log line.",
+    502: "The assistant failed to answer; the user's message was saved.",
+    503: "The token signing keys (AUTH_JWKS_URL) cannot be fetched.",
+    504: "The assistant did not answer in time; the user's message was saved.",
+}
+# Always sent with these statuses: required, so that a response without them breaks the schema.
+_HEADERS = {
+    401: {
+        "WWW-Authenticate": {
+            "schema": {"type": "string"},
+            "required": True,
+            "description": "`Bearer ...`",
+        }
+    },
+    429: {
+        "Retry-After": {
+            "schema": {"type": "integer", "minimum": 1},
+            "required": True,
+            "description": "Seconds to wait.",
+        }
+    },
+    500: {
+        "X-Request-ID": {
+            "schema": {"type": "string"},
+            "required": True,
+            "description": "The request's id, as in the body (every response carries it).",
+        }
+    },
+}
+# Statuses whose body says more than `detail`.
+_MODELS: dict[int, type[BaseModel]] = {500: InternalErrorResponse}
+
+# What every route that identifies the caller can answer.
+AUTH_ERRORS = (401, 503)
+
+
+def error_responses(
+    *statuses: int, descriptions: dict[int, str] | None = None
+) -> dict[int | str, dict[str, Any]]:
+    """`descriptions` replaces the shared description of a status for this route."""
+    return {
+        status: _response(status, {"model": _MODELS.get(status, ErrorResponse)}, descriptions)
+        for status in statuses
+    }
+
+
+def json_error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The same, for routes whose success response is not JSON (Server-Sent Events):
+    FastAPI would otherwise document the error bodies under the route's own media type."""
+    return {
+        status: _response(status, {"content": {"application/json": {"schema": _ref(status)}}})
+        for status in statuses
+    }
+
+
+def _ref(status: int) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{_MODELS.get(status, ErrorResponse).__name__}"}
+
+
+def _response(
+    status: int, body: dict[str, Any], descriptions: dict[int, str] | None = None
+) -> dict[str, Any]:
+    description = (descriptions or {}).get(status, _DESCRIPTIONS[status])
+    response = {"description": description, **body}
+    if status in _HEADERS:
+        response["headers"] = _HEADERS[status]
+    return response

@@ -1,0 +1,125 @@
+"""Domain errors, and the one place they become HTTP responses."""
+
+import json
+from typing import Any
+
+from fastapi import FastAPI, Request, status
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+
+class ChatError(Exception):
+    """Base of the errors services raise; each maps to one HTTP status."""
+
+    status_code = status.HTTP_500_INTERNAL_SERVER_ERROR
+    detail = "Internal server error"
+    headers: dict[str, str] | None = None
+
+    def __init__(self, detail: str | None = None) -> None:
+        super().__init__(detail or self.detail)
+        if detail:
+            self.detail = detail
+
+
+class SessionNotFound(ChatError):
+    status_code = status.HTTP_404_NOT_FOUND
+    detail = "Session not found"
+
+
+class UserRequired(ChatError):
+    """An operation on a user's sessions by a caller who is not one user (service, open mode)."""
+
+    status_code = status.HTTP_400_BAD_REQUEST
+    detail = "Name the user (user_id)"
+
+
+class Forbidden(ChatError):
+    status_code = status.HTTP_403_FORBIDDEN
+    detail = "Not allowed"
+
+
+class NotAuthenticated(ChatError):
+    """No valid bearer token. Clients learn nothing about why a token was refused."""
+
+    status_code = status.HTTP_401_UNAUTHORIZED
+    detail = "Missing or invalid bearer token"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.headers = {"WWW-Authenticate": 'Bearer realm="chat"'}
+
+
+class AuthUnavailable(ChatError):
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    detail = "Token verification is temporarily unavailable"
+
+
+class RateLimited(ChatError):
+    status_code = status.HTTP_429_TOO_MANY_REQUESTS
+    detail = "Too many messages; try again later"
+
+    def __init__(self, retry_after_seconds: int) -> None:
+        super().__init__()
+        self.headers = {"Retry-After": str(max(retry_after_seconds, 1))}
+
+
+class AssistantUnavailable(ChatError):
+    """The assistant failed to answer; the user's message is kept."""
+
+    status_code = status.HTTP_502_BAD_GATEWAY
+    detail = "The assistant could not answer; your message was saved, try again"
+
+
+class AssistantTimedOut(ChatError):
+    """The assistant did not answer in time; the user's message is kept."""
+
+    status_code = status.HTTP_504_GATEWAY_TIMEOUT
+    detail = "The assistant did not answer in time; your message was saved, try again"
+
+
+class ShuttingDown(ChatError):
+    """The service stopped before the reply was done; the user's message and what came of the
+    reply are kept."""
+
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    detail = "The service is restarting; your message was saved, try again"
+
+
+class ReplyLost(ChatError):
+    """The reply could not be saved: its session was deleted meanwhile (or another process
+    took it for interrupted)."""
+
+    status_code = status.HTTP_404_NOT_FOUND
+    detail = "The session was deleted while the reply was written"
+
+
+def _error_body(detail: str) -> dict[str, str]:
+    return {"detail": detail}
+
+
+async def _handle_chat_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ChatError)
+    return JSONResponse(_error_body(exc.detail), status_code=exc.status_code, headers=exc.headers)
+
+
+class _ASCIIJSONResponse(JSONResponse):
+    """JSON with non-ASCII escaped: a validation error echoes the client's input, which may
+    hold unpaired surrogates that cannot be encoded as UTF-8 but can be escaped."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, separators=(",", ":")).encode("ascii")
+
+
+async def _handle_validation_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    return _ASCIIJSONResponse(
+        {"detail": jsonable_encoder(exc.errors())},
+        status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(ChatError, _handle_chat_error)
+    app.add_exception_handler(RequestValidationError, _handle_validation_error)
+    # Other exceptions are logged and answered by `app.kit.http.request_context`, once.

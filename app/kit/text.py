@@ -1,0 +1,132 @@
+"""How message text becomes the sidebar's one-line labels: titles, last-message previews and
+search snippets.
+
+A label is made of the text's grapheme clusters, with four rules on top of the length cut:
+- whitespace runs (newlines too) become one space, and the ends are trimmed;
+- bidirectional controls (U+202A to U+202E, U+2066 to U+2069, U+200E, U+200F, U+061C) are
+  dropped, rather than closed at the cut. A label is shown next to other text (a list, a
+  window title, a notification), where an override or embedding left open reorders what
+  follows it, and a cut can leave one open; closed, they would still let a label disguise its
+  own text (U+202E shows `gnp.exe` as `exe.png`). An isolate around right-to-left words does
+  carry meaning in running text, but a one-line label is best shown isolated whole (`<bdi>` or
+  `dir="auto"`), which orders it by its first letter. Messages keep every control;
+- what draws nothing (zero-width spaces, lone combining marks or variation selectors, format
+  and control characters, fillers) is dropped;
+- a cluster keeps at most its first LABEL_MAX_CLUSTER_CHARS code points, without an ellipsis:
+  `Z` with 160 combining marks is one cluster, which would otherwise fill a title's whole
+  budget and leave `...`.
+A label with nothing left is empty, and a title then reads UNTITLED, as a session without
+user messages does.
+"""
+
+import regex
+
+# What a session without a title (no user message yet) is called.
+UNTITLED = "New chat"
+
+TITLE_MAX_CHARS = 50
+PREVIEW_MAX_CHARS = 100
+ELLIPSIS = "..."
+# The longest emoji sequences are 10 code points (a kiss with two skin tones); a letter of a
+# real script with its marks, an Indic conjunct included, is almost always shorter.
+LABEL_MAX_CLUSTER_CHARS = 12
+
+_WHITESPACE_RUN = regex.compile(r"\s+")
+_GRAPHEME = regex.compile(r"\X")
+_SPACE = regex.compile(r"\s")
+_BIDI_CONTROL = regex.compile(r"\p{Bidi_Control}+")
+# What draws nothing: controls, format characters (zero-width ones included), separators,
+# combining marks, default-ignorable code points (variation selectors, Hangul fillers, tags)
+# and the blank Braille pattern.
+_INVISIBLE = r"\p{Cc}\p{Cf}\p{Z}\p{M}\p{Default_Ignorable_Code_Point}\s\u2800"
+_VISIBLE = regex.compile(rf"[^{_INVISIBLE}]")
+# A run of invisible characters, or else the grapheme cluster starting here. Runs are skipped
+# in one match, so text padded with 30,000 zero-width spaces costs a few matches, not 30,000
+# turns of the loop. Prepended marks (Arabic number signs) are format characters that
+# belong to the cluster they start, so a run stops at them.
+_RUN_OR_CLUSTER = regex.compile(
+    rf"(?V1)(?P<invisible>[[{_INVISIBLE}]--\p{{Grapheme_Cluster_Break=Prepend}}]+)|\X"
+)
+
+
+def shorten(text: str, max_chars: int | None) -> str:
+    """`text` as a one-line label (the rules above) of at most `max_chars` code points, ending
+    in "..." when cut; "" when nothing in it is visible. `max_chars` None: never cut.
+
+    The cut falls between grapheme clusters, never inside one, so an emoji ZWJ sequence or a
+    letter with combining marks is kept whole or dropped whole.
+    """
+    limit = len(text) if max_chars is None else max_chars
+    budget = limit - len(ELLIPSIS)
+    pieces: list[str] = []
+    length = 0
+    fitting = 0  # how many pieces end within `budget`, where a cut keeps them
+    space = False
+    # Ends at the first cluster past the limit: a long message costs what a short one does.
+    for match in _RUN_OR_CLUSTER.finditer(text):
+        if match.group("invisible") is not None:
+            space = space or (bool(pieces) and _SPACE.search(match.group()) is not None)
+            continue
+        piece = _BIDI_CONTROL.sub("", match.group()[:LABEL_MAX_CLUSTER_CHARS])
+        if _VISIBLE.search(piece) is None:
+            continue
+        if space:
+            pieces.append(" ")
+            length += 1
+            space = False
+        pieces.append(piece)
+        length += len(piece)
+        if length <= budget:
+            fitting = len(pieces)
+        if length > limit:
+            return "".join(pieces[:fitting]).rstrip() + ELLIPSIS
+    return "".join(pieces)
+
+
+def make_title(first_user_message: str) -> str:
+    return shorten(first_user_message, TITLE_MAX_CHARS) or UNTITLED
+
+
+def make_chosen_title(title: str) -> str:
+    """A title the user set: the same rules, never cut (its length is validated)."""
+    return shorten(title, None) or UNTITLED
+
+
+def make_preview(message: str) -> str:
+    """The sidebar's `last_message`: "" when nothing in it is visible, as for a session
+    without messages."""
+    return shorten(message, PREVIEW_MAX_CHARS)
+
+
+SNIPPET_MAX_CHARS = 160
+# How much text a snippet shows before the first matching word.
+SNIPPET_LEAD_CHARS = 40
+_WORD_CHARS = r"\p{L}\p{N}\p{M}"
+
+
+def make_snippet(text: str, query_words: list[str]) -> str:
+    """An excerpt of `text` around its first word that starts with one of `query_words`
+    (from the start when none is found as written, e.g. in a different normal form): what a
+    search result shows of the message that matched. A label like a preview: "" when nothing
+    in it is visible."""
+    collapsed: str = _WHITESPACE_RUN.sub(" ", text).strip()
+    pattern = "|".join(regex.escape(word) for word in query_words)
+    match = regex.search(rf"(?<![{_WORD_CHARS}])(?:{pattern})", collapsed, flags=regex.IGNORECASE)
+    start = 0
+    if match is not None and match.start() > SNIPPET_LEAD_CHARS:
+        start = _cluster_boundary(collapsed, match.start() - SNIPPET_LEAD_CHARS)
+        space = collapsed.find(" ", start, match.start())
+        if space != -1:
+            start = space + 1
+    if start == 0:
+        return shorten(collapsed, SNIPPET_MAX_CHARS)
+    return ELLIPSIS + shorten(collapsed[start:], SNIPPET_MAX_CHARS - len(ELLIPSIS))
+
+
+def _cluster_boundary(text: str, position: int) -> int:
+    """The first grapheme cluster boundary at or after `position`."""
+    # Segmenting from a little earlier: a start inside a cluster resynchronises within it.
+    for cluster in _GRAPHEME.finditer(text, max(0, position - 16)):
+        if cluster.start() >= position:
+            return int(cluster.start())
+    return len(text)

@@ -1,0 +1,88 @@
+"""Request and response schemas of sending a message, and of a stored message."""
+
+import uuid
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, ConfigDict, Field
+
+from app.config import get_settings
+from app.domain import Role
+from app.kit.schemas import (
+    MESSAGE_PATTERN,
+    PADDED_PATTERN,
+    BaseResponse,
+    RequestBody,
+    SessionId,
+    UserId,
+    UTCTimestamp,
+    storable,
+)
+
+
+def _message_length(value: str) -> str:
+    limit = get_settings().message_max_chars
+    length = len(value.strip())
+    if length == 0:
+        raise ValueError("must not be empty or only whitespace")
+    if length > limit:
+        raise ValueError(f"must be at most {limit} characters (got {length})")
+    return value
+
+
+def _message_schema(schema: dict[str, Any]) -> None:
+    """The length limit applies after trimming, which no JSON Schema keyword can express (a
+    counted regex this long is more than common regex engines accept). So: at most the limit,
+    unless the text starts or ends with whitespace. Text the schema rejects is always too long;
+    padded text the schema accepts can still be too long once trimmed."""
+    # Called when the OpenAPI document is built, once the settings are known.
+    schema.update(
+        minLength=1,
+        pattern=MESSAGE_PATTERN,
+        anyOf=[{"maxLength": get_settings().message_max_chars}, {"pattern": PADDED_PATTERN}],
+    )
+
+
+MessageText = Annotated[
+    str,
+    AfterValidator(storable),
+    AfterValidator(_message_length),
+    Field(
+        description=(
+            "The user's message: 1 to MESSAGE_MAX_CHARS (default 32,000) characters after "
+            "trimming whitespace; no NUL characters or unpaired surrogates. Text that starts or "
+            "ends with whitespace may be longer, as long as it is within the limit once trimmed."
+        ),
+        examples=["What payment processors do you support?"],
+        json_schema_extra=_message_schema,
+    ),
+]
+
+
+class ChatRequest(RequestBody):
+    model_config = ConfigDict(extra="ignore")
+
+    message: MessageText
+    session_id: SessionId | None = Field(
+        default=None,
+        description="Continue this session, or create it under this id. Omit to start a new one.",
+    )
+    user_id: UserId | None = None
+
+
+class ChatResponse(BaseResponse):
+    """The assistant's reply to one message."""
+
+    session_id: str
+    response: str
+    message_id: uuid.UUID = Field(description="Id of the stored assistant message.")
+
+
+class ChatMessage(BaseResponse):
+    """One stored message."""
+
+    id: uuid.UUID
+    seq: int = Field(description="Position in the session, from 1, gap-free.")
+    role: Role
+    content: str
+    metadata: dict[str, Any]
+    created_at: UTCTimestamp

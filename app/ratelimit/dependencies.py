@@ -1,0 +1,27 @@
+"""The dependency that counts a message against its sender's rate limit."""
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from app.auth.dependencies import CallerDep
+from app.messages.schemas import ChatRequest
+from app.ratelimit.limiter import MessageRateLimiter
+
+
+async def limit_message_rate(request: Request, caller: CallerDep, body: ChatRequest) -> ChatRequest:
+    """The message to send, counted against the caller's rate limit (when limits are on).
+
+    The body is read here, and the route takes it from here, so that FastAPI validates it
+    before it is counted (a request refused with a 422 uses no room) and reports its errors
+    once.
+    """
+    limiter: MessageRateLimiter | None = request.app.state.message_rate_limiter
+    if limiter is not None:
+        client_address = request.client.host if request.client else "unknown"
+        key = f"user:{caller.user_id}" if caller.user_id else f"address:{client_address}"
+        await limiter.hit(key)
+    return body
+
+
+RateLimitedChatRequest = Annotated[ChatRequest, Depends(limit_message_rate)]

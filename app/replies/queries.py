@@ -1,0 +1,218 @@
+"""The SQL of the reply lifecycle (migration 0006): a reply stored when its generation starts,
+saved as it grows, and finished in one transaction; the processes that generate replies and
+their heartbeats. Each helper takes the connection of a transaction it does not own."""
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, delete, insert, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from app.kit.db.tables import chat_messages, chat_processes, chat_replies_generating, chat_sessions
+from app.messages import queries as message_queries
+from app.messages.queries import StoredMessage
+from app.search import index as search_index
+
+
+async def start_reply(
+    conn: AsyncConnection,
+    *,
+    session_id: str,
+    process_id: uuid.UUID,
+    metadata: dict[str, Any],
+    now: datetime,
+) -> StoredMessage | None:
+    """Store an empty assistant message that `process_id` is generating; None if no session.
+
+    It takes its seq now, so it sits right after the message it answers, and counts in the
+    session's metadata at once; the preview (last_message) is left as it is until it ends.
+    """
+    stored = await message_queries.append_message(
+        conn,
+        session_id=session_id,
+        role="assistant",
+        content="",
+        metadata=metadata,
+        title=None,
+        preview=None,
+        now=now,
+    )
+    if stored is None:
+        return None
+    await conn.execute(
+        insert(chat_replies_generating).values(
+            message_id=stored.id, process_id=process_id, started_at=stored.created_at
+        )
+    )
+    return stored
+
+
+def _generated_by(message_id: uuid.UUID, process_id: uuid.UUID) -> Any:
+    return (
+        select(chat_replies_generating.c.message_id)
+        .where(
+            chat_replies_generating.c.message_id == message_id,
+            chat_replies_generating.c.process_id == process_id,
+        )
+        .exists()
+    )
+
+
+async def save_draft(
+    conn: AsyncConnection, *, message_id: uuid.UUID, process_id: uuid.UUID, content: str
+) -> bool:
+    """Save what was generated so far; False once the reply is no longer this process's (it
+    was finished as interrupted meanwhile, or deleted)."""
+    stmt = (
+        update(chat_messages)
+        .where(chat_messages.c.id == message_id, _generated_by(message_id, process_id))
+        .values(content=content)
+    )
+    return bool((await conn.execute(stmt)).rowcount)
+
+
+@dataclass(frozen=True, slots=True)
+class FinishedReply:
+    session_id: str
+    seq: int
+
+
+async def finish_reply(
+    conn: AsyncConnection,
+    *,
+    message_id: uuid.UUID,
+    process_id: uuid.UUID | None,
+    content: str,
+    metadata: dict[str, Any],
+    preview: str | None,
+) -> FinishedReply | None:
+    """Finish a reply that is generating: its text and metadata, the session's preview, and
+    its search index entry. None when it is not generating (any more) for `process_id` (any
+    process when None): another process finished it, or it was deleted.
+
+    Taking the reply out of chat_replies_generating comes first: of two processes finishing
+    the same reply (a sweep and a late owner), exactly one gets the row and writes.
+    `preview` None leaves last_message as it is; otherwise it becomes the preview only if the
+    reply is still the session's newest message.
+    """
+    claim = delete(chat_replies_generating).where(
+        chat_replies_generating.c.message_id == message_id
+    )
+    if process_id is not None:
+        claim = claim.where(chat_replies_generating.c.process_id == process_id)
+    if not (await conn.execute(claim)).rowcount:
+        return None
+    message = (
+        await conn.execute(
+            update(chat_messages)
+            .where(chat_messages.c.id == message_id)
+            .values(content=content, metadata=metadata)
+            .returning(chat_messages.c.session_id, chat_messages.c.seq)
+        )
+    ).one_or_none()
+    if message is None:
+        return None
+    session = update(chat_sessions).where(chat_sessions.c.session_id == message.session_id)
+    if preview is not None:
+        session = session.values(last_message=preview).where(
+            chat_sessions.c.message_count == message.seq
+        )
+        owner = (await conn.execute(session.returning(chat_sessions.c.user_id))).one_or_none()
+    else:
+        owner = None
+    if owner is None:
+        owner = (
+            await conn.execute(
+                select(chat_sessions.c.user_id).where(
+                    chat_sessions.c.session_id == message.session_id
+                )
+            )
+        ).one()
+    await search_index.index_message(conn, message.session_id, owner.user_id, message.seq, content)
+    return FinishedReply(session_id=message.session_id, seq=message.seq)
+
+
+async def report_alive(
+    conn: AsyncConnection,
+    *,
+    process_id: uuid.UUID,
+    host: str,
+    pid: int,
+    started_at: datetime,
+    now: datetime,
+) -> None:
+    """Record that the process is running, now (its row is created again if a sweep removed
+    it while the process was stalled)."""
+    stmt = update(chat_processes).where(chat_processes.c.id == process_id).values(heartbeat_at=now)
+    if not (await conn.execute(stmt)).rowcount:
+        await conn.execute(
+            insert(chat_processes).values(
+                id=process_id, host=host, pid=pid, started_at=started_at, heartbeat_at=now
+            )
+        )
+
+
+async def forget_process(conn: AsyncConnection, process_id: uuid.UUID) -> None:
+    await conn.execute(delete(chat_processes).where(chat_processes.c.id == process_id))
+
+
+async def processes_on_host(conn: AsyncConnection, host: str) -> list[tuple[uuid.UUID, int]]:
+    """(id, pid) of the processes registered from `host`."""
+    rows = await conn.execute(
+        select(chat_processes.c.id, chat_processes.c.pid).where(chat_processes.c.host == host)
+    )
+    return [(row.id, row.pid) for row in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class AbandonedReply:
+    message_id: uuid.UUID
+    process_id: uuid.UUID
+    content: str
+    metadata: dict[str, Any]
+
+
+async def abandoned_replies(
+    conn: AsyncConnection, *, stale_before: datetime, dead: list[uuid.UUID]
+) -> list[AbandonedReply]:
+    """Replies generating in processes that are dead: known to be (`dead`), not reporting
+    since `stale_before`, or not registered at all and started before `stale_before` (a
+    process registers in the background as it starts, and may write a reply first)."""
+    generating = chat_replies_generating.c
+    stale = select(chat_processes.c.id).where(chat_processes.c.heartbeat_at < stale_before)
+    registered = select(chat_processes.c.id)
+    abandoned = or_(
+        generating.process_id.in_(stale),
+        and_(generating.process_id.not_in(registered), generating.started_at < stale_before),
+    )
+    if dead:
+        abandoned = or_(abandoned, generating.process_id.in_(dead))
+    stmt = (
+        select(
+            chat_replies_generating.c.message_id,
+            chat_replies_generating.c.process_id,
+            chat_messages.c.content,
+            chat_messages.c.metadata,
+        )
+        .join(chat_messages, chat_messages.c.id == chat_replies_generating.c.message_id)
+        .where(abandoned)
+    )
+    return [
+        AbandonedReply(row.message_id, row.process_id, row.content, row.metadata)
+        for row in await conn.execute(stmt)
+    ]
+
+
+async def forget_dead_processes(
+    conn: AsyncConnection, *, stale_before: datetime, dead: list[uuid.UUID]
+) -> None:
+    """Remove the rows of processes that are dead and generate nothing any more."""
+    condition = chat_processes.c.heartbeat_at < stale_before
+    if dead:
+        condition = or_(condition, chat_processes.c.id.in_(dead))
+    generating = select(chat_replies_generating.c.process_id)
+    await conn.execute(
+        delete(chat_processes).where(condition, chat_processes.c.id.not_in(generating))
+    )

@@ -1,0 +1,44 @@
+"""The events of a streamed reply (Server-Sent Events), and the answer to a stop."""
+
+import uuid
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from app.kit.schemas import BaseResponse
+
+
+class StreamStarted(BaseModel):
+    """First event of a stream (`event: session`)."""
+
+    session_id: str
+    user_message_id: uuid.UUID
+
+
+class StreamDelta(BaseModel):
+    """A piece of the reply (`event: delta`)."""
+
+    content: str
+
+
+class StreamDone(BaseModel):
+    """Last event of a successful stream (`event: done`)."""
+
+    session_id: str
+    message_id: uuid.UUID
+    status: Literal["complete", "incomplete"] = Field(
+        default="complete",
+        description="`incomplete`: the reply was stopped, and what came of it was saved.",
+    )
+
+
+class StreamError(BaseModel):
+    """Last event of a failed stream (`event: error`)."""
+
+    detail: str
+
+
+class StopResult(BaseResponse):
+    stopped: bool = Field(
+        description="A reply was being generated for the session, and is now stopped and saved."
+    )

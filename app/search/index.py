@@ -1,0 +1,62 @@
+"""Writes to the search index (chat_search): one entry per session title and per message with
+words, added in the transaction that stores the text. SQLite's FTS5 table follows chat_search
+by triggers (migration 0004)."""
+
+from typing import Any
+
+from sqlalchemy import delete, func, literal_column
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from app.kit.db.tables import SEARCH_TITLE_SEQ, chat_search
+from app.search import fulltext
+
+
+async def index_text(
+    conn: AsyncConnection,
+    session_id: str,
+    user_id: str | None,
+    seq: int,
+    text: str,
+    *,
+    if_absent: bool = False,
+) -> None:
+    """Add a title or message to the search index, as app/search/fulltext.py splits it into
+    words; text without words is left out."""
+    words = fulltext.document(text)
+    if not words:
+        return
+    document: Any = words
+    if conn.dialect.name == "postgresql":
+        document = func.to_tsvector(literal_column("'simple'::regconfig"), words)
+        if seq == SEARCH_TITLE_SEQ:
+            # Weight A against the default D: a match in the title ranks above one in a message.
+            document = func.setweight(document, literal_column("'A'"))
+    dialect_insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    stmt = dialect_insert(chat_search).values(
+        session_id=session_id, user_id=user_id, seq=seq, document=document
+    )
+    if if_absent:
+        stmt = stmt.on_conflict_do_nothing(
+            index_elements=[chat_search.c.session_id, chat_search.c.seq]
+        )
+    await conn.execute(stmt)
+
+
+async def index_message(
+    conn: AsyncConnection, session_id: str, user_id: str | None, seq: int, text: str
+) -> None:
+    """Add a message that was stored without its text (a reply finished later) to the index."""
+    await index_text(conn, session_id, user_id, seq, text)
+
+
+async def replace_title(
+    conn: AsyncConnection, session_id: str, user_id: str | None, title: str
+) -> None:
+    """Replace a session's title entry (a title chosen by the user)."""
+    await conn.execute(
+        delete(chat_search).where(
+            chat_search.c.session_id == session_id, chat_search.c.seq == SEARCH_TITLE_SEQ
+        )
+    )
+    await index_text(conn, session_id, user_id, SEARCH_TITLE_SEQ, title)

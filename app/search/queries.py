@@ -1,0 +1,254 @@
+"""The SQL of a search: the sessions whose title or messages contain every word, ranked, and
+the message of each that matches best. Each helper takes the connection of a transaction it
+does not own."""
+
+import functools
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    ColumnElement,
+    Integer,
+    Text,
+    and_,
+    bindparam,
+    case,
+    cast,
+    column,
+    func,
+    literal_column,
+    select,
+    table,
+)
+from sqlalchemy.dialects.postgresql import TSQUERY
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql import Select
+
+from app.kit.db.rows import as_dicts
+from app.kit.db.tables import SEARCH_TITLE_SEQ, chat_messages, chat_search, chat_sessions
+from app.search import fulltext
+from app.sessions.queries import LIST_ORDER, SUMMARY_COLUMNS, SessionFilter
+
+_fts = table(fulltext.FTS_TABLE, column("rowid"))
+
+# The search statements are built once per shape and take their values as parameters: made
+# afresh, their nested subqueries cost more Python time than the database spends on a typical
+# user's search (docs/performance.md).
+_USER = bindparam("search_user", type_=Text())
+_ACTIVE = bindparam("search_active", type_=Boolean())
+_TERMS = bindparam("search_terms", type_=Text())
+_OWNED_TERMS = bindparam("search_owned_terms", type_=Text())
+_SESSIONS = bindparam("search_sessions", expanding=True, type_=Text())
+_LIMIT = bindparam("search_limit", type_=Integer())
+_OFFSET = bindparam("search_offset", type_=Integer())
+
+
+@dataclass(frozen=True, slots=True)
+class SearchQuery:
+    """A search as the queries run it: its words (app/search/fulltext.py) and the sessions it may
+    find."""
+
+    words: list[str]
+    where: SessionFilter
+
+    @property
+    def for_user(self) -> bool:
+        return self.where.for_user
+
+    def parameters(self, dialect: str) -> dict[str, Any]:
+        user_id = self.where.user_id
+        parameters: dict[str, Any] = {
+            "search_user": user_id,
+            "search_active": not self.where.archived,
+        }
+        if dialect == "postgresql":
+            parameters["search_terms"] = fulltext.postgres_tsquery(self.words)
+            if user_id is not None:
+                parameters["search_owned_terms"] = fulltext.postgres_owned_tsquery(
+                    self.words, user_id
+                )
+        else:
+            parameters["search_terms"] = fulltext.fts5_match(self.words, user_id)
+        return parameters
+
+
+def _read_first(name: str, *conditions: ColumnElement[bool]) -> Any:
+    """The search entries that meet `conditions`, read first and on their own (PostgreSQL).
+    OFFSET 0 keeps the planner from adding another index to the scan: intersecting with
+    idx_chat_search_user reads all of a user's entries (43 ms for the biggest user's rare
+    word, against 0.1 ms without), and the plain GIN index reads everyone's matches."""
+    return (
+        select(
+            chat_search.c.session_id,
+            chat_search.c.seq,
+            chat_search.c.user_id,
+            chat_search.c.document,
+        )
+        .where(*conditions)
+        .offset(0)
+        .subquery(name)
+    )
+
+
+def _matching_entries(dialect: str, *, for_user: bool, in_sessions: bool) -> Select[Any]:
+    """Search entries matching every word (`search_terms`), with a relevance score (higher is
+    better), of the user `search_user` if `for_user`; if `in_sessions`, only the messages of
+    the sessions `search_sessions`."""
+    if dialect == "postgresql":
+        tsquery = func.to_tsquery(literal_column("'simple'::regconfig"), _TERMS)
+        entries: Any = chat_search
+        matches: list[ColumnElement[bool]] = []
+        if in_sessions:
+            # The entries of a page's sessions (the user's own already).
+            entries = _read_first(
+                "scoped",
+                chat_search.c.session_id.in_(_SESSIONS),
+                chat_search.c.seq != SEARCH_TITLE_SEQ,
+            )
+            matches.append(entries.c.document.op("@@")(tsquery))
+        elif for_user:
+            # The owner's words (migration 0005): the index yields only this user's matches.
+            owned_words = func.chat_search_owned_words(
+                chat_search.c.user_id, chat_search.c.document
+            )
+            entries = _read_first("owned", owned_words.op("@@")(cast(_OWNED_TERMS, TSQUERY)))
+        else:
+            matches.append(entries.c.document.op("@@")(tsquery))
+        if for_user:
+            # Outside the subquery; inside, it would bring in idx_chat_search_user. And the
+            # owner key is a hash: two users may share one.
+            matches.append(entries.c.user_id == _USER)
+        # Ranked on the plain words, which carry the positions and the title's weight.
+        return select(
+            entries.c.session_id,
+            entries.c.seq,
+            func.ts_rank(entries.c.document, tsquery).label("score"),
+        ).where(*matches)
+    # bm25() is lower for better matches; a title match counts ten times a message's, as
+    # weight A does against D on PostgreSQL.
+    weight = case((chat_search.c.seq == SEARCH_TITLE_SEQ, 10.0), else_=1.0)
+    stmt = (
+        select(
+            chat_search.c.session_id,
+            chat_search.c.seq,
+            (-func.bm25(literal_column(fulltext.FTS_TABLE)) * weight).label("score"),
+        )
+        .select_from(_fts.join(chat_search, chat_search.c.id == _fts.c.rowid))
+        .where(literal_column(fulltext.FTS_TABLE).op("MATCH")(_TERMS))
+        # Keeps SQLite from flattening this into an outer query: bm25() works only in the
+        # query that runs the MATCH.
+        .offset(0)
+    )
+    if in_sessions:
+        stmt = stmt.where(
+            chat_search.c.session_id.in_(_SESSIONS), chat_search.c.seq != SEARCH_TITLE_SEQ
+        )
+    if for_user:
+        # Unary plus keeps SQLite from driving the join from idx_chat_search_user: it would
+        # then rerun the whole MATCH once per entry of the user (seconds at 260k entries).
+        # The MATCH already narrows to the user's entries (fts5_match).
+        owner: ColumnElement[Any] = literal_column(
+            f"+{chat_search.name}.{chat_search.c.user_id.name}"
+        )
+        stmt = stmt.where(owner == _USER)
+    return stmt
+
+
+@functools.cache
+def _matching_sessions(dialect: str, *, for_user: bool) -> Select[Any]:
+    """The sessions with a matching entry, best first; `search_user`'s if `for_user`, active
+    or archived as `search_active` says."""
+    entries = _matching_entries(dialect, for_user=for_user, in_sessions=False).subquery("entries")
+    ranked = (
+        select(
+            entries.c.session_id,
+            # Title matches first, whatever the scores: a weight only scales a score, and a
+            # prefix that many different words of a message start with (search as you type:
+            # "p") adds up past any title's score on PostgreSQL (ts_rank sums them).
+            func.max(case((entries.c.seq == SEARCH_TITLE_SEQ, 1), else_=0)).label("in_title"),
+            func.max(entries.c.score).label("rank"),
+        )
+        .group_by(entries.c.session_id)
+        .subquery("ranked")
+    )
+    stmt = (
+        select(*SUMMARY_COLUMNS)
+        .join_from(chat_sessions, ranked, ranked.c.session_id == chat_sessions.c.session_id)
+        .where(chat_sessions.c.active == _ACTIVE)
+        .order_by(
+            ranked.c.in_title.desc(),
+            ranked.c.rank.desc(),
+            *(column.desc() for column in LIST_ORDER[1:]),
+        )
+    )
+    if for_user:
+        stmt = stmt.where(chat_sessions.c.user_id == _USER)
+    return stmt
+
+
+@functools.cache
+def _search_page(dialect: str, *, for_user: bool) -> Select[Any]:
+    return _matching_sessions(dialect, for_user=for_user).limit(_LIMIT).offset(_OFFSET)
+
+
+@functools.cache
+def _search_count(dialect: str, *, for_user: bool) -> Select[Any]:
+    matching = _matching_sessions(dialect, for_user=for_user)
+    return select(func.count()).select_from(matching.order_by(None).subquery())
+
+
+async def search_session_summaries(
+    conn: AsyncConnection, search: SearchQuery, *, limit: int, offset: int = 0
+) -> list[dict[str, Any]]:
+    """Sessions whose title or messages contain every word (as prefixes), best match first,
+    then newest activity first."""
+    dialect = conn.dialect.name
+    stmt = _search_page(dialect, for_user=search.for_user)
+    parameters = search.parameters(dialect) | {"search_limit": limit, "search_offset": offset}
+    return as_dicts(await conn.execute(stmt, parameters))
+
+
+async def count_search_results(conn: AsyncConnection, search: SearchQuery) -> int:
+    dialect = conn.dialect.name
+    stmt = _search_count(dialect, for_user=search.for_user)
+    return int((await conn.execute(stmt, search.parameters(dialect))).scalar_one())
+
+
+@functools.cache
+def _best_messages(dialect: str, *, for_user: bool) -> Select[Any]:
+    entries = _matching_entries(dialect, for_user=for_user, in_sessions=True).subquery("entries")
+    best = select(
+        entries.c.session_id,
+        entries.c.seq,
+        func.row_number()
+        .over(
+            partition_by=entries.c.session_id,
+            order_by=(entries.c.score.desc(), entries.c.seq.desc()),
+        )
+        .label("place"),
+    ).subquery("best")
+    return (
+        select(chat_messages.c.session_id, chat_messages.c.content)
+        .join(
+            best,
+            and_(
+                best.c.session_id == chat_messages.c.session_id,
+                best.c.seq == chat_messages.c.seq,
+            ),
+        )
+        .where(best.c.place == 1)
+    )
+
+
+async def best_matching_messages(
+    conn: AsyncConnection, search: SearchQuery, session_ids: list[str]
+) -> dict[str, str]:
+    """For each of `session_ids`, the text of its message that matches best (the newest of
+    equals); sessions that match only by title are left out."""
+    if not session_ids:
+        return {}
+    dialect = conn.dialect.name
+    stmt = _best_messages(dialect, for_user=search.for_user)
+    parameters = search.parameters(dialect) | {"search_sessions": session_ids}
+    return {row.session_id: row.content for row in await conn.execute(stmt, parameters)}

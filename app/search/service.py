@@ -1,0 +1,76 @@
+"""Search in the sidebar: a page of the sessions whose title or messages contain every word
+of a query, ranked, each with a snippet of the message that matched best."""
+
+import math
+from typing import Any
+
+from app.kit.db.engine import Database
+from app.kit.text import make_snippet
+from app.search import queries
+from app.search.queries import SearchQuery
+from app.sessions.cursor import (
+    SEARCH_MAX_OFFSET,
+    InvalidCursor,
+    SearchPosition,
+    encode_search_cursor,
+    search_fingerprint,
+)
+from app.sessions.queries import ListPosition, SessionFilter
+from app.sessions.schemas import SessionsListResponse
+
+
+async def search_sessions(
+    db: Database,
+    where: SessionFilter,
+    *,
+    query_words: list[str],
+    size: int,
+    page: int | None,
+    cursor: ListPosition | SearchPosition | None,
+    include_total: bool,
+) -> SessionsListResponse:
+    """A page of search results, in page mode (`page`) or cursor mode (an offset cursor)."""
+    fingerprint = search_fingerprint(query_words, where.user_id, where.archived)
+    if isinstance(cursor, ListPosition):
+        raise InvalidCursor("this cursor belongs to the plain listing, not a search")
+    if cursor is not None and cursor.fingerprint != fingerprint:
+        raise InvalidCursor("this cursor belongs to another search")
+    offset = (page - 1) * size if page is not None else (cursor.offset if cursor else 0)
+    # Results stop at SEARCH_MAX_OFFSET: nobody pages that far through a search, and deeper
+    # offsets would only cost more.
+    shown = max(0, min(size, SEARCH_MAX_OFFSET - offset))
+    rows: list[dict[str, Any]] = []
+    total: int | None = 0 if include_total else None
+    snippets: dict[str, str] = {}
+    # A search without a single word (only punctuation, say) matches nothing.
+    if query_words:
+        async with db.read() as conn:
+            search = SearchQuery(query_words, where)
+            if include_total:
+                total = await queries.count_search_results(conn, search)
+            if shown:
+                rows = await queries.search_session_summaries(
+                    conn, search, limit=shown + 1, offset=offset
+                )
+                snippets = await queries.best_matching_messages(
+                    conn, search, [row["session_id"] for row in rows[:shown]]
+                )
+    next_offset = offset + shown
+    has_more = len(rows) > shown and next_offset < SEARCH_MAX_OFFSET
+    rows = rows[:shown]
+    for row in rows:
+        matching = snippets.get(row["session_id"])
+        row["snippet"] = make_snippet(matching, query_words) if matching is not None else None
+    return SessionsListResponse.model_validate(
+        {
+            "sessions": rows,
+            "total": total,
+            "page": page,
+            "page_size": size,
+            "total_pages": None if page is None or total is None else math.ceil(total / size),
+            "next_cursor": (
+                encode_search_cursor(SearchPosition(next_offset, fingerprint)) if has_more else None
+            ),
+            "has_more": has_more,
+        }
+    )

@@ -1,0 +1,134 @@
+"""Request and response schemas of sessions: the sidebar's list, a session's summary and
+detail, and its changes (the contract the frontend was written against)."""
+
+from typing import Annotated, Any
+
+from pydantic import (
+    AfterValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+
+from app.kit.schemas import MESSAGE_PATTERN, BaseResponse, RequestBody, UTCTimestamp, storable
+from app.kit.text import make_chosen_title
+from app.messages.schemas import ChatMessage
+
+TITLE_MAX_CHARS = 200
+
+
+def _single_line(value: str) -> str:
+    if not value.split():
+        raise ValueError("must not be empty or only whitespace")
+    # The automatic title's rules, so that no title carries bidi controls past its end. Text
+    # with nothing visible is valid here (the schema cannot tell visible from not) and reads
+    # as an untitled session.
+    return make_chosen_title(value)
+
+
+SessionTitle = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=TITLE_MAX_CHARS),
+    AfterValidator(storable),
+    AfterValidator(_single_line),
+    Field(
+        description=(
+            f"A title chosen by the user: 1 to {TITLE_MAX_CHARS} characters. Stored on one "
+            "line, without bidirectional controls, as automatic titles are."
+        ),
+        json_schema_extra={"pattern": MESSAGE_PATTERN},
+    ),
+]
+
+
+class SessionSummary(BaseResponse):
+    """Summary of a chat session for the sessions list."""
+
+    session_id: str
+    title: str
+    last_message: str
+    message_count: int
+    created_at: UTCTimestamp
+    updated_at: UTCTimestamp
+    pinned: bool = Field(description="Pinned sessions are listed first.")
+    archived: bool = Field(description="Archived sessions are listed only when asked for.")
+
+
+class SessionListItem(SessionSummary):
+    """A session in the sidebar list or in search results."""
+
+    snippet: str | None = Field(
+        default=None,
+        description=(
+            "Search results only: an excerpt of the message that matches best; null when only "
+            "the title matches, and outside a search."
+        ),
+    )
+
+
+class SessionsListResponse(BaseResponse):
+    """A page of chat sessions: pinned first, then most recent activity first; with `q`, the
+    sessions that match, best match first.
+
+    Page mode (`page`, `page_size`) fills every field. Cursor mode (`limit`, `cursor`) leaves
+    `page` and `total_pages` null; `total` is null when `include_total=false`.
+    """
+
+    sessions: list[SessionListItem]
+    total: int | None
+    page: int | None
+    page_size: int
+    total_pages: int | None
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` for the sessions after these; null at the end."
+    )
+    has_more: bool
+
+
+def _without_null(schema: dict[str, Any]) -> None:
+    """`anyOf: [X, null]` as plain X."""
+    options = [o for o in schema.pop("anyOf", []) if o.get("type") != "null"]
+    if len(options) == 1:
+        schema.update(options[0])
+    schema.pop("default", None)
+
+
+class SessionUpdate(RequestBody):
+    """Rename, pin or archive a session; fields left out stay as they are."""
+
+    # At least one field; null is not a value (the schema says so, and the validator agrees).
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"minProperties": 1})
+
+    # None means "left out"; an explicit null is invalid, and the schema does not offer it.
+    title: SessionTitle | None = Field(default=None, json_schema_extra=_without_null)
+    pinned: bool | None = Field(default=None, json_schema_extra=_without_null)
+    archived: bool | None = Field(default=None, json_schema_extra=_without_null)
+
+    @field_validator("title", "pinned", "archived", mode="before")
+    @classmethod
+    def _not_null(cls, value: object) -> object:
+        if value is None:
+            raise ValueError("must not be null (leave the field out instead)")
+        return value
+
+    @model_validator(mode="after")
+    def _changes_something(self) -> "SessionUpdate":
+        if not self.model_fields_set:
+            raise ValueError("give at least one of title, pinned, archived")
+        return self
+
+
+class DeletedSessions(BaseResponse):
+    deleted: int = Field(description="How many sessions were deleted.")
+
+
+class SessionDetail(SessionSummary):
+    """A session with its messages, oldest first (all of them, or one page with `limit`)."""
+
+    messages: list[ChatMessage]
+    has_more_messages: bool = Field(description="Older messages exist before this page.")
+    messages_before: int | None = Field(
+        description="Pass as `before` for the page of older messages; null when there are none."
+    )

@@ -1,0 +1,148 @@
+"""Session use cases: the sidebar's list (cursor and page modes; a search hands over to
+app/search/service.py), opening, organising and deleting sessions.
+
+Each use case is one transaction; the SQL helpers below it take its connection.
+"""
+
+import math
+
+from app.auth.access import Caller
+from app.kit.db.engine import Database
+from app.kit.errors import SessionNotFound, UserRequired
+from app.messages import queries as message_queries
+from app.search import fulltext
+from app.search import service as search_service
+from app.sessions import queries
+from app.sessions.cursor import InvalidCursor, SearchPosition, encode_cursor
+from app.sessions.queries import ListPosition, SessionFilter
+from app.sessions.schemas import SessionDetail, SessionsListResponse, SessionSummary, SessionUpdate
+
+
+async def get_sessions_list(
+    db: Database,
+    caller: Caller,
+    *,
+    user_id: str | None,
+    archived: bool = False,
+    page: int = 1,
+    page_size: int = 50,
+    cursor: ListPosition | SearchPosition | None = None,
+    limit: int | None = None,
+    include_total: bool = True,
+    query: str | None = None,
+) -> SessionsListResponse:
+    """One page of sessions, pinned first, then most recent activity first: the caller's own,
+    or for trusted callers everyone's or the named user's. With a `query`, the sessions whose
+    title or messages contain its words, best match first.
+
+    With `cursor` or `limit` the page starts after the cursor's session (keyset: as fast at
+    any depth, and stable while sessions move); otherwise it is page `page` of `page_size`.
+    A cursor from another listing or search is refused with `InvalidCursor`.
+    """
+    where = SessionFilter(user_id=caller.acting_for(user_id), archived=archived)
+    cursor_mode = cursor is not None or limit is not None
+    size = (limit or page_size) if cursor_mode else page_size
+    if query is not None and query.strip():
+        return await search_service.search_sessions(
+            db,
+            where,
+            query_words=fulltext.query_words(query),
+            size=size,
+            page=None if cursor_mode else page,
+            cursor=cursor,
+            include_total=include_total,
+        )
+    if isinstance(cursor, SearchPosition):
+        raise InvalidCursor("this cursor belongs to a search: pass the same q")
+    async with db.read() as conn:
+        total = await queries.count_sessions(conn, where=where) if include_total else None
+        rows = await queries.list_session_summaries(
+            conn,
+            where=where,
+            limit=size + 1,  # one more than asked tells whether there are more
+            offset=0 if cursor_mode else (page - 1) * size,
+            after=cursor,
+        )
+    has_more = len(rows) > size
+    rows = rows[:size]
+    last = rows[-1] if rows else None
+    # One validation of the whole body, as for a session's messages (get_session).
+    return SessionsListResponse.model_validate(
+        {
+            "sessions": rows,
+            "total": total,
+            "page": None if cursor_mode else page,
+            "page_size": size,
+            "total_pages": None if cursor_mode or total is None else math.ceil(total / size),
+            "next_cursor": (
+                encode_cursor(ListPosition(last["pinned"], last["updated_at"], last["id"]))
+                if has_more and last is not None
+                else None
+            ),
+            "has_more": has_more,
+        }
+    )
+
+
+async def get_session(
+    db: Database,
+    caller: Caller,
+    session_id: str,
+    *,
+    before: int | None = None,
+    limit: int | None = None,
+) -> SessionDetail:
+    """A session's summary and its messages, oldest first: all of them, or with `limit` the
+    newest page before the message numbered `before`."""
+    async with db.read() as conn:
+        summary = await queries.get_session_summary(conn, session_id, owner=caller.owner_filter)
+        if summary is None:
+            raise SessionNotFound()
+        messages = await message_queries.list_messages(conn, session_id, before=before, limit=limit)
+    first_seq = messages[0]["seq"] if messages else None
+    has_more = first_seq is not None and first_seq > 1
+    # One validation of the whole body: pydantic-core walks the messages in Rust.
+    return SessionDetail.model_validate(
+        {
+            **summary,
+            "messages": messages,
+            "has_more_messages": has_more,
+            "messages_before": first_seq if has_more else None,
+        }
+    )
+
+
+async def update_session(
+    db: Database, caller: Caller, session_id: str, changes: SessionUpdate
+) -> SessionSummary:
+    """Rename, pin, archive or unarchive a session; its summary afterwards."""
+    async with db.write() as conn:
+        found = await queries.update_session(
+            conn,
+            session_id,
+            owner=caller.owner_filter,
+            title=changes.title,
+            pinned=changes.pinned,
+            archived=changes.archived,
+        )
+        if not found:
+            raise SessionNotFound()
+        summary = await queries.get_session_summary(conn, session_id)
+    return SessionSummary.model_validate(summary)
+
+
+async def delete_all_sessions(db: Database, caller: Caller, *, user_id: str | None) -> int:
+    """Delete every session of a user: the caller's own, or whom a trusted caller names."""
+    owner = caller.acting_for(user_id)
+    if owner is None:
+        raise UserRequired("name the user whose sessions to delete (user_id)")
+    async with db.write() as conn:
+        return await queries.delete_sessions_of(conn, owner)
+
+
+async def delete_session(db: Database, caller: Caller, session_id: str) -> None:
+    """Delete a session and its messages."""
+    async with db.write() as conn:
+        deleted = await queries.delete_session(conn, session_id, owner=caller.owner_filter)
+    if not deleted:
+        raise SessionNotFound()
