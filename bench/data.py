@@ -527,7 +527,10 @@ async def _pg_drop_keys(conn: asyncpg.Connection) -> list[str]:
         SELECT c.conrelid::regclass::text AS tab, c.conname, c.contype::text AS contype,
                pg_get_constraintdef(c.oid) AS def
         FROM pg_constraint c
-        WHERE c.conrelid = ANY($1::text[]::regclass[]) AND c.contype IN ('p', 'u', 'f')
+        WHERE (c.conrelid = ANY($1::text[]::regclass[]) AND c.contype IN ('p', 'u', 'f'))
+           -- Other tables' foreign keys into these (chat_replies_generating's, say) hang on
+           -- the keys dropped here.
+           OR (c.confrelid = ANY($1::text[]::regclass[]) AND c.contype = 'f')
         """,
         _LOADED_TABLES,
     )
