@@ -49,6 +49,16 @@ _RUN_OR_CLUSTER = regex.compile(
 )
 
 
+# A character that is not its own grapheme cluster, or draws nothing although it is one. Text
+# without any (most text in Latin, Cyrillic, Greek, Arabic, Hebrew or CJK script, once its
+# whitespace is collapsed) is cut by code points: the cluster walk below costs about 7x as
+# much (a 400-character message's snippet: 285 µs against 42 µs), and a search page makes 20.
+# At 1M sessions the walk alone took a common word's search from 6.4 to 12.3 ms p50.
+_NOT_PLAIN = regex.compile(
+    r"[^\p{Grapheme_Cluster_Break=Other}]|[\p{Default_Ignorable_Code_Point}\u2800]"
+)
+
+
 def shorten(text: str, max_chars: int | None) -> str:
     """`text` as a one-line label (the rules above) of at most `max_chars` code points, ending
     in "..." when cut; "" when nothing in it is visible. `max_chars` None: never cut.
@@ -56,6 +66,25 @@ def shorten(text: str, max_chars: int | None) -> str:
     The cut falls between grapheme clusters, never inside one, so an emoji ZWJ sequence or a
     letter with combining marks is kept whole or dropped whole.
     """
+    plain = _shorten_plain(text, max_chars)
+    return plain if plain is not None else _shorten_clusters(text, max_chars)
+
+
+def _shorten_plain(text: str, max_chars: int | None) -> str | None:
+    """`shorten` of text whose head is plain (each character a cluster that shows); None when
+    the cluster walk is needed. Only the head that can reach the label is looked at."""
+    head = text if max_chars is None else text[: 2 * max_chars + 16]
+    collapsed: str = _WHITESPACE_RUN.sub(" ", head).strip()
+    if _NOT_PLAIN.search(collapsed) is not None:
+        return None
+    if max_chars is not None and len(collapsed) > max_chars:
+        return collapsed[: max_chars - len(ELLIPSIS)].rstrip() + ELLIPSIS
+    # The head fits: the label is the whole text's only when the head was all of it.
+    return collapsed if len(head) == len(text) else None
+
+
+def _shorten_clusters(text: str, max_chars: int | None) -> str:
+    """`shorten`, grapheme cluster by cluster: the reference for any text."""
     limit = len(text) if max_chars is None else max_chars
     budget = limit - len(ELLIPSIS)
     pieces: list[str] = []

@@ -4,6 +4,7 @@ nothing invisible shown."""
 import pytest
 import regex
 from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from app.kit.text import (
     LABEL_MAX_CLUSTER_CHARS,
@@ -16,6 +17,7 @@ from app.kit.text import (
     make_title,
     shorten,
 )
+from app.kit.text import _shorten_clusters as shorten_by_clusters
 from tests.labels import BIDI_CONTROLS, INVISIBLE, has_visible, label_texts, zalgo
 
 FAMILY = "\U0001f469\u200d\U0001f469\u200d\U0001f467\u200d\U0001f466"  # one grapheme, 7 code points
@@ -186,3 +188,25 @@ def test_labels_show_only_what_is_visible_within_their_length(text: str) -> None
         assert in_order(preview.removesuffix("..."), text)
     else:
         assert (title, preview) == (UNTITLED, "")
+
+
+# Mostly characters that are each their own cluster (the fast path), with now and then one that
+# is not, anywhere, and whitespace runs long enough to push text past the head looked at first.
+_MOSTLY_PLAIN = st.text(
+    alphabet=st.sampled_from(
+        ["a", "Z", "7", "!", " ", "\u00e9", "\u05e9", "\u4e2d", "\U0001f469"] * 6
+        + ["\n", "\u00a0", "\u0301", "\u200d", "\U0001f3fd", "\u3164", "\u2800", "\x07"]
+    ),
+    max_size=400,
+) | st.builds(
+    lambda text, spaces, rest: text + " " * spaces + rest,
+    st.text(alphabet="ab ", max_size=40),
+    st.integers(0, 300),
+    st.text(alphabet="ab\u0301", max_size=20),
+)
+
+
+@settings(max_examples=600, derandomize=True)
+@given(text=_MOSTLY_PLAIN | label_texts, max_chars=st.sampled_from([None, 5, 50, 100, 160]))
+def test_plain_text_is_cut_as_the_cluster_walk_cuts_it(text: str, max_chars: int | None) -> None:
+    assert shorten(text, max_chars) == shorten_by_clusters(text, max_chars)
