@@ -81,8 +81,20 @@ class ChatMessage(BaseResponse):
     """One stored message."""
 
     id: uuid.UUID
-    seq: int = Field(description="Position in the session, from 1, gap-free.")
+    seq: int = Field(
+        description="Position on its branch, from 1 (its parent's seq + 1); siblings share it."
+    )
     role: Role
     content: str
     metadata: dict[str, Any]
     created_at: UTCTimestamp
+    parent_id: uuid.UUID | None = Field(
+        description="The message this one follows; null for a first message."
+    )
+    sibling_ids: list[uuid.UUID] = Field(
+        description=(
+            "The messages with the same parent (for a first message, the session's first "
+            "messages), this one included, oldest first: more than one where the conversation "
+            "branches."
+        )
+    )

@@ -90,11 +90,9 @@ async def accept_user_message(
         if stored is None:
             raise SessionNotFound()
     async with db.read() as conn:
-        rows = await queries.list_recent_messages(
-            conn, session_id=session_id, up_to_seq=stored.seq, limit=history_max_messages
-        )
-    # Replies that failed, or are still being generated (for an earlier message of this
-    # session, sent concurrently), are not part of the conversation.
+        rows = await queries.list_ancestors(conn, message=stored, limit=history_max_messages)
+    # The message's branch only. Replies that failed, or are still being generated (for an
+    # earlier message of this session, sent concurrently), are not part of the conversation.
     history = [
         Turn(role=row["role"], content=row["content"])
         for row in rows
@@ -122,7 +120,12 @@ async def process_chat(
     )
     reply = tasks.start(
         generate_reply(
-            db, assistant, tasks, session_id=accepted.session_id, history=accepted.history
+            db,
+            assistant,
+            tasks,
+            session_id=accepted.session_id,
+            question=accepted.message,
+            history=accepted.history,
         )
     )
     # Shielded: a cancelled request (a server giving up on it) leaves the reply to finish.

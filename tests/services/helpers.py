@@ -9,6 +9,7 @@ from sqlalchemy import select
 from app.assistants import AssistantError, Reply, ReplyEnd, ReplyEvent, TextDelta, Turn
 from app.kit.db.engine import Database
 from app.kit.db.tables import chat_messages, chat_sessions
+from app.kit.text import make_preview
 
 
 class RecordingAssistant:
@@ -86,12 +87,60 @@ async def session_row(db: Database, session_id: str) -> dict[str, Any]:
 
 
 async def message_rows(db: Database, session_id: str) -> list[dict[str, Any]]:
+    """Every message of the session, of every branch, in the order they were written."""
     async with db.read() as conn:
         rows = (
             await conn.execute(
                 select(chat_messages)
                 .where(chat_messages.c.session_id == session_id)
-                .order_by(chat_messages.c.seq)
+                .order_by(chat_messages.c.ordinal)
             )
         ).mappings()
         return [dict(row) for row in rows]
+
+
+def expected_branch_previews(branch: list[dict[str, Any]]) -> list[str | None]:
+    """The write path's branch_preview along a branch: the last text's preview so far."""
+    previews: list[str | None] = []
+    preview: str | None = None
+    for message in branch:
+        if message["content"].strip():
+            preview = make_preview(message["content"])
+        previews.append(preview)
+    return previews
+
+
+async def assert_tree_matches_session(db: Database, session_id: str) -> list[dict[str, Any]]:
+    """The tree's invariants, read back from the tables; the current branch, oldest first.
+
+    Ordinals 1..n (node_count n); each message's seq is its parent's + 1; the current branch
+    is a path from a first message to `current_leaf_id`, whose length is message_count and
+    whose previews are the write path's; last_message is its last text's preview; times
+    never go backwards, along the branch nor along ordinals, and updated_at is the newest.
+    """
+    session = await session_row(db, session_id)
+    messages = await message_rows(db, session_id)
+    by_id = {m["id"]: m for m in messages}
+    assert [m["ordinal"] for m in messages] == list(range(1, len(messages) + 1))
+    assert session["node_count"] == len(messages)
+    for message in messages:
+        parent = by_id.get(message["parent_id"])
+        assert message["seq"] == (parent["seq"] + 1 if parent else 1), message
+        assert parent is None or parent["ordinal"] < message["ordinal"]
+    branch: list[dict[str, Any]] = []
+    at = by_id.get(session["current_leaf_id"])
+    while at is not None:
+        branch.append(at)
+        at = by_id.get(at["parent_id"])
+    branch.reverse()
+    assert (branch[0]["parent_id"] if branch else None) is None
+    assert [m["seq"] for m in branch] == list(range(1, len(branch) + 1))
+    assert session["message_count"] == len(branch)
+    assert [m["branch_preview"] for m in branch] == expected_branch_previews(branch)
+    assert session["last_message"] == (branch[-1]["branch_preview"] if branch else None)
+    for path in (branch, messages):
+        times = [m["created_at"] for m in path]
+        assert times == sorted(times), "created_at goes backwards"
+    if messages:
+        assert session["updated_at"] == messages[-1]["created_at"]
+    return branch
