@@ -1,15 +1,18 @@
 """Test assistants and small helpers shared by the service tests."""
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from app.assistants import AssistantError, Reply, ReplyEnd, ReplyEvent, TextDelta, Turn
 from app.kit.db.engine import Database
 from app.kit.db.tables import chat_messages, chat_sessions
+from app.kit.db.types import utc_now
 from app.kit.text import make_preview
+from app.messages import queries as message_queries
 
 
 class RecordingAssistant:
@@ -144,3 +147,63 @@ async def assert_tree_matches_session(db: Database, session_id: str) -> list[dic
     if messages:
         assert session["updated_at"] == messages[-1]["created_at"]
     return branch
+
+
+async def current_branch(database: Database, session_id: str) -> list[dict[str, Any]]:
+    """The current branch's message rows, oldest first, walked in Python from the leaf."""
+    session = await session_row(database, session_id)
+    by_id = {m["id"]: m for m in await message_rows(database, session_id)}
+    branch = []
+    at = by_id.get(session["current_leaf_id"])
+    while at is not None:
+        branch.append(at)
+        at = by_id.get(at["parent_id"])
+    branch.reverse()
+    return branch
+
+
+async def fork(
+    database: Database, session_id: str, parent_seq: int, contents: list[str]
+) -> list[uuid.UUID]:
+    """Messages stored under the current branch's message of seq `parent_seq`, one below the
+    other, beside the current branch (as edits will be, phase 2), through the write path's
+    explicit parent; their ids."""
+    parent_id = (await current_branch(database, session_id))[parent_seq - 1]["id"]
+    ids: list[uuid.UUID] = []
+    async with database.write() as conn:
+        for content in contents:
+            stored = await message_queries.append_message(
+                conn,
+                session_id=session_id,
+                role="user",
+                content=content,
+                metadata={},
+                title=None,
+                preview=make_preview(content),
+                now=utc_now(),
+                parent_id=parent_id,
+            )
+            assert stored is not None
+            assert not stored.ends_branch
+            ids.append(stored.id)
+            parent_id = stored.id
+    return ids
+
+
+async def make_current(database: Database, session_id: str, leaf_id: Any) -> None:
+    """What PUT /branch will do (phase 2): the branch ending at `leaf_id` becomes current."""
+    async with database.write() as conn:
+        leaf = (
+            await conn.execute(
+                select(chat_messages.c.seq, chat_messages.c.branch_preview).where(
+                    chat_messages.c.id == leaf_id
+                )
+            )
+        ).one()
+        await conn.execute(
+            update(chat_sessions)
+            .where(chat_sessions.c.session_id == session_id)
+            .values(
+                current_leaf_id=leaf_id, message_count=leaf.seq, last_message=leaf.branch_preview
+            )
+        )

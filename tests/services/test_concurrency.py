@@ -15,7 +15,13 @@ from app.messages import service as message_service
 from app.messages.schemas import ChatRequest
 from app.replies.generation import ReplyTasks
 from app.sessions import service as session_service
-from tests.services.helpers import assert_tree_matches_session, message_rows, session_row
+from tests.services.helpers import (
+    assert_tree_matches_session,
+    fork,
+    make_current,
+    message_rows,
+    session_row,
+)
 
 OPEN = Caller.open_mode()
 
@@ -149,6 +155,38 @@ async def test_message_times_follow_their_order_with_many_writers(
     )
 
     await assert_metadata_matches_messages(database, first.session_id)
+
+
+async def test_parallel_writers_continue_the_current_branch_of_a_tree(
+    database: Database, second_replica: Database
+) -> None:
+    first = await message_service.process_chat(
+        database,
+        chat_assistant(),
+        OPEN,
+        ChatRequest(message="hello"),
+        history_max_messages=10,
+        tasks=ReplyTasks(),
+    )
+    [other] = await fork(database, first.session_id, 1, ["hello again"])
+    await make_current(database, first.session_id, other)
+
+    await asyncio.gather(
+        *(
+            message_service.save_message(
+                replica,
+                session_id=first.session_id,
+                role="user" if n % 2 else "assistant",
+                content=f"message {n}" if n % 3 else "",
+                metadata={},
+            )
+            for n, replica in enumerate([database, second_replica] * (WRITERS // 2))
+        )
+    )
+
+    branch = await assert_tree_matches_session(database, first.session_id)
+    assert [m["ordinal"] for m in branch] == [1, 3, *range(4, 4 + WRITERS)]
+    assert (await session_row(database, first.session_id))["node_count"] == 3 + WRITERS
 
 
 def chat_assistant() -> EchoAssistant:
