@@ -134,9 +134,9 @@ async def append_message(
         insert(chat_messages)
         .from_select([*_INSERTED, *_INSERTED_TOO], source.with_for_update(of=sessions))
         .returning(
-            chat_messages.c.parent_id,
             chat_messages.c.seq,
             chat_messages.c.ordinal,
+            chat_messages.c.parent_id,
             chat_messages.c.created_at,
             chat_messages.c.branch_preview,
         )
@@ -195,8 +195,8 @@ async def append_message(
 
 @functools.cache
 def _on_current_branch() -> Select[Any]:
-    """Whether the message `branch_start`, of seq `branch_low`, is on the session's current
-    branch: a walk up from its end that stops at that seq."""
+    """Whether the message `branch_start`, of seq `branch_high - branch_limit + 1`, is on the
+    session's current branch: a walk up from its end that stops at that seq."""
     branch = _branch(from_current_leaf=True).subquery("on_branch")
     return select(branch.c.id).where(branch.c.id == _BRANCH_START)
 
@@ -211,8 +211,8 @@ async def move_to_branch_end(
     parameters = {
         "session_id": session_id,
         "branch_start": message.parent_id,
-        "branch_low": after_seq,
-        "branch_high": 2_147_483_647,
+        "branch_high": _MAX_SEQ,
+        "branch_limit": _MAX_SEQ - after_seq + 1,
     }
     if (await conn.execute(_on_current_branch(), parameters)).first() is None:
         return message
@@ -246,16 +246,17 @@ _SESSION_ID = bindparam("session_id", type_=Text())
 
 
 _BRANCH_START = bindparam("branch_start", type_=Uuid())
-_BRANCH_LOW = bindparam("branch_low", type_=Integer())
+_MAX_SEQ = 2_147_483_647  # 32-bit integers
 _BRANCH_HIGH = bindparam("branch_high", type_=Integer())
+_BRANCH_LIMIT = bindparam("branch_limit", type_=Integer())
 
 
 @functools.cache
 def _branch(*, from_current_leaf: bool) -> Select[Any]:
-    """A branch's messages with seq in [branch_low, branch_high], oldest first: walked up from
-    the session's current leaf or from the message `branch_start`, by primary key, one
-    message per step, stopping at branch_low (a page costs its own size plus the messages
-    below it, never the session's other branches)."""
+    """The `branch_limit` messages of a branch up to seq `branch_high`, oldest first: walked up
+    from the session's current leaf or from the message `branch_start`, by primary key, one
+    message per step, stopping at the lowest seq wanted (a page costs its own size plus the
+    messages below it, never the session's other branches)."""
     if from_current_leaf:
         start: Any = (
             select(chat_sessions.c.current_leaf_id)
@@ -271,7 +272,7 @@ def _branch(*, from_current_leaf: bool) -> Select[Any]:
     branch = branch.union_all(
         select(*(parent.c[column.name] for column in MESSAGE_COLUMNS))
         .join(branch, parent.c.id == branch.c.parent_id)
-        .where(branch.c.seq > _BRANCH_LOW)
+        .where(branch.c.seq > _BRANCH_HIGH - _BRANCH_LIMIT + 1)
     )
     return select(branch).where(branch.c.seq <= _BRANCH_HIGH).order_by(branch.c.seq)
 
@@ -323,8 +324,11 @@ async def list_messages(
     the newest `limit` before the seq `before`. `branch_length` is the session's
     message_count, read in the same transaction."""
     high = branch_length if before is None else min(before - 1, branch_length)
-    low = 1 if limit is None else high - limit + 1
-    parameters = {"session_id": session_id, "branch_low": low, "branch_high": high}
+    parameters = {
+        "session_id": session_id,
+        "branch_high": high,
+        "branch_limit": high if limit is None else limit,
+    }
     rows = as_dicts(await conn.execute(_branch(from_current_leaf=True), parameters))
     await add_sibling_ids(conn, session_id, rows)
     return rows
@@ -335,11 +339,7 @@ async def list_ancestors(
 ) -> list[dict[str, Any]]:
     """The last `limit` messages of the branch ending at `message` (included), oldest first:
     what the assistant sees, never a sibling branch."""
-    parameters = {
-        "branch_start": message.id,
-        "branch_low": message.seq - limit + 1,
-        "branch_high": message.seq,
-    }
+    parameters = {"branch_start": message.id, "branch_high": message.seq, "branch_limit": limit}
     return as_dicts(await conn.execute(_branch(from_current_leaf=False), parameters))
 
 
