@@ -163,6 +163,8 @@ _CURRENT_BRANCHES = (
 )
 _KEEP_CURRENT_BRANCHES = (
     f"DELETE FROM chat_messages WHERE id NOT IN ({_CURRENT_BRANCHES})",
+    # What the foreign key's cascade does on PostgreSQL (SQLite migrates with them off).
+    "DELETE FROM chat_replies_generating WHERE message_id NOT IN (SELECT id FROM chat_messages)",
     # Search entries of the messages deleted, then the others keyed by seq again (through
     # negative values: seq <= ordinal, and the key is checked row by row).
     "DELETE FROM chat_search WHERE seq <> 0 AND NOT EXISTS (SELECT 1 FROM chat_messages m"
