@@ -69,13 +69,18 @@ async def append_message(
     now: datetime,
     owner: str | None = None,
     parent_id: uuid.UUID | None = None,
+    first: bool = False,
+    make_current: bool = False,
 ) -> StoredMessage | None:
     """Store a message and update its session's metadata incrementally; None if no session
     (or no message `parent_id` in it).
 
     Without `parent_id` the message follows the current branch's last message; with it, it
-    is that message's child, and becomes the current branch's end only if its parent was
-    (a reply to a question after which another message was sent meanwhile stays beside it).
+    is that message's child; with `first`, a new first message of the session. One under a
+    given parent (or `first`) becomes the current branch's end if `make_current`, or if its
+    parent was the end (a reply to a question after which another message was sent meanwhile
+    stays beside it); a message made current this way does not update the choices remembered
+    at forks (`remember_branch`).
 
     Two statements, as many as a straight list needed: the INSERT reads the session row,
     locked (FOR UPDATE on PostgreSQL; SQLite's write transactions hold the database lock from
@@ -101,7 +106,17 @@ async def append_message(
         # Never move backwards, whatever order concurrent writers' clocks were read in.
         case((sessions.c.updated_at > now_value, sessions.c.updated_at), else_=now_value),
     )
-    if parent_id is None:
+    if first:
+        source = select(
+            literal(message_id, type_=Uuid()),
+            sessions.c.session_id,
+            literal(None, type_=Uuid()),
+            literal(1, type_=Integer()),
+            sessions.c.node_count + 1,
+            *fixed,
+            preview_value,
+        ).where(session_is(session_id, owner))
+    elif parent_id is None:
         source = select(
             literal(message_id, type_=Uuid()),
             sessions.c.session_id,
@@ -154,12 +169,16 @@ async def append_message(
         "message_count": message.seq,
         "last_message": message.branch_preview,
     }
-    if parent_id is None:
+    if (parent_id is None and not first) or make_current:
         values |= ends_branch
     else:
         # Only if the parent is the current branch's end: `current_leaf_id` here is the value
         # before this UPDATE (every SET reads the old row).
-        continues = sessions.c.current_leaf_id == parent_id
+        continues = (
+            sessions.c.current_leaf_id.is_(None)
+            if parent_id is None
+            else sessions.c.current_leaf_id == parent_id
+        )
         values |= {
             name: case(
                 (continues, literal(value, type_=sessions.c[name].type)), else_=sessions.c[name]
@@ -361,3 +380,99 @@ async def list_tree(conn: AsyncConnection, session_id: str) -> list[dict[str, An
     for row in rows:
         row["sibling_ids"] = children[row["parent_id"]]
     return rows
+
+
+@dataclass(frozen=True, slots=True)
+class MessageRef:
+    id: uuid.UUID
+    parent_id: uuid.UUID | None
+    role: str
+
+
+async def find_message(
+    conn: AsyncConnection, *, session_id: str, message_id: uuid.UUID, owner: str | None
+) -> MessageRef | None:
+    """A message of the session (of `owner`, when given); None if there is no such message."""
+    row = (
+        await conn.execute(
+            select(chat_messages.c.id, chat_messages.c.parent_id, chat_messages.c.role)
+            .join(chat_sessions, chat_sessions.c.session_id == chat_messages.c.session_id)
+            .where(chat_messages.c.id == message_id, session_is(session_id, owner))
+        )
+    ).one_or_none()
+    return None if row is None else MessageRef(row.id, row.parent_id, row.role)
+
+
+@functools.cache
+def _path() -> Select[Any]:
+    """The ids of the message `branch_start` and all its ancestors, with their parents."""
+    path = (
+        select(chat_messages.c.id, chat_messages.c.parent_id)
+        .where(chat_messages.c.id == _BRANCH_START)
+        .cte("path", recursive=True)
+    )
+    parent = chat_messages.alias("parent")
+    path = path.union_all(
+        select(parent.c.id, parent.c.parent_id).join(path, parent.c.id == path.c.parent_id)
+    )
+    return select(path.c.id, path.c.parent_id)
+
+
+_FORKS = bindparam("forks", expanding=True, type_=Uuid())
+
+
+@functools.cache
+def _choices() -> Select[Any]:
+    """The choice remembered at each of `forks` (null: none; then the newest child counts),
+    with its newest child."""
+    child = chat_messages.alias("child")
+    newest = (
+        select(child.c.id)
+        .where(
+            child.c.session_id == chat_messages.c.session_id,
+            child.c.parent_id == chat_messages.c.id,
+        )
+        .order_by(child.c.ordinal.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+    return select(
+        chat_messages.c.id, chat_messages.c.chosen_child_id, newest.label("newest")
+    ).where(chat_messages.c.id.in_(_FORKS))
+
+
+@functools.cache
+def _root_choice() -> Select[Any]:
+    newest = (
+        select(chat_messages.c.id)
+        .where(chat_messages.c.session_id == _SESSION_ID, chat_messages.c.parent_id.is_(None))
+        .order_by(chat_messages.c.ordinal.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+    return select(chat_sessions.c.chosen_root_id, newest.label("newest")).where(
+        chat_sessions.c.session_id == _SESSION_ID
+    )
+
+
+async def remember_branch(conn: AsyncConnection, *, session_id: str, leaf_id: uuid.UUID) -> None:
+    """Make the choice remembered at every fork above `leaf_id` (and among the first messages)
+    the one that leads to it, writing only the forks where it was another. A fork without a
+    remembered choice follows its newest child."""
+    path = list(await conn.execute(_path(), {"branch_start": leaf_id}))
+    wanted = {row.parent_id: row.id for row in path}  # fork (None: the first messages) -> child
+    forks = [fork for fork in wanted if fork is not None]
+    for row in await conn.execute(_choices(), {"forks": forks}):
+        if (row.chosen_child_id or row.newest) != wanted[row.id]:
+            await conn.execute(
+                update(chat_messages)
+                .where(chat_messages.c.id == row.id)
+                .values(chosen_child_id=wanted[row.id])
+            )
+    root = (await conn.execute(_root_choice(), {"session_id": session_id})).one()
+    if (root.chosen_root_id or root.newest) != wanted[None]:
+        await conn.execute(
+            update(chat_sessions)
+            .where(chat_sessions.c.session_id == session_id)
+            .values(chosen_root_id=wanted[None])
+        )

@@ -3,7 +3,7 @@
 import uuid
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, ConfigDict, Field
+from pydantic import AfterValidator, ConfigDict, Field, model_validator
 
 from app.config import get_settings
 from app.domain import Role
@@ -67,6 +67,22 @@ class ChatRequest(RequestBody):
         description="Continue this session, or create it under this id. Omit to start a new one.",
     )
     user_id: UserId | None = None
+    # A UUID is a string in JSON: taken from one (strict mode would want a UUID object).
+    edit_of: uuid.UUID | None = Field(
+        default=None,
+        strict=False,
+        description=(
+            "Edit a message: the id of a user message of this session (`session_id` is then "
+            "required). The new message becomes its sibling (same parent) and its branch the "
+            "current one; the original and everything after it stay stored."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _edit_names_its_session(self) -> "ChatRequest":
+        if self.edit_of is not None and self.session_id is None:
+            raise ValueError("edit_of needs the session_id of the message it edits")
+        return self
 
 
 class ChatResponse(BaseResponse):
@@ -75,6 +91,7 @@ class ChatResponse(BaseResponse):
     session_id: str
     response: str
     message_id: uuid.UUID = Field(description="Id of the stored assistant message.")
+    user_message_id: uuid.UUID = Field(description="Id of the stored user message.")
 
 
 class ChatMessage(BaseResponse):

@@ -21,7 +21,7 @@ CHAT = "/api/v1/chat"
 STREAM = "/api/v1/chat/stream"
 SESSIONS = "/api/v1/chat/sessions"
 
-CHAT_RESPONSE_KEYS = {"session_id", "response", "message_id"}
+CHAT_RESPONSE_KEYS = {"session_id", "response", "message_id", "user_message_id"}
 SUMMARY_KEYS = {
     "session_id",
     "title",

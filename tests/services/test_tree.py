@@ -3,14 +3,19 @@ branch, reads and the assistant's history follow the current branch, a fork buil
 edits will make them) stays beside it, replies are stored under the message they answer."""
 
 import json
+import uuid
+
+import pytest
+from pydantic import ValidationError
 
 from app.assistants import Assistant
 from app.assistants.echo import EchoAssistant
 from app.auth.access import Caller
 from app.kit.db.engine import Database
+from app.kit.errors import MessageNotFound, NotAUserMessage, SessionNotFound
 from app.kit.text import make_preview
 from app.messages import service as message_service
-from app.messages.schemas import ChatRequest
+from app.messages.schemas import ChatRequest, ChatResponse
 from app.replies.generation import Finished, ReplyTasks, generate_reply
 from app.sessions import export
 from app.sessions import service as session_service
@@ -236,3 +241,115 @@ async def test_search_finds_text_on_every_branch(database: Database) -> None:
 
     assert [s.session_id for s in listing.sessions] == ["s"]
     assert listing.sessions[0].snippet == "zebra crossing ahead"
+
+
+async def edit(
+    db: Database,
+    edit_of: uuid.UUID,
+    message: str,
+    *,
+    caller: Caller = OPEN,
+    session_id: str = "s",
+    assistant: Assistant | None = None,
+) -> ChatResponse:
+    return await message_service.process_chat(
+        db,
+        assistant or EchoAssistant(),
+        caller,
+        ChatRequest(message=message, session_id=session_id, edit_of=edit_of),
+        history_max_messages=50,
+        tasks=ReplyTasks(),
+    )
+
+
+async def test_an_edit_is_a_sibling_whose_branch_becomes_current(database: Database) -> None:
+    assistant = RecordingAssistant()
+    await send(database, "one", assistant=assistant)
+    await send(database, "two", assistant=assistant)
+    original = await message_rows(database, "s")
+    title = (await session_row(database, "s"))["title"]
+
+    response = await edit(database, original[2]["id"], "two, edited", assistant=assistant)
+
+    # The model sees the edit's branch: the original "two" and its reply are not in it.
+    assert [t.content for t in assistant.histories[-1]] == ["one", "reply 1", "two, edited"]
+    detail = await session_service.get_session(database, OPEN, "s")
+    assert [m.content for m in detail.messages] == ["one", "reply 1", "two, edited", "reply 3"]
+    assert detail.messages[2].id == response.user_message_id
+    assert detail.messages[3].id == response.message_id
+    assert detail.messages[2].sibling_ids == [original[2]["id"], response.user_message_id]
+    assert detail.messages[2].parent_id == original[1]["id"]
+    assert detail.message_count == 4
+    assert detail.last_message == "reply 3"
+    assert detail.title == title
+    # Everything stays stored.
+    assert [m["id"] for m in await message_rows(database, "s")][:4] == [m["id"] for m in original]
+    session = await session_row(database, "s")
+    assert session["node_count"] == 6
+    branch = await assert_tree_matches_session(database, "s")
+    assert branch[-1]["id"] == response.message_id
+
+
+async def test_an_edit_of_a_first_message_is_a_new_first_message(database: Database) -> None:
+    await send(database, "one")
+    original = await message_rows(database, "s")
+    title = (await session_row(database, "s"))["title"]
+
+    response = await edit(database, original[0]["id"], "one, edited")
+
+    detail = await session_service.get_session(database, OPEN, "s")
+    edited, reply = (m.content for m in detail.messages)
+    assert edited == "one, edited"
+    assert 'You said: "one, edited". I can see 1 of your messages' in reply
+    assert detail.messages[0].parent_id is None
+    assert detail.messages[0].sibling_ids == [original[0]["id"], response.user_message_id]
+    assert detail.message_count == 2
+    assert detail.title == title
+    await assert_tree_matches_session(database, "s")
+    # The newest first message is the remembered one: nothing to write.
+    assert (await session_row(database, "s"))["chosen_root_id"] is None
+
+
+async def test_an_edit_off_the_current_branch_remembers_the_choices_above_it(
+    database: Database,
+) -> None:
+    for text in ("one", "two", "three"):
+        await send(database, text)
+    q1, r1, q2, r2, q3, _ = await message_rows(database, "s")
+    [other] = await fork(database, "s", 2, ["two, elsewhere"])  # the newest child of r1
+    await make_current(database, "s", other)
+
+    response = await edit(database, q3["id"], "three, edited")
+
+    branch = await assert_tree_matches_session(database, "s")
+    ids = [q1["id"], r1["id"], q2["id"], r2["id"], response.user_message_id]
+    assert [m["id"] for m in branch][:5] == ids
+    rows = {m["id"]: m for m in await message_rows(database, "s")}
+    # At r1 the newest child is another branch: the choice is written. At r2 the edit is the
+    # newest child already: nothing written.
+    assert rows[r1["id"]]["chosen_child_id"] == q2["id"]
+    assert rows[r2["id"]]["chosen_child_id"] is None
+    assert rows[q1["id"]]["chosen_child_id"] is None
+
+
+async def test_a_bad_edit_changes_nothing(database: Database) -> None:
+    await send(database, "one")
+    await send(database, "elsewhere", session_id="other")
+    user, reply = await message_rows(database, "s")
+    [elsewhere, _] = await message_rows(database, "other")
+    before = (await message_rows(database, "s"), await session_row(database, "s"))
+
+    with pytest.raises(NotAUserMessage):
+        await edit(database, reply["id"], "a reply is not edited")
+    for unknown in (uuid.uuid4(), elsewhere["id"]):
+        with pytest.raises(MessageNotFound):
+            await edit(database, unknown, "no such message here")
+    with pytest.raises(SessionNotFound):
+        await edit(database, user["id"], "not yours", caller=Caller.user("mallory"))
+    with pytest.raises(SessionNotFound):
+        await edit(database, user["id"], "no session", session_id="missing")
+
+    assert (await message_rows(database, "s"), await session_row(database, "s")) == before
+    assert (await session_service.get_sessions_list(database, OPEN, user_id=None)).total == 2
+    with pytest.raises(ValidationError):
+        ChatRequest(message="which session?", edit_of=user["id"])
