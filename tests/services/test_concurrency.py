@@ -26,6 +26,7 @@ from tests.services.helpers import (
 OPEN = Caller.open_mode()
 
 WRITERS = 24
+EDITORS = 16
 
 
 @pytest.fixture
@@ -187,6 +188,44 @@ async def test_parallel_writers_continue_the_current_branch_of_a_tree(
     branch = await assert_tree_matches_session(database, first.session_id)
     assert [m["ordinal"] for m in branch] == [1, 3, *range(4, 4 + WRITERS)]
     assert (await session_row(database, first.session_id))["node_count"] == 3 + WRITERS
+
+
+async def test_parallel_edits_of_one_message_all_land_as_its_siblings(
+    database: Database, second_replica: Database
+) -> None:
+    first = await message_service.process_chat(
+        database,
+        chat_assistant(),
+        OPEN,
+        ChatRequest(message="hello"),
+        history_max_messages=10,
+        tasks=ReplyTasks(),
+    )
+    await message_service.save_message(
+        database, session_id=first.session_id, role="user", content="edit me", metadata={}
+    )
+    edited = (await message_rows(database, first.session_id))[-1]
+
+    accepted = await asyncio.gather(
+        *(
+            message_service.accept_user_message(
+                replica,
+                OPEN,
+                ChatRequest(message=f"edit {n}", session_id=first.session_id, edit_of=edited["id"]),
+                history_max_messages=10,
+            )
+            for n, replica in enumerate([database, second_replica] * (EDITORS // 2))
+        )
+    )
+
+    branch = await assert_tree_matches_session(database, first.session_id)
+    messages = await message_rows(database, first.session_id)
+    siblings = [m for m in messages if m["parent_id"] == edited["parent_id"]]
+    assert {m["id"] for m in siblings} == {edited["id"], *(a.message.id for a in accepted)}
+    assert len(messages) == 3 + EDITORS
+    # The last edit written is the current branch's end.
+    assert branch[-1]["id"] == messages[-1]["id"]
+    assert len(branch) == 3
 
 
 def chat_assistant() -> EchoAssistant:
