@@ -3,7 +3,7 @@
 import uuid
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, ConfigDict, Field
 
 from app.config import get_settings
 from app.domain import Role
@@ -72,17 +72,12 @@ class ChatRequest(RequestBody):
         default=None,
         strict=False,
         description=(
-            "Edit a message: the id of a user message of this session (`session_id` is then "
-            "required). The new message becomes its sibling (same parent) and its branch the "
-            "current one; the original and everything after it stay stored."
+            "Edit a message: the id of a user message of the session named by `session_id` "
+            "(without one, no session has it: 404). The new message becomes its sibling (same "
+            "parent) and its branch the current one; the original and everything after it "
+            "stay stored."
         ),
     )
-
-    @model_validator(mode="after")
-    def _edit_names_its_session(self) -> "ChatRequest":
-        if self.edit_of is not None and self.session_id is None:
-            raise ValueError("edit_of needs the session_id of the message it edits")
-        return self
 
 
 class ChatResponse(BaseResponse):

@@ -70,7 +70,7 @@ async def test_bad_edits_get_4xx_and_change_nothing(
         ({"edit_of": str(uuid.uuid4()), "session_id": "s"}, 404, "Message not found"),
         ({"edit_of": elsewhere, "session_id": "s"}, 404, "Message not found"),
         ({"edit_of": sent["user_message_id"], "session_id": "nobody"}, 404, "Session not found"),
-        ({"edit_of": sent["user_message_id"]}, 422, "edit_of needs the session_id"),
+        ({"edit_of": sent["user_message_id"]}, 404, "Session not found"),
         ({"edit_of": "not-a-uuid", "session_id": "s"}, 422, "UUID"),
     ]
     for path in (CHAT, STREAM):

@@ -15,6 +15,7 @@ from app.sessions import service as session_service
 from tests.db.helpers import (
     BASE_REVISION,
     REPLY_LIFECYCLE_REVISION,
+    TREE_COLUMNS,
     alembic_versions,
     assert_schema_matches_tables,
     base_messages,
@@ -40,11 +41,6 @@ from tests.services.helpers import (
     message_rows,
     session_row,
 )
-
-TREE_COLUMNS = {
-    "chat_messages": {"parent_id", "ordinal", "chosen_child_id", "branch_preview"},
-    "chat_sessions": {"current_leaf_id", "chosen_root_id", "node_count"},
-}
 
 # Replies that failed (no text) in the middle and at the end: a message without text takes
 # the preview of the text before it.

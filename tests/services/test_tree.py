@@ -6,7 +6,6 @@ import json
 import uuid
 
 import pytest
-from pydantic import ValidationError
 
 from app.assistants import Assistant
 from app.assistants.echo import EchoAssistant
@@ -348,8 +347,13 @@ async def test_a_bad_edit_changes_nothing(database: Database) -> None:
         await edit(database, user["id"], "not yours", caller=Caller.user("mallory"))
     with pytest.raises(SessionNotFound):
         await edit(database, user["id"], "no session", session_id="missing")
+    with pytest.raises(SessionNotFound):  # none named: a new session would not have it
+        await message_service.accept_user_message(
+            database,
+            OPEN,
+            ChatRequest(message="where?", edit_of=user["id"]),
+            history_max_messages=5,
+        )
 
     assert (await message_rows(database, "s"), await session_row(database, "s")) == before
     assert (await session_service.get_sessions_list(database, OPEN, user_id=None)).total == 2
-    with pytest.raises(ValidationError):
-        ChatRequest(message="which session?", edit_of=user["id"])
