@@ -327,6 +327,20 @@ def _session_rows(plan: Plan) -> Iterator[tuple[int, str, str, bool, bool, int, 
         )
 
 
+# Messages are loaded as single branches (parent = the message before, ordinal = seq, the
+# current leaf the last); `branch_preview` is left null: no benchmarked path reads it yet (an
+# append takes the session's last_message; a branch switch will read the leaf's).
+def message_id(i: int, n: int) -> uuid.UUID:
+    """The id of session i's n-th message: made from both numbers, so that the loader's SQL
+    writes each message's parent (n - 1) and each session's current leaf without a lookup."""
+    return uuid.UUID(int=(i << 64) | n)
+
+
+# The same ids in SQL: 16 hex digits of i, then 16 of n.
+_PG_MESSAGE_ID = "(lpad(to_hex(p.i), 16, '0') || lpad(to_hex({n}), 16, '0'))::uuid"
+_SQLITE_MESSAGE_ID = "printf('%016x%016x', p.i, {n})"
+
+
 def _assistant_metadata_sql(dialect: str) -> str:
     """A realistic assistant-message `metadata`, as the write path stores it (json.dumps)."""
     pieces = [
@@ -401,6 +415,8 @@ async def load_postgresql(url: str, plan: Plan) -> Dataset:
                     preview,
                     count,
                     pinned,
+                    message_id(i, count) if count else None,
+                    count,
                 )
                 for i, _, session_id, active, pinned, created, count, title, preview in (
                     _session_rows(plan)
@@ -418,6 +434,8 @@ async def load_postgresql(url: str, plan: Plan) -> Dataset:
                 "last_message",
                 "message_count",
                 "pinned",
+                "current_leaf_id",
+                "node_count",
             ],
         )
         dataset.load_steps.append(("sessions and staging (COPY)", time.perf_counter() - step))
@@ -425,13 +443,15 @@ async def load_postgresql(url: str, plan: Plan) -> Dataset:
         created = "p.created_us + (m.n - 1) * p.gap_us"
         await conn.execute(
             f"""
-            INSERT INTO chat_messages (id, session_id, seq, role, content, metadata, created_at)
-            SELECT gen_random_uuid(), p.session_id, m.n,
+            INSERT INTO chat_messages
+                (id, session_id, seq, role, content, metadata, created_at, parent_id, ordinal)
+            SELECT {_PG_MESSAGE_ID.format(n="m.n")}, p.session_id, m.n,
                    CASE WHEN m.n % 2 = 1 THEN 'user' ELSE 'assistant' END,
                    t.body,
                    CASE WHEN m.n % 2 = 1 THEN '{{}}'
                         ELSE {_assistant_metadata_sql("postgresql")} END::jsonb,
-                   timestamptz 'epoch' + ({created}) * interval '1 microsecond'
+                   timestamptz 'epoch' + ({created}) * interval '1 microsecond',
+                   CASE WHEN m.n > 1 THEN {_PG_MESSAGE_ID.format(n="m.n - 1")} END, m.n
             FROM bench_plan p
             CROSS JOIN LATERAL generate_series(1, p.n) AS m(n)
             JOIN bench_text t ON t.k = CASE WHEN m.n % 2 = 1
@@ -528,8 +548,8 @@ async def _pg_drop_keys(conn: asyncpg.Connection) -> list[str]:
                pg_get_constraintdef(c.oid) AS def
         FROM pg_constraint c
         WHERE (c.conrelid = ANY($1::text[]::regclass[]) AND c.contype IN ('p', 'u', 'f'))
-           -- Other tables' foreign keys into these (chat_replies_generating's, say) hang on
-           -- the keys dropped here.
+           -- and other tables' foreign keys to them (chat_replies_generating, 0006), which
+           -- depend on the primary keys dropped
            OR (c.confrelid = ANY($1::text[]::regclass[]) AND c.contype = 'f')
         """,
         _LOADED_TABLES,
@@ -614,8 +634,8 @@ def load_sqlite(path: Path, url: str, plan: Plan) -> Dataset:
         )
         conn.executemany(
             "INSERT INTO chat_sessions (id, session_id, user_id, active, metadata, created_at, "
-            "updated_at, title, last_message, message_count, pinned) "
-            "VALUES (?, ?, ?, ?, '{}', ?, ?, ?, ?, ?, ?)",
+            "updated_at, title, last_message, message_count, pinned, current_leaf_id, "
+            "node_count) VALUES (?, ?, ?, ?, '{}', ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 (
                     id_hex,
@@ -628,6 +648,8 @@ def load_sqlite(path: Path, url: str, plan: Plan) -> Dataset:
                     preview,
                     count,
                     pinned,
+                    message_id(i, count).hex if count else None,
+                    count,
                 )
                 for i, id_hex, session_id, active, pinned, created, count, title, preview in (
                     _session_rows(plan)
@@ -641,14 +663,16 @@ def load_sqlite(path: Path, url: str, plan: Plan) -> Dataset:
         created = "p.created_us + (m.n - 1) * p.gap_us"
         conn.execute(
             f"""
-            INSERT INTO chat_messages (id, session_id, seq, role, content, metadata, created_at)
-            SELECT lower(hex(randomblob(16))), p.session_id, m.n,
+            INSERT INTO chat_messages
+                (id, session_id, seq, role, content, metadata, created_at, parent_id, ordinal)
+            SELECT {_SQLITE_MESSAGE_ID.format(n="m.n")}, p.session_id, m.n,
                    CASE WHEN m.n % 2 = 1 THEN 'user' ELSE 'assistant' END,
                    t.body,
                    CASE WHEN m.n % 2 = 1 THEN '{{}}'
                         ELSE {_assistant_metadata_sql("sqlite")} END,
                    strftime('%Y-%m-%d %H:%M:%S', ({created}) / 1000000, 'unixepoch')
-                     || printf('.%06d', ({created}) % 1000000)
+                     || printf('.%06d', ({created}) % 1000000),
+                   CASE WHEN m.n > 1 THEN {_SQLITE_MESSAGE_ID.format(n="m.n - 1")} END, m.n
             FROM bench_plan p
             JOIN bench_n m ON m.n <= p.n
             JOIN bench_text t ON t.k = CASE WHEN m.n % 2 = 1

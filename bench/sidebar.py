@@ -1337,7 +1337,7 @@ def report_writes(result: DatabaseResult) -> list[str]:
             f"  ours / seed, {group} sessions (>= {run.messages_before:,} messages, "
             f"{len(run.sessions)} of them): service stack "
             f"{rates['ours_service'] / rates['seed_service']:.2f}x, raw driver "
-            f"{rates['ours_raw'] / rates['seed_created_at']:.2f}x (seed on the seq index: "
+            f"{rates['ours_raw'] / rates['seed_created_at']:.2f}x (seed on the ordinal index: "
             f"{rates['ours_raw'] / rates['seed_seq']:.2f}x); service code / seed raw "
             f"{rates['ours_service'] / rates['seed_created_at']:.2f}x"
         )
@@ -1438,7 +1438,7 @@ def evaluate_targets(result: DatabaseResult, levels: Sequence[int], at_scale: bo
         lines.append(
             f"  appends >= 3x the seed on {run.messages_before:,}-message sessions: "
             f"{verdict(min(stack, raw) >= 3)} (service stack {stack:.2f}x, raw driver "
-            f"{raw:.2f}x; seed on the seq index {rates['ours_raw'] / rates['seed_seq']:.2f}x; "
+            f"{raw:.2f}x; seed on the ordinal index {rates['ours_raw'] / rates['seed_seq']:.2f}x; "
             f"service code against the raw seed "
             f"{rates['ours_service'] / rates['seed_created_at']:.2f}x)"
         )

@@ -6,8 +6,9 @@ driver received, plus transaction boundaries. Calling a service function with it
 exactly what a request would run; replaying that through asyncpg or sqlite3 is the raw-SQL
 floor: the same statements with no SQLAlchemy, no Pydantic, no HTTP.
 
-Writes can be replayed many times: each replay gets fresh ids and timestamps, its own target
-session, and the sequence numbers its own `UPDATE ... RETURNING` returned.
+Writes can be replayed many times: each replay gets fresh ids (the same fresh id wherever the
+captured one appeared: a message's id is also its session's current leaf), timestamps, its own
+target session, and the sequence numbers its own message INSERT returned.
 """
 
 import re
@@ -104,8 +105,9 @@ def read_sqlite(conn: sqlite3.Connection, statements: list[Statement]) -> None:
 
 @dataclass
 class WriteTemplate:
-    """A captured write sequence: `returning` are the values its `UPDATE ... RETURNING`
-    statements gave when captured (the new messages' sequence numbers), in order."""
+    """A captured write sequence: `returning` are the values its message INSERTs returned when
+    captured (the new messages' sequence numbers), in order. Captured on a straight session,
+    where a message's seq and ordinal are the same number."""
 
     log: list[Statement]
     session_id: str
@@ -116,37 +118,49 @@ class WriteTemplate:
         self.sql = [s.sql for s in self.log if not s.is_marker]
 
     def params(
-        self, statement: Statement, session_id: str, seqs: dict[int, int], now: datetime
+        self,
+        statement: Statement,
+        session_id: str,
+        seqs: dict[int, int],
+        now: datetime,
+        ids: dict[Any, Any],
     ) -> Params:
         """The captured parameters, with this replay's session, sequence numbers and time
         (one `now` per replay, as the service takes one per transaction), and fresh ids."""
         return tuple(
-            _fresh(value, self.session_id, session_id, seqs, now) for value in statement.params
+            _fresh(value, self.session_id, session_id, seqs, now, ids) for value in statement.params
         )
 
 
 def gives_seq(sql: str) -> bool:
-    """The session's `UPDATE ... RETURNING message_count`: the new message's sequence number.
-    (An INSERT's `RETURNING` is a new row's key, as SQLAlchemy asks for it: nothing to map.)"""
-    return sql.lstrip().upper().startswith("UPDATE") and " RETURNING " in sql
+    """The message INSERT (`INSERT INTO chat_messages ... SELECT ... RETURNING seq, ...`): the
+    new message's sequence number, first. (Other INSERTs' `RETURNING` is a new row's key, as
+    SQLAlchemy asks for it, and the session's UPDATE returns no number: nothing to map.)"""
+    head = sql.lstrip().upper()
+    return head.startswith("INSERT INTO CHAT_MESSAGES") and " RETURNING " in head
 
 
 def _fresh(
-    value: Any, captured_session: str, session_id: str, seqs: dict[int, int], now: datetime
+    value: Any,
+    captured_session: str,
+    session_id: str,
+    seqs: dict[int, int],
+    now: datetime,
+    ids: dict[Any, Any],
 ) -> Any:
     if isinstance(value, bool) or value is None:
         return value
     if isinstance(value, int):
         return seqs.get(value, value)
     if isinstance(value, uuid.UUID):
-        return uuid.uuid4()
+        return ids.setdefault(value, uuid.uuid4())
     if isinstance(value, datetime):
         return now
     if isinstance(value, str):
         if value == captured_session:
             return session_id
         if _SQLITE_UUID.fullmatch(value):
-            return uuid.uuid4().hex
+            return ids.setdefault(value, uuid.uuid4().hex)
         if _SQLITE_TIMESTAMP.fullmatch(value):
             return now.replace(tzinfo=None).strftime("%Y-%m-%d %H:%M:%S.%f")
     return value
@@ -155,6 +169,7 @@ def _fresh(
 async def write_postgresql(conn: Any, template: WriteTemplate, session_id: str) -> None:
     """Replay a write sequence into `session_id` on an asyncpg connection."""
     seqs: dict[int, int] = {}
+    ids: dict[Any, Any] = {}
     captured = iter(template.returning)
     now = datetime.now(UTC)
     transaction: Any = None
@@ -167,7 +182,7 @@ async def write_postgresql(conn: Any, template: WriteTemplate, session_id: str) 
                 await transaction.commit()
                 transaction = None
             else:
-                params = template.params(statement, session_id, seqs, now)
+                params = template.params(statement, session_id, seqs, now, ids)
                 if gives_seq(statement.sql):
                     seqs[next(captured)] = await conn.fetchval(statement.sql, *params)
                 else:
@@ -181,6 +196,7 @@ async def write_postgresql(conn: Any, template: WriteTemplate, session_id: str) 
 def write_sqlite(conn: sqlite3.Connection, template: WriteTemplate, session_id: str) -> None:
     """Replay a write sequence into `session_id` on a sqlite3 connection (autocommit mode)."""
     seqs: dict[int, int] = {}
+    ids: dict[Any, Any] = {}
     captured = iter(template.returning)
     now = datetime.now(UTC)
     try:
@@ -190,7 +206,7 @@ def write_sqlite(conn: sqlite3.Connection, template: WriteTemplate, session_id: 
             if statement.sql == COMMIT:
                 conn.execute("COMMIT")
                 continue
-            params = template.params(statement, session_id, seqs, now)
+            params = template.params(statement, session_id, seqs, now, ids)
             cursor = conn.execute(statement.sql, params)
             if gives_seq(statement.sql):
                 seqs[next(captured)] = cursor.fetchone()[0]

@@ -4,17 +4,19 @@ The seed (docs/SESSIONS_LIST_IMPLEMENTATION.md, `update_session_metadata`) store
 then re-derived the session's metadata from all of its messages: COUNT(*) of the session, its
 first user message (the title), its last message (the preview), and an UPDATE. Ours
 (`app.messages.service.save_message` -> `app.messages.queries.append_message`) updates the metadata
-incrementally: `UPDATE ... RETURNING message_count`, then the INSERT, and it also adds the
+incrementally: `INSERT ... SELECT` from the locked session row (parent, seq, ordinal), then
+`UPDATE chat_sessions` (current leaf, counts, preview), and it also adds the
 message to the search index (a `chat_search` row; on SQLite its FTS5 trigger), which the seed
 had no equivalent of: ours does more work per message than the seed's algorithm.
 
 Variants, each one transaction per message, run interleaved in rounds on the same sessions:
 
 * seed, as written: the seed's statements through the bare driver, ordering by `created_at`
-  as it did (it had no sequence number); the INSERT takes `MAX(seq) + 1`, which the seed did
-  not need but this schema does;
-* seed, indexed: the same, ordering by `seq` (served by the `(session_id, seq)` index), the
-  most favourable reading of the seed on this schema;
+  as it did (it had no sequence number); the INSERT takes `MAX(ordinal) + 1` as the message's
+  seq and ordinal, and the UPDATE also sets `node_count` and `current_leaf_id`, which the seed
+  did not need but this schema does (so that the variants can write to the same sessions);
+* seed, indexed: the same, ordering by `ordinal` (served by the `(session_id, ordinal)`
+  index), the most favourable reading of the seed on this schema;
 * seed, service stack: the seed as written, through `app.kit.db.engine.Database` (SQLAlchemy Core
   on the application's tables and types), i.e. on the same stack as ours;
 * ours, raw SQL: the exact statements `save_message` sends (recorded), through the bare driver;
@@ -57,7 +59,7 @@ ASSISTANT_METADATA: dict[str, Any] = {
 
 VARIANTS = {
     "seed_created_at": "seed as written, raw driver",
-    "seed_seq": "seed on the seq index, raw driver",
+    "seed_seq": "seed on the ordinal index, raw driver",
     "ours_raw": "ours, raw driver (same statements)",
     "seed_service": "seed as written, service stack",
     "ours_service": "ours, service code (save_message)",
@@ -75,55 +77,66 @@ def _seed_sql(order: str, placeholder: Callable[[int], str], json_cast: str) -> 
     """INSERT, COUNT, first user message, last message, UPDATE."""
     p = placeholder
     return [
-        "INSERT INTO chat_messages (id, session_id, seq, role, content, metadata, created_at) "
-        f"VALUES ({p(1)}, {p(2)}, (SELECT COALESCE(MAX(seq), 0) + 1 FROM chat_messages "
-        f"WHERE session_id = {p(3)}), {p(4)}, {p(5)}, {p(6)}{json_cast}, {p(7)})",
+        "INSERT INTO chat_messages "
+        "(id, session_id, seq, ordinal, role, content, metadata, created_at) "
+        f"SELECT {p(1)}, {p(2)}, n, n, {p(3)}, {p(4)}, {p(5)}{json_cast}, {p(6)} "
+        "FROM (SELECT COALESCE(MAX(ordinal), 0) + 1 AS n FROM chat_messages "
+        f"WHERE session_id = {p(7)}) AS next",
         f"SELECT COUNT(*) FROM chat_messages WHERE session_id = {p(1)}",
         f"SELECT content FROM chat_messages WHERE session_id = {p(1)} AND role = 'user' "
         f"ORDER BY {order} ASC LIMIT 1",
         f"SELECT content FROM chat_messages WHERE session_id = {p(1)} "
         f"ORDER BY {order} DESC LIMIT 1",
         f"UPDATE chat_sessions SET title = {p(1)}, last_message = {p(2)}, message_count = {p(3)}, "
-        f"updated_at = {p(4)} WHERE session_id = {p(5)}",
+        f"node_count = {p(4)}, current_leaf_id = {p(5)}, updated_at = {p(6)} "
+        f"WHERE session_id = {p(7)}",
     ]
 
 
 SEED_SQL_POSTGRESQL = {
-    order: _seed_sql(order, lambda n: f"${n}", "::jsonb") for order in ("created_at", "seq")
+    order: _seed_sql(order, lambda n: f"${n}", "::jsonb") for order in ("created_at", "ordinal")
 }
-SEED_SQL_SQLITE = {order: _seed_sql(order, lambda _: "?", "") for order in ("created_at", "seq")}
+SEED_SQL_SQLITE = {
+    order: _seed_sql(order, lambda _: "?", "") for order in ("created_at", "ordinal")
+}
 
 
 async def seed_postgresql(conn: Any, order: str, session_id: str, k: int) -> None:
     insert, count, first, last, update = SEED_SQL_POSTGRESQL[order]
     role, content, metadata = _message(k)
     now = datetime.now(UTC)
+    message_id = uuid.uuid4()
     async with conn.transaction():
         await conn.execute(
-            insert, uuid.uuid4(), session_id, session_id, role, content, json.dumps(metadata), now
+            insert, message_id, session_id, role, content, json.dumps(metadata), now, session_id
         )
         total = await conn.fetchval(count, session_id)
         first_user = await conn.fetchval(first, session_id)
         latest = await conn.fetchval(last, session_id)
         title = make_title(first_user) if first_user is not None else None
-        await conn.execute(update, title, make_preview(latest), total, now, session_id)
+        await conn.execute(
+            update, title, make_preview(latest), total, total, message_id, now, session_id
+        )
 
 
 def seed_sqlite(conn: sqlite3.Connection, order: str, session_id: str, k: int) -> None:
     insert, count, first, last, update = SEED_SQL_SQLITE[order]
     role, content, metadata = _message(k)
     now = datetime.now(UTC).replace(tzinfo=None).strftime("%Y-%m-%d %H:%M:%S.%f")
+    message_id = uuid.uuid4().hex
     conn.execute("BEGIN IMMEDIATE")
     try:
         conn.execute(
             insert,
-            (uuid.uuid4().hex, session_id, session_id, role, content, json.dumps(metadata), now),
+            (message_id, session_id, role, content, json.dumps(metadata), now, session_id),
         )
         total = conn.execute(count, (session_id,)).fetchone()[0]
         first_user = conn.execute(first, (session_id,)).fetchone()
         latest = conn.execute(last, (session_id,)).fetchone()[0]
         title = make_title(first_user[0]) if first_user is not None else None
-        conn.execute(update, (title, make_preview(latest), total, now, session_id))
+        conn.execute(
+            update, (title, make_preview(latest), total, total, message_id, now, session_id)
+        )
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
@@ -135,15 +148,17 @@ async def seed_service(db: Database, session_id: str, k: int) -> None:
     m, s = chat_messages.c, chat_sessions.c
     role, content, metadata = _message(k)
     now = utc_now()
-    next_seq = (
-        select(func.coalesce(func.max(m.seq), 0) + 1).where(m.session_id == session_id)
+    next_ordinal = (
+        select(func.coalesce(func.max(m.ordinal), 0) + 1).where(m.session_id == session_id)
     ).scalar_subquery()
+    message_id = uuid.uuid4()
     async with db.write() as conn:
         await conn.execute(
             insert(chat_messages).values(
-                id=uuid.uuid4(),
+                id=message_id,
                 session_id=session_id,
-                seq=next_seq,
+                seq=next_ordinal,
+                ordinal=next_ordinal,
                 role=role,
                 content=content,
                 metadata=metadata,
@@ -170,6 +185,8 @@ async def seed_service(db: Database, session_id: str, k: int) -> None:
                 title=make_title(first_user) if first_user is not None else None,
                 last_message=make_preview(latest or ""),
                 message_count=total,
+                node_count=total,
+                current_leaf_id=message_id,
                 updated_at=now,
             )
         )
@@ -236,7 +253,7 @@ async def compare(
         await seed("created_at", session_id, k)
 
     async def seed_seq(session_id: str, k: int) -> None:
-        await seed("seq", session_id, k)
+        await seed("ordinal", session_id, k)
 
     async def seed_stack(session_id: str, k: int) -> None:
         await seed_service(db, session_id, k)

@@ -27,6 +27,18 @@ class SessionNotFound(ChatError):
     detail = "Session not found"
 
 
+class MessageNotFound(ChatError):
+    status_code = status.HTTP_404_NOT_FOUND
+    detail = "Message not found in this session"
+
+
+class NotAUserMessage(ChatError):
+    """`edit_of` names a message the user did not write."""
+
+    status_code = status.HTTP_422_UNPROCESSABLE_CONTENT
+    detail = "Only a user message can be edited (edit_of)"
+
+
 class UserRequired(ChatError):
     """An operation on a user's sessions by a caller who is not one user (service, open mode)."""
 

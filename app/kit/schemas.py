@@ -81,7 +81,8 @@ class RequestBody(BaseModel):
 
     Strict mode refuses what lax mode would convert: `"yes"`, `"true"`, `1` or `1.0` for a
     boolean (a client sending those has a bug, and guessing what it meant would hide it).
-    Every field is a string or a boolean, whose JSON types strict mode takes as they are.
+    Every field is a string or a boolean, whose JSON types strict mode takes as they are, or
+    a UUID (`strict=False` on the field: a UUID arrives as a string).
     Query parameters are strings on the wire and stay lax.
     """
 

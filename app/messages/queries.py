@@ -9,13 +9,15 @@ from typing import Any
 
 from sqlalchemy import (
     Integer,
-    RowMapping,
     Text,
+    Uuid,
+    and_,
     bindparam,
     case,
     func,
     insert,
     literal,
+    or_,
     select,
     update,
 )
@@ -25,7 +27,7 @@ from sqlalchemy.sql import Select
 from app.domain import Role
 from app.kit.db.rows import as_dicts
 from app.kit.db.tables import SEARCH_TITLE_SEQ, chat_messages, chat_sessions
-from app.kit.db.types import UTCDateTime
+from app.kit.db.types import JSONDocument, UTCDateTime
 from app.search import index as search_index
 from app.sessions.queries import session_is
 
@@ -36,6 +38,7 @@ MESSAGE_COLUMNS = (
     chat_messages.c.content,
     chat_messages.c.metadata,
     chat_messages.c.created_at,
+    chat_messages.c.parent_id,
 )
 
 
@@ -44,6 +47,14 @@ class StoredMessage:
     id: uuid.UUID
     seq: int
     created_at: datetime
+    parent_id: uuid.UUID | None = None
+    ordinal: int = 0
+    # Whether it is the current branch's last message now.
+    ends_branch: bool = True
+
+
+_INSERTED = ("id", "session_id", "parent_id", "seq", "ordinal", "role", "content", "metadata")
+_INSERTED_TOO = ("created_at", "branch_preview")
 
 
 async def append_message(
@@ -57,109 +68,411 @@ async def append_message(
     preview: str | None,
     now: datetime,
     owner: str | None = None,
+    parent_id: uuid.UUID | None = None,
+    first: bool = False,
+    make_current: bool = False,
 ) -> StoredMessage | None:
-    """Store a message and update its session's metadata incrementally; None if no session.
+    """Store a message and update its session's metadata incrementally; None if no session
+    (or no message `parent_id` in it).
 
-    The UPDATE comes first: it locks the session row (PostgreSQL) inside a transaction that
-    already holds the write lock (SQLite), so concurrent writers to one session queue here and
-    each gets the next sequence number. No COUNT, no re-reading of other messages.
-    `title` is kept only if the session has none yet; `preview` None leaves last_message as
-    it is. With `owner`, a session of anyone else counts as missing.
+    Without `parent_id` the message follows the current branch's last message; with it, it
+    is that message's child; with `first`, a new first message of the session. One under a
+    given parent (or `first`) becomes the current branch's end if `make_current`, or if its
+    parent was the end (a reply to a question after which another message was sent meanwhile
+    stays beside it); a message made current this way does not update the choices remembered
+    at forks (`remember_branch`).
+
+    Two statements, as many as a straight list needed: the INSERT reads the session row,
+    locked (FOR UPDATE on PostgreSQL; SQLite's write transactions hold the database lock from
+    their start), for the parent, seq (parent's + 1), ordinal (node_count + 1) and preview;
+    then the UPDATE moves the session's end. Concurrent writers to one session queue on the
+    lock, so counts stay exact and ordinals gap-free. No COUNT, no re-reading of the branch.
+    `title` is kept only if the session has none yet; `preview` None (no text) takes the
+    preview of the branch so far. With `owner`, a session of anyone else counts as missing.
 
     The message's time is `now` or the session's `updated_at`, whichever is later, decided
     under the row lock: `now` was read before the lock, and a writer that read its clock
-    first may get the lock last. So `created_at` never goes backwards along `seq`, and the
-    session's `updated_at` is its newest message's `created_at`.
+    first may get the lock last. So `created_at` never goes backwards along a branch (nor
+    along ordinals), and the session's `updated_at` is its newest message's `created_at`.
     """
-    now_value = literal(now, type_=UTCDateTime())
-    values: dict[str, Any] = {
-        "message_count": chat_sessions.c.message_count + 1,
-        # Never move backwards, whatever order concurrent writers' clocks were read in.
-        "updated_at": case(
-            (chat_sessions.c.updated_at > now_value, chat_sessions.c.updated_at),
-            else_=now_value,
-        ),
-    }
-    if title is not None:
-        values["title"] = func.coalesce(chat_sessions.c.title, title)
-    if preview is not None:
-        values["last_message"] = preview
-    stmt = (
-        update(chat_sessions)
-        .where(session_is(session_id, owner))
-        .values(values)
-        .returning(
-            chat_sessions.c.message_count,
-            chat_sessions.c.user_id,
-            chat_sessions.c.title,
-            chat_sessions.c.updated_at,
-        )
-    )
-    session = (await conn.execute(stmt)).one_or_none()
-    if session is None:
-        return None
-    seq = session.message_count
-    created_at: datetime = session.updated_at
     message_id = uuid.uuid4()
-    await conn.execute(
-        insert(chat_messages).values(
-            id=message_id,
-            session_id=session_id,
-            seq=seq,
-            role=role,
-            content=content,
-            metadata=metadata,
-            created_at=created_at,
+    sessions = chat_sessions
+    now_value = literal(now, type_=UTCDateTime())
+    preview_value = literal(preview, type_=Text())
+    fixed = (
+        literal(role, type_=Text()),
+        literal(content, type_=Text()),
+        literal(metadata, type_=JSONDocument),
+        # Never move backwards, whatever order concurrent writers' clocks were read in.
+        case((sessions.c.updated_at > now_value, sessions.c.updated_at), else_=now_value),
+    )
+    if first:
+        source = select(
+            literal(message_id, type_=Uuid()),
+            sessions.c.session_id,
+            literal(None, type_=Uuid()),
+            literal(1, type_=Integer()),
+            sessions.c.node_count + 1,
+            *fixed,
+            preview_value,
+        ).where(session_is(session_id, owner))
+    elif parent_id is None:
+        source = select(
+            literal(message_id, type_=Uuid()),
+            sessions.c.session_id,
+            sessions.c.current_leaf_id,
+            sessions.c.message_count + 1,
+            sessions.c.node_count + 1,
+            *fixed,
+            func.coalesce(preview_value, sessions.c.last_message),
+        ).where(session_is(session_id, owner))
+    else:
+        parent = chat_messages.alias("parent")
+        source = (
+            select(
+                literal(message_id, type_=Uuid()),
+                sessions.c.session_id,
+                parent.c.id,
+                parent.c.seq + 1,
+                sessions.c.node_count + 1,
+                *fixed,
+                func.coalesce(preview_value, parent.c.branch_preview),
+            )
+            .join_from(
+                sessions,
+                parent,
+                and_(parent.c.session_id == sessions.c.session_id, parent.c.id == parent_id),
+            )
+            .where(session_is(session_id, owner))
+        )
+    stmt = (
+        insert(chat_messages)
+        .from_select([*_INSERTED, *_INSERTED_TOO], source.with_for_update(of=sessions))
+        .returning(
+            chat_messages.c.seq,
+            chat_messages.c.ordinal,
+            chat_messages.c.parent_id,
+            chat_messages.c.created_at,
+            chat_messages.c.branch_preview,
         )
     )
+    message = (await conn.execute(stmt)).one_or_none()
+    if message is None:
+        return None
+    created_at: datetime = message.created_at
+    values: dict[str, Any] = {
+        "node_count": message.ordinal,
+        "updated_at": created_at,
+    }
+    ends_branch: dict[str, Any] = {
+        "current_leaf_id": message_id,
+        "message_count": message.seq,
+        "last_message": message.branch_preview,
+    }
+    if (parent_id is None and not first) or make_current:
+        values |= ends_branch
+    else:
+        # Only if the parent is the current branch's end: `current_leaf_id` here is the value
+        # before this UPDATE (every SET reads the old row).
+        continues = (
+            sessions.c.current_leaf_id.is_(None)
+            if parent_id is None
+            else sessions.c.current_leaf_id == parent_id
+        )
+        values |= {
+            name: case(
+                (continues, literal(value, type_=sessions.c[name].type)), else_=sessions.c[name]
+            )
+            for name, value in ends_branch.items()
+        }
+    if title is not None:
+        values["title"] = func.coalesce(sessions.c.title, title)
+    session = (
+        await conn.execute(
+            update(sessions)
+            .where(sessions.c.session_id == session_id)
+            .values(values)
+            .returning(sessions.c.user_id, sessions.c.title, sessions.c.current_leaf_id)
+        )
+    ).one()
     # This message set the automatic title, unless the title already read the same (then
     # its entry exists, and the insert is a no-op).
     if title is not None and session.title == title:
         await search_index.index_text(
             conn, session_id, session.user_id, SEARCH_TITLE_SEQ, title, if_absent=True
         )
-    await search_index.index_text(conn, session_id, session.user_id, seq, content)
-    return StoredMessage(id=message_id, seq=seq, created_at=created_at)
-
-
-_SESSION_ID = bindparam("session_id", type_=Text())
-_MESSAGES_BEFORE = bindparam("messages_before", type_=Integer())
-_MESSAGES_LIMIT = bindparam("messages_limit", type_=Integer())
+    await search_index.index_text(conn, session_id, session.user_id, message.ordinal, content)
+    return StoredMessage(
+        id=message_id,
+        seq=message.seq,
+        created_at=created_at,
+        parent_id=message.parent_id,
+        ordinal=message.ordinal,
+        ends_branch=session.current_leaf_id == message_id,
+    )
 
 
 @functools.cache
-def _messages(*, before: bool, newest: bool) -> Select[Any]:
-    stmt = select(*MESSAGE_COLUMNS).where(chat_messages.c.session_id == _SESSION_ID)
-    if before:
-        stmt = stmt.where(chat_messages.c.seq < _MESSAGES_BEFORE)
-    if newest:
-        return stmt.order_by(chat_messages.c.seq.desc()).limit(_MESSAGES_LIMIT)
-    return stmt.order_by(chat_messages.c.seq)
+def _on_current_branch() -> Select[Any]:
+    """Whether the message `branch_start`, of seq `branch_high - branch_limit + 1`, is on the
+    session's current branch: a walk up from its end that stops at that seq."""
+    branch = _branch(from_current_leaf=True).subquery("on_branch")
+    return select(branch.c.id).where(branch.c.id == _BRANCH_START)
+
+
+async def move_to_branch_end(
+    conn: AsyncConnection, *, session_id: str, message: StoredMessage, after_seq: int
+) -> StoredMessage:
+    """Move `message`, a leaf just stored as a child of a message of seq `after_seq` that no
+    longer ends the current branch, to the end of that branch if its parent is still on it
+    (messages were added after the parent meanwhile), as the next message; otherwise leave
+    it beside the branch. Called in the transaction that stored it, under its lock."""
+    parameters = {
+        "session_id": session_id,
+        "branch_start": message.parent_id,
+        "branch_high": _MAX_SEQ,
+        "branch_limit": _MAX_SEQ - after_seq + 1,
+    }
+    if (await conn.execute(_on_current_branch(), parameters)).first() is None:
+        return message
+    leaf = (
+        await conn.execute(
+            select(chat_messages.c.id, chat_messages.c.seq, chat_messages.c.branch_preview)
+            .join(chat_sessions, chat_sessions.c.current_leaf_id == chat_messages.c.id)
+            .where(chat_sessions.c.session_id == session_id)
+        )
+    ).one()
+    await conn.execute(
+        update(chat_messages)
+        .where(chat_messages.c.id == message.id)
+        .values(parent_id=leaf.id, seq=leaf.seq + 1, branch_preview=leaf.branch_preview)
+    )
+    await conn.execute(
+        update(chat_sessions)
+        .where(chat_sessions.c.session_id == session_id)
+        .values(current_leaf_id=message.id, message_count=leaf.seq + 1)
+    )
+    return StoredMessage(
+        id=message.id,
+        seq=leaf.seq + 1,
+        created_at=message.created_at,
+        parent_id=leaf.id,
+        ordinal=message.ordinal,
+    )
+
+
+_SESSION_ID = bindparam("session_id", type_=Text())
+
+
+_BRANCH_START = bindparam("branch_start", type_=Uuid())
+_MAX_SEQ = 2_147_483_647  # 32-bit integers
+_BRANCH_HIGH = bindparam("branch_high", type_=Integer())
+_BRANCH_LIMIT = bindparam("branch_limit", type_=Integer())
+
+
+@functools.cache
+def _branch(*, from_current_leaf: bool) -> Select[Any]:
+    """The `branch_limit` messages of a branch up to seq `branch_high`, oldest first: walked up
+    from the session's current leaf or from the message `branch_start`, by primary key, one
+    message per step, stopping at the lowest seq wanted (a page costs its own size plus the
+    messages below it, never the session's other branches)."""
+    if from_current_leaf:
+        start: Any = (
+            select(chat_sessions.c.current_leaf_id)
+            .where(chat_sessions.c.session_id == _SESSION_ID)
+            .scalar_subquery()
+        )
+    else:
+        start = _BRANCH_START
+    branch = (
+        select(*MESSAGE_COLUMNS).where(chat_messages.c.id == start).cte("branch", recursive=True)
+    )
+    parent = chat_messages.alias("parent")
+    branch = branch.union_all(
+        select(*(parent.c[column.name] for column in MESSAGE_COLUMNS))
+        .join(branch, parent.c.id == branch.c.parent_id)
+        .where(branch.c.seq > _BRANCH_HIGH - _BRANCH_LIMIT + 1)
+    )
+    return select(branch).where(branch.c.seq <= _BRANCH_HIGH).order_by(branch.c.seq)
+
+
+_SIBLING_PARENTS = bindparam("sibling_parents", expanding=True, type_=Uuid())
+
+
+@functools.cache
+def _siblings() -> Select[Any]:
+    # The first messages (parent null) always: a handful of rows, one statement shape.
+    return (
+        select(chat_messages.c.id, chat_messages.c.parent_id)
+        .where(
+            chat_messages.c.session_id == _SESSION_ID,
+            or_(
+                chat_messages.c.parent_id.in_(_SIBLING_PARENTS),
+                chat_messages.c.parent_id.is_(None),
+            ),
+        )
+        .order_by(chat_messages.c.ordinal)
+    )
+
+
+async def add_sibling_ids(
+    conn: AsyncConnection, session_id: str, messages: list[dict[str, Any]]
+) -> None:
+    """Set each message's `sibling_ids`: the messages with its parent (for a first message,
+    the session's first messages), itself included, oldest first; one query for them all."""
+    if not messages:
+        return
+    parents = list({m["parent_id"] for m in messages if m["parent_id"] is not None})
+    rows = await conn.execute(_siblings(), {"session_id": session_id, "sibling_parents": parents})
+    children: dict[uuid.UUID | None, list[uuid.UUID]] = {}
+    for row in rows:
+        children.setdefault(row.parent_id, []).append(row.id)
+    for message in messages:
+        message["sibling_ids"] = children.get(message["parent_id"], [message["id"]])
 
 
 async def list_messages(
-    conn: AsyncConnection, session_id: str, *, before: int | None = None, limit: int | None = None
+    conn: AsyncConnection,
+    session_id: str,
+    *,
+    branch_length: int,
+    before: int | None = None,
+    limit: int | None = None,
 ) -> list[dict[str, Any]]:
-    """A session's messages, oldest first: all of them, or the newest `limit` before the
-    sequence number `before`."""
-    stmt = _messages(before=before is not None, newest=limit is not None)
-    parameters = {"session_id": session_id, "messages_before": before, "messages_limit": limit}
-    rows = as_dicts(await conn.execute(stmt, parameters))
-    if limit is not None:
-        rows.reverse()
+    """The current branch's messages, oldest first, with their sibling ids: all of them, or
+    the newest `limit` before the seq `before`. `branch_length` is the session's
+    message_count, read in the same transaction."""
+    high = branch_length if before is None else min(before - 1, branch_length)
+    parameters = {
+        "session_id": session_id,
+        "branch_high": high,
+        "branch_limit": high if limit is None else limit,
+    }
+    rows = as_dicts(await conn.execute(_branch(from_current_leaf=True), parameters))
+    await add_sibling_ids(conn, session_id, rows)
     return rows
 
 
-async def list_recent_messages(
-    conn: AsyncConnection, *, session_id: str, up_to_seq: int, limit: int
-) -> list[RowMapping]:
-    """The last `limit` messages up to and including `up_to_seq`, oldest first."""
-    stmt = (
+async def list_ancestors(
+    conn: AsyncConnection, *, message: StoredMessage, limit: int
+) -> list[dict[str, Any]]:
+    """The last `limit` messages of the branch ending at `message` (included), oldest first:
+    what the assistant sees, never a sibling branch."""
+    parameters = {"branch_start": message.id, "branch_high": message.seq, "branch_limit": limit}
+    return as_dicts(await conn.execute(_branch(from_current_leaf=False), parameters))
+
+
+@functools.cache
+def _tree() -> Select[Any]:
+    return (
         select(*MESSAGE_COLUMNS)
-        .where(chat_messages.c.session_id == session_id, chat_messages.c.seq <= up_to_seq)
-        .order_by(chat_messages.c.seq.desc())
-        .limit(limit)
+        .where(chat_messages.c.session_id == _SESSION_ID)
+        .order_by(chat_messages.c.ordinal)
     )
-    rows = list((await conn.execute(stmt)).mappings())
-    rows.reverse()
+
+
+async def list_tree(conn: AsyncConnection, session_id: str) -> list[dict[str, Any]]:
+    """Every message of the session, in the order they were written, with sibling ids."""
+    rows = as_dicts(await conn.execute(_tree(), {"session_id": session_id}))
+    children: dict[uuid.UUID | None, list[uuid.UUID]] = {}
+    for row in rows:
+        children.setdefault(row["parent_id"], []).append(row["id"])
+    for row in rows:
+        row["sibling_ids"] = children[row["parent_id"]]
     return rows
+
+
+@dataclass(frozen=True, slots=True)
+class MessageRef:
+    id: uuid.UUID
+    parent_id: uuid.UUID | None
+    role: str
+
+
+async def find_message(
+    conn: AsyncConnection, *, session_id: str, message_id: uuid.UUID, owner: str | None
+) -> MessageRef | None:
+    """A message of the session (of `owner`, when given); None if there is no such message."""
+    row = (
+        await conn.execute(
+            select(chat_messages.c.id, chat_messages.c.parent_id, chat_messages.c.role)
+            .join(chat_sessions, chat_sessions.c.session_id == chat_messages.c.session_id)
+            .where(chat_messages.c.id == message_id, session_is(session_id, owner))
+        )
+    ).one_or_none()
+    return None if row is None else MessageRef(row.id, row.parent_id, row.role)
+
+
+@functools.cache
+def _path() -> Select[Any]:
+    """The ids of the message `branch_start` and all its ancestors, with their parents."""
+    path = (
+        select(chat_messages.c.id, chat_messages.c.parent_id)
+        .where(chat_messages.c.id == _BRANCH_START)
+        .cte("path", recursive=True)
+    )
+    parent = chat_messages.alias("parent")
+    path = path.union_all(
+        select(parent.c.id, parent.c.parent_id).join(path, parent.c.id == path.c.parent_id)
+    )
+    return select(path.c.id, path.c.parent_id)
+
+
+_FORKS = bindparam("forks", expanding=True, type_=Uuid())
+
+
+@functools.cache
+def _choices() -> Select[Any]:
+    """The choice remembered at each of `forks` (null: none; then the newest child counts),
+    with its newest child."""
+    child = chat_messages.alias("child")
+    newest = (
+        select(child.c.id)
+        .where(
+            child.c.session_id == chat_messages.c.session_id,
+            child.c.parent_id == chat_messages.c.id,
+        )
+        .order_by(child.c.ordinal.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+    return select(
+        chat_messages.c.id, chat_messages.c.chosen_child_id, newest.label("newest")
+    ).where(chat_messages.c.id.in_(_FORKS))
+
+
+@functools.cache
+def _root_choice() -> Select[Any]:
+    newest = (
+        select(chat_messages.c.id)
+        .where(chat_messages.c.session_id == _SESSION_ID, chat_messages.c.parent_id.is_(None))
+        .order_by(chat_messages.c.ordinal.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+    return select(chat_sessions.c.chosen_root_id, newest.label("newest")).where(
+        chat_sessions.c.session_id == _SESSION_ID
+    )
+
+
+async def remember_branch(conn: AsyncConnection, *, session_id: str, leaf_id: uuid.UUID) -> None:
+    """Make the choice remembered at every fork above `leaf_id` (and among the first messages)
+    the one that leads to it, writing only the forks where it was another. A fork without a
+    remembered choice follows its newest child."""
+    path = list(await conn.execute(_path(), {"branch_start": leaf_id}))
+    wanted = {row.parent_id: row.id for row in path}  # fork (None: the first messages) -> child
+    forks = [fork for fork in wanted if fork is not None]
+    for row in await conn.execute(_choices(), {"forks": forks}):
+        if (row.chosen_child_id or row.newest) != wanted[row.id]:
+            await conn.execute(
+                update(chat_messages)
+                .where(chat_messages.c.id == row.id)
+                .values(chosen_child_id=wanted[row.id])
+            )
+    root = (await conn.execute(_root_choice(), {"session_id": session_id})).one()
+    if (root.chosen_root_id or root.newest) != wanted[None]:
+        await conn.execute(
+            update(chat_sessions)
+            .where(chat_sessions.c.session_id == session_id)
+            .values(chosen_root_id=wanted[None])
+        )

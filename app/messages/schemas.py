@@ -67,6 +67,17 @@ class ChatRequest(RequestBody):
         description="Continue this session, or create it under this id. Omit to start a new one.",
     )
     user_id: UserId | None = None
+    # A UUID is a string in JSON: taken from one (strict mode would want a UUID object).
+    edit_of: uuid.UUID | None = Field(
+        default=None,
+        strict=False,
+        description=(
+            "Edit a message: the id of a user message of the session named by `session_id` "
+            "(without one, no session has it: 404). The new message becomes its sibling (same "
+            "parent) and its branch the current one; the original and everything after it "
+            "stay stored."
+        ),
+    )
 
 
 class ChatResponse(BaseResponse):
@@ -75,14 +86,27 @@ class ChatResponse(BaseResponse):
     session_id: str
     response: str
     message_id: uuid.UUID = Field(description="Id of the stored assistant message.")
+    user_message_id: uuid.UUID = Field(description="Id of the stored user message.")
 
 
 class ChatMessage(BaseResponse):
     """One stored message."""
 
     id: uuid.UUID
-    seq: int = Field(description="Position in the session, from 1, gap-free.")
+    seq: int = Field(
+        description="Position on its branch, from 1 (its parent's seq + 1); siblings share it."
+    )
     role: Role
     content: str
     metadata: dict[str, Any]
     created_at: UTCTimestamp
+    parent_id: uuid.UUID | None = Field(
+        description="The message this one follows; null for a first message."
+    )
+    sibling_ids: list[uuid.UUID] = Field(
+        description=(
+            "The messages with the same parent (for a first message, the session's first "
+            "messages), this one included, oldest first: more than one where the conversation "
+            "branches."
+        )
+    )

@@ -11,12 +11,14 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy.ext.asyncio import AsyncConnection
+
 from app.assistants import Assistant, Turn
 from app.auth.access import Caller
 from app.domain import Role
 from app.kit.db.engine import Database
 from app.kit.db.types import utc_now
-from app.kit.errors import SessionNotFound
+from app.kit.errors import MessageNotFound, NotAUserMessage, SessionNotFound
 from app.kit.text import make_preview, make_title
 from app.messages import queries
 from app.messages.queries import StoredMessage
@@ -73,9 +75,13 @@ async def accept_user_message(
     session_id = request.session_id or str(uuid.uuid4())
     now = utc_now()
     async with db.write() as conn:
-        await session_queries.create_session_if_absent(
-            conn, session_id=session_id, user_id=owner, now=now
-        )
+        if request.edit_of is None:
+            await session_queries.create_session_if_absent(
+                conn, session_id=session_id, user_id=owner, now=now
+            )
+            placement: dict[str, Any] = {}
+        else:
+            placement = await _beside(conn, caller, session_id, request.edit_of)
         stored = await queries.append_message(
             conn,
             session_id=session_id,
@@ -86,21 +92,42 @@ async def accept_user_message(
             preview=make_preview(request.message),
             now=now,
             owner=caller.owner_filter,
+            **placement,
         )
         if stored is None:
             raise SessionNotFound()
+        if request.edit_of is not None:
+            await queries.remember_branch(conn, session_id=session_id, leaf_id=stored.id)
     async with db.read() as conn:
-        rows = await queries.list_recent_messages(
-            conn, session_id=session_id, up_to_seq=stored.seq, limit=history_max_messages
-        )
-    # Replies that failed, or are still being generated (for an earlier message of this
-    # session, sent concurrently), are not part of the conversation.
+        rows = await queries.list_ancestors(conn, message=stored, limit=history_max_messages)
+    # The message's branch only. Replies that failed, or are still being generated (for an
+    # earlier message of this session, sent concurrently), are not part of the conversation.
     history = [
         Turn(role=row["role"], content=row["content"])
         for row in rows
         if row["metadata"].get("status") not in (FAILED, GENERATING)
     ]
     return AcceptedMessage(session_id=session_id, message=stored, history=history)
+
+
+async def _beside(
+    conn: AsyncConnection, caller: Caller, session_id: str, edited_id: uuid.UUID
+) -> dict[str, Any]:
+    """Where an edit of `edited_id` goes: beside it (same parent), made current. Nothing is
+    written for a session or message that is not the caller's, or a message of another role."""
+    edited = await queries.find_message(
+        conn, session_id=session_id, message_id=edited_id, owner=caller.owner_filter
+    )
+    if edited is None:
+        summary = await session_queries.get_session_summary(
+            conn, session_id, owner=caller.owner_filter
+        )
+        raise SessionNotFound() if summary is None else MessageNotFound()
+    if edited.role != "user":
+        raise NotAUserMessage()
+    if edited.parent_id is None:
+        return {"first": True, "make_current": True}
+    return {"parent_id": edited.parent_id, "make_current": True}
 
 
 async def process_chat(
@@ -122,7 +149,12 @@ async def process_chat(
     )
     reply = tasks.start(
         generate_reply(
-            db, assistant, tasks, session_id=accepted.session_id, history=accepted.history
+            db,
+            assistant,
+            tasks,
+            session_id=accepted.session_id,
+            question=accepted.message,
+            history=accepted.history,
         )
     )
     # Shielded: a cancelled request (a server giving up on it) leaves the reply to finish.
@@ -130,5 +162,8 @@ async def process_chat(
     if isinstance(outcome, Failed):
         raise outcome.error
     return ChatResponse(
-        session_id=accepted.session_id, response=outcome.content, message_id=outcome.message_id
+        session_id=accepted.session_id,
+        response=outcome.content,
+        message_id=outcome.message_id,
+        user_message_id=accepted.message.id,
     )

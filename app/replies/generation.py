@@ -22,6 +22,7 @@ from app.kit.db.engine import Database
 from app.kit.db.types import utc_now
 from app.kit.errors import AssistantUnavailable, ChatError, ReplyLost, ShuttingDown
 from app.kit.text import make_preview
+from app.messages.queries import StoredMessage
 from app.replies import metadata as replies
 from app.replies import queries as reply_queries
 from app.replies.metadata import (
@@ -252,17 +253,19 @@ async def generate_reply(
     tasks: ReplyTasks,
     *,
     session_id: str,
+    question: StoredMessage,
     history: Sequence[Turn],
     on_delta: Callable[[str], None] | None = None,
 ) -> ReplyOutcome:
-    """Store the reply as generating, produce it, and finish it. With `on_delta` the reply is
-    streamed, each piece passed on as it comes, and POST .../stop can stop it; without, it is
-    asked for whole."""
+    """Store the reply as generating (a child of `question`, the message it answers),
+    produce it, and finish it. With `on_delta` the reply is streamed, each piece passed on as
+    it comes, and POST .../stop can stop it; without, it is asked for whole."""
     timer = ReplyTimer()
     async with db.write() as conn:
         stored = await reply_queries.start_reply(
             conn,
             session_id=session_id,
+            question_id=question.id,
             process_id=tasks.process_id,
             metadata=generating_metadata(provider=assistant.provider, model=assistant.model),
             now=utc_now(),

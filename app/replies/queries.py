@@ -20,14 +20,20 @@ async def start_reply(
     conn: AsyncConnection,
     *,
     session_id: str,
+    question_id: uuid.UUID,
     process_id: uuid.UUID,
     metadata: dict[str, Any],
     now: datetime,
 ) -> StoredMessage | None:
     """Store an empty assistant message that `process_id` is generating; None if no session.
 
-    It takes its seq now, so it sits right after the message it answers, and counts in the
-    session's metadata at once; the preview (last_message) is left as it is until it ends.
+    It is stored now, so it counts in the session's metadata at once, as the child of the
+    message it answers (`question_id`), which normally ends the current branch. If messages
+    were added after the question meanwhile (several sent at once), it goes after them, at
+    the end of the same branch, as replies did before the tree: a sibling of another role
+    would be no version of that message. If the question left the current branch meanwhile
+    (another branch was made current), the reply stays its child, beside the current branch.
+    Its preview, and the session's last_message, stay what they were until it ends.
     """
     stored = await message_queries.append_message(
         conn,
@@ -38,9 +44,14 @@ async def start_reply(
         title=None,
         preview=None,
         now=now,
+        parent_id=question_id,
     )
     if stored is None:
         return None
+    if not stored.ends_branch:
+        stored = await message_queries.move_to_branch_end(
+            conn, session_id=session_id, message=stored, after_seq=stored.seq - 1
+        )
     await conn.execute(
         insert(chat_replies_generating).values(
             message_id=stored.id, process_id=process_id, started_at=stored.created_at
@@ -77,6 +88,7 @@ async def save_draft(
 class FinishedReply:
     session_id: str
     seq: int
+    ordinal: int
 
 
 async def finish_reply(
@@ -94,8 +106,9 @@ async def finish_reply(
 
     Taking the reply out of chat_replies_generating comes first: of two processes finishing
     the same reply (a sweep and a late owner), exactly one gets the row and writes.
-    `preview` None leaves last_message as it is; otherwise it becomes the preview only if the
-    reply is still the session's newest message.
+    `preview` None leaves the previews as they are; otherwise it becomes the reply's
+    branch_preview, and the session's last_message if the reply still ends the current
+    branch. (A message without text stored below it meanwhile keeps the preview it took.)
     """
     claim = delete(chat_replies_generating).where(
         chat_replies_generating.c.message_id == message_id
@@ -108,8 +121,12 @@ async def finish_reply(
         await conn.execute(
             update(chat_messages)
             .where(chat_messages.c.id == message_id)
-            .values(content=content, metadata=metadata)
-            .returning(chat_messages.c.session_id, chat_messages.c.seq)
+            .values(
+                content=content,
+                metadata=metadata,
+                **({} if preview is None else {"branch_preview": preview}),
+            )
+            .returning(chat_messages.c.session_id, chat_messages.c.seq, chat_messages.c.ordinal)
         )
     ).one_or_none()
     if message is None:
@@ -117,7 +134,7 @@ async def finish_reply(
     session = update(chat_sessions).where(chat_sessions.c.session_id == message.session_id)
     if preview is not None:
         session = session.values(last_message=preview).where(
-            chat_sessions.c.message_count == message.seq
+            chat_sessions.c.current_leaf_id == message_id
         )
         owner = (await conn.execute(session.returning(chat_sessions.c.user_id))).one_or_none()
     else:
@@ -130,8 +147,10 @@ async def finish_reply(
                 )
             )
         ).one()
-    await search_index.index_message(conn, message.session_id, owner.user_id, message.seq, content)
-    return FinishedReply(session_id=message.session_id, seq=message.seq)
+    await search_index.index_message(
+        conn, message.session_id, owner.user_id, message.ordinal, content
+    )
+    return FinishedReply(session_id=message.session_id, seq=message.seq, ordinal=message.ordinal)
 
 
 async def report_alive(

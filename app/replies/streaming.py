@@ -88,6 +88,7 @@ async def _stream_reply(
             assistant,
             tasks,
             session_id=accepted.session_id,
+            question=accepted.message,
             history=accepted.history,
             on_delta=lambda text: queue.put_nowait(StreamDelta(content=text)),
         )

@@ -21,8 +21,8 @@ async def index_text(
     *,
     if_absent: bool = False,
 ) -> None:
-    """Add a title or message to the search index, as app/search/fulltext.py splits it into
-    words; text without words is left out."""
+    """Add a title (`seq` 0) or message (`seq` its ordinal) to the search index, as
+    app/search/fulltext.py splits it into words; text without words is left out."""
     words = fulltext.document(text)
     if not words:
         return

@@ -234,7 +234,8 @@ def _best_messages(dialect: str, *, for_user: bool) -> Select[Any]:
             best,
             and_(
                 best.c.session_id == chat_messages.c.session_id,
-                best.c.seq == chat_messages.c.seq,
+                # A message's entry is keyed by its ordinal (migration 0007).
+                best.c.seq == chat_messages.c.ordinal,
             ),
         )
         .where(best.c.place == 1)

@@ -1,4 +1,6 @@
-"""A session as a file: JSON (everything, as the API returns it) or Markdown (to read)."""
+"""A session as a file: JSON (every message of every branch, each with its `parent_id`, and
+`current_message_id`, the current branch's last message) or Markdown (the current branch, to
+read)."""
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -25,13 +27,14 @@ class ExportedSession:
 async def export_session(
     db: Database, caller: Caller, session_id: str, *, export_format: ExportFormat
 ) -> ExportedSession:
-    detail = await service.get_session(db, caller, session_id)
     if export_format == "json":
+        detail = await service.get_session_tree(db, caller, session_id)
         return ExportedSession(
             content=detail.model_dump_json(indent=2),
             media_type="application/json",
             filename=f"chat-{session_id}.json",
         )
+    detail = await service.get_session(db, caller, session_id)
     return ExportedSession(
         content=as_markdown(detail),
         media_type="text/markdown; charset=utf-8",

@@ -89,7 +89,9 @@ _OWNER = bindparam("owner", type_=Text())
 
 @functools.cache
 def _session_summary(*, owned: bool) -> Select[Any]:
-    return select(*SUMMARY_COLUMNS).where(session_is(_SESSION_ID, _OWNER if owned else None))
+    return select(
+        *SUMMARY_COLUMNS, chat_sessions.c.current_leaf_id.label("current_message_id")
+    ).where(session_is(_SESSION_ID, _OWNER if owned else None))
 
 
 async def get_session_summary(

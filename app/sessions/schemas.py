@@ -1,6 +1,7 @@
 """Request and response schemas of sessions: the sidebar's list, a session's summary and
 detail, and its changes (the contract the frontend was written against)."""
 
+import uuid
 from typing import Annotated, Any
 
 from pydantic import (
@@ -125,8 +126,12 @@ class DeletedSessions(BaseResponse):
 
 
 class SessionDetail(SessionSummary):
-    """A session with its messages, oldest first (all of them, or one page with `limit`)."""
+    """A session with its current branch's messages, oldest first (all of them, or one page
+    with `limit`)."""
 
+    current_message_id: uuid.UUID | None = Field(
+        description="The current branch's last message; null while the session is empty."
+    )
     messages: list[ChatMessage]
     has_more_messages: bool = Field(description="Older messages exist before this page.")
     messages_before: int | None = Field(

@@ -92,13 +92,19 @@ async def get_session(
     before: int | None = None,
     limit: int | None = None,
 ) -> SessionDetail:
-    """A session's summary and its messages, oldest first: all of them, or with `limit` the
-    newest page before the message numbered `before`."""
+    """A session's summary and its current branch's messages, oldest first: all of them, or
+    with `limit` the newest page before the message numbered (seq) `before`."""
     async with db.read() as conn:
         summary = await queries.get_session_summary(conn, session_id, owner=caller.owner_filter)
         if summary is None:
             raise SessionNotFound()
-        messages = await message_queries.list_messages(conn, session_id, before=before, limit=limit)
+        messages = await message_queries.list_messages(
+            conn,
+            session_id,
+            branch_length=summary["message_count"],
+            before=before,
+            limit=limit,
+        )
     first_seq = messages[0]["seq"] if messages else None
     has_more = first_seq is not None and first_seq > 1
     # One validation of the whole body: pydantic-core walks the messages in Rust.
@@ -109,6 +115,19 @@ async def get_session(
             "has_more_messages": has_more,
             "messages_before": first_seq if has_more else None,
         }
+    )
+
+
+async def get_session_tree(db: Database, caller: Caller, session_id: str) -> SessionDetail:
+    """A session's summary and every message of every branch, in the order they were
+    written; `current_message_id` says which branch is current."""
+    async with db.read() as conn:
+        summary = await queries.get_session_summary(conn, session_id, owner=caller.owner_filter)
+        if summary is None:
+            raise SessionNotFound()
+        messages = await message_queries.list_tree(conn, session_id)
+    return SessionDetail.model_validate(
+        {**summary, "messages": messages, "has_more_messages": False, "messages_before": None}
     )
 
 

@@ -21,7 +21,7 @@ CHAT = "/api/v1/chat"
 STREAM = "/api/v1/chat/stream"
 SESSIONS = "/api/v1/chat/sessions"
 
-CHAT_RESPONSE_KEYS = {"session_id", "response", "message_id"}
+CHAT_RESPONSE_KEYS = {"session_id", "response", "message_id", "user_message_id"}
 SUMMARY_KEYS = {
     "session_id",
     "title",
@@ -36,8 +36,23 @@ SUMMARY_KEYS = {
 LIST_ITEM_KEYS = SUMMARY_KEYS | {"snippet"}
 # The seed's fields, then the cursor-pagination ones (issue 5).
 LIST_KEYS = {"sessions", "total", "page", "page_size", "total_pages", "next_cursor", "has_more"}
-DETAIL_KEYS = SUMMARY_KEYS | {"messages", "has_more_messages", "messages_before"}
-MESSAGE_KEYS = {"id", "seq", "role", "content", "metadata", "created_at"}
+# The message tree (issue 13) adds `current_message_id`, and `parent_id`, `sibling_ids`.
+DETAIL_KEYS = SUMMARY_KEYS | {
+    "messages",
+    "has_more_messages",
+    "messages_before",
+    "current_message_id",
+}
+MESSAGE_KEYS = {
+    "id",
+    "seq",
+    "role",
+    "content",
+    "metadata",
+    "created_at",
+    "parent_id",
+    "sibling_ids",
+}
 ECHO_METADATA = {
     "provider": "echo",
     "model": "echo-1",

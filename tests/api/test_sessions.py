@@ -201,12 +201,13 @@ async def test_open_session_returns_summary_and_messages_oldest_first(
     session = await get_session(client, "s")
 
     [summary] = (await list_sessions(client))["sessions"]
-    paging = {"messages", "has_more_messages", "messages_before"}
+    paging = {"messages", "has_more_messages", "messages_before", "current_message_id"}
     assert {k: v for k, v in session.items() if k not in paging} == {
         k: v for k, v in summary.items() if k != "snippet"
     }
     assert (session["has_more_messages"], session["messages_before"]) == (False, None)
     messages = session["messages"]
+    assert session["current_message_id"] == messages[-1]["id"]
     assert [m["seq"] for m in messages] == [1, 2, 3, 4, 5, 6]
     assert [(m["role"], m["content"]) for m in messages] == [
         ("user", "message 0"),

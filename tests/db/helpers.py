@@ -46,6 +46,12 @@ POSTGRES_ONLY_INDEXES = {"idx_chat_search_document", "idx_chat_search_owned"}
 OWNED_WORDS_REVISION = "0005_search_owned_words"
 REPLY_LIFECYCLE_REVISION = "0006_reply_lifecycle"
 REPLY_LIFECYCLE_TABLES = (chat_processes, chat_replies_generating)
+# What revision 0007_message_tree adds.
+TREE_REVISION = "0007_message_tree"
+TREE_COLUMNS = {
+    "chat_messages": {"parent_id", "ordinal", "chosen_child_id", "branch_preview"},
+    "chat_sessions": {"current_leaf_id", "chosen_root_id", "node_count"},
+}
 SIDEBAR_INDEX_KEYS = {
     "idx_chat_sessions_user_list": [("user_id", False), ("active", False), *SORT_KEY],
     "idx_chat_sessions_list": [("active", False), *SORT_KEY],

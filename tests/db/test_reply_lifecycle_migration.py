@@ -7,7 +7,8 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.kit.db.tables import chat_messages, chat_processes, chat_replies_generating, chat_sessions
+from app.kit.db.tables import chat_processes, chat_replies_generating
+from app.kit.db.types import JSONDocument, UTCDateTime
 from tests.db.helpers import (
     OWNED_WORDS_REVISION,
     REPLY_LIFECYCLE_REVISION,
@@ -21,6 +22,29 @@ from tests.db.helpers import (
 
 T0 = datetime(2026, 12, 7, 9, 0, tzinfo=UTC)
 NEW_TABLES = {"chat_processes", "chat_replies_generating"}
+
+# The two tables as revision 0006 has them (later revisions add columns).
+chat_sessions = sa.table(
+    "chat_sessions",
+    sa.column("id", sa.Uuid()),
+    sa.column("session_id", sa.Text()),
+    sa.column("active", sa.Boolean()),
+    sa.column("metadata", JSONDocument),
+    sa.column("created_at", UTCDateTime()),
+    sa.column("updated_at", UTCDateTime()),
+    sa.column("message_count", sa.Integer()),
+    sa.column("pinned", sa.Boolean()),
+)
+chat_messages = sa.table(
+    "chat_messages",
+    sa.column("id", sa.Uuid()),
+    sa.column("session_id", sa.Text()),
+    sa.column("seq", sa.Integer()),
+    sa.column("role", sa.Text()),
+    sa.column("content", sa.Text()),
+    sa.column("metadata", JSONDocument),
+    sa.column("created_at", UTCDateTime()),
+)
 
 
 async def test_upgrade_adds_only_the_two_tables(fresh_url: str, fresh_engine: AsyncEngine) -> None:
@@ -37,6 +61,9 @@ async def test_upgrade_adds_only_the_two_tables(fresh_url: str, fresh_engine: As
         assert await table_names(conn) - tables_before == NEW_TABLES
         for name, columns in columns_before.items():
             assert await column_names(conn, name) == columns
+    # The revisions after it end at app.kit.db.tables' schema.
+    await upgrade(fresh_url)
+    async with fresh_engine.connect() as conn:
         await assert_schema_matches_tables(conn)
 
 

@@ -53,10 +53,16 @@ _FILL_POSTGRESQL = [
     SELECT 's-' || g, 'user-' || (g % {USERS}), 0, setweight(to_tsvector('simple',
         'payment report ' || g), 'A')
     FROM generate_series(9, {SESSIONS}, 9) AS g""",
-    f"""INSERT INTO chat_messages (id, session_id, seq, role, content, metadata, created_at)
+    f"""INSERT INTO chat_messages (id, session_id, seq, role, content, metadata, created_at,
+        parent_id, ordinal)
     SELECT md5(g || '-' || n)::uuid, 's-' || g, n, 'user', 'message ' || n, '{{}}',
-        TIMESTAMPTZ '2026-01-01 00:00:00+00' + g * INTERVAL '1 second'
+        TIMESTAMPTZ '2026-01-01 00:00:00+00' + g * INTERVAL '1 second',
+        CASE WHEN n > 1 THEN md5(g || '-' || (n - 1))::uuid END, n
     FROM generate_series(7, {SESSIONS}, 50) AS g, generate_series(1, 20) AS n""",
+    # Those sessions' messages are one branch of 20, ending at the 20th.
+    """UPDATE chat_sessions SET message_count = 20, node_count = 20,
+        current_leaf_id = md5(substr(session_id, 3) || '-20')::uuid
+    WHERE session_id IN (SELECT session_id FROM chat_messages)""",
 ]
 _SQLITE_SERIES = (
     f"WITH RECURSIVE g(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g WHERE n < {SESSIONS})"
@@ -76,10 +82,14 @@ _FILL_SQLITE = [
     SELECT 's-' || n, 'user-' || (n % {USERS}), 0, 'payment report ' || n FROM g
     WHERE n % 9 = 0""",
     f"""{_SQLITE_SERIES}, m(k) AS (SELECT 1 UNION ALL SELECT k + 1 FROM m WHERE k < 20)
-    INSERT INTO chat_messages (id, session_id, seq, role, content, metadata, created_at)
+    INSERT INTO chat_messages (id, session_id, seq, role, content, metadata, created_at,
+        parent_id, ordinal)
     SELECT printf('%016x%016x', n, k), 's-' || n, k, 'user', 'message ' || k, '{{}}',
-        {_SQLITE_TIME}
+        {_SQLITE_TIME}, CASE WHEN k > 1 THEN printf('%016x%016x', n, k - 1) END, k
     FROM g, m WHERE n % 50 = 7""",
+    """UPDATE chat_sessions SET message_count = 20, node_count = 20,
+        current_leaf_id = printf('%016x%016x', CAST(substr(session_id, 3) AS INTEGER), 20)
+    WHERE session_id IN (SELECT session_id FROM chat_messages)""",
 ]
 
 

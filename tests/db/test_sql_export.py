@@ -39,6 +39,7 @@ from tests.db.seed import (
     session_metadata_by_id,
 )
 from tests.db.test_search_migration import expected_entries, stored_entries
+from tests.services.helpers import expected_branch_previews, message_rows, session_row
 
 OPEN = Caller.open_mode()
 
@@ -267,3 +268,29 @@ async def test_exported_upgrade_indexes_existing_sessions_for_search(postgres_ur
         "xxxxx": ["emoji"],
         "nothing": [],
     }
+
+
+async def test_exported_upgrade_makes_existing_sessions_single_branches(postgres_url: str) -> None:
+    """Revision 0007 in plain SQL: parents, ordinals, current leaves, counts and previews as
+    online (whitespace collapsed, long text cut; a cut could fall inside a grapheme cluster,
+    which the seed's leaves avoid: a leaf's preview is the session's last_message)."""
+    await backfill_with_exported_sql(postgres_url, SEED)
+
+    await run_script(postgres_url, offline_sql(f"{METADATA_REVISION}:head"))
+
+    database = Database(create_engine(make_settings(postgres_url)))
+    try:
+        for seeded in SEED:
+            session = await session_row(database, seeded.session_id)
+            messages = await message_rows(database, seeded.session_id)
+            assert [m["ordinal"] for m in messages] == sorted(m.seq for m in seeded.messages)
+            parents = [None, *(m["id"] for m in messages)][: len(messages)]
+            assert [m["parent_id"] for m in messages] == parents
+            assert session["current_leaf_id"] == (messages[-1]["id"] if messages else None)
+            assert session["node_count"] == session["message_count"] == len(messages)
+            expected = expected_branch_previews(messages)
+            if messages:
+                expected[-1] = session["last_message"]
+            assert [m["branch_preview"] for m in messages] == expected, seeded.session_id
+    finally:
+        await database.dispose()

@@ -1,14 +1,18 @@
 """Test assistants and small helpers shared by the service tests."""
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from app.assistants import AssistantError, Reply, ReplyEnd, ReplyEvent, TextDelta, Turn
 from app.kit.db.engine import Database
 from app.kit.db.tables import chat_messages, chat_sessions
+from app.kit.db.types import utc_now
+from app.kit.text import make_preview
+from app.messages import queries as message_queries
 
 
 class RecordingAssistant:
@@ -86,12 +90,120 @@ async def session_row(db: Database, session_id: str) -> dict[str, Any]:
 
 
 async def message_rows(db: Database, session_id: str) -> list[dict[str, Any]]:
+    """Every message of the session, of every branch, in the order they were written."""
     async with db.read() as conn:
         rows = (
             await conn.execute(
                 select(chat_messages)
                 .where(chat_messages.c.session_id == session_id)
-                .order_by(chat_messages.c.seq)
+                .order_by(chat_messages.c.ordinal)
             )
         ).mappings()
         return [dict(row) for row in rows]
+
+
+def expected_branch_previews(branch: list[dict[str, Any]]) -> list[str | None]:
+    """The write path's branch_preview along a branch: the last text's preview so far."""
+    previews: list[str | None] = []
+    preview: str | None = None
+    for message in branch:
+        if message["content"].strip():
+            preview = make_preview(message["content"])
+        previews.append(preview)
+    return previews
+
+
+async def assert_tree_matches_session(db: Database, session_id: str) -> list[dict[str, Any]]:
+    """The tree's invariants, read back from the tables; the current branch, oldest first.
+
+    Ordinals 1..n (node_count n); each message's seq is its parent's + 1; the current branch
+    is a path from a first message to `current_leaf_id`, whose length is message_count and
+    whose previews are the write path's; last_message is its last text's preview; times
+    never go backwards, along the branch nor along ordinals, and updated_at is the newest.
+    """
+    session = await session_row(db, session_id)
+    messages = await message_rows(db, session_id)
+    by_id = {m["id"]: m for m in messages}
+    assert [m["ordinal"] for m in messages] == list(range(1, len(messages) + 1))
+    assert session["node_count"] == len(messages)
+    for message in messages:
+        parent = by_id.get(message["parent_id"])
+        assert message["seq"] == (parent["seq"] + 1 if parent else 1), message
+        assert parent is None or parent["ordinal"] < message["ordinal"]
+    branch: list[dict[str, Any]] = []
+    at = by_id.get(session["current_leaf_id"])
+    while at is not None:
+        branch.append(at)
+        at = by_id.get(at["parent_id"])
+    branch.reverse()
+    assert (branch[0]["parent_id"] if branch else None) is None
+    assert [m["seq"] for m in branch] == list(range(1, len(branch) + 1))
+    assert session["message_count"] == len(branch)
+    assert [m["branch_preview"] for m in branch] == expected_branch_previews(branch)
+    assert session["last_message"] == (branch[-1]["branch_preview"] if branch else None)
+    for path in (branch, messages):
+        times = [m["created_at"] for m in path]
+        assert times == sorted(times), "created_at goes backwards"
+    if messages:
+        assert session["updated_at"] == messages[-1]["created_at"]
+    return branch
+
+
+async def current_branch(database: Database, session_id: str) -> list[dict[str, Any]]:
+    """The current branch's message rows, oldest first, walked in Python from the leaf."""
+    session = await session_row(database, session_id)
+    by_id = {m["id"]: m for m in await message_rows(database, session_id)}
+    branch = []
+    at = by_id.get(session["current_leaf_id"])
+    while at is not None:
+        branch.append(at)
+        at = by_id.get(at["parent_id"])
+    branch.reverse()
+    return branch
+
+
+async def fork(
+    database: Database, session_id: str, parent_seq: int, contents: list[str]
+) -> list[uuid.UUID]:
+    """Messages stored under the current branch's message of seq `parent_seq`, one below the
+    other, beside the current branch (as edits will be, phase 2), through the write path's
+    explicit parent; their ids."""
+    parent_id = (await current_branch(database, session_id))[parent_seq - 1]["id"]
+    ids: list[uuid.UUID] = []
+    async with database.write() as conn:
+        for content in contents:
+            stored = await message_queries.append_message(
+                conn,
+                session_id=session_id,
+                role="user",
+                content=content,
+                metadata={},
+                title=None,
+                preview=make_preview(content),
+                now=utc_now(),
+                parent_id=parent_id,
+            )
+            assert stored is not None
+            assert not stored.ends_branch
+            ids.append(stored.id)
+            parent_id = stored.id
+    return ids
+
+
+async def make_current(database: Database, session_id: str, leaf_id: Any) -> None:
+    """What PUT /branch will do (phase 2): the branch ending at `leaf_id` becomes current."""
+    async with database.write() as conn:
+        leaf = (
+            await conn.execute(
+                select(chat_messages.c.seq, chat_messages.c.branch_preview).where(
+                    chat_messages.c.id == leaf_id
+                )
+            )
+        ).one()
+        await conn.execute(
+            update(chat_sessions)
+            .where(chat_sessions.c.session_id == session_id)
+            .values(
+                current_leaf_id=leaf_id, message_count=leaf.seq, last_message=leaf.branch_preview
+            )
+        )

@@ -185,7 +185,7 @@ async def test_message_and_metadata_commit_together_or_not_at_all(database: Data
     session_id = await send(database, "hello")
     before = await session_row(database, session_id)
 
-    # The metadata UPDATE runs first; the message INSERT then violates the role check.
+    # The message INSERT violates the role check; the metadata is not written either.
     with pytest.raises(IntegrityError):
         async with database.write() as conn:
             await message_queries.append_message(

@@ -1,4 +1,5 @@
-"""Session metadata stays exact with many writers on one session, on both databases."""
+"""Session metadata and the message tree stay exact with many writers on one session, on both
+databases."""
 
 import asyncio
 from collections.abc import AsyncIterator
@@ -14,11 +15,18 @@ from app.messages import service as message_service
 from app.messages.schemas import ChatRequest
 from app.replies.generation import ReplyTasks
 from app.sessions import service as session_service
-from tests.services.helpers import message_rows, session_row
+from tests.services.helpers import (
+    assert_tree_matches_session,
+    fork,
+    make_current,
+    message_rows,
+    session_row,
+)
 
 OPEN = Caller.open_mode()
 
 WRITERS = 24
+EDITORS = 16
 
 
 @pytest.fixture
@@ -30,17 +38,14 @@ async def second_replica(settings: Settings) -> AsyncIterator[Database]:
 
 
 async def assert_metadata_matches_messages(db: Database, session_id: str) -> None:
+    """Messages appended without a parent: one straight branch of them all."""
+    branch = await assert_tree_matches_session(db, session_id)
     session = await session_row(db, session_id)
     messages = await message_rows(db, session_id)
-    assert session["message_count"] == len(messages)
-    assert [m["seq"] for m in messages] == list(range(1, len(messages) + 1))
+    assert branch == messages, "appends without a parent made a fork"
     assert session["last_message"] == make_preview(messages[-1]["content"])
     first_user = next(m for m in messages if m["role"] == "user")
     assert session["title"] == make_title(first_user["content"])
-    # Times follow the order: never backwards along seq, and the session's is the newest's.
-    times = [m["created_at"] for m in messages]
-    assert times == sorted(times), "created_at goes backwards along seq"
-    assert session["updated_at"] == messages[-1]["created_at"]
 
 
 async def test_parallel_writers_to_one_session(database: Database) -> None:
@@ -151,6 +156,76 @@ async def test_message_times_follow_their_order_with_many_writers(
     )
 
     await assert_metadata_matches_messages(database, first.session_id)
+
+
+async def test_parallel_writers_continue_the_current_branch_of_a_tree(
+    database: Database, second_replica: Database
+) -> None:
+    first = await message_service.process_chat(
+        database,
+        chat_assistant(),
+        OPEN,
+        ChatRequest(message="hello"),
+        history_max_messages=10,
+        tasks=ReplyTasks(),
+    )
+    [other] = await fork(database, first.session_id, 1, ["hello again"])
+    await make_current(database, first.session_id, other)
+
+    await asyncio.gather(
+        *(
+            message_service.save_message(
+                replica,
+                session_id=first.session_id,
+                role="user" if n % 2 else "assistant",
+                content=f"message {n}" if n % 3 else "",
+                metadata={},
+            )
+            for n, replica in enumerate([database, second_replica] * (WRITERS // 2))
+        )
+    )
+
+    branch = await assert_tree_matches_session(database, first.session_id)
+    assert [m["ordinal"] for m in branch] == [1, 3, *range(4, 4 + WRITERS)]
+    assert (await session_row(database, first.session_id))["node_count"] == 3 + WRITERS
+
+
+async def test_parallel_edits_of_one_message_all_land_as_its_siblings(
+    database: Database, second_replica: Database
+) -> None:
+    first = await message_service.process_chat(
+        database,
+        chat_assistant(),
+        OPEN,
+        ChatRequest(message="hello"),
+        history_max_messages=10,
+        tasks=ReplyTasks(),
+    )
+    await message_service.save_message(
+        database, session_id=first.session_id, role="user", content="edit me", metadata={}
+    )
+    edited = (await message_rows(database, first.session_id))[-1]
+
+    accepted = await asyncio.gather(
+        *(
+            message_service.accept_user_message(
+                replica,
+                OPEN,
+                ChatRequest(message=f"edit {n}", session_id=first.session_id, edit_of=edited["id"]),
+                history_max_messages=10,
+            )
+            for n, replica in enumerate([database, second_replica] * (EDITORS // 2))
+        )
+    )
+
+    branch = await assert_tree_matches_session(database, first.session_id)
+    messages = await message_rows(database, first.session_id)
+    siblings = [m for m in messages if m["parent_id"] == edited["parent_id"]]
+    assert {m["id"] for m in siblings} == {edited["id"], *(a.message.id for a in accepted)}
+    assert len(messages) == 3 + EDITORS
+    # The last edit written is the current branch's end.
+    assert branch[-1]["id"] == messages[-1]["id"]
+    assert len(branch) == 3
 
 
 def chat_assistant() -> EchoAssistant:

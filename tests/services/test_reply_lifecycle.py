@@ -57,7 +57,7 @@ async def reply_in_progress(
     database: Database, process_id: uuid.UUID, text: str, session_id: str = "s"
 ) -> uuid.UUID:
     """A user message, and a reply to it that `process_id` is generating, saved up to `text`."""
-    await message_service.accept_user_message(
+    question = await message_service.accept_user_message(
         database,
         OPEN,
         ChatRequest(message="the question", session_id=session_id),
@@ -67,6 +67,7 @@ async def reply_in_progress(
         stored = await reply_queries.start_reply(
             conn,
             session_id=session_id,
+            question_id=question.message.id,
             process_id=process_id,
             metadata=generating_metadata(provider="p", model="m"),
             now=utc_now(),

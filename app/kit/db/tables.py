@@ -43,8 +43,16 @@ chat_sessions = Table(
     Column("updated_at", UTCDateTime, nullable=False, default=utc_now),
     Column("title", Text, nullable=True),
     Column("last_message", Text, nullable=True),
+    # The current branch's length (= its last message's seq) and preview (= that message's
+    # branch_preview): a branch switch sets them from one message row, without counting.
     Column("message_count", Integer, nullable=False, default=0),
     Column("pinned", Boolean, nullable=False, default=False),
+    # The message tree (migration 0007). The current branch's last message (null: none yet);
+    # the first message chosen among several first messages (null: the newest); how many
+    # messages were ever written (the last ordinal).
+    Column("current_leaf_id", Uuid, nullable=True),
+    Column("chosen_root_id", Uuid, nullable=True),
+    Column("node_count", Integer, nullable=False, default=0),
     # The sidebar's sort key is (pinned, updated_at, id), all descending; these indexes
     # lead with the filters (owner, archive state) and end with it (migration 0003).
     Index(
@@ -74,19 +82,36 @@ chat_messages = Table(
         ForeignKey("chat_sessions.session_id", ondelete="CASCADE"),
         nullable=False,
     ),
-    # Position in the session, 1-based and gap-free: the exact order, even when two messages
-    # share a timestamp. Assigned from chat_sessions.message_count in the same transaction.
+    # Position on its branch, from 1: its parent's seq + 1. Siblings share it.
     Column("seq", Integer, nullable=False),
     Column("role", Text, nullable=False),
     Column("content", Text, nullable=False),
     Column("metadata", JSONDocument, nullable=False, default=empty_json),
     Column("created_at", UTCDateTime, nullable=False, default=utc_now),
-    UniqueConstraint("session_id", "seq", name="uq_chat_messages_session_seq"),
+    # The message tree (migration 0007). The message this one follows (null: a first message).
+    Column(
+        "parent_id",
+        Uuid,
+        ForeignKey("chat_messages.id", ondelete="CASCADE"),
+        nullable=True,
+    ),
+    # Insertion order in the session, 1-based and gap-free (from chat_sessions.node_count):
+    # the exact order of siblings, and the key of the message's search entry.
+    Column("ordinal", Integer, nullable=False),
+    # The child last chosen at this fork (null: the newest child).
+    Column("chosen_child_id", Uuid, nullable=True),
+    # The preview of the last message with text on the path ending here (its own if it has
+    # text): what last_message becomes when the branch ending here is made current.
+    Column("branch_preview", Text, nullable=True),
+    UniqueConstraint("session_id", "ordinal", name="uq_chat_messages_session_ordinal"),
     CheckConstraint(f"role IN {MESSAGE_ROLES!r}", name="role"),
+    # A fork's children; the first messages of a session are those with parent_id null.
+    Index("idx_chat_messages_session_parent", "session_id", "parent_id"),
 )
 
 # Search index entries (migration 0004): one per session title (seq 0) and one per message with
-# text (its seq), written in the same transaction as the text they index. `user_id` is the
+# text (since migration 0007 `seq` holds the message's ordinal, which is its seq on data
+# written before the tree), written in the same transaction as the text they index. `user_id` is the
 # session's owner, copied so that one user's search reads only their own entries.
 SEARCH_TITLE_SEQ = 0
 
