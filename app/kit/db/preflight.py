@@ -14,6 +14,7 @@ from sqlalchemy.engine import URL, make_url
 
 from app.config import Settings
 from app.kit.db.engine import Database, create_engine
+from app.kit.db.url import ensure_sqlite_directory
 
 
 class DatabaseUnavailable(Exception):
@@ -22,6 +23,9 @@ class DatabaseUnavailable(Exception):
 
 async def check_database(settings: Settings) -> None:
     url = make_url(settings.database_url)
+    if url.get_backend_name() == "sqlite":
+        _check_sqlite(settings.database_url, url)
+        return
     try:
         database = Database(create_engine(settings))
     except OSError as exc:  # creating a SQLite database's folder
@@ -33,6 +37,25 @@ async def check_database(settings: Settings) -> None:
         raise DatabaseUnavailable(explain(exc, url)) from exc
     finally:
         await database.dispose()
+
+
+def _check_sqlite(database_url: str, url: URL) -> None:
+    """The same check through the standard library's driver: aiosqlite's worker thread
+    reports a failed connect after `asyncio.run` has closed the loop, and under load that
+    printed a thread's traceback below the one line."""
+    try:
+        ensure_sqlite_directory(database_url)
+        connection = sqlite3.connect(url.database or ":memory:", isolation_level=None)
+        try:
+            # What the engine does first on each connection (app/kit/db/engine.py), then a
+            # write transaction: both need a writable file and folder.
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute("BEGIN IMMEDIATE")
+            connection.execute("ROLLBACK")
+        finally:
+            connection.close()
+    except (OSError, sqlite3.Error) as exc:
+        raise DatabaseUnavailable(explain(exc, url)) from exc
 
 
 def explain(exc: BaseException, url: URL) -> str:
