@@ -12,7 +12,7 @@ from app.config import Settings
 from app.kit.db.engine import Database, create_engine
 from app.kit.text import make_preview, make_title
 from app.messages import service as message_service
-from app.messages.schemas import ChatRequest
+from app.messages.schemas import ChatRequest, ChatResponse
 from app.replies.generation import ReplyTasks
 from app.sessions import service as session_service
 from tests.services.helpers import (
@@ -49,14 +49,7 @@ async def assert_metadata_matches_messages(db: Database, session_id: str) -> Non
 
 
 async def test_parallel_writers_to_one_session(database: Database) -> None:
-    first = await message_service.process_chat(
-        database,
-        chat_assistant(),
-        OPEN,
-        ChatRequest(message="opening question"),
-        history_max_messages=10,
-        tasks=ReplyTasks(),
-    )
+    first = await opened_session(database, "opening question")
 
     await asyncio.gather(
         *(
@@ -102,14 +95,7 @@ async def test_parallel_first_messages_create_one_session(database: Database) ->
 async def test_two_replicas_writing_to_one_session(
     database: Database, second_replica: Database
 ) -> None:
-    first = await message_service.process_chat(
-        database,
-        chat_assistant(),
-        OPEN,
-        ChatRequest(message="hello"),
-        history_max_messages=10,
-        tasks=ReplyTasks(),
-    )
+    first = await opened_session(database, "hello")
 
     await asyncio.gather(
         *(
@@ -134,14 +120,7 @@ async def test_message_times_follow_their_order_with_many_writers(
 ) -> None:
     """Each writer reads its clock before it queues for the session's row lock, so without
     the lock deciding the time, a later seq could get an earlier created_at."""
-    first = await message_service.process_chat(
-        database,
-        chat_assistant(),
-        OPEN,
-        ChatRequest(message="hello"),
-        history_max_messages=10,
-        tasks=ReplyTasks(),
-    )
+    first = await opened_session(database, "hello")
 
     await asyncio.gather(
         *(
@@ -161,14 +140,7 @@ async def test_message_times_follow_their_order_with_many_writers(
 async def test_parallel_writers_continue_the_current_branch_of_a_tree(
     database: Database, second_replica: Database
 ) -> None:
-    first = await message_service.process_chat(
-        database,
-        chat_assistant(),
-        OPEN,
-        ChatRequest(message="hello"),
-        history_max_messages=10,
-        tasks=ReplyTasks(),
-    )
+    first = await opened_session(database, "hello")
     [other] = await fork(database, first.session_id, 1, ["hello again"])
     await make_current(database, first.session_id, other)
 
@@ -193,14 +165,7 @@ async def test_parallel_writers_continue_the_current_branch_of_a_tree(
 async def test_parallel_edits_of_one_message_all_land_as_its_siblings(
     database: Database, second_replica: Database
 ) -> None:
-    first = await message_service.process_chat(
-        database,
-        chat_assistant(),
-        OPEN,
-        ChatRequest(message="hello"),
-        history_max_messages=10,
-        tasks=ReplyTasks(),
-    )
+    first = await opened_session(database, "hello")
     await message_service.save_message(
         database, session_id=first.session_id, role="user", content="edit me", metadata={}
     )
@@ -230,3 +195,15 @@ async def test_parallel_edits_of_one_message_all_land_as_its_siblings(
 
 def chat_assistant() -> EchoAssistant:
     return EchoAssistant()
+
+
+async def opened_session(database: Database, message: str) -> ChatResponse:
+    """A new session with one exchange: `message` and the assistant's reply."""
+    return await message_service.process_chat(
+        database,
+        chat_assistant(),
+        OPEN,
+        ChatRequest(message=message),
+        history_max_messages=10,
+        tasks=ReplyTasks(),
+    )
