@@ -23,6 +23,8 @@ _DESCRIPTIONS = {
     404: "No such session, or not one of the caller's.",
     413: "The request body is larger than MAX_REQUEST_BODY_BYTES.",
     429: "Too many messages; the `Retry-After` header says how many seconds to wait.",
+    422: "The request is invalid: its fields (`detail` lists each problem), or what it asks "
+    "of the data it names (`detail` says what).",
     500: "Unexpected server error, such as the database being unreachable; `request_id` "
     "names its log line.",
     502: "The assistant failed to answer; the user's message was saved.",
@@ -60,12 +62,32 @@ _MODELS: dict[int, type[BaseModel]] = {500: InternalErrorResponse}
 AUTH_ERRORS = (401, 503)
 
 
+# A 422 is FastAPI's validation error, or a domain rule's (app/kit/errors.py): a route whose
+# service can refuse what a valid request asks for lists 422 itself, with both bodies.
+_EITHER_422 = {
+    "content": {
+        "application/json": {
+            "schema": {
+                "anyOf": [
+                    {"$ref": "#/components/schemas/HTTPValidationError"},
+                    {"$ref": "#/components/schemas/ErrorResponse"},
+                ]
+            }
+        }
+    }
+}
+
+
 def error_responses(
     *statuses: int, descriptions: dict[int, str] | None = None
 ) -> dict[int | str, dict[str, Any]]:
     """`descriptions` replaces the shared description of a status for this route."""
     return {
-        status: _response(status, {"model": _MODELS.get(status, ErrorResponse)}, descriptions)
+        status: _response(
+            status,
+            _EITHER_422 if status == 422 else {"model": _MODELS.get(status, ErrorResponse)},
+            descriptions,
+        )
         for status in statuses
     }
 
@@ -74,7 +96,12 @@ def json_error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """The same, for routes whose success response is not JSON (Server-Sent Events):
     FastAPI would otherwise document the error bodies under the route's own media type."""
     return {
-        status: _response(status, {"content": {"application/json": {"schema": _ref(status)}}})
+        status: _response(
+            status,
+            _EITHER_422
+            if status == 422
+            else {"content": {"application/json": {"schema": _ref(status)}}},
+        )
         for status in statuses
     }
 

@@ -39,6 +39,13 @@ class NotAUserMessage(ChatError):
     detail = "Only a user message can be edited (edit_of)"
 
 
+class NotAnAssistantMessage(ChatError):
+    """A message to regenerate that the assistant did not write, or one that answers nothing."""
+
+    status_code = status.HTTP_422_UNPROCESSABLE_CONTENT
+    detail = "Only an assistant reply can be regenerated"
+
+
 class UserRequired(ChatError):
     """An operation on a user's sessions by a caller who is not one user (service, open mode)."""
 

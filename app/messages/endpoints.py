@@ -1,46 +1,63 @@
-"""Sending a message: the reply as one JSON body, or streamed (Server-Sent Events)."""
+"""Sending a message (the reply as one JSON body, or streamed as Server-Sent Events),
+regenerating a reply, and the message tree: switching branch, reading every branch."""
 
+import uuid
 from collections.abc import AsyncIterable
 from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from app.auth.dependencies import CallerDep
 from app.deps import AssistantDep, DatabaseDep, ReplyTasksDep, SettingsDep
 from app.kit.error_responses import AUTH_ERRORS, error_responses, json_error_responses
-from app.messages import service
-from app.messages.schemas import ChatResponse
-from app.ratelimit.dependencies import RateLimitedChatRequest
-from app.replies.schemas import StreamDelta, StreamDone, StreamError, StreamStarted
-from app.replies.streaming import ReplyStream, StreamEvent, start_chat_stream
+from app.kit.http.sse import event_stream_response
+from app.kit.schemas import SessionIdPath
+from app.messages import service, tree
+from app.messages.schemas import BranchChoice, ChatResponse, SessionTree
+from app.ratelimit.dependencies import RateLimitedChatRequest, count_message
+from app.replies.streaming import (
+    ReplyStream,
+    server_sent_events,
+    start_chat_stream,
+    start_reply_stream,
+)
+from app.sessions.schemas import SessionDetail
 
 router = APIRouter(prefix="/api/v1/chat", tags=["chat"])
 
-_EVENT_NAMES: dict[type[StreamEvent], str] = {
-    StreamDelta: "delta",
-    StreamDone: "done",
-    StreamError: "error",
-}
-
 
 # Every route here can also fail unexpectedly (a database outage, say): 500.
-_SEND_ERRORS = (400, 403, 404, 413, 429, 500, *AUTH_ERRORS)
+_SEND_ERRORS = (400, 403, 404, 413, 422, 429, 500, *AUTH_ERRORS)
+_REPLY_ERRORS = {
+    503: "The token signing keys (AUTH_JWKS_URL) cannot be fetched, or the service shut down "
+    "before the reply was done (the message was saved, and the reply as failed)."
+}
+# The `data` of each event is JSON; `event` names it (see the route's description).
+_SSE_CONTENT = {
+    "text/event-stream": {
+        "itemSchema": {
+            "type": "object",
+            "properties": {
+                "data": {"type": "string"},
+                "event": {"type": "string"},
+                "id": {"type": "string"},
+                "retry": {"type": "integer", "minimum": 0},
+            },
+        }
+    }
+}
+_STREAM_EVENTS = """Events: `session` (`{session_id, user_message_id}`), then `delta`
+(`{content}`) for each piece of the reply, then `done` (`{session_id, message_id, status}`) or
+`error` (`{detail}`). `status` is `incomplete` when the reply was stopped (`POST .../stop`)."""
+
+MessageIdPath = Annotated[uuid.UUID, Path(description="The message's id.")]
 
 
 @router.post(
     "",
     summary="Send a message and get the assistant's reply",
-    responses=error_responses(
-        *_SEND_ERRORS,
-        502,
-        504,
-        descriptions={
-            503: "The token signing keys (AUTH_JWKS_URL) cannot be fetched, or the service "
-            "shut down before the reply was done (the message was saved, and the reply as "
-            "failed)."
-        },
-    ),
+    responses=error_responses(*_SEND_ERRORS, 502, 504, descriptions=_REPLY_ERRORS),
 )
 async def chat(
     body: RateLimitedChatRequest,
@@ -84,17 +101,117 @@ async def _start_stream(
     summary="Send a message and stream the assistant's reply (Server-Sent Events)",
     response_class=EventSourceResponse,
     responses=json_error_responses(*_SEND_ERRORS),
+    description=_STREAM_EVENTS
+    + "\n\nThe reply is generated and saved even if the client disconnects mid-stream.",
 )
 async def chat_stream(
     stream: Annotated[ReplyStream, Depends(_start_stream)],
 ) -> AsyncIterable[ServerSentEvent]:
-    """Events: `session` (`{session_id, user_message_id}`), then `delta` (`{content}`) for each
-    piece of the reply, then `done` (`{session_id, message_id, status}`) or `error`
-    (`{detail}`). `status` is `incomplete` when the reply was stopped (`POST .../stop`).
+    async for event in server_sent_events(stream):
+        yield event
 
-    The reply is generated and saved even if the client disconnects mid-stream.
-    """
-    started = StreamStarted(session_id=stream.session_id, user_message_id=stream.user_message_id)
-    yield ServerSentEvent(event="session", data=started)
-    async for event in stream.events():
-        yield ServerSentEvent(event=_EVENT_NAMES[type(event)], data=event)
+
+@router.post(
+    "/sessions/{session_id}/messages/{message_id}/regenerate",
+    summary="Regenerate an assistant reply: a new reply beside it, made current",
+    response_model=None,
+    responses={
+        200: {
+            "description": "The new reply: streamed (default), or as one JSON body with "
+            "`stream=false`.",
+            "content": {
+                **_SSE_CONTENT,
+                "application/json": {"schema": {"$ref": "#/components/schemas/ChatResponse"}},
+            },
+        },
+        **json_error_responses(404, 422, 429, 500, *AUTH_ERRORS, 502, 504),
+        503: {
+            "description": _REPLY_ERRORS[503],
+            "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}
+            },
+        },
+    },
+    description="The assistant answers the same message again, seeing only the conversation "
+    "up to it; the new reply becomes a sibling of `message_id` (an assistant message; a user "
+    "message is a 422) and the current branch. The old reply stays stored.\n\n"
+    + _STREAM_EVENTS
+    + " `user_message_id` is the message answered.\n\nWith `stream=false` the answer is the "
+    "JSON body of `POST /api/v1/chat`.",
+)
+async def regenerate_reply(
+    request: Request,
+    session_id: SessionIdPath,
+    message_id: MessageIdPath,
+    caller: CallerDep,
+    db: DatabaseDep,
+    assistant: AssistantDep,
+    tasks: ReplyTasksDep,
+    settings: SettingsDep,
+    stream: Annotated[
+        bool, Query(description="Stream the reply (Server-Sent Events); false: one JSON body.")
+    ] = True,
+) -> Response:
+    # Counted here, once every parameter is valid: a request refused with a 422 uses no room.
+    await count_message(request, caller)
+    accepted = await service.accept_regeneration(
+        db, caller, session_id, message_id, history_max_messages=settings.history_max_messages
+    )
+    if not stream:
+        reply = await service.answer(db, assistant, tasks, accepted)
+        return Response(reply.model_dump_json(), media_type="application/json")
+    return event_stream_response(
+        server_sent_events(start_reply_stream(db, assistant, tasks, accepted))
+    )
+
+
+@router.put(
+    "/sessions/{session_id}/branch",
+    summary="Switch branch: make current the branch through a message",
+    responses=error_responses(404, 500, *AUTH_ERRORS),
+)
+async def switch_branch(
+    session_id: SessionIdPath,
+    choice: Annotated[BranchChoice, Body()],
+    caller: CallerDep,
+    db: DatabaseDep,
+    limit: Annotated[
+        int | None,
+        Query(ge=1, le=500, description="Answer only the newest `limit` messages of the branch."),
+    ] = None,
+) -> SessionDetail:
+    """The branch through `message_id` becomes current, continued downward by the choice
+    remembered at each fork below it; the choices at the forks above it are remembered, so the
+    session opens on this branch from any device. `message_count` and `last_message` follow the
+    branch at once; `updated_at` does not change. Answers the session as
+    `GET /api/v1/chat/sessions/{session_id}` does."""
+    return await tree.switch_branch(db, caller, session_id, choice.message_id, limit=limit)
+
+
+_MAX_ORDINAL = 2_147_483_647  # 32-bit integers
+
+
+@router.get(
+    "/sessions/{session_id}/tree",
+    summary="Every message of every branch, in the order written (paged)",
+    responses=error_responses(404, 500, *AUTH_ERRORS),
+)
+async def get_session_tree(
+    session_id: SessionIdPath,
+    caller: CallerDep,
+    db: DatabaseDep,
+    limit: Annotated[int, Query(ge=1, le=1000, description="Messages per page.")] = 200,
+    cursor: Annotated[
+        str | None,
+        Query(
+            pattern=r"^[0-9]{1,10}$",
+            description="`next_cursor` of the previous page: the messages after it.",
+        ),
+    ] = None,
+) -> SessionTree:
+    """Each message carries `parent_id` and `sibling_ids`, so that a client can draw the whole
+    tree; `current_message_id` ends the current branch. Pages cost their own size at any
+    depth."""
+    # Past every ordinal there can be: an empty last page.
+    after = 0 if cursor is None else min(int(cursor), _MAX_ORDINAL)
+    return await tree.get_tree_page(db, caller, session_id, after=after, limit=limit)

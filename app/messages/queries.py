@@ -354,26 +354,34 @@ async def list_messages(
 
 
 async def list_ancestors(
-    conn: AsyncConnection, *, message: StoredMessage, limit: int
+    conn: AsyncConnection, *, message_id: uuid.UUID, seq: int, limit: int
 ) -> list[dict[str, Any]]:
-    """The last `limit` messages of the branch ending at `message` (included), oldest first:
-    what the assistant sees, never a sibling branch."""
-    parameters = {"branch_start": message.id, "branch_high": message.seq, "branch_limit": limit}
+    """The last `limit` messages of the branch ending at the message `message_id` of seq `seq`
+    (included), oldest first: what the assistant sees, never a sibling branch."""
+    parameters = {"branch_start": message_id, "branch_high": seq, "branch_limit": limit}
     return as_dicts(await conn.execute(_branch(from_current_leaf=False), parameters))
 
 
+_AFTER_ORDINAL = bindparam("after_ordinal", type_=Integer())
+_TREE_LIMIT = bindparam("tree_limit", type_=Integer())
+
+
 @functools.cache
-def _tree() -> Select[Any]:
-    return (
-        select(*MESSAGE_COLUMNS)
+def _tree(*, paged: bool) -> Select[Any]:
+    stmt = (
+        select(*MESSAGE_COLUMNS, chat_messages.c.ordinal)
         .where(chat_messages.c.session_id == _SESSION_ID)
         .order_by(chat_messages.c.ordinal)
     )
+    if paged:
+        # The unique (session_id, ordinal) index: a page costs its own size at any depth.
+        stmt = stmt.where(chat_messages.c.ordinal > _AFTER_ORDINAL).limit(_TREE_LIMIT)
+    return stmt
 
 
 async def list_tree(conn: AsyncConnection, session_id: str) -> list[dict[str, Any]]:
     """Every message of the session, in the order they were written, with sibling ids."""
-    rows = as_dicts(await conn.execute(_tree(), {"session_id": session_id}))
+    rows = as_dicts(await conn.execute(_tree(paged=False), {"session_id": session_id}))
     children: dict[uuid.UUID | None, list[uuid.UUID]] = {}
     for row in rows:
         children.setdefault(row["parent_id"], []).append(row["id"])
@@ -382,11 +390,24 @@ async def list_tree(conn: AsyncConnection, session_id: str) -> list[dict[str, An
     return rows
 
 
+async def list_tree_page(
+    conn: AsyncConnection, session_id: str, *, after_ordinal: int, limit: int
+) -> list[dict[str, Any]]:
+    """The first `limit` messages written after the one of ordinal `after_ordinal` (0: from the
+    first), in the order they were written, with sibling ids and their `ordinal`."""
+    parameters = {"session_id": session_id, "after_ordinal": after_ordinal, "tree_limit": limit}
+    rows = as_dicts(await conn.execute(_tree(paged=True), parameters))
+    await add_sibling_ids(conn, session_id, rows)
+    return rows
+
+
 @dataclass(frozen=True, slots=True)
 class MessageRef:
     id: uuid.UUID
     parent_id: uuid.UUID | None
     role: str
+    seq: int
+    created_at: datetime
 
 
 async def find_message(
@@ -395,12 +416,79 @@ async def find_message(
     """A message of the session (of `owner`, when given); None if there is no such message."""
     row = (
         await conn.execute(
-            select(chat_messages.c.id, chat_messages.c.parent_id, chat_messages.c.role)
+            select(
+                chat_messages.c.id,
+                chat_messages.c.parent_id,
+                chat_messages.c.role,
+                chat_messages.c.seq,
+                chat_messages.c.created_at,
+            )
             .join(chat_sessions, chat_sessions.c.session_id == chat_messages.c.session_id)
             .where(chat_messages.c.id == message_id, session_is(session_id, owner))
         )
     ).one_or_none()
-    return None if row is None else MessageRef(row.id, row.parent_id, row.role)
+    if row is None:
+        return None
+    return MessageRef(row.id, row.parent_id, row.role, row.seq, row.created_at)
+
+
+@dataclass(frozen=True, slots=True)
+class BranchEnd:
+    id: uuid.UUID
+    seq: int
+    branch_preview: str | None
+
+
+@functools.cache
+def _branch_end_below() -> Select[Any]:
+    """The last message of the branch that runs from `branch_start` downward by the choice
+    remembered at each fork (none remembered: the newest child): one primary-key step per
+    message below it."""
+    down = (
+        select(
+            chat_messages.c.id,
+            chat_messages.c.seq,
+            chat_messages.c.branch_preview,
+            chat_messages.c.chosen_child_id,
+        )
+        .where(chat_messages.c.id == _BRANCH_START)
+        .cte("down", recursive=True)
+    )
+    newest = chat_messages.alias("newest")
+    newest_child = (
+        select(newest.c.id)
+        .where(newest.c.session_id == _SESSION_ID, newest.c.parent_id == down.c.id)
+        .order_by(newest.c.ordinal.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+    child = chat_messages.alias("child")
+    down = down.union_all(
+        select(child.c.id, child.c.seq, child.c.branch_preview, child.c.chosen_child_id).join(
+            down, child.c.id == func.coalesce(down.c.chosen_child_id, newest_child)
+        )
+    )
+    return select(down.c.id, down.c.seq, down.c.branch_preview).order_by(down.c.seq.desc()).limit(1)
+
+
+async def branch_end_below(
+    conn: AsyncConnection, *, session_id: str, message_id: uuid.UUID
+) -> BranchEnd:
+    """Where the branch through `message_id` ends, following the remembered choices."""
+    parameters = {"session_id": session_id, "branch_start": message_id}
+    row = (await conn.execute(_branch_end_below(), parameters)).one()
+    return BranchEnd(row.id, row.seq, row.branch_preview)
+
+
+async def end_current_branch_at(conn: AsyncConnection, *, session_id: str, leaf: BranchEnd) -> None:
+    """Make the branch ending at `leaf` the current one: the session's count and preview are
+    the leaf's seq and branch preview (O(1), nothing counted). `updated_at` stays the time of
+    the newest message written."""
+    await conn.execute(
+        update(chat_sessions)
+        .where(chat_sessions.c.session_id == session_id)
+        .values(current_leaf_id=leaf.id, message_count=leaf.seq, last_message=leaf.branch_preview)
+    )
 
 
 @functools.cache

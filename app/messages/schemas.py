@@ -110,3 +110,38 @@ class ChatMessage(BaseResponse):
             "branches."
         )
     )
+
+
+class BranchChoice(RequestBody):
+    """Which branch to make current."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    message_id: uuid.UUID = Field(
+        strict=False,
+        description=(
+            "A message of the session: the branch through it becomes current, continued "
+            "downward by the choice remembered at each fork below it (never chosen: the "
+            "newest child)."
+        ),
+    )
+
+
+class TreeMessage(ChatMessage):
+    """A message of the tree, with its place in the order the session's messages were written."""
+
+    ordinal: int = Field(description="1 for the session's first message written, then 2, 3, …")
+
+
+class SessionTree(BaseResponse):
+    """A page of every message of a session, on every branch, in the order they were written."""
+
+    session_id: str
+    current_message_id: uuid.UUID | None = Field(
+        description="The current branch's last message; null while the session is empty."
+    )
+    messages: list[TreeMessage]
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` for the messages after these; null at the end."
+    )
+    has_more: bool

@@ -18,10 +18,15 @@ from app.auth.access import Caller
 from app.domain import Role
 from app.kit.db.engine import Database
 from app.kit.db.types import utc_now
-from app.kit.errors import MessageNotFound, NotAUserMessage, SessionNotFound
+from app.kit.errors import (
+    MessageNotFound,
+    NotAnAssistantMessage,
+    NotAUserMessage,
+    SessionNotFound,
+)
 from app.kit.text import make_preview, make_title
 from app.messages import queries
-from app.messages.queries import StoredMessage
+from app.messages.queries import MessageRef, StoredMessage
 from app.messages.schemas import ChatRequest, ChatResponse
 from app.replies.generation import Failed, ReplyTasks, generate_reply
 from app.replies.metadata import FAILED, GENERATING
@@ -32,11 +37,14 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class AcceptedMessage:
-    """A user message that is stored, with the conversation the assistant should answer."""
+    """A message to answer (the user's, just stored; or the question of a reply to
+    regenerate), with the conversation the assistant should answer."""
 
     session_id: str
     message: StoredMessage
     history: list[Turn]
+    # A regeneration: the new reply ends the current branch from its start.
+    reply_becomes_current: bool = False
 
 
 async def save_message(
@@ -99,15 +107,74 @@ async def accept_user_message(
         if request.edit_of is not None:
             await queries.remember_branch(conn, session_id=session_id, leaf_id=stored.id)
     async with db.read() as conn:
-        rows = await queries.list_ancestors(conn, message=stored, limit=history_max_messages)
-    # The message's branch only. Replies that failed, or are still being generated (for an
-    # earlier message of this session, sent concurrently), are not part of the conversation.
-    history = [
+        history = await _history(conn, stored.id, stored.seq, history_max_messages)
+    return AcceptedMessage(session_id=session_id, message=stored, history=history)
+
+
+async def accept_regeneration(
+    db: Database,
+    caller: Caller,
+    session_id: str,
+    reply_id: uuid.UUID,
+    *,
+    history_max_messages: int,
+) -> AcceptedMessage:
+    """The question that the assistant reply `reply_id` answers, with its conversation, for a
+    new reply beside the old one. Nothing is written here; a message that is not the caller's
+    is a 404, one the assistant did not write a 422."""
+    async with db.read() as conn:
+        reply = await message_of(conn, caller, session_id, reply_id)
+        if reply.role != "assistant":
+            raise NotAnAssistantMessage()
+        question = (
+            None
+            if reply.parent_id is None
+            else await queries.find_message(
+                conn, session_id=session_id, message_id=reply.parent_id, owner=None
+            )
+        )
+        if question is None:
+            raise NotAnAssistantMessage("This reply answers no message: nothing to regenerate")
+        history = await _history(conn, question.id, question.seq, history_max_messages)
+    return AcceptedMessage(
+        session_id=session_id,
+        message=StoredMessage(
+            id=question.id,
+            seq=question.seq,
+            created_at=question.created_at,
+            parent_id=question.parent_id,
+        ),
+        history=history,
+        reply_becomes_current=True,
+    )
+
+
+async def _history(
+    conn: AsyncConnection, message_id: uuid.UUID, seq: int, limit: int
+) -> list[Turn]:
+    """What the assistant sees when it answers the message: its branch only, up to it.
+    Replies that failed, or are still being generated (for an earlier message of this
+    session, sent concurrently), are not part of the conversation."""
+    rows = await queries.list_ancestors(conn, message_id=message_id, seq=seq, limit=limit)
+    return [
         Turn(role=row["role"], content=row["content"])
         for row in rows
         if row["metadata"].get("status") not in (FAILED, GENERATING)
     ]
-    return AcceptedMessage(session_id=session_id, message=stored, history=history)
+
+
+async def message_of(
+    conn: AsyncConnection, caller: Caller, session_id: str, message_id: uuid.UUID
+) -> MessageRef:
+    """A message of one of the caller's sessions; SessionNotFound if the session is not the
+    caller's (or does not exist), MessageNotFound if the message is not in it."""
+    message = await queries.find_message(
+        conn, session_id=session_id, message_id=message_id, owner=caller.owner_filter
+    )
+    if message is not None:
+        return message
+    summary = await session_queries.get_session_summary(conn, session_id, owner=caller.owner_filter)
+    raise SessionNotFound() if summary is None else MessageNotFound()
 
 
 async def _beside(
@@ -115,14 +182,7 @@ async def _beside(
 ) -> dict[str, Any]:
     """Where an edit of `edited_id` goes: beside it (same parent), made current. Nothing is
     written for a session or message that is not the caller's, or a message of another role."""
-    edited = await queries.find_message(
-        conn, session_id=session_id, message_id=edited_id, owner=caller.owner_filter
-    )
-    if edited is None:
-        summary = await session_queries.get_session_summary(
-            conn, session_id, owner=caller.owner_filter
-        )
-        raise SessionNotFound() if summary is None else MessageNotFound()
+    edited = await message_of(conn, caller, session_id, edited_id)
     if edited.role != "user":
         raise NotAUserMessage()
     if edited.parent_id is None:
@@ -139,14 +199,21 @@ async def process_chat(
     history_max_messages: int,
     tasks: ReplyTasks,
 ) -> ChatResponse:
-    """Save the user's message, ask the assistant with the session's history, save the reply.
+    """Save the user's message, ask the assistant with the session's history, save the reply."""
+    accepted = await accept_user_message(
+        db, caller, request, history_max_messages=history_max_messages
+    )
+    return await answer(db, assistant, tasks, accepted)
+
+
+async def answer(
+    db: Database, assistant: Assistant, tasks: ReplyTasks, accepted: AcceptedMessage
+) -> ChatResponse:
+    """The reply to an accepted message, awaited whole.
 
     The reply is generated by a task of `tasks`, as a streamed one is: if this request goes
     away it is still saved, and at shutdown it is stopped and saved as failed (503).
     """
-    accepted = await accept_user_message(
-        db, caller, request, history_max_messages=history_max_messages
-    )
     reply = tasks.start(
         generate_reply(
             db,
@@ -155,6 +222,7 @@ async def process_chat(
             session_id=accepted.session_id,
             question=accepted.message,
             history=accepted.history,
+            reply_becomes_current=accepted.reply_becomes_current,
         )
     )
     # Shielded: a cancelled request (a server giving up on it) leaves the reply to finish.

@@ -4,9 +4,20 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from app.auth.access import Caller
 from app.auth.dependencies import CallerDep
 from app.messages.schemas import ChatRequest
 from app.ratelimit.limiter import MessageRateLimiter
+
+
+async def count_message(request: Request, caller: Caller) -> None:
+    """Count a request for a reply against the caller's rate limit (when limits are on):
+    RateLimited (429) once it is used up. Call it once the request is known to be valid."""
+    limiter: MessageRateLimiter | None = request.app.state.message_rate_limiter
+    if limiter is not None:
+        client_address = request.client.host if request.client else "unknown"
+        key = f"user:{caller.user_id}" if caller.user_id else f"address:{client_address}"
+        await limiter.hit(key)
 
 
 async def limit_message_rate(request: Request, caller: CallerDep, body: ChatRequest) -> ChatRequest:
@@ -16,11 +27,7 @@ async def limit_message_rate(request: Request, caller: CallerDep, body: ChatRequ
     before it is counted (a request refused with a 422 uses no room) and reports its errors
     once.
     """
-    limiter: MessageRateLimiter | None = request.app.state.message_rate_limiter
-    if limiter is not None:
-        client_address = request.client.host if request.client else "unknown"
-        key = f"user:{caller.user_id}" if caller.user_id else f"address:{client_address}"
-        await limiter.hit(key)
+    await count_message(request, caller)
     return body
 
 

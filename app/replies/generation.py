@@ -256,10 +256,12 @@ async def generate_reply(
     question: StoredMessage,
     history: Sequence[Turn],
     on_delta: Callable[[str], None] | None = None,
+    reply_becomes_current: bool = False,
 ) -> ReplyOutcome:
     """Store the reply as generating (a child of `question`, the message it answers),
     produce it, and finish it. With `on_delta` the reply is streamed, each piece passed on as
-    it comes, and POST .../stop can stop it; without, it is asked for whole."""
+    it comes, and POST .../stop can stop it; without, it is asked for whole.
+    `reply_becomes_current`: a regeneration, whose reply ends the current branch from the start."""
     timer = ReplyTimer()
     async with db.write() as conn:
         stored = await reply_queries.start_reply(
@@ -269,6 +271,7 @@ async def generate_reply(
             process_id=tasks.process_id,
             metadata=generating_metadata(provider=assistant.provider, model=assistant.model),
             now=utc_now(),
+            make_current=reply_becomes_current,
         )
     if stored is None:
         return Failed(ReplyLost())

@@ -24,8 +24,12 @@ async def start_reply(
     process_id: uuid.UUID,
     metadata: dict[str, Any],
     now: datetime,
+    make_current: bool = False,
 ) -> StoredMessage | None:
     """Store an empty assistant message that `process_id` is generating; None if no session.
+
+    With `make_current` (a regeneration) it becomes a new child of the question, made the
+    current branch's end and remembered at every fork above it.
 
     It is stored now, so it counts in the session's metadata at once, as the child of the
     message it answers (`question_id`), which normally ends the current branch. If messages
@@ -45,10 +49,13 @@ async def start_reply(
         preview=None,
         now=now,
         parent_id=question_id,
+        make_current=make_current,
     )
     if stored is None:
         return None
-    if not stored.ends_branch:
+    if make_current:
+        await message_queries.remember_branch(conn, session_id=session_id, leaf_id=stored.id)
+    elif not stored.ends_branch:
         stored = await message_queries.move_to_branch_end(
             conn, session_id=session_id, message=stored, after_seq=stored.seq - 1
         )

@@ -12,6 +12,8 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
+from fastapi.sse import ServerSentEvent
+
 from app.assistants import Assistant
 from app.auth.access import Caller
 from app.kit.db.engine import Database
@@ -19,7 +21,7 @@ from app.kit.errors import SessionNotFound
 from app.messages.schemas import ChatRequest
 from app.messages.service import AcceptedMessage, accept_user_message
 from app.replies.generation import Finished, ReplyTasks, generate_reply
-from app.replies.schemas import StreamDelta, StreamDone, StreamError
+from app.replies.schemas import StreamDelta, StreamDone, StreamError, StreamStarted
 from app.sessions import queries as session_queries
 
 logger = logging.getLogger(__name__)
@@ -41,6 +43,21 @@ class ReplyStream:
             yield event
 
 
+_EVENT_NAMES: dict[type[StreamEvent], str] = {
+    StreamDelta: "delta",
+    StreamDone: "done",
+    StreamError: "error",
+}
+
+
+async def server_sent_events(stream: ReplyStream) -> AsyncIterator[ServerSentEvent]:
+    """A reply stream's events as sent: `session`, then `delta`s, then `done` or `error`."""
+    started = StreamStarted(session_id=stream.session_id, user_message_id=stream.user_message_id)
+    yield ServerSentEvent(event="session", data=started)
+    async for event in stream.events():
+        yield ServerSentEvent(event=_EVENT_NAMES[type(event)], data=event)
+
+
 async def start_chat_stream(
     db: Database,
     assistant: Assistant,
@@ -54,6 +71,13 @@ async def start_chat_stream(
     accepted = await accept_user_message(
         db, caller, request, history_max_messages=history_max_messages
     )
+    return start_reply_stream(db, assistant, tasks, accepted)
+
+
+def start_reply_stream(
+    db: Database, assistant: Assistant, tasks: ReplyTasks, accepted: AcceptedMessage
+) -> ReplyStream:
+    """Start generating the reply to an accepted message in the background."""
     stream = ReplyStream(session_id=accepted.session_id, user_message_id=accepted.message.id)
     tasks.start(_stream_reply(db, assistant, tasks, accepted, stream._queue))
     return stream
@@ -91,6 +115,7 @@ async def _stream_reply(
             question=accepted.message,
             history=accepted.history,
             on_delta=lambda text: queue.put_nowait(StreamDelta(content=text)),
+            reply_becomes_current=accepted.reply_becomes_current,
         )
         if isinstance(outcome, Finished):
             queue.put_nowait(

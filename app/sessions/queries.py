@@ -103,6 +103,14 @@ async def get_session_summary(
     return summary
 
 
+async def lock_session(conn: AsyncConnection, session_id: str, *, owner: str | None) -> bool:
+    """Take the session's row lock for the rest of the transaction (SQLite's write
+    transactions hold the database's from their start); False if there is no such session
+    (of `owner`, when given). Writers of one session's tree queue on it."""
+    stmt = select(chat_sessions.c.session_id).where(session_is(session_id, owner))
+    return (await conn.execute(stmt.with_for_update())).first() is not None
+
+
 @dataclass(frozen=True, slots=True)
 class ListPosition:
     """Where a page of the sidebar ends: the sort key of its last session."""

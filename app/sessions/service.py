@@ -6,6 +6,8 @@ Each use case is one transaction; the SQL helpers below it take its connection.
 
 import math
 
+from sqlalchemy.ext.asyncio import AsyncConnection
+
 from app.auth.access import Caller
 from app.kit.db.engine import Database
 from app.kit.errors import SessionNotFound, UserRequired
@@ -95,16 +97,28 @@ async def get_session(
     """A session's summary and its current branch's messages, oldest first: all of them, or
     with `limit` the newest page before the message numbered (seq) `before`."""
     async with db.read() as conn:
-        summary = await queries.get_session_summary(conn, session_id, owner=caller.owner_filter)
-        if summary is None:
-            raise SessionNotFound()
-        messages = await message_queries.list_messages(
-            conn,
-            session_id,
-            branch_length=summary["message_count"],
-            before=before,
-            limit=limit,
-        )
+        return await read_session_detail(conn, caller, session_id, before=before, limit=limit)
+
+
+async def read_session_detail(
+    conn: AsyncConnection,
+    caller: Caller,
+    session_id: str,
+    *,
+    before: int | None = None,
+    limit: int | None = None,
+) -> SessionDetail:
+    """`get_session`, in a transaction of the caller's."""
+    summary = await queries.get_session_summary(conn, session_id, owner=caller.owner_filter)
+    if summary is None:
+        raise SessionNotFound()
+    messages = await message_queries.list_messages(
+        conn,
+        session_id,
+        branch_length=summary["message_count"],
+        before=before,
+        limit=limit,
+    )
     first_seq = messages[0]["seq"] if messages else None
     has_more = first_seq is not None and first_seq > 1
     # One validation of the whole body: pydantic-core walks the messages in Rust.

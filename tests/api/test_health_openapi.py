@@ -16,6 +16,9 @@ from tests.conftest import BACKENDS, DatabaseFactory, LiveServer, make_settings,
 SESSION = SESSIONS + "/{session_id}"
 EXPORT = SESSION + "/export"
 STOP = SESSION + "/stop"
+REGENERATE = SESSION + "/messages/{message_id}/regenerate"
+BRANCH = SESSION + "/branch"
+TREE = SESSION + "/tree"
 
 # Every status code the tests of this directory get from each route.
 OBSERVED_STATUSES: dict[tuple[str, str], set[int]] = {
@@ -30,7 +33,13 @@ OBSERVED_STATUSES: dict[tuple[str, str], set[int]] = {
     ("GET", EXPORT): {200, 404, 422},
     ("DELETE", SESSION): {204, 404, 422},
     ("POST", STOP): {200, 404, 422},
+    ("POST", REGENERATE): {200, 404, 422},
+    ("PUT", BRANCH): {200, 404, 422},
+    ("GET", TREE): {200, 404, 422},
 }
+# Routes whose services refuse some valid requests with a 422 of their own (`{"detail": str}`):
+# an edit of a reply, a regeneration of a user message.
+DOMAIN_422 = {("POST", CHAT), ("POST", STREAM), ("POST", REGENERATE)}
 
 
 async def _spec(client: httpx.AsyncClient) -> dict[str, Any]:
@@ -135,6 +144,9 @@ CHAT_ROUTES = [
     pytest.param("GET", EXPORT, id="export"),
     pytest.param("DELETE", SESSION, id="delete"),
     pytest.param("POST", STOP, id="stop"),
+    pytest.param("POST", REGENERATE, id="regenerate"),
+    pytest.param("PUT", BRANCH, id="branch"),
+    pytest.param("GET", TREE, id="tree"),
 ]
 
 
@@ -178,8 +190,9 @@ async def test_422_is_documented_as_the_validation_error_list_it_sends(
     spec = await _spec(client)
 
     [content] = spec["paths"][path][method.lower()]["responses"]["422"]["content"].values()
-    schema = _resolve(spec, content["schema"])
-    assert schema["properties"]["detail"]["type"] == "array"
+    schemas = [_resolve(spec, s) for s in content["schema"].get("anyOf", [content["schema"]])]
+    detail_types = [schema["properties"]["detail"]["type"] for schema in schemas]
+    assert detail_types == (["array", "string"] if (method, path) in DOMAIN_422 else ["array"])
 
 
 async def test_export_success_is_documented_as_json_or_markdown(
@@ -207,6 +220,19 @@ async def test_stream_success_is_documented_as_an_event_stream(client: httpx.Asy
     assert set(spec["paths"][STREAM]["post"]["responses"]["200"]["content"]) == {
         "text/event-stream"
     }
+
+
+async def test_regenerate_success_is_documented_as_an_event_stream_or_json(
+    client: httpx.AsyncClient,
+) -> None:
+    spec = await _spec(client)
+
+    content = spec["paths"][REGENERATE]["post"]["responses"]["200"]["content"]
+    assert (
+        content["text/event-stream"]
+        == (spec["paths"][STREAM]["post"]["responses"]["200"]["content"]["text/event-stream"])
+    )
+    assert content["application/json"]["schema"] == {"$ref": "#/components/schemas/ChatResponse"}
 
 
 @pytest.mark.parametrize(("path", "marker"), [("/docs", "swagger-ui"), ("/redoc", "redoc")])

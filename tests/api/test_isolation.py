@@ -5,6 +5,7 @@ The routes are read from the app itself, and `test_every_route_is_in_the_matrix`
 new route has its entry in MATRIX, which is all it takes to run it through every check here.
 """
 
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -25,9 +26,25 @@ from tests.tokens import hs256_token
 SESSION = SESSIONS + "/{session_id}"
 EXPORT = SESSION + "/export"
 STOP = SESSION + "/stop"
+REGENERATE = SESSION + "/messages/{message_id}/regenerate"
+BRANCH = SESSION + "/branch"
+TREE = SESSION + "/tree"
 
 Scope = Literal["public", "session", "list", "user"]
-Effect = Literal["reads", "writes", "renames", "deletes"]
+Effect = Literal["reads", "writes", "renames", "deletes", "regenerates", "switches"]
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a call on a session names: the session, a text to write, and two of its messages
+    (ids a caller that does not own the session could have learnt)."""
+
+    session_id: str
+    text: str
+    # The current branch's reply: `{message_id}` in paths.
+    reply_id: str
+    # A message off the current branch (the world's sessions have two branches).
+    other_branch_id: str
 
 
 @dataclass(frozen=True)
@@ -42,7 +59,7 @@ class Case:
 
     scope: Scope
     ok: int = 200
-    body: Callable[[str, str], Json] | None = None  # (session id, message text) -> JSON body
+    body: Callable[[Target], Json] | None = None
     effect: Effect = "reads"
     # An unknown session id is created rather than answered with 404 (client-chosen ids).
     creates_missing: bool = False
@@ -51,12 +68,16 @@ class Case:
     request: tuple[str, str] | None = None
 
 
-def message_to(session_id: str, text: str) -> Json:
-    return {"message": text, "session_id": session_id}
+def message_to(target: Target) -> Json:
+    return {"message": target.text, "session_id": target.session_id}
 
 
-def title_of(session_id: str, text: str) -> Json:
-    return {"title": text}
+def title_of(target: Target) -> Json:
+    return {"title": target.text}
+
+
+def other_branch_of(target: Target) -> Json:
+    return {"message_id": target.other_branch_id}
 
 
 MATRIX: dict[tuple[str, str], Case] = {
@@ -78,6 +99,9 @@ MATRIX: dict[tuple[str, str], Case] = {
     ("DELETE", SESSION): Case("session", ok=204, effect="deletes"),
     # Nothing is being generated here: {"stopped": false}, and the session is as it was.
     ("POST", STOP): Case("session"),
+    ("POST", REGENERATE): Case("session", effect="regenerates"),
+    ("PUT", BRANCH): Case("session", body=other_branch_of, effect="switches"),
+    ("GET", TREE): Case("session"),
 }
 
 # Where the 404 for a session that does not exist is read from, for routes that create
@@ -147,6 +171,8 @@ class World:
     database: Database
     jwks: Jwks
     sessions: dict[str, str]  # owner -> session id
+    # session id -> (current reply, a message off the current branch)
+    messages: dict[str, tuple[str, str]]
 
     def headers(self, caller: str) -> dict[str, str]:
         return CALLERS[caller].headers(self.jwks)
@@ -161,10 +187,13 @@ class World:
     ) -> httpx.Response:
         method, path = key
         case = MATRIX[key]
-        body = case.body(session_id, text) if case.body is not None else None
+        # A session the world did not make: ids nobody has.
+        reply_id, other_id = self.messages.get(session_id, (str(uuid.uuid4()), str(uuid.uuid4())))
+        target = Target(session_id, text, reply_id, other_id)
+        body = case.body(target) if case.body is not None else None
         return await self.client.request(
             method,
-            path.format(session_id=session_id),
+            path.format(session_id=session_id, message_id=reply_id),
             json=body,
             params=params,
             headers=self.headers(caller),
@@ -184,13 +213,29 @@ async def world(
     database: Database,
     jwks: Jwks,
 ) -> World:
-    world = World(auth_client, auth_live_server, database, jwks, sessions={})
+    world = World(auth_client, auth_live_server, database, jwks, sessions={}, messages={})
     for owner, caller in ((ALICE, "owner"), (BOB, "other-user")):
         response = await auth_client.post(
             CHAT, json={"message": f"{owner}'s first message"}, headers=world.headers(caller)
         )
         assert response.status_code == 200, response.text
-        world.sessions[owner] = response.json()["session_id"]
+        first = response.json()
+        # An edit of it: two branches, the edit's current.
+        response = await auth_client.post(
+            CHAT,
+            json={
+                "message": f"{owner}'s first message, edited",
+                "session_id": first["session_id"],
+                "edit_of": first["user_message_id"],
+            },
+            headers=world.headers(caller),
+        )
+        assert response.status_code == 200, response.text
+        world.sessions[owner] = first["session_id"]
+        world.messages[first["session_id"]] = (
+            response.json()["message_id"],
+            first["user_message_id"],
+        )
     return world
 
 
@@ -199,7 +244,7 @@ async def stored_state(database: Database) -> tuple[list[dict[str, Any]], list[d
     async with database.read() as conn:
         sessions = await conn.execute(select(chat_sessions).order_by(chat_sessions.c.session_id))
         messages = await conn.execute(
-            select(chat_messages).order_by(chat_messages.c.session_id, chat_messages.c.seq)
+            select(chat_messages).order_by(chat_messages.c.session_id, chat_messages.c.ordinal)
         )
         return [dict(row) for row in sessions.mappings()], [
             dict(row) for row in messages.mappings()
@@ -315,6 +360,18 @@ async def assert_effect(
         return
     if effect == "renames":
         assert detail == {**before, "title": text}
+        return
+    reply_id, other_branch_id = world.messages[session_id]
+    if effect == "regenerates":
+        new_reply = detail["messages"][-1]
+        assert detail["messages"][:-1] == before["messages"][:-1]
+        assert new_reply["sibling_ids"] == [reply_id, new_reply["id"]]
+        assert detail["current_message_id"] == new_reply["id"]
+        return
+    if effect == "switches":
+        assert detail["messages"][0]["id"] == other_branch_id
+        assert detail["current_message_id"] != before["current_message_id"]
+        assert detail["message_count"] == before["message_count"]
         return
     assert detail["message_count"] == before["message_count"] + 2
     assert [m["role"] for m in detail["messages"][-2:]] == ["user", "assistant"]

@@ -5,14 +5,16 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from app.assistants import AssistantError, Reply, ReplyEnd, ReplyEvent, TextDelta, Turn
+from app.auth.access import Caller
 from app.kit.db.engine import Database
 from app.kit.db.tables import chat_messages, chat_sessions
 from app.kit.db.types import utc_now
 from app.kit.text import make_preview
 from app.messages import queries as message_queries
+from app.messages import tree
 
 
 class RecordingAssistant:
@@ -191,19 +193,22 @@ async def fork(
 
 
 async def make_current(database: Database, session_id: str, leaf_id: Any) -> None:
-    """What PUT /branch will do (phase 2): the branch ending at `leaf_id` becomes current."""
-    async with database.write() as conn:
-        leaf = (
-            await conn.execute(
-                select(chat_messages.c.seq, chat_messages.c.branch_preview).where(
-                    chat_messages.c.id == leaf_id
-                )
-            )
-        ).one()
-        await conn.execute(
-            update(chat_sessions)
-            .where(chat_sessions.c.session_id == session_id)
-            .values(
-                current_leaf_id=leaf_id, message_count=leaf.seq, last_message=leaf.branch_preview
-            )
-        )
+    """PUT /branch: the branch ending at `leaf_id` becomes current."""
+    await tree.switch_branch(database, Caller.open_mode(), session_id, leaf_id)
+
+
+def branch_by_choices(session: dict[str, Any], messages: list[dict[str, Any]]) -> list[Any]:
+    """The ids of the branch that the remembered choices lead to from the top (a fork without
+    one: its newest child), walked in Python: what the server must find on a switch to the
+    first message."""
+    by_id = {m["id"]: m for m in messages}
+    children: dict[Any, list[Any]] = {}
+    for message in messages:  # in ordinal order: the newest child last
+        children.setdefault(message["parent_id"], []).append(message["id"])
+    path: list[Any] = []
+    parent, chosen = None, session["chosen_root_id"]
+    while children.get(parent):
+        parent = chosen or children[parent][-1]
+        path.append(parent)
+        chosen = by_id[parent]["chosen_child_id"]
+    return path

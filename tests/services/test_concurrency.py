@@ -12,11 +12,13 @@ from app.config import Settings
 from app.kit.db.engine import Database, create_engine
 from app.kit.text import make_preview, make_title
 from app.messages import service as message_service
+from app.messages import tree
 from app.messages.schemas import ChatRequest, ChatResponse
 from app.replies.generation import ReplyTasks
 from app.sessions import service as session_service
 from tests.services.helpers import (
     assert_tree_matches_session,
+    branch_by_choices,
     fork,
     make_current,
     message_rows,
@@ -191,6 +193,69 @@ async def test_parallel_edits_of_one_message_all_land_as_its_siblings(
     # The last edit written is the current branch's end.
     assert branch[-1]["id"] == messages[-1]["id"]
     assert len(branch) == 3
+
+
+async def test_parallel_edits_regenerations_and_switches_keep_the_tree_exact(
+    database: Database, second_replica: Database
+) -> None:
+    """Edits of one question, regenerations of its reply and switches to its old branch, all
+    in flight at once over two engines: every new message lands as a sibling, and the session
+    ends on a whole branch that the remembered choices lead to."""
+    first = await opened_session(database, "hello")
+    question = await message_service.process_chat(
+        database,
+        chat_assistant(),
+        OPEN,
+        ChatRequest(message="edit me", session_id=first.session_id),
+        history_max_messages=10,
+        tasks=ReplyTasks(),
+    )
+    session_id = first.session_id
+
+    async def edit(replica: Database, n: int) -> ChatResponse:
+        request = ChatRequest(
+            message=f"edit {n}", session_id=session_id, edit_of=question.user_message_id
+        )
+        return await message_service.process_chat(
+            replica, chat_assistant(), OPEN, request, history_max_messages=10, tasks=ReplyTasks()
+        )
+
+    async def regenerate(replica: Database) -> ChatResponse:
+        accepted = await message_service.accept_regeneration(
+            replica, OPEN, session_id, question.message_id, history_max_messages=10
+        )
+        return await message_service.answer(replica, chat_assistant(), ReplyTasks(), accepted)
+
+    async def switch(replica: Database) -> None:
+        await tree.switch_branch(replica, OPEN, session_id, question.message_id)
+
+    replicas = [database, second_replica] * (EDITORS // 2)
+    work = [
+        edit(replica, n) if n % 3 == 0 else regenerate(replica) if n % 3 == 1 else switch(replica)
+        for n, replica in enumerate(replicas)
+    ]
+    results = await asyncio.gather(*work)
+
+    branch = await assert_tree_matches_session(database, session_id)
+    messages = await message_rows(database, session_id)
+    session = await session_row(database, session_id)
+    assert [m["id"] for m in branch] == branch_by_choices(session, messages)
+    replies = [r for r in results if r is not None]
+    edits = [r for n, r in enumerate(results) if n % 3 == 0]
+    regenerations = [r for n, r in enumerate(results) if n % 3 == 1]
+    assert len(messages) == 4 + 2 * len(edits) + len(regenerations)
+    by_id = {m["id"]: m for m in messages}
+    for edited in edits:
+        assert edited is not None
+        assert by_id[edited.user_message_id]["parent_id"] == first.message_id
+        assert by_id[edited.message_id]["parent_id"] == edited.user_message_id
+    for regenerated in regenerations:
+        assert regenerated is not None
+        assert by_id[regenerated.message_id]["parent_id"] == question.user_message_id
+    assert len(branch) == 4
+    assert branch[-1]["id"] in {r.message_id for r in replies if r is not None} | {
+        question.message_id
+    }
 
 
 def chat_assistant() -> EchoAssistant:

@@ -1,0 +1,58 @@
+"""A Server-Sent Events response for a route that answers either JSON or a stream (by a query
+parameter), and so cannot be one of FastAPI's generator routes: the same wire format, headers
+and keep-alive comments as those (`response_class=EventSourceResponse` with `yield`)."""
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import suppress
+
+from fastapi.sse import KEEPALIVE_COMMENT, ServerSentEvent, format_sse_event
+from pydantic import BaseModel
+from starlette.responses import StreamingResponse
+
+# FastAPI's interval for its generator routes: proxies drop connections idle for longer.
+KEEPALIVE_SECONDS = 15.0
+
+
+def _encoded(event: ServerSentEvent) -> bytes:
+    data = event.data.model_dump_json() if isinstance(event.data, BaseModel) else event.raw_data
+    return format_sse_event(data_str=data, event=event.event, id=event.id)
+
+
+async def _with_keepalive(events: AsyncIterator[ServerSentEvent]) -> AsyncIterator[bytes]:
+    # A producer task reads the events, so that waiting for the next one can time out without
+    # cancelling the iterator that produces them.
+    queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=1)
+
+    async def produce() -> None:
+        try:
+            async for event in events:
+                await queue.put(_encoded(event))
+        finally:
+            await queue.put(None)
+
+    producer = asyncio.create_task(produce())
+    try:
+        while True:
+            try:
+                async with asyncio.timeout(KEEPALIVE_SECONDS):
+                    chunk = await queue.get()
+            except TimeoutError:
+                yield KEEPALIVE_COMMENT
+                continue
+            if chunk is None:
+                break
+            yield chunk
+    finally:
+        producer.cancel()
+        with suppress(asyncio.CancelledError):
+            await producer
+
+
+def event_stream_response(events: AsyncIterator[ServerSentEvent]) -> StreamingResponse:
+    return StreamingResponse(
+        _with_keepalive(events),
+        media_type="text/event-stream",
+        # As FastAPI's own SSE routes: no caching, and no buffering by nginx.
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
