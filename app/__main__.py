@@ -61,7 +61,7 @@ def main() -> None:
         settings = get_settings()
     except ValidationError as exc:
         sys.exit(f"error: {describe_invalid_settings(exc)}")
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     try:
         app = create_app(settings)
         # Before the server starts: a database that cannot be used is then one line that says
@@ -74,6 +74,10 @@ def main() -> None:
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level.lower(),
+        # Logging is configured above (configure_logging); uvicorn's loggers go through it.
+        log_config=None,
+        # JSON logs have the app's own access lines, which name the route and the duration.
+        access_log=settings.log_format == "text",
         http=http_protocol(settings.max_request_header_bytes),
         timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_seconds)
         + _UVICORN_MARGIN_SECONDS,

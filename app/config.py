@@ -21,6 +21,10 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # json: one object per line, with request ids, routes, statuses, durations, hashed users.
+    log_format: Literal["text", "json"] = "text"
+    # GET /metrics (Prometheus). Off by default: what it shows is for operators only.
+    metrics_enabled: bool = False
 
     database_url: str = "sqlite:///./data/chat.db"
     database_echo: bool = False

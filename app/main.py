@@ -117,9 +117,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.add_middleware(HostCheckMiddleware, policy=policy)
     # Outermost, so that every response carries the request id and nothing escapes its
     # handling of unexpected errors.
-    app.add_middleware(RequestContextMiddleware)
+    app.add_middleware(RequestContextMiddleware, access_log=settings.log_format == "json")
     install_error_handlers(app)
     app.include_router(health.router)
+    if settings.metrics_enabled:
+        app.include_router(health.metrics_router)
     # In this order, which is the OpenAPI document's.
     app.include_router(messages.router)
     app.include_router(sessions.router)

@@ -9,6 +9,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from app.auth.access import Caller
 from app.auth.tokens import InvalidToken, SigningKeysUnavailable, TokenVerifier
 from app.kit.errors import AuthUnavailable, NotAuthenticated
+from app.kit.logging import note_user
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +37,7 @@ async def get_caller(
     except SigningKeysUnavailable as exc:
         logger.error("cannot fetch the JWKS to verify a token: %s", exc)
         raise AuthUnavailable() from None
+    note_user(token.subject)
     if token.is_service:
         return Caller.service(token.subject)
     return Caller.user(token.subject)

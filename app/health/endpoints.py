@@ -1,12 +1,14 @@
-"""Liveness and readiness probes for orchestrators and load balancers."""
+"""Liveness and readiness probes for orchestrators and load balancers, and the metrics a
+Prometheus server scrapes (METRICS_ENABLED)."""
 
 import logging
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from app.deps import DatabaseDep
+from app.kit import metrics
 from app.kit.db import migrate
 from app.kit.error_responses import error_responses
 
@@ -53,3 +55,26 @@ async def readyz(db: DatabaseDep) -> HealthStatus | JSONResponse:
         logger.warning("readiness check failed: %s", detail)
         return JSONResponse({"detail": detail}, status_code=503)
     return HealthStatus(status="ok")
+
+
+# Installed only when METRICS_ENABLED is true: otherwise /metrics is a 404 like any unknown path.
+metrics_router = APIRouter(tags=["health"])
+
+
+@metrics_router.get(
+    "/metrics",
+    summary="Metrics in Prometheus' text format",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "Requests by route and status with latency histograms, streams and "
+            "replies in progress, time to first token, upstream errors by kind, tokens in and "
+            "out, database pool use, rate-limit refusals.",
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+        }
+    },
+)
+async def prometheus_metrics(db: DatabaseDep) -> Response:
+    in_use, idle = db.pool_use()
+    body, content_type = metrics.exposition(in_use, idle)
+    return Response(body, media_type=content_type)

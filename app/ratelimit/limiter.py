@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import coredis
 from limits import RateLimitItem, parse_many
 
+from app.kit import metrics
 from app.kit.errors import RateLimited
 
 logger = logging.getLogger(__name__)
@@ -202,6 +203,7 @@ class MessageRateLimiter:
         ]
         decision = await self._acquire(windows)
         if decision.refused_until is not None:
+            metrics.RATE_LIMITED.labels("messages").inc()
             raise RateLimited(math.ceil(decision.refused_until - decision.at))
 
     @property

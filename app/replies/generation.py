@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
 from app.assistants import Assistant, ReplyEnd, TextDelta, Turn
+from app.kit import metrics
 from app.kit.db.engine import Database
 from app.kit.db.types import utc_now
 from app.kit.errors import AssistantUnavailable, ChatError, ReplyLost, ShuttingDown
@@ -280,20 +281,8 @@ async def generate_reply(
     error: str | None = None
     failure: ChatError | None = None
     try:
-        async with tasks.generating(session_id if on_delta else None):
-            if on_delta is None:
-                reply = await assistant.reply(history)
-                timer.token_arrived()
-                draft.add(reply.content)
-                end = reply.end
-            else:
-                async for event in assistant.stream(history):
-                    if isinstance(event, TextDelta):
-                        timer.token_arrived()
-                        draft.add(event.text)
-                        on_delta(event.text)
-                    else:
-                        end = event
+        with metrics.REPLIES_IN_PROGRESS.track_inprogress():
+            end = await _produce(assistant, tasks, session_id, history, timer, draft, on_delta)
     except ReplyStopped as stop:
         error = stop.reason
     except asyncio.CancelledError:
@@ -303,11 +292,15 @@ async def generate_reply(
         raise
     except Exception as exc:
         assistant_error = as_assistant_error(exc, session_id)
+        metrics.UPSTREAM_ERRORS.labels(assistant_error.kind).inc()
         error, failure = assistant_error.kind, client_error(assistant_error)
     await draft.close()
     text = draft.text
     if error is None and end is None:
         error, failure = "unavailable", AssistantUnavailable()
+    if end is not None and end.usage is not None:
+        metrics.TOKENS.labels("prompt").inc(end.usage.prompt_tokens)
+        metrics.TOKENS.labels("completion").inc(end.usage.completion_tokens)
     if error is None:
         metadata = reply_metadata(
             provider=assistant.provider,
@@ -332,6 +325,40 @@ async def generate_reply(
             return Failed(ShuttingDown())
         case _:
             return Failed(failure or AssistantUnavailable())
+
+
+async def _produce(
+    assistant: Assistant,
+    tasks: ReplyTasks,
+    session_id: str,
+    history: Sequence[Turn],
+    timer: ReplyTimer,
+    draft: "ReplyDraft",
+    on_delta: Callable[[str], None] | None,
+) -> ReplyEnd | None:
+    """The model's reply, into `draft` (and to `on_delta`, streamed); how it ended (None: the
+    stream stopped without saying). Raises `ReplyStopped` when stopped."""
+    end: ReplyEnd | None = None
+    async with tasks.generating(session_id if on_delta else None):
+        if on_delta is None:
+            reply = await assistant.reply(history)
+            _first_token(timer)
+            draft.add(reply.content)
+            end = reply.end
+        else:
+            async for event in assistant.stream(history):
+                if isinstance(event, TextDelta):
+                    _first_token(timer)
+                    draft.add(event.text)
+                    on_delta(event.text)
+                else:
+                    end = event
+    return end
+
+
+def _first_token(timer: ReplyTimer) -> None:
+    if (seconds := timer.token_arrived()) is not None:
+        metrics.TIME_TO_FIRST_TOKEN.observe(seconds)
 
 
 def _cut_short(assistant: Assistant, timer: ReplyTimer, text: str, error: str) -> dict[str, Any]:

@@ -32,9 +32,12 @@ class ReplyTimer:
     started: float = field(default_factory=time.monotonic)
     first_token_at: float | None = None
 
-    def token_arrived(self) -> None:
-        if self.first_token_at is None:
-            self.first_token_at = time.monotonic()
+    def token_arrived(self) -> float | None:
+        """Seconds from the start to this token if it is the first, else None."""
+        if self.first_token_at is not None:
+            return None
+        self.first_token_at = time.monotonic()
+        return self.first_token_at - self.started
 
     def as_metadata(self) -> dict[str, int | None]:
         def ms(moment: float | None) -> int | None:

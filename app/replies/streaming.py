@@ -16,6 +16,7 @@ from fastapi.sse import ServerSentEvent
 
 from app.assistants import Assistant
 from app.auth.access import Caller
+from app.kit import metrics
 from app.kit.db.engine import Database
 from app.kit.errors import SessionNotFound
 from app.messages.schemas import ChatRequest
@@ -53,9 +54,10 @@ _EVENT_NAMES: dict[type[StreamEvent], str] = {
 async def server_sent_events(stream: ReplyStream) -> AsyncIterator[ServerSentEvent]:
     """A reply stream's events as sent: `session`, then `delta`s, then `done` or `error`."""
     started = StreamStarted(session_id=stream.session_id, user_message_id=stream.user_message_id)
-    yield ServerSentEvent(event="session", data=started)
-    async for event in stream.events():
-        yield ServerSentEvent(event=_EVENT_NAMES[type(event)], data=event)
+    with metrics.STREAMS_IN_PROGRESS.track_inprogress():
+        yield ServerSentEvent(event="session", data=started)
+        async for event in stream.events():
+            yield ServerSentEvent(event=_EVENT_NAMES[type(event)], data=event)
 
 
 async def start_chat_stream(

@@ -52,7 +52,7 @@ async def broken(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Live
     seen: list[str | None] = []
 
     async def failing_database() -> None:
-        seen.append(app_logging.request_id.get())
+        seen.append(app_logging.current_request_id())
         raise RuntimeError("the database dependency broke")
 
     app.dependency_overrides[get_database] = failing_database

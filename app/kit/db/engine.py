@@ -10,7 +10,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
-from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.pool import ConnectionPoolEntry, QueuePool
 
 from app.config import Settings
 from app.kit.db.url import ensure_sqlite_directory
@@ -135,6 +135,13 @@ class Database:
             await conn.execution_options(**{_WRITE_OPTION: True})
             async with conn.begin():
                 yield conn
+
+    def pool_use(self) -> tuple[int | None, int | None]:
+        """(connections in use, idle connections) of the pool; None for a pool without them."""
+        pool = self.engine.pool
+        if not isinstance(pool, QueuePool):
+            return None, None
+        return pool.checkedout(), pool.checkedin()
 
     async def ping(self) -> None:
         async with self.engine.connect() as conn:

@@ -1,4 +1,5 @@
-"""Each request's id, and the one place an unexpected error is logged and answered.
+"""Each request's id, its metrics and access log line, and the one place an unexpected
+error is logged and answered.
 
 The id comes from a sane `X-Request-ID` header (a proxy's or a client's, so that their logs and
 ours can be joined) or is made here; every response carries it back, and so does the body of a
@@ -11,6 +12,7 @@ second time. Caught here, the error is logged once, with the id.
 
 import logging
 import re
+import time
 import uuid
 
 from fastapi import status
@@ -19,8 +21,10 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.kit import logging as app_logging
+from app.kit import metrics
 
 logger = logging.getLogger(__name__)
+access_logger = logging.getLogger("app.access")
 
 HEADER = "X-Request-ID"
 # Long enough for UUIDs, ULIDs and the ids of common proxies and tracers; nothing that could
@@ -38,24 +42,33 @@ def _request_id(scope: Scope) -> str:
 
 
 class RequestContextMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
+    """The request's id, its metrics (by route template and status) and, with `access_log`,
+    one log line per request with its route, status and duration (JSON logs: uvicorn's own
+    access lines are off then, they know no route)."""
+
+    def __init__(self, app: ASGIApp, *, access_log: bool = False) -> None:
         self.app = app
+        self.access_log = access_log
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = _request_id(scope)
+        started = time.perf_counter()
+        facts = app_logging.RequestFacts(_request_id(scope))
+        # nginx's code for a client that went away before any answer was started.
+        status_code = 499
         response_started = False
 
         async def send_with_id(message: Message) -> None:
-            nonlocal response_started
+            nonlocal response_started, status_code
             if message["type"] == "http.response.start":
                 response_started = True
-                MutableHeaders(scope=message)[HEADER] = request_id
+                status_code = message["status"]
+                MutableHeaders(scope=message)[HEADER] = facts.request_id
             await send(message)
 
-        token = app_logging.request_id.set(request_id)
+        token = app_logging.request_facts.set(facts)
         try:
             await self.app(scope, receive, send_with_id)
         except Exception:
@@ -63,16 +76,36 @@ class RequestContextMiddleware:
                 "unhandled error on %s %s (request %s)",
                 scope["method"],
                 scope["path"],
-                request_id,
+                facts.request_id,
             )
-            if response_started:
-                # Too late for a 500: returning without ending the response makes the server
-                # close the connection, so the client sees a cut response, not a complete one.
-                return
-            response = JSONResponse(
-                {"detail": "Internal server error", "request_id": request_id},
-                status_code=status.HTTP_500_INTERNAL_SERVER_ERROR,
-            )
-            await response(scope, receive, send_with_id)
+            if not response_started:
+                response = JSONResponse(
+                    {"detail": "Internal server error", "request_id": facts.request_id},
+                    status_code=status.HTTP_500_INTERNAL_SERVER_ERROR,
+                )
+                await response(scope, receive, send_with_id)
+            # Otherwise it is too late for a 500: returning without ending the response makes
+            # the server close the connection, so the client sees a cut response.
         finally:
-            app_logging.request_id.reset(token)
+            self._record(scope, status_code, time.perf_counter() - started)
+            app_logging.request_facts.reset(token)
+
+    def _record(self, scope: Scope, status_code: int, seconds: float) -> None:
+        method = scope["method"]
+        # The template the router matched; never the raw path (unbounded label values).
+        route = getattr(scope.get("route"), "path", None) or "unmatched"
+        metrics.HTTP_REQUESTS.labels(method, route, str(status_code)).inc()
+        metrics.HTTP_REQUEST_DURATION.labels(method, route).observe(seconds)
+        if self.access_log:
+            access_logger.info(
+                "%s %s %d",
+                method,
+                route,
+                status_code,
+                extra={
+                    "method": method,
+                    "route": route,
+                    "status": status_code,
+                    "duration_ms": round(seconds * 1000, 1),
+                },
+            )
