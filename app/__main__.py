@@ -84,7 +84,13 @@ def main() -> None:
     )
     # Like uvicorn itself, the process ends by re-raising SIGTERM after a clean shutdown
     # (exit status 143), so supervisors see that it stopped because it was told to.
-    _Server(config, app, settings.shutdown_grace_seconds).run()
+    try:
+        _Server(config, app, settings.shutdown_grace_seconds).run()
+    except KeyboardInterrupt:
+        # Ctrl-C: uvicorn shut down cleanly, then re-raised SIGINT, which asyncio turns into a
+        # KeyboardInterrupt. Stopping a server from its terminal is a normal end: status 0,
+        # no traceback, and no error line from `make run`.
+        return
 
 
 if __name__ == "__main__":

@@ -51,6 +51,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "authenticated and any caller can read and delete every session. "
                 "Serve on a loopback address only, or configure authentication."
             )
+        warn_about_unused_model_settings(settings)
         if settings.migrate_on_startup:
             logger.info("applying pending database migrations")
             await migrate.upgrade_async(settings.database_url)
@@ -140,6 +141,28 @@ def _remaining_grace(app: FastAPI, grace_seconds: float) -> float:
     if deadline is None:
         return grace_seconds
     return max(0.0, deadline - time.monotonic())
+
+
+def warn_about_unused_model_settings(settings: Settings) -> None:
+    """A model provider configured while the assistant is still an offline one: the likely
+    intent is to talk to the model, which needs ASSISTANT_PROVIDER=openai too."""
+    if settings.assistant_provider == "openai":
+        return
+    given = [
+        name
+        for name, value in (
+            ("OPENAI_API_KEY", settings.openai_api_key),
+            ("OPENAI_BASE_URL", settings.openai_base_url),
+        )
+        if value
+    ]
+    if given:
+        logger.warning(
+            "%s is set, but ASSISTANT_PROVIDER=%s answers offline and ignores it: set "
+            "ASSISTANT_PROVIDER=openai to have the model answer",
+            " and ".join(given),
+            settings.assistant_provider,
+        )
 
 
 def check_exposure(settings: Settings) -> None:

@@ -4,11 +4,14 @@ and a clear warning whenever it is on."""
 import asyncio
 import logging
 import os
+import pty
+import select
 import shutil
 import socket
 import stat
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -18,7 +21,12 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from app.config import PROJECT_ROOT, Settings
-from app.main import UnsafeConfiguration, check_exposure, create_app
+from app.main import (
+    UnsafeConfiguration,
+    check_exposure,
+    create_app,
+    warn_about_unused_model_settings,
+)
 from tests.api.test_header_limit import send_head_slowly
 from tests.conftest import POSTGRES_ADMIN_URL, DatabaseFactory, make_settings
 from tests.tokens import ISSUER, JWT_SECRET
@@ -113,6 +121,38 @@ def test_open_mode_network_permission_is_read_from_the_environment(
     check_exposure(Settings(_env_file=None))
 
 
+@pytest.mark.parametrize(
+    ("provider", "key", "base_url", "warned"),
+    [
+        ("knowledge_base", "sk-test", None, "OPENAI_API_KEY is set, but ASSISTANT_PROVIDER="),
+        ("echo", None, "http://127.0.0.1:8001/v1", "OPENAI_BASE_URL is set"),
+        ("openai", "sk-test", None, None),
+        ("knowledge_base", None, None, None),
+    ],
+)
+def test_model_settings_without_the_model_provider_log_a_warning(
+    database_url: str,
+    caplog: pytest.LogCaptureFixture,
+    provider: str,
+    key: str | None,
+    base_url: str | None,
+    warned: str | None,
+) -> None:
+    settings = make_settings(
+        database_url, assistant_provider=provider, openai_api_key=key, openai_base_url=base_url
+    )
+    with caplog.at_level(logging.WARNING, logger="app.main"):
+        warn_about_unused_model_settings(settings)
+    messages = [record.getMessage() for record in caplog.records]
+    if warned is None:
+        assert messages == []
+    else:
+        [message] = messages
+        assert warned in message
+        assert "ASSISTANT_PROVIDER=openai" in message
+        assert "sk-test" not in message
+
+
 # --- python -m app --------------------------------------------------------------------------
 
 
@@ -186,6 +226,54 @@ async def test_cli_serves_with_the_request_head_limit(tmp_path: Path) -> None:
     assert answer.startswith(b"HTTP/1.1 431 ")
     assert b"limit 4096 bytes" in answer
     assert sent < 8 * 1024 * 1024
+
+
+def test_ctrl_c_in_a_terminal_stops_the_service_cleanly(tmp_path: Path) -> None:
+    """Ctrl-C in the terminal `make run` was started from: a clean shutdown, status 0 (so make
+    prints no error line), no traceback."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "PYTHONPATH": str(PROJECT_ROOT),
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}",
+        "PORT": str(port),
+    }
+    pid, terminal = pty.fork()
+    if pid == 0:  # the child: the service, on the terminal's side
+        os.chdir(tmp_path)
+        os.execve(sys.executable, [sys.executable, "-m", "app"], env)
+    output = read_terminal_until(terminal, b"CTRL+C to quit")
+    os.write(terminal, b"\x03")  # the terminal sends SIGINT to its foreground process
+    output += read_terminal_until(terminal, None)
+    _, status = os.waitpid(pid, 0)
+    os.close(terminal)
+
+    text = output.decode(errors="replace")
+    assert "Finished server process" in text, text
+    assert "Traceback" not in text, text
+    assert os.waitstatus_to_exitcode(status) == 0, text
+
+
+def read_terminal_until(terminal: int, marker: bytes | None, timeout: float = 30.0) -> bytes:
+    """What the terminal shows until `marker` appears (None: until the process closes it)."""
+    output = b""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([terminal], [], [], deadline - time.monotonic())
+        if not ready:
+            break
+        try:
+            chunk = os.read(terminal, 4096)
+        except OSError:  # the other side closed: the process ended
+            return output
+        if not chunk:
+            return output
+        output += chunk
+        if marker is not None and marker in output:
+            return output
+    pytest.fail(f"timed out waiting for {marker!r} on the terminal:\n{output.decode()}")
 
 
 # --- A database that cannot be used ---------------------------------------------------------
