@@ -1,6 +1,7 @@
 """Screenshots of the web page for the README: `make screenshots` (or
 `.venv/bin/python -m scripts.screenshots [DIR]`) writes desktop and phone pictures, light and
-dark, and the phone's opened history, into docs/screenshots/.
+dark, the phone's opened history, and a regenerated reply with its "< 2 / 2 >" arrows, into
+docs/screenshots/.
 
 It serves the app on a fresh SQLite database in a temporary folder, fills it with a few
 sessions spread over several days (replies written by a scripted assistant, so the pictures
@@ -68,6 +69,14 @@ def get_with_retries(url: str, attempts: int = 5) -> httpx.Response:
 - Add jitter so that many clients do not retry in step.
 """
 
+# The second answer to the first question: the reply regenerated in the branches picture.
+REGENERATED_ANSWER = """Retry only what can succeed later (timeouts, 429 and 5xx) and wait longer \
+each time: **exponential backoff** with jitter. Libraries do it for you:
+
+- `tenacity`: `@retry(wait=wait_random_exponential(max=30), stop=stop_after_attempt(5))`
+- `urllib3`: `Retry(total=5, backoff_factor=0.5, status_forcelist=[429, 502, 503])`
+"""
+
 # (first message, its reply, days ago, pinned); the first session is the one opened.
 SESSIONS_TO_SEED: list[tuple[str, str, float, bool]] = [
     ("How do I retry HTTP requests in Python?", RETRY_ANSWER, 0, False),
@@ -103,8 +112,10 @@ SESSIONS_TO_SEED: list[tuple[str, str, float, bool]] = [
 class ScriptedAssistant:
     """Answers each seeded question with its prepared reply, as a model would stream it."""
 
-    def __init__(self, answers: dict[str, str]) -> None:
+    def __init__(self, answers: dict[str, str], again: dict[str, str]) -> None:
         self._answers = answers
+        self._again = again  # a question asked again (a regeneration) gets this answer
+        self._asked: set[str] = set()
 
     @property
     def provider(self) -> str:
@@ -118,7 +129,11 @@ class ScriptedAssistant:
         return await collect(self.stream(history))
 
     async def stream(self, history: Sequence[Turn]) -> AsyncIterator[ReplyEvent]:
-        answer = self._answers.get(history[-1].content, "Noted.")
+        question = history[-1].content
+        answer = self._answers.get(question, "Noted.")
+        if question in self._asked:
+            answer = self._again.get(question, answer)
+        self._asked.add(question)
         for line in answer.splitlines(keepends=True):
             yield TextDelta(line)
         yield ReplyEnd(model=self.model)
@@ -137,7 +152,10 @@ async def served(settings: Settings) -> AsyncIterator[str]:
     try:
         async with httpx.AsyncClient(base_url=base_url, timeout=30) as client:
             (await client.get("/healthz")).raise_for_status()
-        app.state.assistant = ScriptedAssistant({q: a for q, a, _, _ in SESSIONS_TO_SEED})
+        app.state.assistant = ScriptedAssistant(
+            {q: a for q, a, _, _ in SESSIONS_TO_SEED},
+            {SESSIONS_TO_SEED[0][0]: REGENERATED_ANSWER},
+        )
         yield base_url
     finally:
         server.should_exit = True
@@ -188,6 +206,25 @@ async def shoot(browser: Browser, base_url: str, session_id: str, target: Path) 
                     await save(page, target / "phone-history-light.png")
             finally:
                 await context.close()
+    await shoot_branches(browser, base_url, session_id, target)
+
+
+async def shoot_branches(browser: Browser, base_url: str, session_id: str, target: Path) -> None:
+    """The reply regenerated: the new version, with the arrows back to the first one."""
+    context = await browser.new_context(
+        base_url=base_url, viewport=SIZES["desktop"], color_scheme="light", device_scale_factor=1
+    )
+    try:
+        page = await context.new_page()
+        await page.goto(f"/?session={session_id}")
+        reply = page.locator('li[data-role="assistant"][data-status="complete"]')
+        await reply.get_by_role("button", name="Regenerate reply").click()
+        await reply.get_by_role("group", name="Versions").wait_for()
+        await page.locator("nav li[data-session-id]").first.wait_for(state="attached")
+        await page.mouse.move(0, 0)
+        await save(page, target / "desktop-branches-light.png")
+    finally:
+        await context.close()
 
 
 async def save(page: Page, path: Path) -> None:

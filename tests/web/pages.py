@@ -65,3 +65,22 @@ async def choose_action(page: Page, title: str, action: str) -> None:
     """Open a session's actions menu and pick one item."""
     await button(page, f"Actions for {title}").click()
     await page.get_by_role("menu").get_by_role("menuitem", name=action, exact=True).click()
+
+
+def versions(message: Locator) -> Locator:
+    """A message's "< 2 / 3 >" control (its text: "2 / 3")."""
+    return message.get_by_role("group", name="Versions", exact=True)
+
+
+def in_message(message: Locator, name: str) -> Locator:
+    """A button of one message's toolbar: Edit message, Regenerate reply, Previous version..."""
+    return message.get_by_role("button", name=name, exact=True)
+
+
+def edit_box(page: Page) -> Locator:
+    return messages(page).get_by_role("textbox", name="Edited message", exact=True)
+
+
+def text_of(message: Locator) -> Locator:
+    """A message's text alone, without its notes and toolbar."""
+    return message.locator(".message-body")

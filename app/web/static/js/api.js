@@ -102,8 +102,18 @@ function formatWait(seconds) {
  * Sends a message and calls `onEvent({event, data})` for each event of the streamed reply
  * (`session`, `delta`..., then `done` or `error`). Resolves when the stream ends.
  */
-export async function streamChat(body, { signal, onEvent }) {
-  const response = await send('POST', '/stream', { body, signal, accept: 'text/event-stream' });
+export function streamChat(body, options) {
+  return streamFrom('/stream', body, options);
+}
+
+/** Regenerates the assistant reply `messageId`: the same events as streamChat. */
+export function streamRegenerate(sessionId, messageId, options) {
+  const path = `/sessions/${encodeURIComponent(sessionId)}/messages/${encodeURIComponent(messageId)}/regenerate`;
+  return streamFrom(path, undefined, options);
+}
+
+async function streamFrom(path, body, { signal, onEvent }) {
+  const response = await send('POST', path, { body, signal, accept: 'text/event-stream' });
   try {
     for await (const event of readEvents(response.body)) onEvent(event);
   } catch (error) {

@@ -54,6 +54,7 @@ const chat = new Chat({
     await sidebar.refreshTop();
     syncTitle(sessionId);
   },
+  switched: (summary) => sidebar.apply(summary),
   title: (sessionId) => sidebar.find(sessionId)?.title,
 });
 

@@ -1,7 +1,9 @@
 // The conversation: opening a session (newest messages first, older ones on scrolling up),
 // sending a message and streaming the reply into its bubble, stopping it, and retrying.
+// Editing, regenerating and the versions of a message are branches.js's.
 
-import { ApiError, isAbort, request, streamChat } from './api.js';
+import { ApiError, isAbort, request, streamChat, streamRegenerate } from './api.js';
+import { Branches } from './branches.js';
 import { copyText, h, icon } from './dom.js';
 import { renderMarkdown } from './markdown.js';
 import { formatDateTime } from './time.js';
@@ -24,10 +26,12 @@ export class SessionNotFound extends Error {}
 export class Chat {
   /**
    * callbacks: started(sessionId) (a new chat got its id), sent(sessionId, text),
-   * replied(sessionId) (a reply ended), title() → the current session's title.
+   * replied(sessionId) (a reply ended), switched(summary) (another branch became current),
+   * title() → the current session's title.
    */
   constructor(callbacks) {
     this.callbacks = callbacks;
+    this.pageSize = PAGE_SIZE;
     this.sessionId = null;
     this.messagesBefore = null;
     this.loadController = null;
@@ -47,6 +51,7 @@ export class Chat {
     this.sendButton = document.getElementById('send');
     this.stopButton = document.getElementById('stop');
     this.latestButton = document.getElementById('scroll-latest');
+    this.branches = new Branches(this, { switched: (summary) => this.callbacks.switched(summary) });
 
     this.form.addEventListener('submit', (event) => {
       event.preventDefault();
@@ -110,12 +115,69 @@ export class Chat {
       }
     }
     this.loading.hidden = true;
+    this.render(detail);
+    this.scrollToBottom();
+  }
+
+  /** Shows a session's detail (a page of its current branch) in place of what is shown. */
+  render(detail) {
+    // Older messages of the branch shown before must not be added to this one.
+    this.olderController?.abort();
+    this.olderController = null;
+    this.historySentinel.classList.remove('is-loading');
     this.setTitle(detail.title);
     this.list.replaceChildren(...detail.messages.map((message) => this.messageElement(message)));
     this.emptyState.hidden = detail.messages.length > 0;
     this.setOlder(detail);
-    this.scrollToBottom();
+    this.olderObserver.unobserve(this.historySentinel);
     this.olderObserver.observe(this.historySentinel);
+  }
+
+  /**
+   * Replaces the conversation by the session detail that `load(signal)` resolves to (another
+   * branch), keeping `anchor`'s place on screen for the message `anchorId`. Nothing can be
+   * sent meanwhile. Resolves whether it was shown.
+   */
+  async reload(load, { anchor = null, anchorId = null } = {}) {
+    if (this.busy || !this.sessionId) return false;
+    const controller = new AbortController();
+    this.loadController = controller;
+    this.updateComposer();
+    const top = () => this.thread.getBoundingClientRect().top;
+    const offset = anchor?.isConnected ? anchor.getBoundingClientRect().top - top() : null;
+    try {
+      const detail = await load(controller.signal);
+      if (this.loadController !== controller) return false;
+      this.clearError();
+      this.render(detail);
+      const kept = anchorId ? this.itemOf(anchorId) : null;
+      if (kept && offset != null) this.thread.scrollTop += kept.getBoundingClientRect().top - top() - offset;
+      else this.scrollToBottom();
+      this.updateLatestButton();
+      return true;
+    } catch (error) {
+      if (isAbort(error) || this.loadController !== controller) return false;
+      this.showError(error.message, () => {
+        this.clearError();
+        this.reload(load, { anchor, anchorId });
+      });
+      return false;
+    } finally {
+      if (this.loadController === controller) {
+        this.loadController = null;
+        this.updateComposer();
+      }
+    }
+  }
+
+  /** The message element of the message `id`, if it is on screen. */
+  itemOf(id) {
+    return id ? this.list.querySelector(`li[data-message-id="${CSS.escape(id)}"]`) : null;
+  }
+
+  /** A reply streams or the conversation loads: nothing else may start. */
+  get busy() {
+    return Boolean((this.stream && !this.stream.ended) || this.loadController);
   }
 
   reset(sessionId) {
@@ -183,7 +245,8 @@ export class Chat {
 
   // --- Messages --------------------------------------------------------------------------
 
-  messageElement({ role, content, metadata = {}, created_at: createdAt }) {
+  messageElement(message) {
+    const { role, content, metadata = {}, created_at: createdAt } = message;
     const status = metadata?.status ?? 'complete';
     const body = h('div', { class: 'message-body' });
     const item = h('li', {
@@ -193,23 +256,33 @@ export class Chat {
     });
     item.append(body);
     if (role === 'assistant') item.prepend(h('div', { class: 'avatar', 'aria-hidden': 'true' }, icon('logo')));
+    this.identify(item, message);
     this.fill(item, content, metadata?.finish_reason === 'stopped' ? 'stopped' : status);
     return item;
   }
 
-  /** Renders `text` into a message, with the note its status calls for. */
+  /** Records which stored message (`id`, `sibling_ids`, `content`) an element shows. */
+  identify(item, message) {
+    if (!message.id) return;
+    item.dataset.messageId = message.id;
+    this.branches.track(item, message);
+  }
+
+  /** Renders `text` into a message, with the note its status calls for and its actions. */
   fill(item, text, note) {
     const body = item.querySelector('.message-body');
     item.querySelector('.message-footer')?.remove();
+    const footer = h('div', { class: 'message-footer' });
     if (!text && NOTES[note]) {
       body.replaceChildren(h('p', { class: `message-note ${note}` }, NOTES[note]));
-      return;
+    } else {
+      renderMarkdown(body, text);
+      if (NOTES[note]) footer.append(h('span', { class: `message-note ${note}` }, NOTES[note]));
     }
-    renderMarkdown(body, text);
-    const footer = h('div', { class: 'message-footer' });
-    if (NOTES[note]) footer.append(h('span', { class: `message-note ${note}` }, NOTES[note]));
+    // One toolbar per message, for every action on it.
+    const actions = h('div', { class: 'message-actions' });
     if (item.dataset.role === 'assistant' && text) {
-      footer.append(
+      actions.append(
         h(
           'button',
           {
@@ -222,7 +295,9 @@ export class Chat {
         ),
       );
     }
-    if (footer.childElementCount) item.querySelector('.message-body').after(footer);
+    this.branches.addActions(item, actions);
+    if (actions.childElementCount) footer.append(actions);
+    if (footer.childElementCount) body.after(footer);
   }
 
   // --- Sending ---------------------------------------------------------------------------
@@ -230,50 +305,132 @@ export class Chat {
   submit() {
     const text = this.input.value;
     // While a session loads, what is sent now would be replaced by what arrives.
-    if (!text.trim() || this.stream || this.loadController) return;
+    if (!text.trim() || this.busy) return;
     this.input.value = '';
     this.send(text);
   }
 
-  async send(text) {
+  /**
+   * Sends `text`. With `editOf` (a user message on screen: {item, id, siblingIds}) as an edit
+   * of it: the new message takes its place and the conversation below it goes (it stays on
+   * the old branch, a version away).
+   */
+  async send(text, { editOf = null } = {}) {
     this.clearError();
     this.emptyState.hidden = true;
     this.lastMessage = text;
     const userItem = this.messageElement({ role: 'user', content: text });
+    const reply = this.pendingReply();
+    const body = { message: text };
+    if (this.sessionId) body.session_id = this.sessionId;
+    let restore = null;
+    if (editOf) {
+      body.edit_of = editOf.id;
+      restore = this.replaceFrom(editOf.item, userItem, reply);
+    } else {
+      this.list.append(userItem, reply);
+    }
+    const stream = this.newStream({ message: text, userItem, userSiblings: editOf?.siblingIds ?? [], reply, restore });
+    stream.again = () => {
+      if (!editOf) {
+        // One the server never got is taken off the screen first.
+        if (!stream.saved) {
+          stream.userItem.remove();
+          stream.reply.remove();
+        }
+        this.send(text);
+      } else if (!stream.saved) {
+        this.send(text, { editOf }); // the edited message is back on screen
+      } else {
+        this.regenerateFailed(stream, () => this.send(text, { editOf: { ...editOf, item: stream.userItem } }));
+      }
+    };
+    await this.run(stream, (options) => streamChat(body, options));
+  }
+
+  /** Regenerates the reply `target` (a reply on screen: {item, id, siblingIds}) in its place. */
+  async regenerate(target) {
+    if (this.busy || !this.sessionId) return;
+    this.clearError();
+    const reply = this.pendingReply();
+    const restore = this.replaceFrom(target.item, reply);
+    const stream = this.newStream({ reply, replySiblings: target.siblingIds, restore });
+    stream.again = () => {
+      if (!stream.saved) this.regenerate(target);
+      else this.regenerateFailed(stream, () => this.regenerate({ ...target, item: stream.reply }));
+    };
+    await this.run(stream, (options) => streamRegenerate(this.sessionId, target.id, options));
+  }
+
+  /** Retries a failed reply of an edit or a regeneration: regenerates it, once its id is known. */
+  regenerateFailed(stream, otherwise) {
+    const target = this.branches.target(stream.reply);
+    if (target) this.regenerate(target);
+    else otherwise();
+  }
+
+  pendingReply() {
     const reply = this.messageElement({ role: 'assistant', content: '', metadata: { status: 'streaming' } });
     reply.setAttribute('aria-busy', 'true');
-    this.list.append(userItem, reply);
-    this.scrollToBottom();
+    return reply;
+  }
 
-    const stream = {
+  /** Puts `items` in place of `item` and the messages after it; returns what puts them back. */
+  replaceFrom(item, ...items) {
+    const removed = [];
+    for (let next = item; next; next = next.nextElementSibling) removed.push(next);
+    item.before(...items);
+    for (const old of removed) old.remove();
+    return () => {
+      if (items[0]?.isConnected) items[0].before(...removed);
+      else this.list.append(...removed);
+      for (const added of items) added.remove();
+    };
+  }
+
+  newStream(fields) {
+    return {
       controller: new AbortController(),
       sessionId: this.sessionId,
-      saved: false, // the server has the user's message
+      saved: false, // the server has the user's message (or the regeneration)
       ended: false,
       stopped: false,
       text: '',
       frame: 0,
-      userItem,
-      reply,
+      message: null, // the text sent; none for a regeneration
+      userItem: null,
+      userSiblings: [],
+      reply: null,
+      replySiblings: [],
+      replyId: null,
+      restore: null, // puts back what an edit or a regeneration took off the screen
+      again: null,
+      ...fields,
     };
+  }
+
+  async run(stream, start) {
     this.stream = stream;
     this.updateComposer();
-    const body = { message: text };
-    if (this.sessionId) body.session_id = this.sessionId;
+    this.scrollToBottom();
     try {
-      await streamChat(body, { signal: stream.controller.signal, onEvent: (event) => this.onEvent(stream, event) });
+      await start({ signal: stream.controller.signal, onEvent: (event) => this.onEvent(stream, event) });
       if (!stream.ended) throw new ApiError('The connection was lost before the reply finished.');
     } catch (error) {
       if (stream.stopped) this.finish(stream, 'incomplete', 'stopped');
       else if (!isAbort(error) && !stream.ended) {
         if (stream.saved) {
           this.finish(stream, stream.text ? 'incomplete' : 'failed');
+        } else if (stream.restore) {
+          // Refused (the message is gone, rate limited...): what was there comes back.
+          stream.ended = true;
+          stream.restore();
         } else {
           // Refused before anything was saved (invalid, rate limited...): no reply to show.
           stream.ended = true;
           stream.reply.remove();
           stream.userItem.dataset.status = 'failed';
-          this.fill(stream.userItem, text, 'unsent');
+          this.fill(stream.userItem, stream.message, 'unsent');
         }
         this.showError(error.message, () => this.retry(stream));
       }
@@ -295,7 +452,12 @@ export class Chat {
           this.sessionId = data.session_id;
           this.callbacks.started(data.session_id);
         }
-        this.callbacks.sent(data.session_id, this.lastMessage ?? '');
+        if (stream.userItem) {
+          const id = data.user_message_id;
+          this.identify(stream.userItem, { id, content: stream.message, sibling_ids: [...stream.userSiblings, id] });
+          if (!stream.ended) this.fill(stream.userItem, stream.message);
+          this.callbacks.sent(data.session_id, stream.message);
+        }
         break;
       case 'delta':
         stream.text += data.content;
@@ -304,6 +466,7 @@ export class Chat {
       case 'done': {
         // `incomplete` here means stopped: a failure ends with an `error` event instead.
         const status = data.status ?? 'complete';
+        stream.replyId = data.message_id;
         this.finish(stream, status, status === 'incomplete' ? 'stopped' : status);
         this.callbacks.replied(stream.sessionId);
         break;
@@ -339,8 +502,32 @@ export class Chat {
     stream.reply.dataset.status = status;
     stream.reply.removeAttribute('aria-busy');
     stream.reply.classList.toggle('has-text', Boolean(stream.text));
+    if (stream.replyId) {
+      this.identify(stream.reply, { id: stream.replyId, sibling_ids: [...stream.replySiblings, stream.replyId] });
+    } else if (stream.saved && (status === 'failed' || status === 'incomplete')) {
+      this.identifyFailed(stream, note);
+    }
     this.fill(stream.reply, stream.text, note);
+    this.branches.setBusy(this.busy);
     if (stick) this.scrollToBottom();
+  }
+
+  /**
+   * A failed reply is saved, but its `error` event does not name it: it is the last message
+   * of the session's current branch. Once known, it has its versions and can be regenerated.
+   */
+  async identifyFailed(stream, note) {
+    let page;
+    try {
+      page = await request('GET', `/sessions/${encodeURIComponent(stream.sessionId)}`, { query: { limit: 1 } });
+    } catch {
+      return; // a reload shows it
+    }
+    const last = page.messages.at(-1);
+    if (last?.role !== 'assistant' || !stream.reply.isConnected || stream.sessionId !== this.sessionId) return;
+    if (this.itemOf(last.id)) return;
+    this.identify(stream.reply, last);
+    this.fill(stream.reply, stream.text, note);
   }
 
   /** Stops the reply: the server stops generating (and saves what it has), reading stops. */
@@ -365,14 +552,11 @@ export class Chat {
     }
   }
 
-  /** Sends the last message again. One the server never got is taken off the screen first. */
+  /** Does again what failed: sends the message, the edit, or the regeneration. */
   retry(stream) {
     this.clearError();
-    if (!stream.saved) {
-      stream.userItem.remove();
-      stream.reply.remove();
-    }
-    this.send(this.lastMessage ?? '');
+    if (this.busy) return;
+    stream.again();
   }
 
   // --- Errors, composer, scrolling -------------------------------------------------------
@@ -402,6 +586,7 @@ export class Chat {
     this.stopButton.disabled = false;
     this.sendButton.hidden = streaming;
     this.sendButton.disabled = !this.input.value.trim() || Boolean(this.loadController);
+    this.branches.setBusy(this.busy);
     // Grows with the text, up to the height the stylesheet allows.
     this.input.style.height = 'auto';
     this.input.style.height = `${this.input.scrollHeight}px`;
