@@ -230,16 +230,21 @@ def _best_messages(dialect: str, *, for_user: bool) -> Select[Any]:
         )
         .label("place"),
     ).subquery("best")
+    # Every message written is on the current branch exactly when the branch holds them all
+    # (see messages_on_current_branch). Read in the statement that finds the message, so that
+    # the two agree (PostgreSQL reads each statement as of its own start), and as a subquery
+    # per result row: one lookup by unique key each, whatever the planner thinks of the rest.
+    straight = (
+        select(chat_sessions.c.node_count == chat_sessions.c.message_count)
+        .where(chat_sessions.c.session_id == chat_messages.c.session_id)
+        .scalar_subquery()
+    )
     return (
         select(
             chat_messages.c.session_id,
             chat_messages.c.id,
             chat_messages.c.content,
-            # Read in the statement that found the message, so that the two agree (PostgreSQL
-            # reads each statement of a transaction as of its own start): every message written
-            # is on the current branch exactly when the branch holds them all (see
-            # messages_on_current_branch). One lookup by unique key per result.
-            (chat_sessions.c.node_count == chat_sessions.c.message_count).label("straight"),
+            straight.label("straight"),
         )
         .join(
             best,
@@ -249,7 +254,6 @@ def _best_messages(dialect: str, *, for_user: bool) -> Select[Any]:
                 best.c.seq == chat_messages.c.ordinal,
             ),
         )
-        .join(chat_sessions, chat_sessions.c.session_id == chat_messages.c.session_id)
         .where(best.c.place == 1)
     )
 
