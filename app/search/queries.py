@@ -3,6 +3,7 @@ the message of each that matches best. Each helper takes the connection of a tra
 does not own."""
 
 import functools
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,6 +12,7 @@ from sqlalchemy import (
     ColumnElement,
     Integer,
     Text,
+    Uuid,
     and_,
     bindparam,
     case,
@@ -228,8 +230,22 @@ def _best_messages(dialect: str, *, for_user: bool) -> Select[Any]:
         )
         .label("place"),
     ).subquery("best")
+    # Every message written is on the current branch exactly when the branch holds them all
+    # (see messages_on_current_branch). Read in the statement that finds the message, so that
+    # the two agree (PostgreSQL reads each statement as of its own start), and as a subquery
+    # per result row: one lookup by unique key each, whatever the planner thinks of the rest.
+    straight = (
+        select(chat_sessions.c.node_count == chat_sessions.c.message_count)
+        .where(chat_sessions.c.session_id == chat_messages.c.session_id)
+        .scalar_subquery()
+    )
     return (
-        select(chat_messages.c.session_id, chat_messages.c.content)
+        select(
+            chat_messages.c.session_id,
+            chat_messages.c.id,
+            chat_messages.c.content,
+            straight.label("straight"),
+        )
         .join(
             best,
             and_(
@@ -242,14 +258,85 @@ def _best_messages(dialect: str, *, for_user: bool) -> Select[Any]:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class BestMatch:
+    """The message of a session that matches a search best."""
+
+    id: uuid.UUID
+    content: str
+    # The session has no forks: every message of it is on its current branch.
+    straight: bool
+
+
 async def best_matching_messages(
     conn: AsyncConnection, search: SearchQuery, session_ids: list[str]
-) -> dict[str, str]:
-    """For each of `session_ids`, the text of its message that matches best (the newest of
-    equals); sessions that match only by title are left out."""
+) -> dict[str, BestMatch]:
+    """For each of `session_ids`, its message that matches best (the newest of equals);
+    sessions that match only by title are left out."""
     if not session_ids:
         return {}
     dialect = conn.dialect.name
     stmt = _best_messages(dialect, for_user=search.for_user)
     parameters = search.parameters(dialect) | {"search_sessions": session_ids}
-    return {row.session_id: row.content for row in await conn.execute(stmt, parameters)}
+    return {
+        row.session_id: BestMatch(row.id, row.content, bool(row.straight))
+        for row in await conn.execute(stmt, parameters)
+    }
+
+
+_MATCHES = bindparam("search_matches", expanding=True, type_=Uuid())
+
+
+@functools.cache
+def _on_current_branch() -> Select[Any]:
+    """Which of the messages `search_matches` are on their session's current branch: one walk
+    per message, up from the session's current leaf by primary key, that stops at the
+    message's seq; the message is on the branch if the walk's last step is the message.
+
+    A message is on the current branch exactly when it is an ancestor of the current leaf (or
+    the leaf). Walking up from the message instead would cost its own seq in steps and still
+    not decide: its path says nothing of which of its descendants the branch goes through.
+    (The choices remembered at forks do not decide it either: a reply stored beside the
+    branch is its parent's newest child without becoming current.) So the walk is the
+    leaf's, and it costs leaf.seq - message.seq + 1 primary-key lookups: at most one branch's
+    length per result, the length of the branch below the match; a message deeper than the
+    leaf is off the branch without a step. Only the page's results in sessions with forks
+    come here (at most 100; most sessions have none), so a page costs at most 100 walks
+    down from their leaves to their matches: about 2 µs a step, nothing for the usual
+    session of tens of messages, and the worst case measured, 20 results each matched at the
+    top of a 5,000-message current branch, adds 160 ms on SQLite and 245 ms on PostgreSQL to
+    a search page (100 such results: five times that).
+    """
+    matched = chat_messages.alias("matched")
+    leaf = chat_messages.alias("leaf")
+    walk = (
+        select(
+            leaf.c.id,
+            leaf.c.parent_id,
+            leaf.c.seq,
+            matched.c.id.label("match_id"),
+            matched.c.seq.label("match_seq"),
+        )
+        .select_from(matched)
+        .join(chat_sessions, chat_sessions.c.session_id == matched.c.session_id)
+        .join(leaf, leaf.c.id == chat_sessions.c.current_leaf_id)
+        .where(matched.c.id.in_(_MATCHES), leaf.c.seq >= matched.c.seq)
+        .cte("walk", recursive=True)
+    )
+    parent = chat_messages.alias("parent")
+    walk = walk.union_all(
+        select(parent.c.id, parent.c.parent_id, parent.c.seq, walk.c.match_id, walk.c.match_seq)
+        .join(walk, parent.c.id == walk.c.parent_id)
+        .where(walk.c.seq > walk.c.match_seq)
+    )
+    return select(walk.c.match_id).where(walk.c.id == walk.c.match_id)
+
+
+async def messages_on_current_branch(
+    conn: AsyncConnection, message_ids: list[uuid.UUID]
+) -> set[uuid.UUID]:
+    """Those of `message_ids` that are on their session's current branch (see above)."""
+    if not message_ids:
+        return set()
+    rows = await conn.execute(_on_current_branch(), {"search_matches": message_ids})
+    return {row.match_id for row in rows}

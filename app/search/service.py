@@ -2,6 +2,7 @@
 of a query, ranked, each with a snippet of the message that matched best."""
 
 import math
+import uuid
 from typing import Any
 
 from app.kit.db.engine import Database
@@ -41,7 +42,8 @@ async def search_sessions(
     shown = max(0, min(size, SEARCH_MAX_OFFSET - offset))
     rows: list[dict[str, Any]] = []
     total: int | None = 0 if include_total else None
-    snippets: dict[str, str] = {}
+    matches: dict[str, queries.BestMatch] = {}
+    on_branch: set[uuid.UUID] = set()
     # A search without a single word (only punctuation, say) matches nothing.
     if query_words:
         async with db.read() as conn:
@@ -52,15 +54,22 @@ async def search_sessions(
                 rows = await queries.search_session_summaries(
                     conn, search, limit=shown + 1, offset=offset
                 )
-                snippets = await queries.best_matching_messages(
+                matches = await queries.best_matching_messages(
                     conn, search, [row["session_id"] for row in rows[:shown]]
                 )
+                # Only sessions with forks need the walk; in the others every message is on
+                # the current branch.
+                forked = [match.id for match in matches.values() if not match.straight]
+                on_branch = await queries.messages_on_current_branch(conn, forked)
     next_offset = offset + shown
     has_more = len(rows) > shown and next_offset < SEARCH_MAX_OFFSET
     rows = rows[:shown]
     for row in rows:
-        matching = snippets.get(row["session_id"])
-        row["snippet"] = make_snippet(matching, query_words) if matching is not None else None
+        match = matches.get(row["session_id"])
+        if match is not None:
+            row["snippet"] = make_snippet(match.content, query_words)
+            row["match_message_id"] = match.id
+            row["match_off_branch"] = not match.straight and match.id not in on_branch
     return SessionsListResponse.model_validate(
         {
             "sessions": rows,

@@ -111,8 +111,10 @@ async def list_sessions(
     a session unpinned during the scroll moves down past the cursor and shows again.
 
     **Search** (`q`): the same pages and cursors over the matching sessions, ranked; each
-    result's `snippet` shows the message that matched. A search cursor works only with the
-    same `q` and filters."""
+    result's `snippet` shows the message that matched, on any branch: `match_message_id`
+    names it, and `match_off_branch` says it is off the current branch (make its branch
+    current with `PUT /sessions/{session_id}/branch` to show it). A search cursor works only
+    with the same `q` and filters."""
     try:
         return await service.get_sessions_list(
             db,

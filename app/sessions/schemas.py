@@ -67,6 +67,22 @@ class SessionListItem(SessionSummary):
             "the title matches, and outside a search."
         ),
     )
+    match_message_id: uuid.UUID | None = Field(
+        default=None,
+        description=(
+            "Search results only: the id of the message that `snippet` shows (on any branch of "
+            "the session); null when only the title matches, and outside a search."
+        ),
+    )
+    match_off_branch: bool = Field(
+        default=False,
+        description=(
+            "Search results only: true when the message `match_message_id` is not on the "
+            "session's current branch. To show it, make its branch current with "
+            '`PUT /api/v1/chat/sessions/{session_id}/branch` and `{"message_id": '
+            "match_message_id}`. False for a title match, and outside a search."
+        ),
+    )
 
 
 class SessionsListResponse(BaseResponse):

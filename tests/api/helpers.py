@@ -32,8 +32,11 @@ SUMMARY_KEYS = {
     "pinned",
     "archived",
 }
-# A session in a list: the summary, and the excerpt that matched a search (issue 5).
-LIST_ITEM_KEYS = SUMMARY_KEYS | {"snippet"}
+# A session in a list: the summary, and the excerpt that matched a search (issue 5), with the
+# message it shows and whether that is off the current branch (issue 13).
+LIST_ITEM_KEYS = SUMMARY_KEYS | {"snippet", "match_message_id", "match_off_branch"}
+# What a list item that is not a search result carries besides the summary.
+NO_MATCH = {"snippet": None, "match_message_id": None, "match_off_branch": False}
 # The seed's fields, then the cursor-pagination ones (issue 5).
 LIST_KEYS = {"sessions", "total", "page", "page_size", "total_pages", "next_cursor", "has_more"}
 # The message tree (issue 13) adds `current_message_id`, and `parent_id`, `sibling_ids`.

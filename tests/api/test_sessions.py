@@ -10,6 +10,7 @@ from app.kit.db.engine import Database
 from app.kit.text import make_preview
 from tests.api.helpers import (
     ECHO_METADATA,
+    NO_MATCH,
     echo_reply,
     get_session,
     list_sessions,
@@ -60,7 +61,7 @@ async def test_list_has_the_documented_shape(client: httpx.AsyncClient) -> None:
         "message_count": 2,
         "pinned": False,
         "archived": False,
-        "snippet": None,
+        **NO_MATCH,
     }
     assert before <= created_at <= updated_at <= after
 
@@ -203,7 +204,7 @@ async def test_open_session_returns_summary_and_messages_oldest_first(
     [summary] = (await list_sessions(client))["sessions"]
     paging = {"messages", "has_more_messages", "messages_before", "current_message_id"}
     assert {k: v for k, v in session.items() if k not in paging} == {
-        k: v for k, v in summary.items() if k != "snippet"
+        k: v for k, v in summary.items() if k not in NO_MATCH
     }
     assert (session["has_more_messages"], session["messages_before"]) == (False, None)
     messages = session["messages"]

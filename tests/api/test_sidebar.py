@@ -31,6 +31,7 @@ from tests.api.helpers import (
     DETAIL_KEYS,
     LIST_ITEM_KEYS,
     LIST_KEYS,
+    NO_MATCH,
     SESSIONS,
     SUMMARY_KEYS,
     Json,
@@ -134,7 +135,7 @@ async def get_page(
     assert set(data) == LIST_KEYS
     for summary in data["sessions"]:
         assert set(summary) == LIST_ITEM_KEYS
-        assert summary["snippet"] is None
+        assert {key: summary[key] for key in NO_MATCH} == NO_MATCH
     return data
 
 
@@ -665,7 +666,7 @@ async def test_rename_sets_the_title_with_whitespace_collapsed(
 
     assert summary["title"] == "Q3 planning notes"
     [listed] = (await list_sessions(client))["sessions"]
-    assert {**summary, "snippet": None} == listed
+    assert {**summary, **NO_MATCH} == listed
     after = await get_session(client, "s")
     assert after == {**before, "title": "Q3 planning notes"}
 
