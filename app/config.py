@@ -20,6 +20,8 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
+    # Server processes sharing the port (one per core is the usual choice).
+    workers: int = Field(default=1, ge=1, le=64)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # json: one object per line, with request ids, routes, statuses, durations, hashed users.
     log_format: Literal["text", "json"] = "text"
