@@ -103,6 +103,13 @@ async def get_session_summary(
     return summary
 
 
+async def get_session_owner(conn: AsyncConnection, session_id: str) -> str | None:
+    """The user the session belongs to (None: nobody's, or no such session)."""
+    stmt = select(chat_sessions.c.user_id).where(session_is(_SESSION_ID, None))
+    owner: str | None = (await conn.execute(stmt, {"session_id": session_id})).scalar()
+    return owner
+
+
 @dataclass(frozen=True, slots=True)
 class ListPosition:
     """Where a page of the sidebar ends: the sort key of its last session."""
