@@ -16,6 +16,10 @@ from tests.conftest import BACKENDS, DatabaseFactory, LiveServer, make_settings,
 SESSION = SESSIONS + "/{session_id}"
 EXPORT = SESSION + "/export"
 STOP = SESSION + "/stop"
+SESSION_SHARES = SESSION + "/shares"
+SHARES = "/api/v1/chat/shares"
+SHARE = SHARES + "/{share_id}"
+SHARED = "/api/v1/shared/{share_id}"
 
 # Every status code the tests of this directory get from each route.
 OBSERVED_STATUSES: dict[tuple[str, str], set[int]] = {
@@ -30,6 +34,10 @@ OBSERVED_STATUSES: dict[tuple[str, str], set[int]] = {
     ("GET", EXPORT): {200, 404, 422},
     ("DELETE", SESSION): {204, 404, 422},
     ("POST", STOP): {200, 404, 422},
+    ("POST", SESSION_SHARES): {201, 404, 422},
+    ("GET", SHARES): {200, 403, 422},
+    ("DELETE", SHARE): {204, 404, 422},
+    ("GET", SHARED): {200, 404, 422, 429},
 }
 
 
@@ -135,6 +143,9 @@ CHAT_ROUTES = [
     pytest.param("GET", EXPORT, id="export"),
     pytest.param("DELETE", SESSION, id="delete"),
     pytest.param("POST", STOP, id="stop"),
+    pytest.param("POST", SESSION_SHARES, id="share"),
+    pytest.param("GET", SHARES, id="list-shares"),
+    pytest.param("DELETE", SHARE, id="revoke-share"),
 ]
 
 

@@ -214,6 +214,22 @@ async def test_invalid_expiry_is_a_422_and_creates_nothing(
     assert await share_rows(database) == (0, 0)
 
 
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", f"{SHARED}/not%20a%20link"),
+        ("DELETE", f"{SHARES}/{'x' * 129}"),
+        ("GET", f"{SHARES}?session_id=not%20a%20session"),
+        ("GET", f"{SHARES}?limit=0"),
+        ("POST", "/api/v1/chat/sessions/not%20a%20session/shares"),
+    ],
+)
+async def test_malformed_ids_are_422(client: httpx.AsyncClient, method: str, path: str) -> None:
+    response = await client.request(method, path)
+
+    assert response.status_code == 422, response.text
+
+
 async def test_sharing_a_missing_session_is_a_404(
     client: httpx.AsyncClient, database: Database
 ) -> None:
