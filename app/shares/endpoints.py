@@ -31,7 +31,7 @@ _NO_SHARE = "No such link, or it was revoked or has expired."
     "/sessions/{session_id}/shares",
     summary="Share a read-only link to a snapshot of the session",
     status_code=status.HTTP_201_CREATED,
-    responses=error_responses(404, 500, *AUTH_ERRORS),
+    responses=error_responses(400, 404, 413, 500, *AUTH_ERRORS),
 )
 async def create_share(
     session_id: SessionIdPath,

@@ -1,6 +1,8 @@
 """Request and response schemas of share links."""
 
-from pydantic import Field
+from typing import Annotated
+
+from pydantic import BeforeValidator, Field
 
 from app.domain import Role
 from app.kit.schemas import BaseResponse, RequestBody, UTCTimestamp
@@ -11,8 +13,16 @@ SHARE_ID_PATTERN = r"^[A-Za-z0-9_-]{1,128}$"
 MAX_EXPIRY_DAYS = 365
 
 
+def _whole_number(value: object) -> object:
+    """JSON Schema counts 7.0 as an integer, and so does this API; strict mode still refuses
+    7.5, "7" and true."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
 class ShareCreate(RequestBody):
-    expires_in_days: int | None = Field(
+    expires_in_days: Annotated[int | None, BeforeValidator(_whole_number)] = Field(
         default=None,
         ge=1,
         le=MAX_EXPIRY_DAYS,

@@ -34,7 +34,7 @@ OBSERVED_STATUSES: dict[tuple[str, str], set[int]] = {
     ("GET", EXPORT): {200, 404, 422},
     ("DELETE", SESSION): {204, 404, 422},
     ("POST", STOP): {200, 404, 422},
-    ("POST", SESSION_SHARES): {201, 404, 422},
+    ("POST", SESSION_SHARES): {201, 400, 404, 422},
     ("GET", SHARES): {200, 403, 422},
     ("DELETE", SHARE): {204, 404, 422},
     ("GET", SHARED): {200, 404, 422, 429},

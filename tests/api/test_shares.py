@@ -158,10 +158,12 @@ async def test_expiry_in_days(client: httpx.AsyncClient, database: Database) -> 
 
     created = await share(client, "s", {"expires_in_days": 7})
     lasting = await share(client, "s", {"expires_in_days": None})
+    whole = await share(client, "s", {"expires_in_days": 7.0})
     empty_body = await share(client, "s", {})
 
     expires = parse_utc(created["expires_at"]) - parse_utc(created["created_at"])
     assert expires == timedelta(days=7)
+    assert parse_utc(whole["expires_at"]) - parse_utc(whole["created_at"]) == timedelta(days=7)
     assert lasting["expires_at"] is None
     assert empty_body["expires_at"] is None
     await shared(client, created["share_id"])
@@ -176,6 +178,7 @@ async def test_expiry_in_days(client: httpx.AsyncClient, database: Database) -> 
     await assert_gone(client, created["share_id"])
     listed = await client.get(SHARES)
     assert {s["share_id"] for s in listed.json()["shares"]} == {
+        whole["share_id"],
         lasting["share_id"],
         empty_body["share_id"],
     }
@@ -228,6 +231,17 @@ async def test_malformed_ids_are_422(client: httpx.AsyncClient, method: str, pat
     response = await client.request(method, path)
 
     assert response.status_code == 422, response.text
+
+
+async def test_an_unreadable_body_is_a_400(client: httpx.AsyncClient, database: Database) -> None:
+    await send(client, "one", session_id="s")
+
+    response = await client.post(
+        shares_of("s"), content=b"k\xff", headers={"Content-Type": "application/json"}
+    )
+
+    assert response.status_code == 400, response.text
+    assert await share_rows(database) == (0, 0)
 
 
 async def test_sharing_a_missing_session_is_a_404(
