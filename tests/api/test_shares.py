@@ -135,8 +135,21 @@ async def test_a_link_holds_only_the_current_branch(client: httpx.AsyncClient) -
     assert all('"two"' not in c for c in contents)
 
 
-async def test_an_empty_failed_reply_is_left_out(
-    client: httpx.AsyncClient, database: Database
+@pytest.mark.parametrize(
+    ("content", "metadata", "kept"),
+    [
+        ("", {"status": "failed"}, False),
+        ("Half a rep", {"status": "generating"}, False),
+        ("Half a reply, then stopped", {"status": "incomplete", "finish_reason": "stopped"}, True),
+    ],
+    ids=["failed-without-text", "still-generating", "stopped-with-text"],
+)
+async def test_only_finished_replies_with_text_are_copied(
+    client: httpx.AsyncClient,
+    database: Database,
+    content: str,
+    metadata: dict[str, str],
+    kept: bool,
 ) -> None:
     await send(client, "one", session_id="s")
     detail = await get_session(client, "s")
@@ -145,12 +158,13 @@ async def test_an_empty_failed_reply_is_left_out(
         await conn.execute(
             update(chat_messages)
             .where(chat_messages.c.id == reply_id)
-            .values(content="", metadata={"status": "failed"})
+            .values(content=content, metadata=metadata)
         )
 
     data = await shared(client, (await share(client, "s"))["share_id"])
 
-    assert [m["content"] for m in data["messages"]] == ["one"]
+    expected = ["one", content] if kept else ["one"]
+    assert [m["content"] for m in data["messages"]] == expected
 
 
 async def test_expiry_in_days(client: httpx.AsyncClient, database: Database) -> None:
