@@ -1,10 +1,12 @@
 """Application settings: environment variables and an optional `.env` file, nothing else."""
 
 import ipaddress
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
+from limits import parse_many
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -86,9 +88,19 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     rate_limit_redis_retry_seconds: float = Field(default=10.0, gt=0)
 
+    # Reads of shared links (GET /api/v1/shared/{share_id}, no sign-in) per client address;
+    # limited whenever RATE_LIMIT_ENABLED's rule turns limits on.
+    shared_rate_limit: str = "60/minute"
+
     cors_allow_origins: CommaSeparated = Field(default_factory=list)
 
     web_ui_enabled: bool = True
+
+    # Read-only share links (README, Share links). Off: every share route answers 404.
+    sharing_enabled: bool = True
+    # Where users reach this service (e.g. https://chat.example.com): share links are
+    # absolute URLs under it; unset, they are paths (/s/{share_id}).
+    public_base_url: str | None = None
 
     @model_validator(mode="after")
     def _stale_after_heartbeats(self) -> "Settings":
@@ -111,11 +123,31 @@ class Settings(BaseSettings):
         "redis_url",
         "openai_base_url",
         "openai_api_key",
+        "public_base_url",
         mode="before",
     )
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("public_base_url")
+    @classmethod
+    def _base_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = value.strip().rstrip("/")
+        if not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", value):
+            raise ValueError("must be an http(s) URL without query or fragment")
+        return value
+
+    @field_validator("shared_rate_limit")
+    @classmethod
+    def _rates(cls, value: str) -> str:
+        try:
+            parse_many(value)
+        except ValueError as exc:
+            raise ValueError(f"not a rate limit ({exc})") from None
+        return value
 
     @field_validator("cors_allow_origins", mode="before")
     @classmethod

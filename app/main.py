@@ -14,7 +14,7 @@ from app.config import Settings, get_settings
 from app.health import endpoints as health
 from app.kit.db import migrate
 from app.kit.db.engine import Database, create_engine
-from app.kit.errors import install_error_handlers
+from app.kit.errors import SharedReadsLimited, install_error_handlers
 from app.kit.http.body_limit import BodySizeLimitMiddleware
 from app.kit.http.header_limit import HeaderSizeLimitMiddleware
 from app.kit.http.host_check import HostCheckMiddleware, host_policy
@@ -26,6 +26,7 @@ from app.replies import endpoints as replies
 from app.replies.generation import ReplyTasks
 from app.replies.liveness import ProcessLiveness
 from app.sessions import endpoints as sessions
+from app.shares import endpoints as shares
 from app.web import docs
 from app.web import routes as web
 
@@ -79,14 +80,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             else None
         )
         app.state.message_rate_limiter = rate_limiter
+        shared_read_limiter = (
+            MessageRateLimiter(
+                settings.shared_rate_limit,
+                settings.redis_url,
+                redis_retry_seconds=settings.rate_limit_redis_retry_seconds,
+                namespace="shared-reads",
+                refusal=SharedReadsLimited,
+            )
+            if settings.rate_limit_active and settings.sharing_enabled
+            else None
+        )
+        app.state.shared_read_rate_limiter = shared_read_limiter
         try:
             yield
         finally:
             await reply_tasks.shutdown(_remaining_grace(app, settings.shutdown_grace_seconds))
             await liveness.stop()
             await database.dispose()
-            if rate_limiter is not None:
-                await rate_limiter.aclose()
+            for limiter in (rate_limiter, shared_read_limiter):
+                if limiter is not None:
+                    await limiter.aclose()
 
     app = FastAPI(
         title="Chat backend",
@@ -127,9 +141,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(messages.router)
     app.include_router(sessions.router)
     app.include_router(replies.router)
+    # Sharing off: the routes are not there at all (404 as any unknown path, and absent
+    # from the OpenAPI document).
+    if settings.sharing_enabled:
+        app.include_router(shares.router)
+        app.include_router(shares.public_router)
     docs.install(app)
     if settings.web_ui_enabled:
-        web.install(app)
+        web.install(app, sharing=settings.sharing_enabled)
     describe_mode(app, open_mode=not settings.auth_enabled)
     return app
 

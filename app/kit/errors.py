@@ -83,6 +83,20 @@ class RateLimited(ChatError):
         self.headers = {"Retry-After": str(max(retry_after_seconds, 1))}
 
 
+class SharedReadsLimited(RateLimited):
+    """Too many reads of shared links from one client address."""
+
+    detail = "Too many requests; try again later"
+
+
+class ShareNotFound(ChatError):
+    """No such share link, or a revoked or expired one, or (revoking) one of someone else's:
+    all answered alike, so that a link's fate cannot be told from outside."""
+
+    status_code = status.HTTP_404_NOT_FOUND
+    detail = "Share link not found"
+
+
 class AssistantUnavailable(ChatError):
     """The assistant failed to answer; the user's message is kept."""
 

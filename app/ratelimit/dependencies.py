@@ -32,3 +32,12 @@ async def limit_message_rate(request: Request, caller: CallerDep, body: ChatRequ
 
 
 RateLimitedChatRequest = Annotated[ChatRequest, Depends(limit_message_rate)]
+
+
+async def limit_shared_reads(request: Request) -> None:
+    """Count a read of a shared link against its client address's limit (when limits are
+    on): the reads need no sign-in, so the address is all there is to count by."""
+    limiter: MessageRateLimiter | None = request.app.state.shared_read_rate_limiter
+    if limiter is not None:
+        client_address = request.client.host if request.client else "unknown"
+        await limiter.hit(f"address:{client_address}")

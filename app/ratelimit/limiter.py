@@ -172,7 +172,10 @@ class RedisWindows:
 
 class MessageRateLimiter:
     """Counts messages per key (a user id, or a client address in open mode) over the moving
-    windows of `rates`, e.g. "30/minute;500/hour", in process or in Redis at `redis_url`."""
+    windows of `rates`, e.g. "30/minute;500/hour", in process or in Redis at `redis_url`.
+
+    Other requests are counted the same way under a `namespace` of their own (reads of shared
+    links: app/shares), refused with their own `refusal` error."""
 
     def __init__(
         self,
@@ -181,10 +184,16 @@ class MessageRateLimiter:
         *,
         redis_retry_seconds: float = 10.0,
         clock: Clock | None = None,
+        namespace: str = _NAMESPACE,
+        refusal: type[RateLimited] = RateLimited,
     ) -> None:
         """`clock`: the time for tests; by default this process's, and Redis's own for the
         windows in Redis."""
         self.limits: list[RateLimitItem] = parse_many(rates)
+        self._namespace = namespace
+        # The metrics' name of this limit: "messages", or the namespace of another.
+        self._limit_name = "messages" if namespace == _NAMESPACE else namespace
+        self._refusal = refusal
         self._fixed_clock = clock
         self._clock = clock or time.time
         # The store in process mode; the fallback while Redis is unreachable in shared mode.
@@ -198,13 +207,13 @@ class MessageRateLimiter:
     async def hit(self, key: str) -> None:
         """Count one message for `key`, or raise `RateLimited` if a window is full."""
         windows = [
-            Window(limit.key_for(_NAMESPACE, key), limit.amount, limit.get_expiry())
+            Window(limit.key_for(self._namespace, key), limit.amount, limit.get_expiry())
             for limit in self.limits
         ]
         decision = await self._acquire(windows)
         if decision.refused_until is not None:
-            metrics.RATE_LIMITED.labels("messages").inc()
-            raise RateLimited(math.ceil(decision.refused_until - decision.at))
+            metrics.RATE_LIMITED.labels(self._limit_name).inc()
+            raise self._refusal(math.ceil(decision.refused_until - decision.at))
 
     @property
     def probe(self) -> asyncio.Task[None] | None:

@@ -111,6 +111,13 @@ async def lock_session(conn: AsyncConnection, session_id: str, *, owner: str | N
     return (await conn.execute(stmt.with_for_update())).first() is not None
 
 
+async def get_session_owner(conn: AsyncConnection, session_id: str) -> str | None:
+    """The user the session belongs to (None: nobody's, or no such session)."""
+    stmt = select(chat_sessions.c.user_id).where(session_is(_SESSION_ID, None))
+    owner: str | None = (await conn.execute(stmt, {"session_id": session_id})).scalar()
+    return owner
+
+
 @dataclass(frozen=True, slots=True)
 class ListPosition:
     """Where a page of the sidebar ends: the sort key of its last session."""

@@ -1,4 +1,5 @@
-"""Serves the chat page at `/` and its files under `/static`.
+"""Serves the chat page at `/`, the read-only page of a share link at `/s/{share_id}`, and
+their files under `/static`.
 
 The page is plain ES modules and CSS with vendored libraries (no build step); it talks to the
 API on the same origin, so its Content-Security-Policy allows nothing else.
@@ -38,12 +39,24 @@ mimetypes.add_type("text/javascript", ".mjs")
 mimetypes.add_type("text/css", ".css")
 mimetypes.add_type("image/svg+xml", ".svg")
 
+# A shared conversation is for the people it was sent to, not for search engines (the page
+# says so too, in a meta tag, for crawlers that read only the HTML).
+SHARED_PAGE_HEADERS = {**PAGE_HEADERS, "X-Robots-Tag": "noindex"}
+
 router = APIRouter(include_in_schema=False)
+shared_router = APIRouter(include_in_schema=False)
 
 
 @router.get("/")
 async def index() -> FileResponse:
     return FileResponse(STATIC_DIR / "index.html", headers=PAGE_HEADERS)
+
+
+@shared_router.get("/s/{share_id}")
+async def shared_page(share_id: str) -> FileResponse:
+    """The same file for every link: its script reads the id from the address and asks the
+    API, which says whether the link exists (the page then shows that it does not)."""
+    return FileResponse(STATIC_DIR / "shared.html", headers=SHARED_PAGE_HEADERS)
 
 
 class HeaderedStaticFiles(StaticFiles):
@@ -61,7 +74,10 @@ class HeaderedStaticFiles(StaticFiles):
         return response
 
 
-def install(app: FastAPI) -> None:
-    """Add the page and its static files to `app`."""
+def install(app: FastAPI, *, sharing: bool = True) -> None:
+    """Add the page (and with `sharing` the shared-link page) and their static files to
+    `app`."""
     app.include_router(router)
+    if sharing:
+        app.include_router(shared_router)
     app.mount("/static", HeaderedStaticFiles(directory=STATIC_DIR), name="static")

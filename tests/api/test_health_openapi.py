@@ -19,6 +19,10 @@ STOP = SESSION + "/stop"
 REGENERATE = SESSION + "/messages/{message_id}/regenerate"
 BRANCH = SESSION + "/branch"
 TREE = SESSION + "/tree"
+SESSION_SHARES = SESSION + "/shares"
+SHARES = "/api/v1/chat/shares"
+SHARE = SHARES + "/{share_id}"
+SHARED = "/api/v1/shared/{share_id}"
 
 # Every status code the tests of this directory get from each route.
 OBSERVED_STATUSES: dict[tuple[str, str], set[int]] = {
@@ -36,6 +40,10 @@ OBSERVED_STATUSES: dict[tuple[str, str], set[int]] = {
     ("POST", REGENERATE): {200, 404, 422},
     ("PUT", BRANCH): {200, 404, 422},
     ("GET", TREE): {200, 404, 422},
+    ("POST", SESSION_SHARES): {201, 400, 404, 422},
+    ("GET", SHARES): {200, 403, 422},
+    ("DELETE", SHARE): {204, 404, 422},
+    ("GET", SHARED): {200, 404, 422, 429},
 }
 # Routes whose services refuse some valid requests with a 422 of their own (`{"detail": str}`):
 # an edit of a reply, a regeneration of a user message.
@@ -147,6 +155,9 @@ CHAT_ROUTES = [
     pytest.param("POST", REGENERATE, id="regenerate"),
     pytest.param("PUT", BRANCH, id="branch"),
     pytest.param("GET", TREE, id="tree"),
+    pytest.param("POST", SESSION_SHARES, id="share"),
+    pytest.param("GET", SHARES, id="list-shares"),
+    pytest.param("DELETE", SHARE, id="revoke-share"),
 ]
 
 

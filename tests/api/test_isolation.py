@@ -7,7 +7,7 @@ new route has its entry in MATRIX, which is all it takes to run it through every
 
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import httpx
@@ -17,7 +17,7 @@ from fastapi.routing import iter_route_contexts
 from sqlalchemy import func, select
 
 from app.kit.db.engine import Database
-from app.kit.db.tables import chat_messages, chat_sessions
+from app.kit.db.tables import chat_messages, chat_sessions, chat_shares
 from tests.api.conftest import REJECTED_BODY, Jwks, bearer
 from tests.api.helpers import CHAT, SESSIONS, STREAM, Json, parse_sse, session_url
 from tests.conftest import LiveServer
@@ -30,8 +30,14 @@ REGENERATE = SESSION + "/messages/{message_id}/regenerate"
 BRANCH = SESSION + "/branch"
 TREE = SESSION + "/tree"
 
-Scope = Literal["public", "session", "list", "user"]
-Effect = Literal["reads", "writes", "renames", "deletes", "regenerates", "switches"]
+SESSION_SHARES = SESSION + "/shares"
+SHARES = "/api/v1/chat/shares"
+SHARE = SHARES + "/{share_id}"
+SHARED = "/api/v1/shared/{share_id}"
+SHARED_PAGE = "/s/{share_id}"
+
+Scope = Literal["public", "session", "list", "user", "share", "shared", "share-list"]
+Effect = Literal["reads", "writes", "renames", "deletes", "regenerates", "switches", "shares"]
 
 
 @dataclass(frozen=True)
@@ -54,7 +60,10 @@ class Case:
     scope: "public" routes answer everyone; "session" routes act on the session whose id is
     put in the path (`{session_id}`) and/or the body; "list" routes list the caller's sessions;
     "user" routes act on all of one user's sessions (the caller's own, or the `user_id` a
-    service caller names).
+    service caller names). Share links (issue 14): "share" routes act on the link whose id is
+    put in the path (`{share_id}`), a link to one of alice's or bob's sessions made by its
+    owner; "shared" routes read such a link, for everyone, signed in or not; "share-list"
+    routes list the caller's links.
     """
 
     scope: Scope
@@ -102,6 +111,13 @@ MATRIX: dict[tuple[str, str], Case] = {
     ("POST", REGENERATE): Case("session", effect="regenerates"),
     ("PUT", BRANCH): Case("session", body=other_branch_of, effect="switches"),
     ("GET", TREE): Case("session"),
+    # The session is unchanged; a link to it is stored.
+    ("POST", SESSION_SHARES): Case("session", ok=201, effect="shares"),
+    ("GET", SHARES): Case("share-list"),
+    ("DELETE", SHARE): Case("share", ok=204, effect="deletes"),
+    ("GET", SHARED): Case("shared"),
+    # The same page for every link (its script asks the API whether the link exists).
+    ("GET", SHARED_PAGE): Case("public", request=("GET", "/s/any-link-id")),
 }
 
 # Where the 404 for a session that does not exist is read from, for routes that create
@@ -173,6 +189,7 @@ class World:
     sessions: dict[str, str]  # owner -> session id
     # session id -> (current reply, a message off the current branch)
     messages: dict[str, tuple[str, str]]
+    shares: dict[str, str] = field(default_factory=dict)  # owner -> share id of their session
 
     def headers(self, caller: str) -> dict[str, str]:
         return CALLERS[caller].headers(self.jwks)
@@ -184,6 +201,8 @@ class World:
         session_id: str,
         text: str,
         params: dict[str, str] | None = None,
+        *,
+        share_id: str = "",
     ) -> httpx.Response:
         method, path = key
         case = MATRIX[key]
@@ -193,7 +212,7 @@ class World:
         body = case.body(target) if case.body is not None else None
         return await self.client.request(
             method,
-            path.format(session_id=session_id, message_id=reply_id),
+            path.format(session_id=session_id, message_id=reply_id, share_id=share_id),
             json=body,
             params=params,
             headers=self.headers(caller),
@@ -237,6 +256,25 @@ async def world(
             first["user_message_id"],
         )
     return world
+
+
+@pytest.fixture
+async def shared_world(world: World) -> World:
+    """The world, with a link to each session made by its owner."""
+    for owner, caller in ((ALICE, "owner"), (BOB, "other-user")):
+        response = await world.call(
+            ("POST", SESSION_SHARES), caller, world.sessions[owner], "", share_id=""
+        )
+        assert response.status_code == 201, response.text
+        world.shares[owner] = response.json()["share_id"]
+    return world
+
+
+async def stored_shares(database: Database) -> list[dict[str, Any]]:
+    """Every link row."""
+    async with database.read() as conn:
+        rows = await conn.execute(select(chat_shares).order_by(chat_shares.c.share_id))
+        return [dict(row) for row in rows.mappings()]
 
 
 async def stored_state(database: Database) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -313,6 +351,7 @@ async def test_session_routes_on_alices_session(
     text = f"{caller} was here"
     before_detail = await world.detail(alices)
     before_rows = await stored_state(world.database)
+    before_shares = await stored_shares(world.database)
 
     response = await world.call(key, caller, alices, text)
     await world.settled()
@@ -335,6 +374,7 @@ async def test_session_routes_on_alices_session(
     assert after_detail.status_code == 200, after_detail.text
     assert after_detail.json() == before_detail.json()
     assert await stored_state(world.database) == before_rows
+    assert await stored_shares(world.database) == before_shares
     assert await messages_containing(world.database, text) == 0
 
 
@@ -357,6 +397,12 @@ async def assert_effect(
     detail = after.json()
     if effect == "reads":
         assert detail == before
+        return
+    if effect == "shares":
+        assert detail == before
+        links = await stored_shares(world.database)
+        assert [row["session_id"] for row in links] == [session_id]
+        assert links[0]["user_id"] == ALICE  # the owner's link, whoever made it
         return
     if effect == "renames":
         assert detail == {**before, "title": text}
@@ -602,3 +648,88 @@ async def test_public_routes_answer_everyone(
 
     assert response.status_code == MATRIX[key].ok, response.text
     assert "WWW-Authenticate" not in response.headers
+
+
+# --- Share links --------------------------------------------------------------------------
+
+
+async def link_is_readable(world: World, share_id: str) -> bool:
+    response = await world.client.get(SHARED.format(share_id=share_id))
+    assert response.status_code in (200, 404), response.text
+    return response.status_code == 200
+
+
+@pytest.mark.parametrize("caller", list(CALLERS))
+@pytest.mark.parametrize("key", keys("share"), ids=ids(keys("share")))
+async def test_share_routes_on_alices_link(
+    shared_world: World, key: tuple[str, str], caller: str
+) -> None:
+    world = shared_world
+    alices = world.shares[ALICE]
+    before = await stored_shares(world.database)
+
+    response = await world.call(key, caller, "", "", share_id=alices)
+
+    outcome = CALLERS[caller].on_alices_session
+    if outcome == "ok":
+        assert response.status_code == MATRIX[key].ok, response.text
+        assert MATRIX[key].effect == "deletes"
+        assert not await link_is_readable(world, alices)
+        assert await link_is_readable(world, world.shares[BOB])
+        return
+    if outcome == "hidden":
+        missing = await world.call(key, caller, "", "", share_id="no-such-link")
+        assert response.status_code == missing.status_code == 404, response.text
+        assert response.json() == missing.json()
+    else:
+        assert_rejected(response)
+    assert await stored_shares(world.database) == before
+    assert await link_is_readable(world, alices)
+
+
+@pytest.mark.parametrize("key", keys("share"), ids=ids(keys("share")))
+async def test_share_routes_on_bobs_link_serve_bob_and_hide_it_from_alice(
+    shared_world: World, key: tuple[str, str]
+) -> None:
+    bobs = shared_world.shares[BOB]
+
+    as_alice = await shared_world.call(key, "owner", "", "", share_id=bobs)
+    assert as_alice.status_code == 404, as_alice.text
+    assert await link_is_readable(shared_world, bobs)
+    as_bob = await shared_world.call(key, "other-user", "", "", share_id=bobs)
+    assert as_bob.status_code == MATRIX[key].ok, as_bob.text
+
+
+@pytest.mark.parametrize("caller", list(CALLERS))
+@pytest.mark.parametrize("key", keys("shared"), ids=ids(keys("shared")))
+async def test_shared_routes_answer_everyone_for_an_existing_link_only(
+    shared_world: World, key: tuple[str, str], caller: str
+) -> None:
+    world = shared_world
+    before = await stored_shares(world.database)
+
+    response = await world.call(key, caller, "", "", share_id=world.shares[ALICE])
+    missing = await world.call(key, caller, "", "", share_id="no-such-link")
+
+    assert response.status_code == MATRIX[key].ok, response.text
+    assert "WWW-Authenticate" not in response.headers
+    # The current branch's: the world's sessions are on the edit of their first message.
+    assert response.json()["messages"][0]["content"] == f"{ALICE}'s first message, edited"
+    assert missing.status_code == 404, missing.text
+    assert await stored_shares(world.database) == before
+
+
+@pytest.mark.parametrize("caller", list(CALLERS))
+@pytest.mark.parametrize("key", keys("share-list"), ids=ids(keys("share-list")))
+async def test_share_lists_show_each_caller_their_own_links(
+    shared_world: World, key: tuple[str, str], caller: str
+) -> None:
+    response = await shared_world.call(key, caller, "", "")
+
+    owners = CALLERS[caller].lists
+    if owners is None:
+        assert_rejected(response)
+        return
+    assert response.status_code == MATRIX[key].ok, response.text
+    listed = {link["share_id"] for link in response.json()["shares"]}
+    assert listed == {shared_world.shares[owner] for owner in owners}

@@ -21,6 +21,8 @@ from app.kit.db.tables import (
     chat_replies_generating,
     chat_search,
     chat_sessions,
+    chat_share_messages,
+    chat_shares,
     metadata,
 )
 from app.kit.db.types import JSONDocument, UTCDateTime
@@ -52,6 +54,10 @@ TREE_COLUMNS = {
     "chat_messages": {"parent_id", "ordinal", "chosen_child_id", "branch_preview"},
     "chat_sessions": {"current_leaf_id", "chosen_root_id", "node_count"},
 }
+# What the share-links revision adds (issue 14). Renumbered when it is merged after another
+# revision: its name is written here only.
+SHARES_REVISION = "0008_share_links"
+SHARE_TABLES = (chat_shares, chat_share_messages)
 SIDEBAR_INDEX_KEYS = {
     "idx_chat_sessions_user_list": [("user_id", False), ("active", False), *SORT_KEY],
     "idx_chat_sessions_list": [("active", False), *SORT_KEY],
@@ -105,6 +111,14 @@ def head_revision() -> str:
     head = ScriptDirectory.from_config(migrate.alembic_config("sqlite://")).get_current_head()
     assert head is not None, "the migrations have more than one head"
     return head
+
+
+def down_revision_of(revision: str) -> str:
+    """The revision `revision` follows."""
+    script = ScriptDirectory.from_config(migrate.alembic_config("sqlite://")).get_revision(revision)
+    assert script is not None, revision
+    assert isinstance(script.down_revision, str), revision
+    return script.down_revision
 
 
 async def upgrade(url: str, revision: str = "head") -> None:
@@ -262,7 +276,13 @@ def _drift(connection: Connection) -> list[Any]:
 
 async def assert_schema_matches_tables(conn: AsyncConnection) -> None:
     """The migrated schema is the one app.kit.db.tables describes: nothing drifted."""
-    for table in (chat_sessions, chat_messages, chat_search, *REPLY_LIFECYCLE_TABLES):
+    for table in (
+        chat_sessions,
+        chat_messages,
+        chat_search,
+        *REPLY_LIFECYCLE_TABLES,
+        *SHARE_TABLES,
+    ):
         assert await nullability(conn, table.name) == {
             column.name: column.nullable for column in table.columns
         }, table.name

@@ -20,9 +20,11 @@ from tests.db.helpers import (
     BASE_REVISION,
     METADATA_REVISION,
     SEARCH_REVISION,
+    SHARES_REVISION,
     SIDEBAR_REVISION,
     alembic_versions,
     assert_schema_matches_tables,
+    down_revision_of,
     head_revision,
     pinned_by_id,
     plain_engine,
@@ -294,3 +296,11 @@ async def test_exported_upgrade_makes_existing_sessions_single_branches(postgres
             assert [m["branch_preview"] for m in messages] == expected, seeded.session_id
     finally:
         await database.dispose()
+
+
+def test_export_of_the_share_links_revision_creates_its_cascading_tables() -> None:
+    sql = offline_sql(f"{down_revision_of(SHARES_REVISION)}:{SHARES_REVISION}")
+    assert "CREATE TABLE chat_shares (" in sql
+    assert "CREATE TABLE chat_share_messages (" in sql
+    assert sql.count("ON DELETE CASCADE") == 2
+    assert f"version_num='{SHARES_REVISION}'" in sql

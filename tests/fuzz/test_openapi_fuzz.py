@@ -334,6 +334,20 @@ def _seed_sessions(target: FuzzTarget) -> list[str]:
 OPAQUE_CURSORS = {"/api/v1/chat/sessions"}
 
 
+def _seed_shares(target: FuzzTarget) -> list[str]:
+    """Links to seeded sessions, so that operations on `{share_id}` reach more than 404."""
+    share_ids = []
+    for session_id in _seed_sessions(target):
+        response = target.http.post(
+            f"{target.server.base_url}/api/v1/chat/sessions/{session_id}/shares",
+            headers=target.owner_headers,
+            timeout=REQUEST_TIMEOUT_SECONDS,
+        )
+        assert response.status_code == 201, response.text
+        share_ids.append(response.json()["share_id"])
+    return share_ids
+
+
 def _issued_cursors(target: FuzzTarget) -> list[str]:
     """Cursors the server really issued: a cursor is opaque, so a made-up one that matches
     the documented pattern is still refused (422), and valid requests need real ones."""
@@ -360,10 +374,10 @@ def _with_issued_cursor(cursors: list[str], case: Case) -> Case:
 
 
 def _strategy(
-    operation: Operation, session_ids: list[str], cursors: list[str]
+    operation: Operation, session_ids: list[str], cursors: list[str], share_ids: list[str]
 ) -> st.SearchStrategy[Case]:
-    """Valid and invalid requests; some of the valid ones name an existing session, and the
-    valid ones that page by cursor use cursors the server issued."""
+    """Valid and invalid requests; some of the valid ones name an existing session or share
+    link, and the valid ones that page by cursor use cursors the server issued."""
     strategies = [
         operation.as_strategy(generation_mode=mode) for mode in schemathesis.GenerationMode
     ]
@@ -376,6 +390,10 @@ def _strategy(
         strategies += [
             operation.as_strategy(path_parameters={"session_id": session_id})
             for session_id in session_ids
+        ]
+    if "{share_id}" in operation.path:
+        strategies += [
+            operation.as_strategy(path_parameters={"share_id": share_id}) for share_id in share_ids
         ]
     return st.one_of(strategies)
 
@@ -408,6 +426,7 @@ def test_operation_conforms_to_its_schema(
 ) -> None:
     operation = fuzz_schema[path][method]
     session_ids = _seed_sessions(fuzz_target) if "{session_id}" in path else []
+    share_ids = _seed_shares(fuzz_target) if "{share_id}" in path else []
     cursors = _issued_cursors(fuzz_target) if path in OPAQUE_CURSORS else []
     server = fuzz_target.server
 
@@ -422,7 +441,7 @@ def test_operation_conforms_to_its_schema(
             HealthCheck.data_too_large,
         ],
     )
-    @given(case=_strategy(operation, session_ids, cursors))
+    @given(case=_strategy(operation, session_ids, cursors, share_ids))
     def fuzz(case: Case) -> None:
         log_offset = server.log_size()
         try:

@@ -44,9 +44,35 @@ async def test_the_page_is_served_with_a_strict_content_security_policy(
     assert '<script type="module" src="/static/js/app.js"></script>' in response.text
 
 
-def test_the_page_has_no_inline_script_or_style() -> None:
+async def test_the_shared_page_has_the_same_headers_and_is_not_indexed(
+    client: httpx.AsyncClient,
+) -> None:
+    response = await client.get("/s/any-link-id")
+
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "text/html; charset=utf-8"
+    assert response.headers["content-security-policy"] == EXPECTED_CSP
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers["referrer-policy"] == "same-origin"
+    assert response.headers["x-robots-tag"] == "noindex"
+    assert '<meta name="robots" content="noindex">' in response.text
+    assert '<script type="module" src="/static/js/shared.js"></script>' in response.text
+    # Read-only: no chat history, no composer.
+    assert "Chat history" not in response.text
+    assert "<textarea" not in response.text
+    assert "<form" not in response.text
+
+
+async def test_the_shared_page_is_off_with_sharing() -> None:
+    async with await client_for(sharing_enabled=False) as client:
+        assert (await client.get("/s/any-link-id")).status_code == 404
+        assert (await client.get("/")).status_code == 200
+
+
+@pytest.mark.parametrize("page", ["index.html", "shared.html"])
+def test_the_page_has_no_inline_script_or_style(page: str) -> None:
     """The CSP would block them: everything is in files under /static."""
-    html = (STATIC_DIR / "index.html").read_text()
+    html = (STATIC_DIR / page).read_text()
 
     assert re.findall(r"<script(?![^>]*\ssrc=)[^>]*>", html) == []
     assert "<style" not in html
@@ -80,9 +106,11 @@ IMPORT = re.compile(r"^import .* from '(\.{1,2}/[^']+)';$", re.MULTILINE)
 
 
 def referenced_files() -> set[str]:
-    """Every /static URL in index.html, and every module the scripts import."""
-    html = (STATIC_DIR / "index.html").read_text()
-    urls = set(re.findall(r"""(?:src|href)="(/static/[^"]+)\"""", html))
+    """Every /static URL in the pages, and every module the scripts import."""
+    urls = set()
+    for page in ("index.html", "shared.html"):
+        html = (STATIC_DIR / page).read_text()
+        urls |= set(re.findall(r"""(?:src|href)="(/static/[^"]+)\"""", html))
     for script in STATIC_DIR.rglob("*.js"):
         if "vendor" in script.parts:
             continue
@@ -99,6 +127,7 @@ async def test_every_file_the_page_loads_is_served(client: httpx.AsyncClient) ->
         "/static/app.css",
         "/static/js/app.js",
         "/static/js/sidebar.js",
+        "/static/js/shared.js",
         "/static/vendor/marked.esm.js",
         "/static/vendor/purify.es.mjs",
     } <= urls

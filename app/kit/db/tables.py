@@ -175,3 +175,44 @@ chat_replies_generating = Table(
     Column("started_at", UTCDateTime, nullable=False),
     Index("idx_chat_replies_generating_process", "process_id"),
 )
+
+# Read-only share links (migration 0008): a snapshot of a session's current branch at the
+# moment it was shared, under an unguessable id. Revoking deletes the row; deleting the
+# session deletes its links (cascade). `user_id` is the session's owner, copied so that a
+# user's links are listed without a join.
+chat_shares = Table(
+    "chat_shares",
+    metadata,
+    Column("share_id", Text, primary_key=True),
+    Column(
+        "session_id",
+        Text,
+        ForeignKey("chat_sessions.session_id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("user_id", Text, nullable=True),
+    # The session's title when it was shared: a later rename does not change the link.
+    Column("title", Text, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    # Null: never expires.
+    Column("expires_at", UTCDateTime, nullable=True),
+    Index("idx_chat_shares_user_created", "user_id", "created_at"),
+    Index("idx_chat_shares_session", "session_id"),
+)
+
+# The snapshot's messages: copies (role, text, time), never ids, in branch order.
+chat_share_messages = Table(
+    "chat_share_messages",
+    metadata,
+    Column(
+        "share_id",
+        Text,
+        ForeignKey("chat_shares.share_id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("position", Integer, primary_key=True, autoincrement=False),
+    Column("role", Text, nullable=False),
+    Column("content", Text, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    CheckConstraint(f"role IN {MESSAGE_ROLES!r}", name="role"),
+)

@@ -1,11 +1,11 @@
 // The chat history: grouped sessions, infinite scroll over cursor pages, search as you type,
-// archived view, and each session's actions (rename, pin, archive, delete).
+// archived view, and each session's actions (rename, share, pin, archive, delete).
 //
 // Every list is a Map keyed by session_id, so a session is never shown twice: pages, the
 // refreshed first page and local updates all merge into it.
 
 import { isAbort, request } from './api.js';
-import { confirmDelete } from './dialogs.js';
+import { confirmDelete, openShareDialog } from './dialogs.js';
 import { h, highlighted, icon } from './dom.js';
 import { closeMenu, openMenu, reanchorMenu } from './menu.js';
 import { GROUPS, formatDateTime, groupOf } from './time.js';
@@ -368,6 +368,7 @@ export class Sidebar {
       anchor,
       [
         { label: 'Rename', icon: 'edit', action: () => this.rename(sessionId) },
+        { label: 'Share', icon: 'share', action: () => openShareDialog(session) },
         session.pinned
           ? { label: 'Unpin', icon: 'unpin', action: () => this.update(sessionId, { pinned: false }) }
           : { label: 'Pin', icon: 'pin', action: () => this.update(sessionId, { pinned: true }) },
