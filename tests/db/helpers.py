@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from app.kit.db import migrate
 from app.kit.db.tables import (
+    chat_feedback,
     chat_messages,
     chat_processes,
     chat_replies_generating,
@@ -52,6 +53,9 @@ TREE_COLUMNS = {
     "chat_messages": {"parent_id", "ordinal", "chosen_child_id", "branch_preview"},
     "chat_sessions": {"current_leaf_id", "chosen_root_id", "node_count"},
 }
+# What revision 0008_feedback adds: a table of its own.
+FEEDBACK_REVISION = "0008_feedback"
+FEEDBACK_TABLE = chat_feedback
 SIDEBAR_INDEX_KEYS = {
     "idx_chat_sessions_user_list": [("user_id", False), ("active", False), *SORT_KEY],
     "idx_chat_sessions_list": [("active", False), *SORT_KEY],
@@ -262,7 +266,13 @@ def _drift(connection: Connection) -> list[Any]:
 
 async def assert_schema_matches_tables(conn: AsyncConnection) -> None:
     """The migrated schema is the one app.kit.db.tables describes: nothing drifted."""
-    for table in (chat_sessions, chat_messages, chat_search, *REPLY_LIFECYCLE_TABLES):
+    for table in (
+        chat_sessions,
+        chat_messages,
+        chat_search,
+        *REPLY_LIFECYCLE_TABLES,
+        FEEDBACK_TABLE,
+    ):
         assert await nullability(conn, table.name) == {
             column.name: column.nullable for column in table.columns
         }, table.name
