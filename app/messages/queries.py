@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql import Select
 
 from app.domain import Role
+from app.feedback.queries import add_feedback
 from app.kit.db.rows import as_dicts
 from app.kit.db.tables import SEARCH_TITLE_SEQ, chat_messages, chat_sessions
 from app.kit.db.types import JSONDocument, UTCDateTime
@@ -350,6 +351,7 @@ async def list_messages(
     }
     rows = as_dicts(await conn.execute(_branch(from_current_leaf=True), parameters))
     await add_sibling_ids(conn, session_id, rows)
+    await add_feedback(conn, session_id, rows)
     return rows
 
 
@@ -379,6 +381,7 @@ async def list_tree(conn: AsyncConnection, session_id: str) -> list[dict[str, An
         children.setdefault(row["parent_id"], []).append(row["id"])
     for row in rows:
         row["sibling_ids"] = children[row["parent_id"]]
+    await add_feedback(conn, session_id, rows)
     return rows
 
 

@@ -36,7 +36,8 @@ SUMMARY_KEYS = {
 LIST_ITEM_KEYS = SUMMARY_KEYS | {"snippet"}
 # The seed's fields, then the cursor-pagination ones (issue 5).
 LIST_KEYS = {"sessions", "total", "page", "page_size", "total_pages", "next_cursor", "has_more"}
-# The message tree (issue 13) adds `current_message_id`, and `parent_id`, `sibling_ids`.
+# The message tree (issue 13) adds `current_message_id`, and `parent_id`, `sibling_ids`;
+# feedback (issue 14) adds `feedback`.
 DETAIL_KEYS = SUMMARY_KEYS | {
     "messages",
     "has_more_messages",
@@ -52,6 +53,7 @@ MESSAGE_KEYS = {
     "created_at",
     "parent_id",
     "sibling_ids",
+    "feedback",
 }
 ECHO_METADATA = {
     "provider": "echo",

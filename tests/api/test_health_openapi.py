@@ -16,6 +16,8 @@ from tests.conftest import BACKENDS, DatabaseFactory, LiveServer, make_settings,
 SESSION = SESSIONS + "/{session_id}"
 EXPORT = SESSION + "/export"
 STOP = SESSION + "/stop"
+FEEDBACK = SESSION + "/messages/{message_id}/feedback"
+FEEDBACK_LIST = "/api/v1/feedback"
 
 # Every status code the tests of this directory get from each route.
 OBSERVED_STATUSES: dict[tuple[str, str], set[int]] = {
@@ -30,6 +32,9 @@ OBSERVED_STATUSES: dict[tuple[str, str], set[int]] = {
     ("GET", EXPORT): {200, 404, 422},
     ("DELETE", SESSION): {204, 404, 422},
     ("POST", STOP): {200, 404, 422},
+    ("PUT", FEEDBACK): {200, 404, 409, 422},
+    ("DELETE", FEEDBACK): {204, 404, 422},
+    ("GET", FEEDBACK_LIST): {200, 403, 422},
 }
 
 
@@ -124,7 +129,7 @@ async def test_every_observed_status_code_is_documented(client: httpx.AsyncClien
         assert not missing, (method, path, missing)
 
 
-# The routes under /api/v1/chat, for the checks every one of them must pass.
+# The API routes (under /api/v1), for the checks every one of them must pass.
 CHAT_ROUTES = [
     pytest.param("POST", CHAT, id="chat"),
     pytest.param("POST", STREAM, id="stream"),
@@ -135,6 +140,9 @@ CHAT_ROUTES = [
     pytest.param("GET", EXPORT, id="export"),
     pytest.param("DELETE", SESSION, id="delete"),
     pytest.param("POST", STOP, id="stop"),
+    pytest.param("PUT", FEEDBACK, id="rate"),
+    pytest.param("DELETE", FEEDBACK, id="unrate"),
+    pytest.param("GET", FEEDBACK_LIST, id="feedback-list"),
 ]
 
 

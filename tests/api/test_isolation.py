@@ -25,9 +25,12 @@ from tests.tokens import hs256_token
 SESSION = SESSIONS + "/{session_id}"
 EXPORT = SESSION + "/export"
 STOP = SESSION + "/stop"
+# A route on a message: `{message_id}` is filled with the session's first reply.
+FEEDBACK = SESSION + "/messages/{message_id}/feedback"
+FEEDBACK_LIST = "/api/v1/feedback"
 
-Scope = Literal["public", "session", "list", "user"]
-Effect = Literal["reads", "writes", "renames", "deletes"]
+Scope = Literal["public", "session", "list", "user", "everyone"]
+Effect = Literal["reads", "writes", "renames", "deletes", "rates", "unrates"]
 
 
 @dataclass(frozen=True)
@@ -37,7 +40,11 @@ class Case:
     scope: "public" routes answer everyone; "session" routes act on the session whose id is
     put in the path (`{session_id}`) and/or the body; "list" routes list the caller's sessions;
     "user" routes act on all of one user's sessions (the caller's own, or the `user_id` a
-    service caller names).
+    service caller names); "everyone" routes read every user's data, for the callers that may
+    list everyone's sessions only.
+
+    A path with `{message_id}` names the session's first reply (`World.replies`), which the
+    world has rated: effect "rates" replaces that rating, "unrates" clears it.
     """
 
     scope: Scope
@@ -59,6 +66,10 @@ def title_of(session_id: str, text: str) -> Json:
     return {"title": text}
 
 
+def rating_of(session_id: str, text: str) -> Json:
+    return {"rating": "down", "comment": text}
+
+
 MATRIX: dict[tuple[str, str], Case] = {
     ("GET", "/healthz"): Case("public"),
     ("GET", "/readyz"): Case("public"),
@@ -78,7 +89,13 @@ MATRIX: dict[tuple[str, str], Case] = {
     ("DELETE", SESSION): Case("session", ok=204, effect="deletes"),
     # Nothing is being generated here: {"stopped": false}, and the session is as it was.
     ("POST", STOP): Case("session"),
+    ("PUT", FEEDBACK): Case("session", body=rating_of, effect="rates"),
+    ("DELETE", FEEDBACK): Case("session", ok=204, effect="unrates"),
+    ("GET", FEEDBACK_LIST): Case("everyone"),
 }
+
+# The message a route on a message names in a session the world does not have.
+NO_SUCH_MESSAGE = "00000000-0000-4000-8000-000000000000"
 
 # Where the 404 for a session that does not exist is read from, for routes that create
 # unknown sessions instead of answering 404.
@@ -147,6 +164,7 @@ class World:
     database: Database
     jwks: Jwks
     sessions: dict[str, str]  # owner -> session id
+    replies: dict[str, str]  # session id -> its first reply's id (rated by its owner)
 
     def headers(self, caller: str) -> dict[str, str]:
         return CALLERS[caller].headers(self.jwks)
@@ -164,7 +182,9 @@ class World:
         body = case.body(session_id, text) if case.body is not None else None
         return await self.client.request(
             method,
-            path.format(session_id=session_id),
+            path.format(
+                session_id=session_id, message_id=self.replies.get(session_id, NO_SUCH_MESSAGE)
+            ),
             json=body,
             params=params,
             headers=self.headers(caller),
@@ -184,13 +204,21 @@ async def world(
     database: Database,
     jwks: Jwks,
 ) -> World:
-    world = World(auth_client, auth_live_server, database, jwks, sessions={})
+    world = World(auth_client, auth_live_server, database, jwks, sessions={}, replies={})
     for owner, caller in ((ALICE, "owner"), (BOB, "other-user")):
         response = await auth_client.post(
             CHAT, json={"message": f"{owner}'s first message"}, headers=world.headers(caller)
         )
         assert response.status_code == 200, response.text
-        world.sessions[owner] = response.json()["session_id"]
+        session_id, reply_id = response.json()["session_id"], response.json()["message_id"]
+        world.sessions[owner] = session_id
+        world.replies[session_id] = reply_id
+        rated = await auth_client.put(
+            FEEDBACK.format(session_id=session_id, message_id=reply_id),
+            json={"rating": "up", "comment": f"{owner}'s rating"},
+            headers=world.headers(caller),
+        )
+        assert rated.status_code == 200, rated.text
     return world
 
 
@@ -315,6 +343,20 @@ async def assert_effect(
         return
     if effect == "renames":
         assert detail == {**before, "title": text}
+        return
+    if effect in ("rates", "unrates"):
+        reply_id = world.replies[session_id]
+        [rated] = [m for m in detail["messages"] if m["id"] == reply_id]
+        if effect == "rates":
+            assert (rated["feedback"]["rating"], rated["feedback"]["comment"]) == ("down", text)
+        else:
+            assert rated["feedback"] is None
+        # Nothing else changed.
+        unrated = [{**m, "feedback": None} for m in detail["messages"]]
+        assert {**detail, "messages": unrated} == {
+            **before,
+            "messages": [{**m, "feedback": None} for m in before["messages"]],
+        }
         return
     assert detail["message_count"] == before["message_count"] + 2
     assert [m["role"] for m in detail["messages"][-2:]] == ["user", "assistant"]
@@ -529,6 +571,46 @@ async def test_user_routes_with_a_named_user(
 def test_user_route_expectations_cover_every_caller() -> None:
     assert set(OWN_SESSIONS) == set(CALLERS)
     assert {caller for caller, _ in NAMED_SESSIONS} == set(CALLERS)
+
+
+# --- Routes over every user's data --------------------------------------------------------
+
+# What each caller gets from a route that reads every user's data: the users whose data it
+# shows, or the status it answers. The rule is the one for listing everyone's sessions.
+EVERYONE: dict[str, frozenset[str] | int] = {
+    "owner": 403,
+    "other-user": 403,
+    "service": frozenset({ALICE, BOB}),
+    "anonymous": 401,
+    "forged-as-owner": 401,
+}
+
+
+def test_everyone_expectations_cover_every_caller() -> None:
+    assert set(EVERYONE) == set(CALLERS)
+
+
+@pytest.mark.parametrize("caller", list(CALLERS))
+@pytest.mark.parametrize("key", keys("everyone"), ids=ids(keys("everyone")))
+async def test_routes_over_everyones_data_serve_only_service_callers(
+    world: World, key: tuple[str, str], caller: str
+) -> None:
+    before = await stored_state(world.database)
+
+    response = await world.call(key, caller, "", "")
+
+    expected = EVERYONE[caller]
+    if expected == 401:
+        assert_rejected(response)
+    elif isinstance(expected, int):
+        assert response.status_code == expected, response.text
+        assert set(response.json()) == {"detail"}
+    else:
+        assert response.status_code == MATRIX[key].ok, response.text
+        [entries] = [value for value in response.json().values() if isinstance(value, list)]
+        assert {entry["user_id"] for entry in entries} == expected
+        assert {entry["session_id"] for entry in entries} == set(world.sessions.values())
+    assert await stored_state(world.database) == before
 
 
 # --- Public routes ------------------------------------------------------------------------
