@@ -23,16 +23,13 @@ FEEDBACK = "/api/v1/chat/sessions/{session_id}/messages/{message_id}/feedback"
 
 MessageIdPath = Annotated[uuid.UUID, Path(description="The assistant message (reply) rated.")]
 
-_RATE_ERRORS = error_responses(
-    404,
-    409,
-    500,
-    *AUTH_ERRORS,
-    descriptions={
-        404: "No such session, or not one of the caller's (`Session not found`); or no such "
-        "message in it (`Message not found in this session`).",
-    },
-)
+_NOT_FOUND = {
+    404: "No such session, or not one of the caller's (`Session not found`); or no such "
+    "message in it (`Message not found in this session`).",
+}
+_RATE_ERRORS = error_responses(404, 409, 500, *AUTH_ERRORS, descriptions=_NOT_FOUND)
+# Setting reads a body too.
+_SET_ERRORS = error_responses(400, 404, 409, 413, 500, *AUTH_ERRORS, descriptions=_NOT_FOUND)
 _RATE_DESCRIPTION = (
     "Only replies can be rated: a message of another role is refused with a 422 (`Only an "
     "assistant message can be rated`), and a reply still being generated with a 409. A "
@@ -44,7 +41,7 @@ _RATE_DESCRIPTION = (
     FEEDBACK,
     summary="Rate a reply: thumbs up or down, with an optional comment",
     description="Setting it again replaces it, comment included. " + _RATE_DESCRIPTION,
-    responses=_RATE_ERRORS,
+    responses=_SET_ERRORS,
 )
 async def set_feedback(
     session_id: SessionIdPath,
