@@ -3,6 +3,7 @@
 
 import { ApiError, isAbort, request, streamChat } from './api.js';
 import { copyText, h, icon } from './dom.js';
+import { feedbackControls } from './feedback.js';
 import { renderMarkdown } from './markdown.js';
 import { formatDateTime } from './time.js';
 
@@ -183,7 +184,7 @@ export class Chat {
 
   // --- Messages --------------------------------------------------------------------------
 
-  messageElement({ role, content, metadata = {}, created_at: createdAt }) {
+  messageElement({ id, role, content, metadata = {}, created_at: createdAt, feedback = null }) {
     const status = metadata?.status ?? 'complete';
     const body = h('div', { class: 'message-body' });
     const item = h('li', {
@@ -192,6 +193,8 @@ export class Chat {
       title: createdAt ? formatDateTime(createdAt) : null,
     });
     item.append(body);
+    if (id) item.dataset.messageId = id;
+    item.feedback = feedback;
     if (role === 'assistant') item.prepend(h('div', { class: 'avatar', 'aria-hidden': 'true' }, icon('logo')));
     this.fill(item, content, metadata?.finish_reason === 'stopped' ? 'stopped' : status);
     return item;
@@ -221,6 +224,9 @@ export class Chat {
           icon('copy'),
         ),
       );
+      if (item.dataset.messageId && this.sessionId && item.dataset.status !== 'generating') {
+        footer.append(feedbackControls(this.sessionId, item.dataset.messageId, item.feedback));
+      }
     }
     if (footer.childElementCount) item.querySelector('.message-body').after(footer);
   }
@@ -304,6 +310,7 @@ export class Chat {
       case 'done': {
         // `incomplete` here means stopped: a failure ends with an `error` event instead.
         const status = data.status ?? 'complete';
+        if (data.message_id) stream.reply.dataset.messageId = data.message_id;
         this.finish(stream, status, status === 'incomplete' ? 'stopped' : status);
         this.callbacks.replied(stream.sessionId);
         break;
