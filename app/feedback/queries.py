@@ -34,12 +34,21 @@ class RatedMessage:
 async def find_message(
     conn: AsyncConnection, *, session_id: str, message_id: uuid.UUID, owner: str | None
 ) -> RatedMessage | None:
-    """The message of the session (of `owner`, when given); None if there is no such message."""
+    """The message of the session (of `owner`, when given); None if there is no such message.
+
+    On PostgreSQL the session row is key-share locked until the transaction ends, as the
+    rating's foreign keys would lock it: deleting the session meanwhile waits, then takes the
+    rating with it, and a session deleted first is not found. The session's row, not the
+    message's: a delete locks the session first and its messages after, and taking them in
+    the other order deadlocked. Appends (which update the session) are not blocked. SQLite's
+    write transaction holds the database lock.
+    """
     row = (
         await conn.execute(
             select(chat_messages.c.role, chat_messages.c.metadata, chat_sessions.c.user_id)
             .join(chat_sessions, chat_sessions.c.session_id == chat_messages.c.session_id)
             .where(chat_messages.c.id == message_id, session_is(session_id, owner))
+            .with_for_update(read=True, key_share=True, of=chat_sessions)
         )
     ).one_or_none()
     if row is None:

@@ -261,6 +261,26 @@ async def test_a_reply_still_being_written_cannot_be_rated_yet(
     await rate(client, "busy", reply["id"], {"rating": "up"})
 
 
+async def test_rating_a_reply_while_its_session_is_deleted_never_fails(
+    client: httpx.AsyncClient, database: Database
+) -> None:
+    # Several times: which of the two goes first is up to the server (both orders must work).
+    for index in range(10):
+        exchange = await send(client, "Hello", session_id=f"race-{index}")
+
+        rated, deleted = await asyncio.gather(
+            client.put(
+                feedback_url(f"race-{index}", exchange["message_id"]), json={"rating": "up"}
+            ),
+            client.delete(session_url(f"race-{index}")),
+        )
+
+        assert rated.status_code in (200, 404), rated.text
+        assert deleted.status_code == 204, deleted.text
+    # A rating that came first went with its session.
+    assert await stored_feedback(database) == []
+
+
 # --- Where feedback shows -----------------------------------------------------------------
 
 
