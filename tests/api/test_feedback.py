@@ -6,10 +6,13 @@ import asyncio
 import json
 import uuid
 from datetime import timedelta
+from typing import Any
 
 import httpx
 from sqlalchemy import select
 
+from app.feedback import queries as feedback_queries
+from app.feedback.schemas import MessageFeedback
 from app.kit.db.engine import Database
 from app.kit.db.tables import chat_feedback
 from tests.api.conftest import bearer
@@ -334,6 +337,27 @@ async def test_deleting_all_of_a_users_sessions_deletes_their_feedback(
 
     assert response.status_code == 200, response.text
     assert [row["session_id"] for row in await stored_feedback(database)] == ["kept"]
+
+
+async def test_ratings_of_a_page_or_of_a_whole_long_session_are_found_alike(
+    client: httpx.AsyncClient, database: Database
+) -> None:
+    """Up to 500 messages their ratings are looked up by id, beyond that by session (one
+    query either way): both find the same."""
+    exchange = await send(client, "Hello", session_id="long")
+    rated = await rate(client, "long", exchange["message_id"], {"rating": "up", "comment": "ok"})
+    other = await send(client, "Hello", session_id="other-long")
+    await rate(client, "other-long", other["message_id"], {"rating": "down"})
+    reply_id = uuid.UUID(exchange["message_id"])
+    unrated = [uuid.uuid4() for _ in range(600)]
+
+    for ids in ([reply_id, *unrated[:10]], [reply_id, *unrated]):
+        rows: list[dict[str, Any]] = [{"id": message_id} for message_id in ids]
+        async with database.read() as conn:
+            await feedback_queries.add_feedback(conn, "long", rows)
+        [found] = [row for row in rows if row["feedback"] is not None]
+        assert found["id"] == reply_id
+        assert MessageFeedback.model_validate(found["feedback"]).model_dump(mode="json") == rated
 
 
 # --- The export: GET /api/v1/feedback -----------------------------------------------------
