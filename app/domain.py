@@ -1,10 +1,15 @@
 """Rules of the chat domain that several layers enforce, each defined here once: the roles a
-message can have, and what text a user id and a stored field may hold."""
+message can have, the ratings of a reply, and what text a user id and a stored field may hold."""
 
 from typing import Final, Literal, get_args
 
 Role = Literal["user", "assistant", "system"]
 MESSAGE_ROLES: Final[tuple[Role, ...]] = get_args(Role)
+
+# Feedback on a reply (thumbs up or down), and how long its optional comment may be.
+Rating = Literal["up", "down"]
+RATINGS: Final[tuple[Rating, ...]] = get_args(Rating)
+FEEDBACK_COMMENT_MAX_CHARS: Final = 2_000
 
 # A user id comes from a request body, a query or a token's `sub`: the same limit for all.
 USER_ID_MAX_CHARS: Final = 255

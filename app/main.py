@@ -11,6 +11,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from app.assistants import build_assistant
 from app.auth.tokens import TokenVerifier
 from app.config import Settings, get_settings
+from app.feedback import endpoints as feedback
 from app.health import endpoints as health
 from app.kit.db import migrate
 from app.kit.db.engine import Database, create_engine
@@ -123,7 +124,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if not settings.auth_enabled and not settings.cors_allow_origins
             else None
         ),
-        allow_methods=["GET", "POST", "DELETE", "PATCH"],
+        allow_methods=["GET", "POST", "PUT", "DELETE", "PATCH"],
         allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
         expose_headers=["Retry-After", "X-Request-ID"],
         max_age=600,
@@ -146,6 +147,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings.sharing_enabled:
         app.include_router(shares.router)
         app.include_router(shares.public_router)
+    app.include_router(feedback.router)
     docs.install(app)
     if settings.web_ui_enabled:
         web.install(app, sharing=settings.sharing_enabled)

@@ -132,6 +132,7 @@ async def _empty_tables(request: pytest.FixtureRequest) -> AsyncIterator[None]:
     db: Database = request.getfixturevalue("database")
     async with db.write() as conn:
         await conn.execute(text("DELETE FROM chat_replies_generating"))
+        await conn.execute(text("DELETE FROM chat_feedback"))
         await conn.execute(text("DELETE FROM chat_messages"))
         await conn.execute(text("DELETE FROM chat_sessions"))
         # A live server's own row comes back with its next heartbeat.

@@ -41,3 +41,10 @@ class Caller:
         if requested_user_id is not None and requested_user_id != self.user_id:
             raise Forbidden("user_id may only name yourself")
         return self.user_id
+
+    def require_everyone(self, what: str) -> None:
+        """For reads across every user (the feedback export): the callers that may list
+        everyone's sessions (`sees_everything`); anyone else is refused (403), as when naming
+        another user."""
+        if not self.sees_everything:
+            raise Forbidden(f"only service callers may {what}")

@@ -46,6 +46,20 @@ class NotAnAssistantMessage(ChatError):
     detail = "Only an assistant reply can be regenerated"
 
 
+class NotARatedMessage(ChatError):
+    """Feedback names a message the assistant did not write."""
+
+    status_code = status.HTTP_422_UNPROCESSABLE_CONTENT
+    detail = "Only an assistant message can be rated"
+
+
+class ReplyNotFinished(ChatError):
+    """Feedback on a reply that is still being generated."""
+
+    status_code = status.HTTP_409_CONFLICT
+    detail = "This reply is still being written; rate it once it has finished"
+
+
 class UserRequired(ChatError):
     """An operation on a user's sessions by a caller who is not one user (service, open mode)."""
 

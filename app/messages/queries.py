@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql import Select
 
 from app.domain import Role
+from app.feedback.queries import add_feedback
 from app.kit.db.rows import as_dicts
 from app.kit.db.tables import SEARCH_TITLE_SEQ, chat_messages, chat_sessions
 from app.kit.db.types import JSONDocument, UTCDateTime
@@ -350,6 +351,7 @@ async def list_messages(
     }
     rows = as_dicts(await conn.execute(_branch(from_current_leaf=True), parameters))
     await add_sibling_ids(conn, session_id, rows)
+    await add_feedback(conn, session_id, rows)
     return rows
 
 
@@ -387,6 +389,7 @@ async def list_tree(conn: AsyncConnection, session_id: str) -> list[dict[str, An
         children.setdefault(row["parent_id"], []).append(row["id"])
     for row in rows:
         row["sibling_ids"] = children[row["parent_id"]]
+    await add_feedback(conn, session_id, rows)
     return rows
 
 
@@ -394,10 +397,11 @@ async def list_tree_page(
     conn: AsyncConnection, session_id: str, *, after_ordinal: int, limit: int
 ) -> list[dict[str, Any]]:
     """The first `limit` messages written after the one of ordinal `after_ordinal` (0: from the
-    first), in the order they were written, with sibling ids and their `ordinal`."""
+    first), in the order they were written, with sibling ids, feedback and their `ordinal`."""
     parameters = {"session_id": session_id, "after_ordinal": after_ordinal, "tree_limit": limit}
     rows = as_dicts(await conn.execute(_tree(paged=True), parameters))
     await add_sibling_ids(conn, session_id, rows)
+    await add_feedback(conn, session_id, rows)
     return rows
 
 

@@ -7,6 +7,7 @@ from pydantic import AfterValidator, ConfigDict, Field
 
 from app.config import get_settings
 from app.domain import Role
+from app.feedback.schemas import MessageFeedback
 from app.kit.schemas import (
     MESSAGE_PATTERN,
     PADDED_PATTERN,
@@ -109,6 +110,9 @@ class ChatMessage(BaseResponse):
             "messages), this one included, oldest first: more than one where the conversation "
             "branches."
         )
+    )
+    feedback: MessageFeedback | None = Field(
+        description="The rating the session's owner gave this reply; null if none."
     )
 
 

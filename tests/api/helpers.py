@@ -39,7 +39,8 @@ LIST_ITEM_KEYS = SUMMARY_KEYS | {"snippet", "match_message_id", "match_off_branc
 NO_MATCH = {"snippet": None, "match_message_id": None, "match_off_branch": False}
 # The seed's fields, then the cursor-pagination ones (issue 5).
 LIST_KEYS = {"sessions", "total", "page", "page_size", "total_pages", "next_cursor", "has_more"}
-# The message tree (issue 13) adds `current_message_id`, and `parent_id`, `sibling_ids`.
+# The message tree (issue 13) adds `current_message_id`, and `parent_id`, `sibling_ids`;
+# feedback (issue 14) adds `feedback`.
 DETAIL_KEYS = SUMMARY_KEYS | {
     "messages",
     "has_more_messages",
@@ -55,6 +56,7 @@ MESSAGE_KEYS = {
     "created_at",
     "parent_id",
     "sibling_ids",
+    "feedback",
 }
 ECHO_METADATA = {
     "provider": "echo",

@@ -74,6 +74,15 @@ async def test_configured_origin_is_allowed(unused_database_url: str) -> None:
             await preflight(live.client, FRONTEND, method="DELETE", path=f"{SESSIONS}/abc"),
             FRONTEND,
         )
+        # Rating a reply is a PUT (issue 14).
+        rate = await preflight(
+            live.client,
+            FRONTEND,
+            method="PUT",
+            path=f"{SESSIONS}/abc/messages/00000000-0000-4000-8000-000000000000/feedback",
+        )
+        assert_preflight_allowed(rate, FRONTEND)
+        assert "PUT" in rate.headers["Access-Control-Allow-Methods"]
         # A simple request from the origin gets the header on the response itself.
         health = await live.client.get("/healthz", headers={"Origin": FRONTEND})
         assert health.headers["Access-Control-Allow-Origin"] == FRONTEND

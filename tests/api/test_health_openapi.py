@@ -23,6 +23,8 @@ SESSION_SHARES = SESSION + "/shares"
 SHARES = "/api/v1/chat/shares"
 SHARE = SHARES + "/{share_id}"
 SHARED = "/api/v1/shared/{share_id}"
+FEEDBACK = SESSION + "/messages/{message_id}/feedback"
+FEEDBACK_LIST = "/api/v1/feedback"
 
 # Every status code the tests of this directory get from each route.
 OBSERVED_STATUSES: dict[tuple[str, str], set[int]] = {
@@ -44,6 +46,9 @@ OBSERVED_STATUSES: dict[tuple[str, str], set[int]] = {
     ("GET", SHARES): {200, 403, 422},
     ("DELETE", SHARE): {204, 404, 422},
     ("GET", SHARED): {200, 404, 422, 429},
+    ("PUT", FEEDBACK): {200, 404, 409, 422},
+    ("DELETE", FEEDBACK): {204, 404, 422},
+    ("GET", FEEDBACK_LIST): {200, 403, 422},
 }
 # Routes whose services refuse some valid requests with a 422 of their own (`{"detail": str}`):
 # an edit of a reply, a regeneration of a user message.
@@ -141,7 +146,7 @@ async def test_every_observed_status_code_is_documented(client: httpx.AsyncClien
         assert not missing, (method, path, missing)
 
 
-# The routes under /api/v1/chat, for the checks every one of them must pass.
+# The API routes (under /api/v1), for the checks every one of them must pass.
 CHAT_ROUTES = [
     pytest.param("POST", CHAT, id="chat"),
     pytest.param("POST", STREAM, id="stream"),
@@ -158,6 +163,9 @@ CHAT_ROUTES = [
     pytest.param("POST", SESSION_SHARES, id="share"),
     pytest.param("GET", SHARES, id="list-shares"),
     pytest.param("DELETE", SHARE, id="revoke-share"),
+    pytest.param("PUT", FEEDBACK, id="rate"),
+    pytest.param("DELETE", FEEDBACK, id="unrate"),
+    pytest.param("GET", FEEDBACK_LIST, id="feedback-list"),
 ]
 
 

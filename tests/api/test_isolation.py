@@ -5,7 +5,6 @@ The routes are read from the app itself, and `test_every_route_is_in_the_matrix`
 new route has its entry in MATRIX, which is all it takes to run it through every check here.
 """
 
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -26,7 +25,10 @@ from tests.tokens import hs256_token
 SESSION = SESSIONS + "/{session_id}"
 EXPORT = SESSION + "/export"
 STOP = SESSION + "/stop"
+# Routes on a message: `{message_id}` is filled with the current branch's reply.
 REGENERATE = SESSION + "/messages/{message_id}/regenerate"
+FEEDBACK = SESSION + "/messages/{message_id}/feedback"
+FEEDBACK_LIST = "/api/v1/feedback"
 BRANCH = SESSION + "/branch"
 TREE = SESSION + "/tree"
 
@@ -36,8 +38,10 @@ SHARE = SHARES + "/{share_id}"
 SHARED = "/api/v1/shared/{share_id}"
 SHARED_PAGE = "/s/{share_id}"
 
-Scope = Literal["public", "session", "list", "user", "share", "shared", "share-list"]
-Effect = Literal["reads", "writes", "renames", "deletes", "regenerates", "switches", "shares"]
+Scope = Literal["public", "session", "list", "user", "everyone", "share", "shared", "share-list"]
+Effect = Literal[
+    "reads", "writes", "renames", "deletes", "regenerates", "switches", "shares", "rates", "unrates"
+]
 
 
 @dataclass(frozen=True)
@@ -60,10 +64,14 @@ class Case:
     scope: "public" routes answer everyone; "session" routes act on the session whose id is
     put in the path (`{session_id}`) and/or the body; "list" routes list the caller's sessions;
     "user" routes act on all of one user's sessions (the caller's own, or the `user_id` a
-    service caller names). Share links (issue 14): "share" routes act on the link whose id is
-    put in the path (`{share_id}`), a link to one of alice's or bob's sessions made by its
+    service caller names); "everyone" routes read every user's data, for the callers that may
+    list everyone's sessions only. Share links (issue 14): "share" routes act on the link whose
+    id is put in the path (`{share_id}`), a link to one of alice's or bob's sessions made by its
     owner; "shared" routes read such a link, for everyone, signed in or not; "share-list"
     routes list the caller's links.
+
+    A path with `{message_id}` names the current branch's reply (`World.messages`), which the
+    world has rated: effect "rates" replaces that rating, "unrates" clears it.
     """
 
     scope: Scope
@@ -87,6 +95,10 @@ def title_of(target: Target) -> Json:
 
 def other_branch_of(target: Target) -> Json:
     return {"message_id": target.other_branch_id}
+
+
+def rating_of(target: Target) -> Json:
+    return {"rating": "down", "comment": target.text}
 
 
 MATRIX: dict[tuple[str, str], Case] = {
@@ -118,7 +130,13 @@ MATRIX: dict[tuple[str, str], Case] = {
     ("GET", SHARED): Case("shared"),
     # The same page for every link (its script asks the API whether the link exists).
     ("GET", SHARED_PAGE): Case("public", request=("GET", "/s/any-link-id")),
+    ("PUT", FEEDBACK): Case("session", body=rating_of, effect="rates"),
+    ("DELETE", FEEDBACK): Case("session", ok=204, effect="unrates"),
+    ("GET", FEEDBACK_LIST): Case("everyone"),
 }
+
+# The message a route on a message names in a session the world does not have.
+NO_SUCH_MESSAGE = "00000000-0000-4000-8000-000000000000"
 
 # Where the 404 for a session that does not exist is read from, for routes that create
 # unknown sessions instead of answering 404.
@@ -207,7 +225,7 @@ class World:
         method, path = key
         case = MATRIX[key]
         # A session the world did not make: ids nobody has.
-        reply_id, other_id = self.messages.get(session_id, (str(uuid.uuid4()), str(uuid.uuid4())))
+        reply_id, other_id = self.messages.get(session_id, (NO_SUCH_MESSAGE, NO_SUCH_MESSAGE))
         target = Target(session_id, text, reply_id, other_id)
         body = case.body(target) if case.body is not None else None
         return await self.client.request(
@@ -251,10 +269,14 @@ async def world(
         )
         assert response.status_code == 200, response.text
         world.sessions[owner] = first["session_id"]
-        world.messages[first["session_id"]] = (
-            response.json()["message_id"],
-            first["user_message_id"],
+        reply_id = response.json()["message_id"]
+        world.messages[first["session_id"]] = (reply_id, first["user_message_id"])
+        rated = await auth_client.put(
+            FEEDBACK.format(session_id=first["session_id"], message_id=reply_id),
+            json={"rating": "up", "comment": f"{owner}'s rating"},
+            headers=world.headers(caller),
         )
+        assert rated.status_code == 200, rated.text
     return world
 
 
@@ -408,6 +430,19 @@ async def assert_effect(
         assert detail == {**before, "title": text}
         return
     reply_id, other_branch_id = world.messages[session_id]
+    if effect in ("rates", "unrates"):
+        [rated] = [m for m in detail["messages"] if m["id"] == reply_id]
+        if effect == "rates":
+            assert (rated["feedback"]["rating"], rated["feedback"]["comment"]) == ("down", text)
+        else:
+            assert rated["feedback"] is None
+        # Nothing else changed.
+        unrated = [{**m, "feedback": None} for m in detail["messages"]]
+        assert {**detail, "messages": unrated} == {
+            **before,
+            "messages": [{**m, "feedback": None} for m in before["messages"]],
+        }
+        return
     if effect == "regenerates":
         new_reply = detail["messages"][-1]
         assert detail["messages"][:-1] == before["messages"][:-1]
@@ -632,6 +667,46 @@ async def test_user_routes_with_a_named_user(
 def test_user_route_expectations_cover_every_caller() -> None:
     assert set(OWN_SESSIONS) == set(CALLERS)
     assert {caller for caller, _ in NAMED_SESSIONS} == set(CALLERS)
+
+
+# --- Routes over every user's data --------------------------------------------------------
+
+# What each caller gets from a route that reads every user's data: the users whose data it
+# shows, or the status it answers. The rule is the one for listing everyone's sessions.
+EVERYONE: dict[str, frozenset[str] | int] = {
+    "owner": 403,
+    "other-user": 403,
+    "service": frozenset({ALICE, BOB}),
+    "anonymous": 401,
+    "forged-as-owner": 401,
+}
+
+
+def test_everyone_expectations_cover_every_caller() -> None:
+    assert set(EVERYONE) == set(CALLERS)
+
+
+@pytest.mark.parametrize("caller", list(CALLERS))
+@pytest.mark.parametrize("key", keys("everyone"), ids=ids(keys("everyone")))
+async def test_routes_over_everyones_data_serve_only_service_callers(
+    world: World, key: tuple[str, str], caller: str
+) -> None:
+    before = await stored_state(world.database)
+
+    response = await world.call(key, caller, "", "")
+
+    expected = EVERYONE[caller]
+    if expected == 401:
+        assert_rejected(response)
+    elif isinstance(expected, int):
+        assert response.status_code == expected, response.text
+        assert set(response.json()) == {"detail"}
+    else:
+        assert response.status_code == MATRIX[key].ok, response.text
+        [entries] = [value for value in response.json().values() if isinstance(value, list)]
+        assert {entry["user_id"] for entry in entries} == expected
+        assert {entry["session_id"] for entry in entries} == set(world.sessions.values())
+    assert await stored_state(world.database) == before
 
 
 # --- Public routes ------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from app.kit.db import migrate
 from app.kit.db.tables import (
+    chat_feedback,
     chat_messages,
     chat_processes,
     chat_replies_generating,
@@ -58,6 +59,9 @@ TREE_COLUMNS = {
 # revision: its name is written here only.
 SHARES_REVISION = "0008_share_links"
 SHARE_TABLES = (chat_shares, chat_share_messages)
+# What revision 0009_feedback adds: a table of its own.
+FEEDBACK_REVISION = "0009_feedback"
+FEEDBACK_TABLE = chat_feedback
 SIDEBAR_INDEX_KEYS = {
     "idx_chat_sessions_user_list": [("user_id", False), ("active", False), *SORT_KEY],
     "idx_chat_sessions_list": [("active", False), *SORT_KEY],
@@ -282,6 +286,7 @@ async def assert_schema_matches_tables(conn: AsyncConnection) -> None:
         chat_search,
         *REPLY_LIFECYCLE_TABLES,
         *SHARE_TABLES,
+        FEEDBACK_TABLE,
     ):
         assert await nullability(conn, table.name) == {
             column.name: column.nullable for column in table.columns

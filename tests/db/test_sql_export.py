@@ -78,6 +78,7 @@ def test_export_contains_the_whole_schema() -> None:
     assert sql.rstrip().endswith("COMMIT;")
     assert "CREATE TABLE chat_sessions (" in sql
     assert "CREATE TABLE chat_messages (" in sql
+    assert "CREATE TABLE chat_feedback (" in sql
     assert "ALTER TABLE chat_sessions ADD COLUMN pinned BOOLEAN DEFAULT false NOT NULL;" in sql
     assert (
         "CREATE INDEX idx_chat_sessions_user_list ON chat_sessions "

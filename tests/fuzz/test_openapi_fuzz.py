@@ -315,10 +315,12 @@ def _documented_operations() -> list[tuple[str, str]]:
 OPERATIONS = _documented_operations()
 
 
-def _seed_sessions(target: FuzzTarget) -> list[str]:
-    """Sessions of the fuzzing user (in open mode, of nobody), with a message and a reply."""
-    session_ids = [f"fuzz-{uuid.uuid4().hex}" for _ in range(SEEDED_SESSIONS)]
-    for session_id in session_ids:
+def _seed_sessions(target: FuzzTarget) -> list[tuple[str, str]]:
+    """Sessions of the fuzzing user (in open mode, of nobody), with a message and a reply:
+    (session id, reply id)."""
+    seeded = []
+    for _ in range(SEEDED_SESSIONS):
+        session_id = f"fuzz-{uuid.uuid4().hex}"
         response = target.http.post(
             f"{target.server.base_url}/api/v1/chat",
             json={"message": "Hello", "session_id": session_id},
@@ -326,18 +328,21 @@ def _seed_sessions(target: FuzzTarget) -> list[str]:
             timeout=REQUEST_TIMEOUT_SECONDS,
         )
         assert response.status_code == 200, response.text
-    return session_ids
+        seeded.append((session_id, response.json()["message_id"]))
+    return seeded
 
 
+# The feedback export: its cursors are its own, issued once there is feedback to list.
+FEEDBACK_LIST = "/api/v1/feedback"
 # Routes whose `cursor` is opaque (any cursor the server did not issue is a 422). The message
 # tree's cursor is a number: every value its pattern allows is valid.
-OPAQUE_CURSORS = {"/api/v1/chat/sessions"}
+OPAQUE_CURSORS = {"/api/v1/chat/sessions", FEEDBACK_LIST}
 
 
 def _seed_shares(target: FuzzTarget) -> list[str]:
     """Links to seeded sessions, so that operations on `{share_id}` reach more than 404."""
     share_ids = []
-    for session_id in _seed_sessions(target):
+    for session_id, _ in _seed_sessions(target):
         response = target.http.post(
             f"{target.server.base_url}/api/v1/chat/sessions/{session_id}/shares",
             headers=target.owner_headers,
@@ -348,14 +353,31 @@ def _seed_shares(target: FuzzTarget) -> list[str]:
     return share_ids
 
 
-def _issued_cursors(target: FuzzTarget) -> list[str]:
-    """Cursors the server really issued: a cursor is opaque, so a made-up one that matches
-    the documented pattern is still refused (422), and valid requests need real ones."""
-    _seed_sessions(target)
+def _issued_cursors(target: FuzzTarget, path: str) -> list[str]:
+    """Cursors the server really issued for the listing at `path`: a cursor is opaque, so a
+    made-up one that matches the documented pattern is still refused (422), and valid requests
+    need real ones."""
+    seeded = _seed_sessions(target)
+    headers = target.owner_headers
+    params = {"limit": "1", "include_total": "false"}
+    if path == FEEDBACK_LIST:
+        for session_id, reply_id in seeded:
+            rated = target.http.put(
+                f"{target.server.base_url}/api/v1/chat/sessions/{session_id}/messages/"
+                f"{reply_id}/feedback",
+                json={"rating": "up"},
+                headers=headers,
+                timeout=REQUEST_TIMEOUT_SECONDS,
+            )
+            assert rated.status_code == 200, rated.text
+        # Only service callers may list everyone's feedback (anyone in open mode).
+        if target.target.server.auth:
+            headers = {"Authorization": f"Bearer {hs256_token(FUZZ_USER, role='service_role')}"}
+        params = {"limit": "1"}
     response = target.http.get(
-        f"{target.server.base_url}/api/v1/chat/sessions",
-        params={"limit": "1", "include_total": "false"},
-        headers=target.owner_headers,
+        f"{target.server.base_url}{path}",
+        params=params,
+        headers=headers,
         timeout=REQUEST_TIMEOUT_SECONDS,
     )
     assert response.status_code == 200, response.text
@@ -374,10 +396,14 @@ def _with_issued_cursor(cursors: list[str], case: Case) -> Case:
 
 
 def _strategy(
-    operation: Operation, session_ids: list[str], cursors: list[str], share_ids: list[str]
+    operation: Operation,
+    seeded: list[tuple[str, str]],
+    cursors: list[str],
+    share_ids: list[str],
 ) -> st.SearchStrategy[Case]:
-    """Valid and invalid requests; some of the valid ones name an existing session or share
-    link, and the valid ones that page by cursor use cursors the server issued."""
+    """Valid and invalid requests; some of the valid ones name an existing session (and on a
+    route on a message, its reply) or share link, and the valid ones that page by cursor use
+    cursors the server issued."""
     strategies = [
         operation.as_strategy(generation_mode=mode) for mode in schemathesis.GenerationMode
     ]
@@ -389,7 +415,14 @@ def _strategy(
     if "{session_id}" in operation.path:
         strategies += [
             operation.as_strategy(path_parameters={"session_id": session_id})
-            for session_id in session_ids
+            for session_id, _ in seeded
+        ]
+    if "{message_id}" in operation.path:
+        strategies += [
+            operation.as_strategy(
+                path_parameters={"session_id": session_id, "message_id": reply_id}
+            )
+            for session_id, reply_id in seeded
         ]
     if "{share_id}" in operation.path:
         strategies += [
@@ -425,9 +458,9 @@ def test_operation_conforms_to_its_schema(
     fuzz_target: FuzzTarget, fuzz_schema: schemathesis.BaseSchema, method: str, path: str
 ) -> None:
     operation = fuzz_schema[path][method]
-    session_ids = _seed_sessions(fuzz_target) if "{session_id}" in path else []
+    seeded = _seed_sessions(fuzz_target) if "{session_id}" in path else []
     share_ids = _seed_shares(fuzz_target) if "{share_id}" in path else []
-    cursors = _issued_cursors(fuzz_target) if path in OPAQUE_CURSORS else []
+    cursors = _issued_cursors(fuzz_target, path) if path in OPAQUE_CURSORS else []
     server = fuzz_target.server
 
     @settings(
@@ -441,7 +474,7 @@ def test_operation_conforms_to_its_schema(
             HealthCheck.data_too_large,
         ],
     )
-    @given(case=_strategy(operation, session_ids, cursors, share_ids))
+    @given(case=_strategy(operation, seeded, cursors, share_ids))
     def fuzz(case: Case) -> None:
         log_offset = server.log_size()
         try:

@@ -18,7 +18,7 @@ from sqlalchemy import (
     text,
 )
 
-from app.domain import MESSAGE_ROLES
+from app.domain import MESSAGE_ROLES, RATINGS
 from app.kit.db.types import JSONDocument, SearchDocument, UTCDateTime, empty_json, utc_now
 
 metadata = MetaData(
@@ -215,4 +215,36 @@ chat_share_messages = Table(
     Column("content", Text, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     CheckConstraint(f"role IN {MESSAGE_ROLES!r}", name="role"),
+)
+
+# Thumbs on replies (migration 0009): at most one rating per assistant message, by the session's
+# owner, replaced when set again. It refers to the message and never copies the conversation;
+# it goes with its message, and with its session.
+
+chat_feedback = Table(
+    "chat_feedback",
+    metadata,
+    Column(
+        "message_id",
+        Uuid,
+        ForeignKey("chat_messages.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column(
+        "session_id",
+        Text,
+        ForeignKey("chat_sessions.session_id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    # The session's owner when the rating was given (null in open mode, like the session's).
+    Column("user_id", Text, nullable=True),
+    Column("rating", Text, nullable=False),
+    Column("comment", Text, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    CheckConstraint(f"rating IN {RATINGS!r}", name="rating"),
+    # The export's order (GET /api/v1/feedback): keyset pages and `since` are one range of it.
+    Index("idx_chat_feedback_updated", "updated_at", "message_id"),
+    # Deleting a session deletes its feedback by cascade: found by this index.
+    Index("idx_chat_feedback_session", "session_id"),
 )

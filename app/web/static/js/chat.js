@@ -5,6 +5,7 @@
 import { ApiError, isAbort, request, streamChat, streamRegenerate } from './api.js';
 import { Branches } from './branches.js';
 import { copyText, h, icon } from './dom.js';
+import { feedbackControls } from './feedback.js';
 import { renderMarkdown } from './markdown.js';
 import { formatDateTime } from './time.js';
 
@@ -246,7 +247,7 @@ export class Chat {
   // --- Messages --------------------------------------------------------------------------
 
   messageElement(message) {
-    const { role, content, metadata = {}, created_at: createdAt } = message;
+    const { role, content, metadata = {}, created_at: createdAt, feedback = null } = message;
     const status = metadata?.status ?? 'complete';
     const body = h('div', { class: 'message-body' });
     const item = h('li', {
@@ -255,6 +256,7 @@ export class Chat {
       title: createdAt ? formatDateTime(createdAt) : null,
     });
     item.append(body);
+    item.feedback = feedback;
     if (role === 'assistant') item.prepend(h('div', { class: 'avatar', 'aria-hidden': 'true' }, icon('logo')));
     this.identify(item, message);
     this.fill(item, content, metadata?.finish_reason === 'stopped' ? 'stopped' : status);
@@ -294,6 +296,9 @@ export class Chat {
           icon('copy'),
         ),
       );
+      if (item.dataset.messageId && this.sessionId && item.dataset.status !== 'generating') {
+        footer.append(feedbackControls(this.sessionId, item.dataset.messageId, item.feedback));
+      }
     }
     this.branches.addActions(item, actions);
     if (actions.childElementCount) footer.append(actions);

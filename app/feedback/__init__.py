@@ -1,0 +1,1 @@
+"""Thumbs on replies: a user's rating of an assistant message, and the export of all ratings."""
