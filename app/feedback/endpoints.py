@@ -27,9 +27,9 @@ _NOT_FOUND = {
     404: "No such session, or not one of the caller's (`Session not found`); or no such "
     "message in it (`Message not found in this session`).",
 }
-_RATE_ERRORS = error_responses(404, 409, 500, *AUTH_ERRORS, descriptions=_NOT_FOUND)
+_RATE_ERRORS = error_responses(404, 409, 422, 500, *AUTH_ERRORS, descriptions=_NOT_FOUND)
 # Setting reads a body too.
-_SET_ERRORS = error_responses(400, 404, 409, 413, 500, *AUTH_ERRORS, descriptions=_NOT_FOUND)
+_SET_ERRORS = error_responses(400, 404, 409, 413, 422, 500, *AUTH_ERRORS, descriptions=_NOT_FOUND)
 _RATE_DESCRIPTION = (
     "Only replies can be rated: a message of another role is refused with a 422 (`Only an "
     "assistant message can be rated`), and a reply still being generated with a 409. A "

@@ -168,7 +168,7 @@ async def regenerate_reply(
 @router.put(
     "/sessions/{session_id}/branch",
     summary="Switch branch: make current the branch through a message",
-    responses=error_responses(404, 500, *AUTH_ERRORS),
+    responses=error_responses(400, 404, 413, 500, *AUTH_ERRORS),
 )
 async def switch_branch(
     session_id: SessionIdPath,

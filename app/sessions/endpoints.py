@@ -187,7 +187,7 @@ async def get_session(
 @router.patch(
     "/sessions/{session_id}",
     summary="Rename, pin, archive or unarchive a session",
-    responses=error_responses(404, 500, *AUTH_ERRORS),
+    responses=error_responses(400, 404, 413, 500, *AUTH_ERRORS),
 )
 async def update_session(
     session_id: SessionIdPath, changes: SessionUpdate, caller: CallerDep, db: DatabaseDep

@@ -51,8 +51,14 @@ OBSERVED_STATUSES: dict[tuple[str, str], set[int]] = {
     ("GET", FEEDBACK_LIST): {200, 403, 422},
 }
 # Routes whose services refuse some valid requests with a 422 of their own (`{"detail": str}`):
-# an edit of a reply, a regeneration of a user message.
-DOMAIN_422 = {("POST", CHAT), ("POST", STREAM), ("POST", REGENERATE)}
+# an edit of a reply, a regeneration or a rating of a user message.
+DOMAIN_422 = {
+    ("POST", CHAT),
+    ("POST", STREAM),
+    ("POST", REGENERATE),
+    ("PUT", FEEDBACK),
+    ("DELETE", FEEDBACK),
+}
 
 
 async def _spec(client: httpx.AsyncClient) -> dict[str, Any]:

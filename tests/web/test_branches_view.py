@@ -11,6 +11,7 @@ from tests.web.pages import (
     edit_box,
     in_message,
     replies,
+    search_box,
     session_item,
     text_of,
     user_messages,
@@ -242,3 +243,30 @@ async def test_a_switch_keeps_the_message_where_it_was_on_screen(
     assert before is not None
     assert after is not None
     assert abs(after["y"] - before["y"]) < 2
+
+
+async def test_a_search_match_on_another_version_opens_that_version(
+    page: Page, web: WebApp, upstream: Upstream
+) -> None:
+    session_id = await seed_exchanges(
+        web, upstream, ("Plan the aquarium trip", "Saturday works."), ("Who drives?", "Sam.")
+    )
+    detail = (await web.client.get(f"{SESSIONS}/{session_id}")).json()
+    question = detail["messages"][2]["id"]
+    upstream.fake.queue(Respond(chunks=["Tomorrow."]))
+    edited = await web.client.post(
+        CHAT, json={"message": "When do we leave?", "session_id": session_id, "edit_of": question}
+    )
+    edited.raise_for_status()
+    await page.goto("/")
+
+    await search_box(page).fill("drives")
+    result = session_item(page, session_id)
+    await expect(result).to_contain_text("In another version")
+    await result.get_by_role("link").click()
+
+    # The branch with the match is shown, and it is the one the server now remembers.
+    await expect(user_messages(page).nth(1)).to_contain_text("Who drives?")
+    await expect(versions(user_messages(page).nth(1))).to_have_text("1 / 2")
+    await page.reload()
+    await expect(user_messages(page).nth(1)).to_contain_text("Who drives?")

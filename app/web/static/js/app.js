@@ -27,7 +27,7 @@ function toast(message) {
 // --- Sidebar and conversation ------------------------------------------------------------
 
 const sidebar = new Sidebar({
-  open: (sessionId) => navigate(sessionId),
+  open: (sessionId, { branchTo = null } = {}) => navigate(sessionId, { branchTo }),
   deleted: (sessionId) => {
     if (sessionId !== chat.sessionId) return;
     history.replaceState(null, '', urlOf(null));
@@ -68,17 +68,17 @@ function syncTitle(sessionId) {
 const urlOf = (sessionId) => (sessionId ? `/?session=${encodeURIComponent(sessionId)}` : '/');
 const sessionInUrl = () => new URLSearchParams(location.search).get('session') || null;
 
-function navigate(sessionId, { replace = false, focus = true } = {}) {
+function navigate(sessionId, { replace = false, focus = true, branchTo = null } = {}) {
   if (narrow.matches) setDrawer(false);
-  if (sessionId && sessionId === chat.sessionId && !chat.errorBox.childElementCount) {
+  if (sessionId && sessionId === chat.sessionId && !chat.errorBox.childElementCount && !branchTo) {
     if (focus) focusComposer();
     return; // already open (and perhaps streaming): nothing to reload
   }
   if (sessionId !== sessionInUrl()) history[replace ? 'replaceState' : 'pushState'](null, '', urlOf(sessionId));
-  show(sessionId, { focus });
+  show(sessionId, { focus, branchTo });
 }
 
-async function show(sessionId, { focus = true } = {}) {
+async function show(sessionId, { focus = true, branchTo = null } = {}) {
   sidebar.setCurrent(sessionId);
   if (!sessionId) {
     chat.newChat();
@@ -86,7 +86,7 @@ async function show(sessionId, { focus = true } = {}) {
     return;
   }
   try {
-    await chat.open(sessionId);
+    await chat.open(sessionId, { branchTo });
   } catch (error) {
     if (!(error instanceof SessionNotFound)) throw error;
     history.replaceState(null, '', urlOf(null));

@@ -88,8 +88,11 @@ export class Chat {
     this.updateComposer();
   }
 
-  /** Shows a session's newest messages. Throws SessionNotFound for an unknown id. */
-  async open(sessionId) {
+  /**
+   * Shows a session's newest messages; with `branchTo` (a message id), first makes the branch
+   * through that message current. Throws SessionNotFound for an unknown id.
+   */
+  async open(sessionId, { branchTo = null } = {}) {
     this.reset(sessionId);
     this.emptyState.hidden = true;
     this.loading.hidden = false;
@@ -99,15 +102,19 @@ export class Chat {
     this.updateComposer();
     let detail;
     try {
-      detail = await request('GET', `/sessions/${encodeURIComponent(sessionId)}`, {
-        query: { limit: PAGE_SIZE },
-        signal: controller.signal,
-      });
+      const path = `/sessions/${encodeURIComponent(sessionId)}`;
+      detail = branchTo
+        ? await request('PUT', `${path}/branch`, {
+            query: { limit: PAGE_SIZE },
+            body: { message_id: branchTo },
+            signal: controller.signal,
+          })
+        : await request('GET', path, { query: { limit: PAGE_SIZE }, signal: controller.signal });
     } catch (error) {
       if (isAbort(error)) return;
       this.loading.hidden = true;
       if (error.status === 404 || error.status === 422) throw new SessionNotFound(error.message);
-      this.showError(error.message, () => this.open(sessionId));
+      this.showError(error.message, () => this.open(sessionId, { branchTo }));
       return;
     } finally {
       if (this.loadController === controller) {
@@ -118,6 +125,7 @@ export class Chat {
     this.loading.hidden = true;
     this.render(detail);
     this.scrollToBottom();
+    if (branchTo) this.callbacks.switched(detail);
   }
 
   /** Shows a session's detail (a page of its current branch) in place of what is shown. */

@@ -32,7 +32,7 @@ const byActivity = (a, b) =>
 
 export class Sidebar {
   /**
-   * callbacks: open(sessionId), deleted(sessionId), changed(summary) (a session's title or
+   * callbacks: open(sessionId, {branchTo}), deleted(sessionId), changed(summary) (a session's title or
    * state changed here), signIn() (asks for a token), toast(message).
    */
   constructor(callbacks) {
@@ -307,12 +307,15 @@ export class Sidebar {
         onclick: (event) => {
           if (event.button !== 0 || event.metaKey || event.ctrlKey || event.shiftKey || event.altKey) return;
           event.preventDefault();
-          this.callbacks.open(id);
+          // A search result whose best match is on another version of the conversation opens
+          // on that version (PUT …/branch), so the match is on screen.
+          this.callbacks.open(id, session.match_off_branch ? { branchTo: session.match_message_id } : {});
         },
       },
       // dir="auto": a right-to-left title is laid out on its own, never reordering its neighbours.
       h('span', { class: 'session-title', dir: 'auto' }, highlighted(session.title, words)),
       session.snippet ? h('span', { class: 'session-snippet', id: snippetId, dir: 'auto' }, highlighted(session.snippet, words)) : null,
+      session.match_off_branch ? h('span', { class: 'session-other-version' }, 'In another version') : null,
     );
     const actions = h(
       'button',
