@@ -335,3 +335,49 @@ async def test_a_stopped_regeneration_is_kept_as_an_incomplete_sibling(
     assert reply["sibling_ids"] == [sent["message_id"], reply["id"]]
     assert detail["last_message"] == "cut"
     await assert_tree_matches_session(database, "s")
+
+
+async def test_a_regeneration_the_client_left_is_finished_and_saved(
+    client: httpx.AsyncClient, live_server: LiveServer, database: Database
+) -> None:
+    sent = await send(client, "one", session_id="s")
+    gate = asyncio.Event()
+    with use_assistant(live_server, ScriptedAssistant(["kept ", "whole"], gate=gate)):
+        async with client.stream("POST", regenerate_url("s", sent["message_id"])) as response:
+            async for line in response.aiter_lines():
+                if line.startswith("event: delta"):
+                    break
+        # The client is gone; the reply is still being generated, then finished.
+        gate.set()
+        await live_server.app.state.reply_tasks.wait_idle()
+
+    detail = await get_session(client, "s")
+    reply = detail["messages"][1]
+    assert (reply["content"], reply["metadata"]["status"]) == ("kept whole", "complete")
+    assert reply["sibling_ids"] == [sent["message_id"], reply["id"]]
+    assert detail["last_message"] == "kept whole"
+    await assert_tree_matches_session(database, "s")
+
+
+async def test_a_failed_regeneration_is_a_failed_sibling_that_keeps_the_preview(
+    client: httpx.AsyncClient, live_server: LiveServer, database: Database
+) -> None:
+    sent = await send(client, "one", session_id="s")
+    before = await get_session(client, "s")
+    with use_assistant(live_server, ScriptedAssistant([], fail_with=RuntimeError("boom"))):
+        streamed = await regenerate(client, "s", sent["message_id"])
+        plain = await client.post(
+            regenerate_url("s", sent["message_id"]), params={"stream": "false"}
+        )
+
+    assert streamed.names == ["session", "error"]
+    assert plain.status_code == 502, plain.text
+    detail = await get_session(client, "s")
+    failed = detail["messages"][1]
+    assert failed["metadata"]["status"] == "failed"
+    assert len(failed["sibling_ids"]) == 3
+    # As for any failed reply: it counts, but the preview is the branch's last text, the
+    # question's (the old reply is on another branch now).
+    assert detail["message_count"] == 2
+    assert detail["last_message"] == "one" != before["last_message"]
+    await assert_tree_matches_session(database, "s")
