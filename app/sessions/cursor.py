@@ -4,24 +4,27 @@ A listing's cursor is the sort key of the last session of a page. A search's is 
 results came before, with a fingerprint of the search, since results are ranked, not keyed.
 """
 
-import base64
-import binascii
 import hashlib
 import json
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any
 
+from app.kit.cursor import InvalidCursor, decode_payload, encode_payload, reading_cursor, utc_time
 from app.sessions.queries import ListPosition
+
+__all__ = [
+    "SEARCH_MAX_OFFSET",
+    "InvalidCursor",
+    "SearchPosition",
+    "decode_cursor",
+    "encode_cursor",
+    "encode_search_cursor",
+    "search_fingerprint",
+]
 
 _VERSION = 1
 # A search cursor deeper than this is not one this service issued: pages stop at it.
 SEARCH_MAX_OFFSET = 10_000
-
-
-class InvalidCursor(ValueError):
-    pass
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,13 +40,8 @@ def search_fingerprint(*parts: object) -> str:
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
 
 
-def _encode(payload: dict[str, Any]) -> str:
-    raw = json.dumps(payload, separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
-
-
 def encode_cursor(position: ListPosition) -> str:
-    return _encode(
+    return encode_payload(
         {
             "v": _VERSION,
             "p": position.pinned,
@@ -54,14 +52,13 @@ def encode_cursor(position: ListPosition) -> str:
 
 
 def encode_search_cursor(position: SearchPosition) -> str:
-    return _encode({"v": _VERSION, "o": position.offset, "f": position.fingerprint})
+    return encode_payload({"v": _VERSION, "o": position.offset, "f": position.fingerprint})
 
 
 def decode_cursor(cursor: str) -> ListPosition | SearchPosition:
     """The position a cursor names; `InvalidCursor` for anything this service did not issue."""
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        payload = json.loads(raw)
+    with reading_cursor():
+        payload = decode_payload(cursor)
         if payload.get("v") != _VERSION:
             raise InvalidCursor("unknown cursor version")
         if "o" in payload:
@@ -75,23 +72,6 @@ def decode_cursor(cursor: str) -> ListPosition | SearchPosition:
             return SearchPosition(offset=offset, fingerprint=fingerprint)
         if not isinstance(payload.get("p"), bool):
             raise InvalidCursor("unknown cursor version")
-        updated_at = datetime.fromisoformat(payload["u"])
-        if updated_at.tzinfo is None:
-            raise InvalidCursor("cursor time without a time zone")
-        updated_at = updated_at.astimezone(UTC)
         return ListPosition(
-            pinned=payload["p"], updated_at=updated_at, id=uuid.UUID(hex=payload["i"])
+            pinned=payload["p"], updated_at=utc_time(payload["u"]), id=uuid.UUID(hex=payload["i"])
         )
-    except InvalidCursor:
-        raise
-    except (
-        binascii.Error,
-        UnicodeDecodeError,
-        ValueError,
-        TypeError,
-        KeyError,
-        AttributeError,
-        OverflowError,  # a time that cannot be expressed in UTC
-        RecursionError,  # absurdly nested JSON
-    ):
-        raise InvalidCursor("not a cursor from this service") from None
