@@ -432,6 +432,16 @@ async def find_message(
     return MessageRef(row.id, row.parent_id, row.role, row.seq, row.created_at)
 
 
+def _newest_first(ordinal: Any) -> Any:
+    """Order a fork's children newest first, read through the index (session_id, parent_id)
+    and sorted (a fork has a handful of children). `ordinal + 0` rather than `ordinal`: SQLite
+    (without ANALYZE statistics) otherwise walks the unique (session_id, ordinal) index
+    backwards from the session's newest message to avoid the sort, testing each message's
+    parent, so one child lookup cost the messages written after it, and `remember_branch` over
+    a 5,000-message path took seconds. PostgreSQL plans both the same way."""
+    return (ordinal + 0).desc()
+
+
 @dataclass(frozen=True, slots=True)
 class BranchEnd:
     id: uuid.UUID
@@ -458,7 +468,7 @@ def _branch_end_below() -> Select[Any]:
     newest_child = (
         select(newest.c.id)
         .where(newest.c.session_id == _SESSION_ID, newest.c.parent_id == down.c.id)
-        .order_by(newest.c.ordinal.desc())
+        .order_by(_newest_first(newest.c.ordinal))
         .limit(1)
         .scalar_subquery()
     )
@@ -520,7 +530,7 @@ def _choices() -> Select[Any]:
             child.c.session_id == chat_messages.c.session_id,
             child.c.parent_id == chat_messages.c.id,
         )
-        .order_by(child.c.ordinal.desc())
+        .order_by(_newest_first(child.c.ordinal))
         .limit(1)
         .scalar_subquery()
     )
@@ -534,7 +544,7 @@ def _root_choice() -> Select[Any]:
     newest = (
         select(chat_messages.c.id)
         .where(chat_messages.c.session_id == _SESSION_ID, chat_messages.c.parent_id.is_(None))
-        .order_by(chat_messages.c.ordinal.desc())
+        .order_by(_newest_first(chat_messages.c.ordinal))
         .limit(1)
         .scalar_subquery()
     )
