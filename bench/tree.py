@@ -73,7 +73,8 @@ from app.search import fulltext
 from app.sessions import queries as session_queries
 from app.sessions import service as session_service
 from bench.data import TEXT_POOL, DataSpec, Plan, load, make_plan
-from bench.sidebar import machine
+from bench.sidebar import RawPostgres, RawSqlite, machine
+from bench.sqlcapture import Recorder, queries_of
 from bench.stream_relay import DEFAULT_POSTGRES_URL, fresh_database, percentile
 
 CHAT = "/api/v1/chat"
@@ -546,6 +547,37 @@ async def measure(
     return pairs
 
 
+async def explain_switch(
+    database: str, url: str, db: Database, recorder: Recorder, trees: Sequence[Tree]
+) -> list[str]:
+    """The statements of one switch on each session (to its first target), recorded from the
+    service's own code, each with its plan: `EXPLAIN (ANALYZE, BUFFERS)` on PostgreSQL (reads
+    only: an UPDATE would be run), `EXPLAIN QUERY PLAN` and the best of three runs on SQLite.
+    The session is switched back to its leaf afterwards."""
+    raw: RawPostgres | RawSqlite = (
+        RawPostgres(url) if database == "postgresql" else RawSqlite(str(make_url(url).database))
+    )
+    lines: list[str] = []
+    try:
+        for tree in trees:
+            target, _ = tree.targets[0]
+            with recorder.capture() as log:
+                await switch_branch(db, Caller.open_mode(), tree.session_id, target.id, limit=PAGE)
+            await switch_branch(db, Caller.open_mode(), tree.session_id, tree.leaf.id, limit=PAGE)
+            lines.append(f"  {tree.session_id}: switch to seq {target.seq}")
+            for statement in queries_of(log):
+                words = " ".join(statement.sql.split())
+                if words.upper().startswith(("SELECT", "WITH")):
+                    plan = await raw.explain(statement)
+                else:
+                    plan = "(a write: not explained)"
+                lines.append(f"    {words[:110]}")
+                lines.append(f"      {plan}")
+    finally:
+        await raw.close()
+    return lines
+
+
 # --- Report ----------------------------------------------------------------------------------
 
 
@@ -630,6 +662,10 @@ async def run_database(database: str, plan: Plan, args: argparse.Namespace) -> l
                         f"seq {node.seq} ({steps} steps down)" for node, steps in tree.targets
                     )
                     print(f"  {tree.session_id}: switch targets at {where}", flush=True)
+                if args.explain:
+                    recorder = Recorder(db.engine)
+                    plans = await explain_switch(database, url, db, recorder, [straight, forked])
+                    print("\n".join(plans), flush=True)
                 pairs = await measure(db, client, straight, forked, args)
     lines = report(database, pairs, args.repeat)
     print("\n".join(lines), flush=True)
@@ -694,6 +730,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="ordinary sessions around them (bench.data, ~10 messages each; 5,000)",
     )
     add("--seed", type=int, default=13, help="random seed")
+    add(
+        "--explain",
+        action="store_true",
+        help="print the plans of one switch's statements on each session before measuring",
+    )
     add(
         "--postgres-url",
         default=os.environ.get("BENCH_POSTGRES_URL", DEFAULT_POSTGRES_URL),
