@@ -563,8 +563,8 @@ async def explain_switch(
             target, _ = tree.targets[0]
             with recorder.capture() as log:
                 await switch_branch(db, Caller.open_mode(), tree.session_id, target.id, limit=PAGE)
-            await switch_branch(db, Caller.open_mode(), tree.session_id, tree.leaf.id, limit=PAGE)
             lines.append(f"  {tree.session_id}: switch to seq {target.seq}")
+            # Explained on the switched session (the page walks up from its current leaf).
             for statement in queries_of(log):
                 words = " ".join(statement.sql.split())
                 if words.upper().startswith(("SELECT", "WITH")):
@@ -573,6 +573,7 @@ async def explain_switch(
                     plan = "(a write: not explained)"
                 lines.append(f"    {words[:110]}")
                 lines.append(f"      {plan}")
+            await switch_branch(db, Caller.open_mode(), tree.session_id, tree.leaf.id, limit=PAGE)
     finally:
         await raw.close()
     return lines
