@@ -11,7 +11,7 @@ export UV_PYTHON_DOWNLOADS := never
 export UV_PYTHON := $(PYTHON)
 
 .DEFAULT_GOAL := help
-.PHONY: help install browser screenshots run migrate test lint format typecheck openapi migrations-sql bench bench-stream clean
+.PHONY: help install browser screenshots run migrate test lint format typecheck openapi migrations-sql bench bench-tree bench-stream clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -71,9 +71,13 @@ screenshots: install browser ## Write pictures of the web page to docs/screensho
 openapi: install ## Write the OpenAPI schema to openapi.json
 	$(RUN) python -m scripts.export_openapi openapi.json
 
-bench: $(UV) ## Benchmark the sidebar at scale (1M sessions, PostgreSQL and SQLite; ~40 min)
+bench: $(UV) ## Benchmark the sidebar at scale (1M sessions; ~40 min), then branching sessions
 	$(UV) sync --frozen --group bench
 	$(RUN) python -m bench.sidebar $(BENCH_ARGS)
+	$(RUN) python -m bench.tree --database postgresql --database sqlite $(BENCH_TREE_ARGS)
+
+bench-tree: install ## Benchmark branching sessions (issue 13: 100 forks vs straight), both databases
+	$(RUN) python -m bench.tree --database postgresql --database sqlite $(BENCH_TREE_ARGS)
 
 bench-stream: install ## Benchmark the streaming relay (first-token latency, relay rate) vs the upstream alone
 	$(RUN) python -m bench.stream_relay --database sqlite --database postgresql

@@ -108,7 +108,11 @@ class Plan:
     def __post_init__(self) -> None:
         # A pool text's title, preview and search documents never change: make each once.
         self._titles = [make_title(text) for text in self.texts[:TEXT_POOL]]
-        self._previews = [make_preview(text) for text in self.texts[TEXT_POOL:]]
+        # Every pool text has words, so each message's branch_preview is its own preview.
+        if not all(text.strip() for text in self.texts):
+            raise ValueError("a pool text without text: branch previews would carry over")
+        self.text_previews = [make_preview(text) for text in self.texts]
+        self._previews = self.text_previews[TEXT_POOL:]
         self.documents = [fulltext.document(text) for text in self.texts]
         self.title_documents = [fulltext.document(title) for title in self._titles]
         long = set(self.long)
@@ -328,8 +332,9 @@ def _session_rows(plan: Plan) -> Iterator[tuple[int, str, str, bool, bool, int, 
 
 
 # Messages are loaded as single branches (parent = the message before, ordinal = seq, the
-# current leaf the last); `branch_preview` is left null: no benchmarked path reads it yet (an
-# append takes the session's last_message; a branch switch will read the leaf's).
+# current leaf the last). `branch_preview` is what the write path stores: the preview of the
+# last message with text on the path ending at the message, here always its own (every pool
+# text has words), taken from the staging table of texts (`Plan.text_previews`).
 def message_id(i: int, n: int) -> uuid.UUID:
     """The id of session i's n-th message: made from both numbers, so that the loader's SQL
     writes each message's parent (n - 1) and each session's current leaf without a lookup."""
@@ -380,10 +385,13 @@ async def load_postgresql(url: str, plan: Plan) -> Dataset:
             "CREATE UNLOGGED TABLE bench_plan (i bigint PRIMARY KEY, session_id text NOT NULL, "
             "user_id text NOT NULL, n int NOT NULL, created_us bigint NOT NULL, "
             "gap_us bigint NOT NULL); "
-            "CREATE UNLOGGED TABLE bench_text (k int PRIMARY KEY, body text NOT NULL)"
+            "CREATE UNLOGGED TABLE bench_text (k int PRIMARY KEY, body text NOT NULL, "
+            "preview text NOT NULL)"
         )
         await conn.copy_records_to_table(
-            "bench_text", records=list(enumerate(plan.texts)), columns=["k", "body"]
+            "bench_text",
+            records=[(k, text, plan.text_previews[k]) for k, text in enumerate(plan.texts)],
+            columns=["k", "body", "preview"],
         )
         await conn.copy_records_to_table(
             "bench_plan",
@@ -444,14 +452,16 @@ async def load_postgresql(url: str, plan: Plan) -> Dataset:
         await conn.execute(
             f"""
             INSERT INTO chat_messages
-                (id, session_id, seq, role, content, metadata, created_at, parent_id, ordinal)
+                (id, session_id, seq, role, content, metadata, created_at, parent_id, ordinal,
+                 branch_preview)
             SELECT {_PG_MESSAGE_ID.format(n="m.n")}, p.session_id, m.n,
                    CASE WHEN m.n % 2 = 1 THEN 'user' ELSE 'assistant' END,
                    t.body,
                    CASE WHEN m.n % 2 = 1 THEN '{{}}'
                         ELSE {_assistant_metadata_sql("postgresql")} END::jsonb,
                    timestamptz 'epoch' + ({created}) * interval '1 microsecond',
-                   CASE WHEN m.n > 1 THEN {_PG_MESSAGE_ID.format(n="m.n - 1")} END, m.n
+                   CASE WHEN m.n > 1 THEN {_PG_MESSAGE_ID.format(n="m.n - 1")} END, m.n,
+                   t.preview
             FROM bench_plan p
             CROSS JOIN LATERAL generate_series(1, p.n) AS m(n)
             JOIN bench_text t ON t.k = CASE WHEN m.n % 2 = 1
@@ -612,9 +622,15 @@ def load_sqlite(path: Path, url: str, plan: Plan) -> Dataset:
             "user_id TEXT NOT NULL, n INTEGER NOT NULL, created_us INTEGER NOT NULL, "
             "gap_us INTEGER NOT NULL)"
         )
-        conn.execute("CREATE TEMP TABLE bench_text (k INTEGER PRIMARY KEY, body TEXT NOT NULL)")
+        conn.execute(
+            "CREATE TEMP TABLE bench_text (k INTEGER PRIMARY KEY, body TEXT NOT NULL, "
+            "preview TEXT NOT NULL)"
+        )
         conn.execute("CREATE TEMP TABLE bench_n (n INTEGER PRIMARY KEY)")
-        conn.executemany("INSERT INTO bench_text VALUES (?, ?)", enumerate(plan.texts))
+        conn.executemany(
+            "INSERT INTO bench_text VALUES (?, ?, ?)",
+            ((k, text, plan.text_previews[k]) for k, text in enumerate(plan.texts)),
+        )
         conn.executemany(
             "INSERT INTO bench_n VALUES (?)", ((n,) for n in range(1, max(plan.counts) + 1))
         )
@@ -664,7 +680,8 @@ def load_sqlite(path: Path, url: str, plan: Plan) -> Dataset:
         conn.execute(
             f"""
             INSERT INTO chat_messages
-                (id, session_id, seq, role, content, metadata, created_at, parent_id, ordinal)
+                (id, session_id, seq, role, content, metadata, created_at, parent_id, ordinal,
+                 branch_preview)
             SELECT {_SQLITE_MESSAGE_ID.format(n="m.n")}, p.session_id, m.n,
                    CASE WHEN m.n % 2 = 1 THEN 'user' ELSE 'assistant' END,
                    t.body,
@@ -672,7 +689,8 @@ def load_sqlite(path: Path, url: str, plan: Plan) -> Dataset:
                         ELSE {_assistant_metadata_sql("sqlite")} END,
                    strftime('%Y-%m-%d %H:%M:%S', ({created}) / 1000000, 'unixepoch')
                      || printf('.%06d', ({created}) % 1000000),
-                   CASE WHEN m.n > 1 THEN {_SQLITE_MESSAGE_ID.format(n="m.n - 1")} END, m.n
+                   CASE WHEN m.n > 1 THEN {_SQLITE_MESSAGE_ID.format(n="m.n - 1")} END, m.n,
+                   t.preview
             FROM bench_plan p
             JOIN bench_n m ON m.n <= p.n
             JOIN bench_text t ON t.k = CASE WHEN m.n % 2 = 1

@@ -436,6 +436,16 @@ async def find_message(
     return MessageRef(row.id, row.parent_id, row.role, row.seq, row.created_at)
 
 
+def _newest_first(ordinal: Any) -> Any:
+    """Order a fork's children newest first, read through the index (session_id, parent_id)
+    and sorted (a fork has a handful of children). `ordinal + 0` rather than `ordinal`: SQLite
+    (without ANALYZE statistics) otherwise walks the unique (session_id, ordinal) index
+    backwards from the session's newest message to avoid the sort, testing each message's
+    parent, so one child lookup cost the messages written after it, and `remember_branch` over
+    a 5,000-message path took seconds. PostgreSQL plans both the same way."""
+    return (ordinal + 0).desc()
+
+
 @dataclass(frozen=True, slots=True)
 class BranchEnd:
     id: uuid.UUID
@@ -462,7 +472,7 @@ def _branch_end_below() -> Select[Any]:
     newest_child = (
         select(newest.c.id)
         .where(newest.c.session_id == _SESSION_ID, newest.c.parent_id == down.c.id)
-        .order_by(newest.c.ordinal.desc())
+        .order_by(_newest_first(newest.c.ordinal))
         .limit(1)
         .scalar_subquery()
     )
@@ -496,8 +506,12 @@ async def end_current_branch_at(conn: AsyncConnection, *, session_id: str, leaf:
 
 
 @functools.cache
-def _path() -> Select[Any]:
-    """The ids of the message `branch_start` and all its ancestors, with their parents."""
+def _choices_to_change() -> Select[Any]:
+    """Walking up from the message `branch_start` (by primary key, one step per ancestor):
+    each fork on the way whose remembered choice (null: its newest child) is not the child on
+    the path, with that child; and the first message of the path (fork null). One statement
+    that returns a handful of rows, however deep the path: neither the path nor its forks'
+    choices go to Python."""
     path = (
         select(chat_messages.c.id, chat_messages.c.parent_id)
         .where(chat_messages.c.id == _BRANCH_START)
@@ -507,30 +521,25 @@ def _path() -> Select[Any]:
     path = path.union_all(
         select(parent.c.id, parent.c.parent_id).join(path, parent.c.id == path.c.parent_id)
     )
-    return select(path.c.id, path.c.parent_id)
-
-
-_FORKS = bindparam("forks", expanding=True, type_=Uuid())
-
-
-@functools.cache
-def _choices() -> Select[Any]:
-    """The choice remembered at each of `forks` (null: none; then the newest child counts),
-    with its newest child."""
+    fork = chat_messages.alias("fork")
     child = chat_messages.alias("child")
     newest = (
         select(child.c.id)
-        .where(
-            child.c.session_id == chat_messages.c.session_id,
-            child.c.parent_id == chat_messages.c.id,
-        )
-        .order_by(child.c.ordinal.desc())
+        .where(child.c.session_id == fork.c.session_id, child.c.parent_id == fork.c.id)
+        .order_by(_newest_first(child.c.ordinal))
         .limit(1)
         .scalar_subquery()
     )
-    return select(
-        chat_messages.c.id, chat_messages.c.chosen_child_id, newest.label("newest")
-    ).where(chat_messages.c.id.in_(_FORKS))
+    return (
+        select(path.c.parent_id.label("fork"), path.c.id.label("wanted"))
+        .select_from(path.outerjoin(fork, fork.c.id == path.c.parent_id))
+        .where(
+            or_(
+                path.c.parent_id.is_(None),
+                func.coalesce(fork.c.chosen_child_id, newest) != path.c.id,
+            )
+        )
+    )
 
 
 @functools.cache
@@ -538,7 +547,7 @@ def _root_choice() -> Select[Any]:
     newest = (
         select(chat_messages.c.id)
         .where(chat_messages.c.session_id == _SESSION_ID, chat_messages.c.parent_id.is_(None))
-        .order_by(chat_messages.c.ordinal.desc())
+        .order_by(_newest_first(chat_messages.c.ordinal))
         .limit(1)
         .scalar_subquery()
     )
@@ -551,20 +560,20 @@ async def remember_branch(conn: AsyncConnection, *, session_id: str, leaf_id: uu
     """Make the choice remembered at every fork above `leaf_id` (and among the first messages)
     the one that leads to it, writing only the forks where it was another. A fork without a
     remembered choice follows its newest child."""
-    path = list(await conn.execute(_path(), {"branch_start": leaf_id}))
-    wanted = {row.parent_id: row.id for row in path}  # fork (None: the first messages) -> child
-    forks = [fork for fork in wanted if fork is not None]
-    for row in await conn.execute(_choices(), {"forks": forks}):
-        if (row.chosen_child_id or row.newest) != wanted[row.id]:
-            await conn.execute(
-                update(chat_messages)
-                .where(chat_messages.c.id == row.id)
-                .values(chosen_child_id=wanted[row.id])
-            )
+    first: uuid.UUID | None = None
+    for row in list(await conn.execute(_choices_to_change(), {"branch_start": leaf_id})):
+        if row.fork is None:
+            first = row.wanted
+            continue
+        await conn.execute(
+            update(chat_messages)
+            .where(chat_messages.c.id == row.fork)
+            .values(chosen_child_id=row.wanted)
+        )
     root = (await conn.execute(_root_choice(), {"session_id": session_id})).one()
-    if (root.chosen_root_id or root.newest) != wanted[None]:
+    if (root.chosen_root_id or root.newest) != first:
         await conn.execute(
             update(chat_sessions)
             .where(chat_sessions.c.session_id == session_id)
-            .values(chosen_root_id=wanted[None])
+            .values(chosen_root_id=first)
         )
