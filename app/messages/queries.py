@@ -19,10 +19,11 @@ from sqlalchemy import (
     literal,
     or_,
     select,
+    union_all,
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
-from sqlalchemy.sql import Select
+from sqlalchemy.sql import CompoundSelect, Select
 
 from app.domain import Role
 from app.feedback.queries import add_feedback
@@ -301,19 +302,17 @@ _SIBLING_PARENTS = bindparam("sibling_parents", expanding=True, type_=Uuid())
 
 
 @functools.cache
-def _siblings() -> Select[Any]:
-    # The first messages (parent null) always: a handful of rows, one statement shape.
-    return (
-        select(chat_messages.c.id, chat_messages.c.parent_id)
-        .where(
-            chat_messages.c.session_id == _SESSION_ID,
-            or_(
-                chat_messages.c.parent_id.in_(_SIBLING_PARENTS),
-                chat_messages.c.parent_id.is_(None),
-            ),
-        )
-        .order_by(chat_messages.c.ordinal)
-    )
+def _siblings() -> CompoundSelect[Any]:
+    """The children of `sibling_parents`, and the first messages (parent null) always: a
+    handful of rows, one statement shape. A UNION rather than an OR, and unordered (sorted
+    by the caller), so that each half is a range of the (session_id, parent_id) index on both
+    databases: SQLite scanned the whole session for the OR, or walked its ordinal index for an
+    ORDER BY (1.2 of the 2.7 ms an open of a 5,000-message session took)."""
+    columns = (chat_messages.c.id, chat_messages.c.parent_id, chat_messages.c.ordinal)
+    in_session = chat_messages.c.session_id == _SESSION_ID
+    children = select(*columns).where(in_session, chat_messages.c.parent_id.in_(_SIBLING_PARENTS))
+    firsts = select(*columns).where(in_session, chat_messages.c.parent_id.is_(None))
+    return union_all(children, firsts)
 
 
 async def add_sibling_ids(
@@ -326,7 +325,7 @@ async def add_sibling_ids(
     parents = list({m["parent_id"] for m in messages if m["parent_id"] is not None})
     rows = await conn.execute(_siblings(), {"session_id": session_id, "sibling_parents": parents})
     children: dict[uuid.UUID | None, list[uuid.UUID]] = {}
-    for row in rows:
+    for row in sorted(rows, key=lambda row: row.ordinal):
         children.setdefault(row.parent_id, []).append(row.id)
     for message in messages:
         message["sibling_ids"] = children.get(message["parent_id"], [message["id"]])
