@@ -1,10 +1,14 @@
 """Rules of the chat domain that several layers enforce, each defined here once: the roles a
-message can have, and what text a user id and a stored field may hold."""
+message can have, who wrote a title, and what text a user id and a stored field may hold."""
 
 from typing import Final, Literal, get_args
 
 Role = Literal["user", "assistant", "system"]
 MESSAGE_ROLES: Final[tuple[Role, ...]] = get_args(Role)
+
+# Who wrote a session's title: the seed (its first user message, cut), the model, the user.
+TitleSource = Literal["message", "model", "user"]
+TITLE_SOURCES: Final[tuple[TitleSource, ...]] = get_args(TitleSource)
 
 # A user id comes from a request body, a query or a token's `sub`: the same limit for all.
 USER_ID_MAX_CHARS: Final = 255

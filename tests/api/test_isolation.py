@@ -359,7 +359,7 @@ async def assert_effect(
         assert detail == before
         return
     if effect == "renames":
-        assert detail == {**before, "title": text}
+        assert detail == {**before, "title": text, "title_source": "user"}
         return
     reply_id, other_branch_id = world.messages[session_id]
     if effect == "regenerates":

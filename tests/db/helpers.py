@@ -52,6 +52,9 @@ TREE_COLUMNS = {
     "chat_messages": {"parent_id", "ordinal", "chosen_child_id", "branch_preview"},
     "chat_sessions": {"current_leaf_id", "chosen_root_id", "node_count"},
 }
+# What revision 0008_title_source adds (the integrator may renumber it: use the constant).
+TITLE_SOURCE_REVISION = "0008_title_source"
+TITLE_SOURCE_COLUMNS = {"title_source"}
 SIDEBAR_INDEX_KEYS = {
     "idx_chat_sessions_user_list": [("user_id", False), ("active", False), *SORT_KEY],
     "idx_chat_sessions_list": [("active", False), *SORT_KEY],
