@@ -19,6 +19,7 @@ STOP = SESSION + "/stop"
 REGENERATE = SESSION + "/messages/{message_id}/regenerate"
 BRANCH = SESSION + "/branch"
 TREE = SESSION + "/tree"
+TITLE = SESSION + "/title"
 
 # Every status code the tests of this directory get from each route.
 OBSERVED_STATUSES: dict[tuple[str, str], set[int]] = {
@@ -36,10 +37,11 @@ OBSERVED_STATUSES: dict[tuple[str, str], set[int]] = {
     ("POST", REGENERATE): {200, 404, 422},
     ("PUT", BRANCH): {200, 404, 422},
     ("GET", TREE): {200, 404, 422},
+    ("POST", TITLE): {200, 404, 409, 422, 429, 502, 504},
 }
 # Routes whose services refuse some valid requests with a 422 of their own (`{"detail": str}`):
-# an edit of a reply, a regeneration of a user message.
-DOMAIN_422 = {("POST", CHAT), ("POST", STREAM), ("POST", REGENERATE)}
+# an edit of a reply, a regeneration of a user message, a title for a session without one.
+DOMAIN_422 = {("POST", CHAT), ("POST", STREAM), ("POST", REGENERATE), ("POST", TITLE)}
 
 
 async def _spec(client: httpx.AsyncClient) -> dict[str, Any]:
@@ -147,6 +149,7 @@ CHAT_ROUTES = [
     pytest.param("POST", REGENERATE, id="regenerate"),
     pytest.param("PUT", BRANCH, id="branch"),
     pytest.param("GET", TREE, id="tree"),
+    pytest.param("POST", TITLE, id="title"),
 ]
 
 

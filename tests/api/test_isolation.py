@@ -29,6 +29,7 @@ STOP = SESSION + "/stop"
 REGENERATE = SESSION + "/messages/{message_id}/regenerate"
 BRANCH = SESSION + "/branch"
 TREE = SESSION + "/tree"
+TITLE = SESSION + "/title"
 
 Scope = Literal["public", "session", "list", "user"]
 Effect = Literal["reads", "writes", "renames", "deletes", "regenerates", "switches"]
@@ -102,6 +103,9 @@ MATRIX: dict[tuple[str, str], Case] = {
     ("POST", REGENERATE): Case("session", effect="regenerates"),
     ("PUT", BRANCH): Case("session", body=other_branch_of, effect="switches"),
     ("GET", TREE): Case("session"),
+    # No model writes titles here (the echo assistant): the owner gets a 409 and the session
+    # is as it was; the others still get the 404 or 401 of any session route.
+    ("POST", TITLE): Case("session", ok=409),
 }
 
 # Where the 404 for a session that does not exist is read from, for routes that create
