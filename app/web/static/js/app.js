@@ -54,6 +54,11 @@ const chat = new Chat({
     await sidebar.refreshTop();
     syncTitle(sessionId);
   },
+  titled: (sessionId, title) => {
+    const session = sidebar.find(sessionId);
+    if (session) sidebar.apply({ ...session, title, title_source: 'model' });
+    syncTitle(sessionId);
+  },
   title: (sessionId) => sidebar.find(sessionId)?.title,
 });
 
