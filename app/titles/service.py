@@ -92,6 +92,9 @@ class TitleTasks:
             title = await writer.write(question)
         except ChatError:
             return  # logged by the writer; the seed's title stands
+        except Exception:
+            logger.exception("asking for the title failed for session %s", session_id)
+            return
         finally:
             self._answered(session_id, task)
         try:
