@@ -60,6 +60,16 @@ class Settings(BaseSettings):
     openai_max_retries: int = Field(default=2, ge=0, le=10)
     openai_stream_usage: bool = True
 
+    # Titles written by the model (README, "Titles"). None: on with the openai provider, off
+    # with the offline ones (which have no model to ask); true with an offline provider is
+    # refused below, rather than silently doing nothing.
+    title_generation: bool | None = None
+    # None: OPENAI_MODEL.
+    title_model: str | None = None
+    # None: the prompt shipped in app/titles/prompt.txt.
+    title_prompt_file: Path | None = None
+    title_timeout_seconds: float = Field(default=15.0, gt=0)
+
     shutdown_grace_seconds: float = Field(default=30.0, ge=0)
     # The reply lifecycle (README): a reply's text is saved at most this often as it grows,
     # and a process that dies leaves its replies to be finished as interrupted by the others
@@ -111,6 +121,15 @@ class Settings(BaseSettings):
             )
         return self
 
+    @model_validator(mode="after")
+    def _titles_need_a_model(self) -> "Settings":
+        if self.title_generation and self.assistant_provider != "openai":
+            raise ValueError(
+                "TITLE_GENERATION=true needs ASSISTANT_PROVIDER=openai: the "
+                f"{self.assistant_provider} assistant has no model to write titles"
+            )
+        return self
+
     @field_validator("database_url")
     @classmethod
     def _normalize_database_url(cls, value: str) -> str:
@@ -124,6 +143,8 @@ class Settings(BaseSettings):
         "openai_base_url",
         "openai_api_key",
         "public_base_url",
+        "title_model",
+        "title_prompt_file",
         mode="before",
     )
     @classmethod
@@ -169,6 +190,21 @@ class Settings(BaseSettings):
     @property
     def auth_enabled(self) -> bool:
         return self.auth_jwt_secret is not None or self.auth_jwks_url is not None
+
+    @property
+    def titles_enabled(self) -> bool:
+        """Whether the model writes session titles."""
+        if self.title_generation is None:
+            return self.assistant_provider == "openai"
+        return self.title_generation
+
+    @property
+    def title_model_name(self) -> str:
+        return self.title_model or self.openai_model
+
+    @property
+    def title_prompt_path(self) -> Path:
+        return self.title_prompt_file or PROJECT_ROOT / "app" / "titles" / "prompt.txt"
 
     @property
     def rate_limit_active(self) -> bool:

@@ -1,5 +1,6 @@
 """Request dependencies for the shared objects `create_app` puts on `app.state`: settings,
-database, assistant and reply tasks. The caller's identity is app/auth/dependencies.py's."""
+database, assistant, reply tasks and title tasks. The caller's identity is
+app/auth/dependencies.py's."""
 
 from typing import Annotated
 
@@ -9,6 +10,7 @@ from app.assistants import Assistant
 from app.config import Settings
 from app.kit.db.engine import Database
 from app.replies.generation import ReplyTasks
+from app.titles.service import TitleTasks
 
 # These are `async` although they do not await: FastAPI runs a plain `def` dependency in a
 # worker thread, a thread hop per dependency per request for reading an attribute.
@@ -34,7 +36,13 @@ async def get_reply_tasks(request: Request) -> ReplyTasks:
     return tasks
 
 
+async def get_title_tasks(request: Request) -> TitleTasks:
+    titles: TitleTasks = request.app.state.title_tasks
+    return titles
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 DatabaseDep = Annotated[Database, Depends(get_database)]
 AssistantDep = Annotated[Assistant, Depends(get_assistant)]
 ReplyTasksDep = Annotated[ReplyTasks, Depends(get_reply_tasks)]
+TitleTasksDep = Annotated[TitleTasks, Depends(get_title_tasks)]

@@ -1,5 +1,6 @@
 """Rules of the chat domain that several layers enforce, each defined here once: the roles a
-message can have, the ratings of a reply, and what text a user id and a stored field may hold."""
+message can have, the ratings of a reply, who wrote a title, and what text a user id and a
+stored field may hold."""
 
 from typing import Final, Literal, get_args
 
@@ -10,6 +11,9 @@ MESSAGE_ROLES: Final[tuple[Role, ...]] = get_args(Role)
 Rating = Literal["up", "down"]
 RATINGS: Final[tuple[Rating, ...]] = get_args(Rating)
 FEEDBACK_COMMENT_MAX_CHARS: Final = 2_000
+# Who wrote a session's title: the seed (its first user message, cut), the model, the user.
+TitleSource = Literal["message", "model", "user"]
+TITLE_SOURCES: Final[tuple[TitleSource, ...]] = get_args(TitleSource)
 
 # A user id comes from a request body, a query or a token's `sub`: the same limit for all.
 USER_ID_MAX_CHARS: Final = 255

@@ -28,6 +28,9 @@ from app.replies.generation import ReplyTasks
 from app.replies.liveness import ProcessLiveness
 from app.sessions import endpoints as sessions
 from app.shares import endpoints as shares
+from app.titles import endpoints as titles
+from app.titles.service import TitleTasks
+from app.titles.writer import TitleWriter
 from app.web import docs
 from app.web import routes as web
 
@@ -58,6 +61,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             logger.info("applying pending database migrations")
             await migrate.upgrade_async(settings.database_url)
         database = Database(create_engine(settings))
+        # First: a prompt file that cannot be read stops the start-up before anything runs.
+        title_tasks = TitleTasks(TitleWriter.from_settings(settings))
         reply_tasks = ReplyTasks(save_interval_seconds=settings.reply_save_interval_ms / 1000)
         liveness = ProcessLiveness(
             database,
@@ -70,6 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.database = database
         app.state.assistant = await build_assistant(settings)
         app.state.reply_tasks = reply_tasks
+        app.state.title_tasks = title_tasks
         app.state.token_verifier = TokenVerifier(settings) if settings.auth_enabled else None
         rate_limiter = (
             MessageRateLimiter(
@@ -96,6 +102,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            # Titles are not worth waiting for: those still being asked for are cancelled.
+            await title_tasks.shutdown()
             await reply_tasks.shutdown(_remaining_grace(app, settings.shutdown_grace_seconds))
             await liveness.stop()
             await database.dispose()
@@ -148,6 +156,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(shares.router)
         app.include_router(shares.public_router)
     app.include_router(feedback.router)
+    app.include_router(titles.router)
     docs.install(app)
     if settings.web_ui_enabled:
         web.install(app, sharing=settings.sharing_enabled)

@@ -22,7 +22,7 @@ from app.kit.db import migrate
 from app.kit.db.engine import Database, create_engine
 from tests.api.helpers import SseEvent, SseParser, stored_messages
 from tests.conftest import DatabaseFactory, make_settings, serve
-from tests.fakes.openai_server import FakeOpenAI, Respond
+from tests.fakes.openai_server import TITLE_MODEL, FakeOpenAI, Respond
 
 CHUNKS = ["The ", "reply ", "arrives ", "in ", "pieces."]
 START_TIMEOUT = 20.0  # seconds for the subprocess to answer /readyz
@@ -101,6 +101,8 @@ def upstream_env(upstream_url: str, grace_seconds: float, **extra: str) -> dict[
         "ASSISTANT_PROVIDER": "openai",
         "OPENAI_BASE_URL": f"{upstream_url}/v1",
         "OPENAI_MODEL": "gpt-4",
+        # Title requests go to the fake's own script (by default: no title).
+        "TITLE_MODEL": TITLE_MODEL,
         "OPENAI_MAX_RETRIES": "0",
         "SHUTDOWN_GRACE_SECONDS": str(grace_seconds),
         **extra,

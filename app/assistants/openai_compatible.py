@@ -41,6 +41,19 @@ _RAG_INSTRUCTIONS = (
 )
 
 
+def openai_client(settings: Settings, *, timeout_seconds: float) -> openai.AsyncOpenAI:
+    """A client of the configured OpenAI-compatible server, without the SDK's own retries
+    (callers retry, or not, themselves)."""
+    api_key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
+    return openai.AsyncOpenAI(
+        base_url=settings.openai_base_url,
+        # Local servers ignore the key, but the SDK insists on one.
+        api_key=api_key or ("unused" if settings.openai_base_url else None),
+        max_retries=0,  # the assistant retries itself, to cover the wait for the first token
+        timeout=httpx2.Timeout(timeout_seconds, connect=10.0),
+    )
+
+
 class OpenAICompatibleAssistant:
     provider = "openai"
 
@@ -51,14 +64,7 @@ class OpenAICompatibleAssistant:
         counter: TokenCounter,
         knowledge: KnowledgeBase | None = None,
     ) -> None:
-        api_key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
-        self._client = openai.AsyncOpenAI(
-            base_url=settings.openai_base_url,
-            # Local servers ignore the key, but the SDK insists on one.
-            api_key=api_key or ("unused" if settings.openai_base_url else None),
-            max_retries=0,  # retried here instead, to cover the wait for the first token
-            timeout=httpx2.Timeout(settings.openai_timeout_seconds, connect=10.0),
-        )
+        self._client = openai_client(settings, timeout_seconds=settings.openai_timeout_seconds)
         self.model = settings.openai_model
         self._max_retries = settings.openai_max_retries
         self._temperature = settings.openai_temperature

@@ -21,7 +21,8 @@ _DESCRIPTIONS = {
     401: "Missing or invalid bearer token (only when authentication is on).",
     403: "`user_id` names another user; only service callers may do that.",
     404: "No such session, or not one of the caller's.",
-    409: "The reply is still being generated.",
+    409: "The request conflicts with the data (a reply still being generated) or with how "
+    "this server is configured (`detail` says which).",
     413: "The request body is larger than MAX_REQUEST_BODY_BYTES.",
     429: "Too many messages; the `Retry-After` header says how many seconds to wait.",
     422: "The request is invalid: its fields (`detail` lists each problem), or what it asks "

@@ -125,6 +125,34 @@ class AssistantTimedOut(ChatError):
     detail = "The assistant did not answer in time; your message was saved, try again"
 
 
+class TitlesNotWritten(ChatError):
+    """A title was asked of the model on a server where no model writes titles."""
+
+    status_code = status.HTTP_409_CONFLICT
+    detail = "Titles are not written by a model on this server"
+
+
+class NothingToTitle(ChatError):
+    """A title was asked for a session without a user message on its current branch."""
+
+    status_code = status.HTTP_422_UNPROCESSABLE_CONTENT
+    detail = "The session has no message to write a title from"
+
+
+class TitleUnavailable(ChatError):
+    """The model failed to write a title, or wrote nothing usable; the title is unchanged."""
+
+    status_code = status.HTTP_502_BAD_GATEWAY
+    detail = "The model could not write a title; the title is unchanged"
+
+
+class TitleTimedOut(ChatError):
+    """The model did not write a title in TITLE_TIMEOUT_SECONDS; the title is unchanged."""
+
+    status_code = status.HTTP_504_GATEWAY_TIMEOUT
+    detail = "The model did not write a title in time; the title is unchanged"
+
+
 class ShuttingDown(ChatError):
     """The service stopped before the reply was done; the user's message and what came of the
     reply are kept."""

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from app.auth.dependencies import CallerDep
-from app.deps import AssistantDep, DatabaseDep, ReplyTasksDep, SettingsDep
+from app.deps import AssistantDep, DatabaseDep, ReplyTasksDep, SettingsDep, TitleTasksDep
 from app.kit.error_responses import AUTH_ERRORS, error_responses, json_error_responses
 from app.kit.http.sse import event_stream_response
 from app.kit.schemas import SessionIdPath
@@ -49,7 +49,9 @@ _SSE_CONTENT = {
 }
 _STREAM_EVENTS = """Events: `session` (`{session_id, user_message_id}`), then `delta`
 (`{content}`) for each piece of the reply, then `done` (`{session_id, message_id, status}`) or
-`error` (`{detail}`). `status` is `incomplete` when the reply was stopped (`POST .../stop`)."""
+`error` (`{detail}`). `status` is `incomplete` when the reply was stopped (`POST .../stop`).
+When the message starts a session and a model writes titles, `title` (`{session_id, title}`)
+may come among the deltas, before `done`: the title is then written."""
 
 MessageIdPath = Annotated[uuid.UUID, Path(description="The message's id.")]
 
@@ -66,6 +68,7 @@ async def chat(
     assistant: AssistantDep,
     tasks: ReplyTasksDep,
     settings: SettingsDep,
+    titles: TitleTasksDep,
 ) -> ChatResponse:
     """Creates the session on its first message; saves the message and the reply.
 
@@ -79,6 +82,7 @@ async def chat(
         body,
         history_max_messages=settings.history_max_messages,
         tasks=tasks,
+        titles=titles,
     )
 
 
@@ -89,10 +93,17 @@ async def _start_stream(
     assistant: AssistantDep,
     tasks: ReplyTasksDep,
     settings: SettingsDep,
+    titles: TitleTasksDep,
 ) -> ReplyStream:
     # A dependency, so that errors before the first event still get their own HTTP status.
     return await start_chat_stream(
-        db, assistant, tasks, caller, body, history_max_messages=settings.history_max_messages
+        db,
+        assistant,
+        tasks,
+        caller,
+        body,
+        history_max_messages=settings.history_max_messages,
+        titles=titles,
     )
 
 

@@ -31,6 +31,7 @@ from app.messages.schemas import ChatRequest, ChatResponse
 from app.replies.generation import Failed, ReplyTasks, generate_reply
 from app.replies.metadata import FAILED, GENERATING
 from app.sessions import queries as session_queries
+from app.titles.service import TitleTasks
 
 logger = logging.getLogger(__name__)
 
@@ -198,11 +199,18 @@ async def process_chat(
     *,
     history_max_messages: int,
     tasks: ReplyTasks,
+    titles: TitleTasks | None = None,
 ) -> ChatResponse:
-    """Save the user's message, ask the assistant with the session's history, save the reply."""
+    """Save the user's message, ask the assistant with the session's history, save the reply.
+    The session's title is asked for beside the reply when this message starts the session;
+    the answer does not wait for it."""
     accepted = await accept_user_message(
         db, caller, request, history_max_messages=history_max_messages
     )
+    if titles is not None:
+        titles.begin(
+            db, accepted.session_id, ordinal=accepted.message.ordinal, question=request.message
+        )
     return await answer(db, assistant, tasks, accepted)
 
 

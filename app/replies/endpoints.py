@@ -3,7 +3,7 @@
 from fastapi import APIRouter
 
 from app.auth.dependencies import CallerDep
-from app.deps import DatabaseDep, ReplyTasksDep
+from app.deps import DatabaseDep, ReplyTasksDep, TitleTasksDep
 from app.kit.error_responses import AUTH_ERRORS, error_responses
 from app.kit.schemas import SessionIdPath
 from app.replies.schemas import StopResult
@@ -18,10 +18,15 @@ router = APIRouter(prefix="/api/v1/chat", tags=["chat"])
     responses=error_responses(404, 500, *AUTH_ERRORS),
 )
 async def stop_session_reply(
-    session_id: SessionIdPath, caller: CallerDep, db: DatabaseDep, tasks: ReplyTasksDep
+    session_id: SessionIdPath,
+    caller: CallerDep,
+    db: DatabaseDep,
+    tasks: ReplyTasksDep,
+    titles: TitleTasksDep,
 ) -> StopResult:
     """What was generated so far is saved as the reply (`metadata.status` `incomplete`, or
     `failed` if nothing was), and the stream ends with `done` (`status: incomplete`). Answers
     once the reply is saved; `stopped` is false when no reply was being generated. A stop acts
-    on the replica that runs the stream (see the README on scaling out)."""
-    return StopResult(stopped=await stop_reply(db, tasks, caller, session_id))
+    on the replica that runs the stream (see the README on scaling out). A title being asked
+    of the model beside the reply is not written."""
+    return StopResult(stopped=await stop_reply(db, tasks, caller, session_id, titles))

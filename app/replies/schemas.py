@@ -21,6 +21,14 @@ class StreamDelta(BaseModel):
     content: str
 
 
+class StreamTitle(BaseModel):
+    """The session's title, written by the model beside its first reply (`event: title`),
+    sent before `done` when it is ready while the stream is open."""
+
+    session_id: str
+    title: str
+
+
 class StreamDone(BaseModel):
     """Last event of a successful stream (`event: done`)."""
 

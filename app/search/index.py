@@ -53,7 +53,7 @@ async def index_message(
 async def replace_title(
     conn: AsyncConnection, session_id: str, user_id: str | None, title: str
 ) -> None:
-    """Replace a session's title entry (a title chosen by the user)."""
+    """Replace a session's title entry (a title chosen by the user, or written by a model)."""
     await conn.execute(
         delete(chat_search).where(
             chat_search.c.session_id == session_id, chat_search.c.seq == SEARCH_TITLE_SEQ

@@ -38,6 +38,7 @@ from app.search import index as search_index
 SUMMARY_COLUMNS = (
     chat_sessions.c.session_id,
     func.coalesce(chat_sessions.c.title, UNTITLED).label("title"),
+    chat_sessions.c.title_source,
     func.coalesce(chat_sessions.c.last_message, "").label("last_message"),
     chat_sessions.c.message_count,
     chat_sessions.c.created_at,
@@ -248,8 +249,10 @@ async def update_session(
     """
     values: dict[str, Any] = {}
     if title is not None:
-        # Never null again, so the automatic title (set only while null) cannot replace it.
+        # Never null again, so the seed's title (set only while null) cannot replace it, and
+        # the user's: a model's title is written only over the seed's (app/titles/queries.py).
         values["title"] = title
+        values["title_source"] = "user"
     if pinned is not None:
         values["pinned"] = pinned
     if archived is not None:

@@ -13,6 +13,7 @@ from pydantic import (
     model_validator,
 )
 
+from app.domain import TitleSource
 from app.kit.schemas import MESSAGE_PATTERN, BaseResponse, RequestBody, UTCTimestamp, storable
 from app.kit.text import make_chosen_title
 from app.messages.schemas import ChatMessage
@@ -49,6 +50,10 @@ class SessionSummary(BaseResponse):
 
     session_id: str
     title: str
+    title_source: TitleSource = Field(
+        description="Who wrote the title: `message` (the first message, cut), `model` (a "
+        "model, from the first exchange) or `user` (a rename, which no model title replaces)."
+    )
     last_message: str
     message_count: int
     created_at: UTCTimestamp

@@ -25,6 +25,7 @@ CHAT_RESPONSE_KEYS = {"session_id", "response", "message_id", "user_message_id"}
 SUMMARY_KEYS = {
     "session_id",
     "title",
+    "title_source",
     "last_message",
     "message_count",
     "created_at",

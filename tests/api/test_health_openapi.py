@@ -25,6 +25,7 @@ SHARE = SHARES + "/{share_id}"
 SHARED = "/api/v1/shared/{share_id}"
 FEEDBACK = SESSION + "/messages/{message_id}/feedback"
 FEEDBACK_LIST = "/api/v1/feedback"
+TITLE = SESSION + "/title"
 
 # Every status code the tests of this directory get from each route.
 OBSERVED_STATUSES: dict[tuple[str, str], set[int]] = {
@@ -49,15 +50,18 @@ OBSERVED_STATUSES: dict[tuple[str, str], set[int]] = {
     ("PUT", FEEDBACK): {200, 404, 409, 422},
     ("DELETE", FEEDBACK): {204, 404, 422},
     ("GET", FEEDBACK_LIST): {200, 403, 422},
+    ("POST", TITLE): {200, 404, 409, 422, 429, 502, 504},
 }
 # Routes whose services refuse some valid requests with a 422 of their own (`{"detail": str}`):
-# an edit of a reply, a regeneration or a rating of a user message.
+# an edit of a reply, a regeneration or a rating of a user message, a title for a session
+# without a user message.
 DOMAIN_422 = {
     ("POST", CHAT),
     ("POST", STREAM),
     ("POST", REGENERATE),
     ("PUT", FEEDBACK),
     ("DELETE", FEEDBACK),
+    ("POST", TITLE),
 }
 
 
@@ -172,6 +176,7 @@ CHAT_ROUTES = [
     pytest.param("PUT", FEEDBACK, id="rate"),
     pytest.param("DELETE", FEEDBACK, id="unrate"),
     pytest.param("GET", FEEDBACK_LIST, id="feedback-list"),
+    pytest.param("POST", TITLE, id="title"),
 ]
 
 

@@ -31,6 +31,7 @@ FEEDBACK = SESSION + "/messages/{message_id}/feedback"
 FEEDBACK_LIST = "/api/v1/feedback"
 BRANCH = SESSION + "/branch"
 TREE = SESSION + "/tree"
+TITLE = SESSION + "/title"
 
 SESSION_SHARES = SESSION + "/shares"
 SHARES = "/api/v1/chat/shares"
@@ -133,6 +134,9 @@ MATRIX: dict[tuple[str, str], Case] = {
     ("PUT", FEEDBACK): Case("session", body=rating_of, effect="rates"),
     ("DELETE", FEEDBACK): Case("session", ok=204, effect="unrates"),
     ("GET", FEEDBACK_LIST): Case("everyone"),
+    # No model writes titles here (the echo assistant): the owner gets a 409 and the session
+    # is as it was; the others still get the 404 or 401 of any session route.
+    ("POST", TITLE): Case("session", ok=409),
 }
 
 # The message a route on a message names in a session the world does not have.
@@ -427,7 +431,7 @@ async def assert_effect(
         assert links[0]["user_id"] == ALICE  # the owner's link, whoever made it
         return
     if effect == "renames":
-        assert detail == {**before, "title": text}
+        assert detail == {**before, "title": text, "title_source": "user"}
         return
     reply_id, other_branch_id = world.messages[session_id]
     if effect in ("rates", "unrates"):

@@ -29,7 +29,7 @@ from tests.api.helpers import (
 )
 from tests.conftest import LiveServer, make_settings, serve
 from tests.fakes.fixtures import RunningFake, release, running_fake
-from tests.fakes.openai_server import Behaviour, Fail, Respond
+from tests.fakes.openai_server import TITLE_MODEL, Behaviour, Fail, Respond
 
 FAKE_REPLY = "Hello from the fake."
 FAKE_CHUNKS = ["Hello ", "from ", "the ", "fake."]
@@ -65,12 +65,14 @@ async def openai_app(
 ) -> AsyncIterator[LiveServer]:
     """The app answering through the fake, on the test's database, served on loopback.
 
-    Leaves only once no reply is being generated any more, so none writes into the tables of
-    the next test."""
+    Leaves only once no reply (nor title) is being generated any more, so none writes into the
+    tables of the next test."""
     values: dict[str, Any] = {
         "assistant_provider": "openai",
         "openai_base_url": upstream.api_url,
         "openai_model": "gpt-4",
+        # Title requests go to the fake's own script (by default: no title).
+        "title_model": TITLE_MODEL,
         "openai_max_retries": 1,
         "openai_timeout_seconds": 5,
         "assistant_rag": False,
@@ -89,6 +91,7 @@ async def openai_app(
         finally:
             async with asyncio.timeout(10):
                 await live.app.state.reply_tasks.wait_idle()
+                await live.app.state.title_tasks.wait_idle()
 
 
 @pytest.fixture

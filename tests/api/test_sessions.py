@@ -57,6 +57,7 @@ async def test_list_has_the_documented_shape(client: httpx.AsyncClient) -> None:
     assert summary == {
         "session_id": "s-1",
         "title": "What payment processors do you support?",
+        "title_source": "message",
         "last_message": make_preview(data["response"]),
         "message_count": 2,
         "pinned": False,

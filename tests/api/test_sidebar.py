@@ -668,7 +668,8 @@ async def test_rename_sets_the_title_with_whitespace_collapsed(
     [listed] = (await list_sessions(client))["sessions"]
     assert {**summary, **NO_MATCH} == listed
     after = await get_session(client, "s")
-    assert after == {**before, "title": "Q3 planning notes"}
+    assert before["title_source"] == "message"
+    assert after == {**before, "title": "Q3 planning notes", "title_source": "user"}
 
 
 @pytest.mark.parametrize(
@@ -750,7 +751,7 @@ async def test_organising_does_not_change_the_activity_time_or_the_order(
 
     after = await get_session(client, "a")
     assert after["updated_at"] == before["updated_at"] == "2020-01-01T12:00:00Z"
-    assert after == {**before, "title": "Renamed"}
+    assert after == {**before, "title": "Renamed", "title_source": "user"}
     assert ids_of(await list_sessions(client)) == ["c", "b", "a"]
 
 

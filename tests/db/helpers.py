@@ -62,6 +62,9 @@ SHARE_TABLES = (chat_shares, chat_share_messages)
 # What revision 0009_feedback adds: a table of its own.
 FEEDBACK_REVISION = "0009_feedback"
 FEEDBACK_TABLE = chat_feedback
+# What revision 0010_title_source adds (the integrator may renumber it: use the constant).
+TITLE_SOURCE_REVISION = "0010_title_source"
+TITLE_SOURCE_COLUMNS = {"title_source"}
 SIDEBAR_INDEX_KEYS = {
     "idx_chat_sessions_user_list": [("user_id", False), ("active", False), *SORT_KEY],
     "idx_chat_sessions_list": [("active", False), *SORT_KEY],

@@ -18,6 +18,7 @@ from tests.db.helpers import (
     SIDEBAR_COLUMNS,
     SIDEBAR_INDEX_KEYS,
     SIDEBAR_INDEXES,
+    TITLE_SOURCE_COLUMNS,
     TREE_COLUMNS,
     alembic_versions,
     assert_schema_matches_tables,
@@ -142,7 +143,10 @@ async def test_downgrade_drops_pinned_and_keeps_the_data(
     async with fresh_engine.connect() as conn:
         assert await alembic_versions(conn) == [METADATA_REVISION]
         assert await column_names(conn, "chat_sessions") == (
-            set(chat_sessions.columns.keys()) - SIDEBAR_COLUMNS - TREE_COLUMNS["chat_sessions"]
+            set(chat_sessions.columns.keys())
+            - SIDEBAR_COLUMNS
+            - TREE_COLUMNS["chat_sessions"]
+            - TITLE_SOURCE_COLUMNS
         )
         assert await index_names(conn, "chat_sessions") == SEED_INDEXES
         user_index = (await index_definitions(conn, "chat_sessions"))[

@@ -30,10 +30,17 @@ class FakeUpstream(FakeOpenAI):
         self.default = Respond()
         self.requests.clear()
         self.authorizations.clear()
+        self.title_script.clear()
+        self.title_default = Respond(chunks=[])
+        self.title_requests.clear()
+        self.title_arrived.clear()
+        self.title_abandoned.clear()
 
     async def _complete(self, request: Request) -> Response:
-        self.authorizations.append(request.headers.get("authorization"))
         body = await request.json()
+        if self.is_title_request(body):
+            return await super()._complete(request)
+        self.authorizations.append(request.headers.get("authorization"))
         upcoming = self.script[0] if self.script else self.default
         if (
             body.get("stream")

@@ -3,6 +3,11 @@
 Each request takes the next behaviour from `FakeOpenAI.script` (or `default` when the script
 is empty): a reply streamed in chunks or returned whole, an HTTP error, a slow first token,
 a connection cut mid-stream, or a malformed chunk. Every request body is recorded.
+
+Title requests (those for `title_model`: tests set TITLE_MODEL to it) have a script, a default
+and a record of their own, so that the chat requests' are what they were before titles. By
+default a title request gets an empty answer, which leaves the seed's title: tests that are not
+about titles see the titles they always saw.
 """
 
 import asyncio
@@ -48,6 +53,10 @@ class Fail:
 Behaviour = Respond | Fail
 
 
+# What tests set TITLE_MODEL to.
+TITLE_MODEL = "fake-title-model"
+
+
 class UpstreamCut(Exception):
     """Raised inside a streaming body: the server drops the connection mid-response."""
 
@@ -58,9 +67,23 @@ class FakeOpenAI:
     default: Behaviour = field(default_factory=Respond)
     requests: list[dict[str, Any]] = field(default_factory=list)
     model: str = "fake-model-1"
+    # Title requests: answered whole; `Respond.before_first_chunk` holds the answer back.
+    title_model: str = TITLE_MODEL
+    title_script: deque[Behaviour] = field(default_factory=deque)
+    title_default: Behaviour = field(default_factory=lambda: Respond(chunks=[]))
+    title_requests: list[dict[str, Any]] = field(default_factory=list)
+    # Set when a title request arrives, and when one held back is abandoned by the client.
+    title_arrived: asyncio.Event = field(default_factory=asyncio.Event)
+    title_abandoned: asyncio.Event = field(default_factory=asyncio.Event)
 
     def queue(self, *behaviours: Behaviour) -> None:
         self.script.extend(behaviours)
+
+    def queue_titles(self, *behaviours: Behaviour) -> None:
+        self.title_script.extend(behaviours)
+
+    def is_title_request(self, body: dict[str, Any]) -> bool:
+        return body.get("model") == self.title_model
 
     def app(self) -> Starlette:
         return Starlette(
@@ -72,6 +95,8 @@ class FakeOpenAI:
 
     async def _complete(self, request: Request) -> Response:
         body = await request.json()
+        if self.is_title_request(body):
+            return await self._title(request, body)
         self.requests.append(body)
         behaviour = self.script.popleft() if self.script else self.default
         if isinstance(behaviour, Fail):
@@ -84,6 +109,21 @@ class FakeOpenAI:
                 self._chunks(behaviour, include_usage=_wants_usage(body)),
                 media_type="text/event-stream",
             )
+        return JSONResponse(self._completion(behaviour))
+
+    async def _title(self, request: Request, body: dict[str, Any]) -> Response:
+        self.title_requests.append(body)
+        self.title_arrived.set()
+        behaviour = self.title_script.popleft() if self.title_script else self.title_default
+        if isinstance(behaviour, Fail):
+            return JSONResponse(
+                behaviour.body, status_code=behaviour.status, headers={"retry-after-ms": "5"}
+            )
+        if behaviour.before_first_chunk is not None and not await _released_while_connected(
+            request, behaviour.before_first_chunk
+        ):
+            self.title_abandoned.set()
+            return Response(status_code=499)
         return JSONResponse(self._completion(behaviour))
 
     def _completion(self, behaviour: Respond) -> dict[str, Any]:
@@ -133,6 +173,21 @@ class FakeOpenAI:
             "usage": usage,
         }
         return f"data: {json.dumps(chunk)}\n\n".encode()
+
+
+async def _released_while_connected(request: Request, gate: asyncio.Event) -> bool:
+    """Wait for `gate`; False if the client went away first."""
+
+    async def disconnected() -> None:
+        # The body was read: what the server receives next is the end of the connection.
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    waits = {asyncio.ensure_future(gate.wait()), asyncio.ensure_future(disconnected())}
+    _, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    for task in pending:
+        task.cancel()
+    return gate.is_set()
 
 
 async def _healthz(_request: Request) -> Response:

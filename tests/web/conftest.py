@@ -32,6 +32,7 @@ from app.kit.db.tables import chat_sessions
 from app.main import create_app
 from tests.conftest import IN_CI, DatabaseFactory, LiveServer, make_settings, serve
 from tests.fakes.fixtures import FakeUpstream, RunningFake, running_fake
+from tests.fakes.openai_server import TITLE_MODEL
 
 CHROMIUM = "/usr/bin/chromium"
 # Without the background-networking flags Chromium keeps calling Google's hosts, which a
@@ -60,6 +61,8 @@ def web_settings(database_url: str, upstream: RunningFake, **overrides: Any) -> 
         "assistant_provider": "openai",
         "openai_base_url": upstream.api_url,
         "openai_model": "gpt-4",
+        # Title requests go to the fake's own script (by default: no title).
+        "title_model": TITLE_MODEL,
         "openai_max_retries": 0,
         "openai_timeout_seconds": 30,
         "assistant_rag": False,
@@ -113,9 +116,10 @@ class WebApp:
         return self.live.client
 
     async def settle(self) -> None:
-        """Wait until no reply is being generated, so none writes after the test."""
+        """Wait until no reply (nor title) is being generated, so none writes after the test."""
         async with asyncio.timeout(10):
             await self.live.app.state.reply_tasks.wait_idle()
+            await self.live.app.state.title_tasks.wait_idle()
 
     async def empty(self) -> None:
         await self.settle()

@@ -234,3 +234,30 @@ async def test_scrolling_up_loads_older_messages_once_each(page: Page, web: WebA
     texts = await user_messages(page).all_inner_texts()
     numbered = [found.group(0) for text in texts if (found := re.search(r"Message \d{3}", text))]
     assert numbered == [f"Message {n:03d}" for n in range(turns)]
+
+
+async def test_the_models_title_appears_live_while_the_reply_streams(
+    page: Page, web: WebApp, upstream: Upstream
+) -> None:
+    resume = upstream.gate()
+    upstream.fake.queue(
+        Respond(chunks=["First part, ", "then the rest."], pause_after=1, resume=resume)
+    )
+    upstream.fake.title_default = Respond(chunks=["Title: «Greetings exchanged» 👋"])
+    await page.goto("/")
+
+    await send(page, "Hello there, how are you?")
+
+    # The reply is held back; the title came beside it, into the sidebar and the header.
+    reply = replies(page)
+    await expect(reply).to_contain_text("First part,")
+    await expect(session_link(page, "Greetings exchanged")).to_have_attribute(
+        "aria-current", "page"
+    )
+    await expect(page.locator("#chat-title")).to_have_text("Greetings exchanged")
+    await expect(page).to_have_title("Greetings exchanged · Chat")
+    await expect(reply).to_have_attribute("data-status", "streaming")
+    resume.set()
+    await expect(reply).to_have_attribute("data-status", "complete")
+    await expect(session_link(page, "Greetings exchanged")).to_be_visible()
+    await expect(page.locator("#chat-title")).to_have_text("Greetings exchanged")

@@ -18,7 +18,7 @@ from sqlalchemy import (
     text,
 )
 
-from app.domain import MESSAGE_ROLES, RATINGS
+from app.domain import MESSAGE_ROLES, RATINGS, TITLE_SOURCES
 from app.kit.db.types import JSONDocument, SearchDocument, UTCDateTime, empty_json, utc_now
 
 metadata = MetaData(
@@ -42,6 +42,9 @@ chat_sessions = Table(
     Column("created_at", UTCDateTime, nullable=False, default=utc_now),
     Column("updated_at", UTCDateTime, nullable=False, default=utc_now),
     Column("title", Text, nullable=True),
+    # Who wrote the title (migration 0008): the seed (the first user message), the model or
+    # the user. A model's title is written only over the seed's (app/titles/queries.py).
+    Column("title_source", Text, nullable=False, server_default="message"),
     Column("last_message", Text, nullable=True),
     # The current branch's length (= its last message's seq) and preview (= that message's
     # branch_preview): a branch switch sets them from one message row, without counting.
@@ -53,6 +56,7 @@ chat_sessions = Table(
     Column("current_leaf_id", Uuid, nullable=True),
     Column("chosen_root_id", Uuid, nullable=True),
     Column("node_count", Integer, nullable=False, default=0),
+    CheckConstraint(f"title_source IN {TITLE_SOURCES!r}", name="title_source"),
     # The sidebar's sort key is (pinned, updated_at, id), all descending; these indexes
     # lead with the filters (owner, archive state) and end with it (migration 0003).
     Index(

@@ -55,6 +55,11 @@ const chat = new Chat({
     syncTitle(sessionId);
   },
   switched: (summary) => sidebar.apply(summary),
+  titled: (sessionId, title) => {
+    const session = sidebar.find(sessionId);
+    if (session) sidebar.apply({ ...session, title, title_source: 'model' });
+    syncTitle(sessionId);
+  },
   title: (sessionId) => sidebar.find(sessionId)?.title,
 });
 

@@ -28,6 +28,7 @@ export class Chat {
   /**
    * callbacks: started(sessionId) (a new chat got its id), sent(sessionId, text),
    * replied(sessionId) (a reply ended), switched(summary) (another branch became current),
+   * titled(sessionId, title) (a model wrote its title),
    * title() → the current session's title.
    */
   constructor(callbacks) {
@@ -475,6 +476,9 @@ export class Chat {
       case 'delta':
         stream.text += data.content;
         this.scheduleRender(stream);
+        break;
+      case 'title': // the model's title of a new session, already saved
+        this.callbacks.titled(data.session_id, data.title);
         break;
       case 'done': {
         // `incomplete` here means stopped: a failure ends with an `error` event instead.
