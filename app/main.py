@@ -110,7 +110,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             else None
         ),
         allow_methods=["GET", "POST", "DELETE", "PATCH"],
-        allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+        allow_headers=["Authorization", "Content-Type", "Last-Event-ID", "X-Request-ID"],
         expose_headers=["Retry-After", "X-Request-ID"],
         max_age=600,
     )

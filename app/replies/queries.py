@@ -242,3 +242,64 @@ async def forget_dead_processes(
     await conn.execute(
         delete(chat_processes).where(condition, chat_processes.c.id.not_in(generating))
     )
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyState:
+    """An assistant message as a stream that resumes it needs it: its stored text and status,
+    and the process generating it (None once it is finished)."""
+
+    message_id: uuid.UUID
+    question_id: uuid.UUID | None
+    content: str
+    status: str
+    process_id: uuid.UUID | None
+
+
+def _reply_states(session_id: str) -> Any:
+    return (
+        select(
+            chat_messages.c.id,
+            chat_messages.c.parent_id,
+            chat_messages.c.content,
+            chat_messages.c.metadata,
+            chat_replies_generating.c.process_id,
+        )
+        .select_from(
+            chat_messages.outerjoin(
+                chat_replies_generating,
+                chat_replies_generating.c.message_id == chat_messages.c.id,
+            )
+        )
+        .where(chat_messages.c.session_id == session_id, chat_messages.c.role == "assistant")
+    )
+
+
+def _reply_state(row: Any) -> ReplyState:
+    return ReplyState(
+        message_id=row.id,
+        question_id=row.parent_id,
+        content=row.content,
+        status=str(row.metadata.get("status", "complete")),
+        process_id=row.process_id,
+    )
+
+
+async def find_reply(
+    conn: AsyncConnection, session_id: str, message_id: uuid.UUID
+) -> ReplyState | None:
+    """The assistant message `message_id` of the session, if it is one."""
+    row = (
+        await conn.execute(_reply_states(session_id).where(chat_messages.c.id == message_id))
+    ).one_or_none()
+    return None if row is None else _reply_state(row)
+
+
+async def generating_replies(conn: AsyncConnection, session_id: str) -> list[ReplyState]:
+    """The session's replies being generated, the one started last first."""
+    stmt = (
+        _reply_states(session_id)
+        .where(chat_replies_generating.c.process_id.is_not(None))
+        .order_by(chat_replies_generating.c.started_at.desc(), chat_messages.c.ordinal.desc())
+    )
+    return [_reply_state(row) for row in await conn.execute(stmt)]

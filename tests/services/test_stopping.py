@@ -20,13 +20,9 @@ from app.kit.db.tables import chat_sessions
 from app.kit.errors import SessionNotFound
 from app.messages.schemas import ChatRequest
 from app.replies.generation import ReplyTasks
+from app.replies.live import StreamEvent
 from app.replies.schemas import StreamDelta, StreamDone
-from app.replies.streaming import (
-    ReplyStream,
-    StreamEvent,
-    start_chat_stream,
-    stop_reply,
-)
+from app.replies.streaming import ReplyStream, start_chat_stream, stop_reply
 from tests.conftest import serve
 from tests.fakes.openai_server import FakeOpenAI, Respond
 from tests.services.helpers import GatedAssistant, message_rows, session_row
