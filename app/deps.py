@@ -9,6 +9,7 @@ from app.assistants import Assistant
 from app.config import Settings
 from app.kit.db.engine import Database
 from app.replies.generation import ReplyTasks
+from app.replies.relay import ReplyRelay
 
 # These are `async` although they do not await: FastAPI runs a plain `def` dependency in a
 # worker thread, a thread hop per dependency per request for reading an attribute.
@@ -34,7 +35,13 @@ async def get_reply_tasks(request: Request) -> ReplyTasks:
     return tasks
 
 
+async def get_reply_relay(request: Request) -> ReplyRelay:
+    relay: ReplyRelay = request.app.state.reply_relay
+    return relay
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 DatabaseDep = Annotated[Database, Depends(get_database)]
 AssistantDep = Annotated[Assistant, Depends(get_assistant)]
 ReplyTasksDep = Annotated[ReplyTasks, Depends(get_reply_tasks)]
+ReplyRelayDep = Annotated[ReplyRelay, Depends(get_reply_relay)]

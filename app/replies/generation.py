@@ -38,6 +38,7 @@ from app.replies.metadata import (
     generating_metadata,
     reply_metadata,
 )
+from app.replies.queries import DraftSaved
 from app.replies.schemas import StreamDone, StreamError
 
 logger = logging.getLogger(__name__)
@@ -121,17 +122,25 @@ class ReplyTasks:
         once they are saved, so the session shows them before any message sent next."""
         return bool(await self._stop(self._generating.get(session_id, set()), STOPPED))
 
+    def request_stop(self, session_id: str) -> int:
+        """Stop the replies being generated for a session without waiting for them."""
+        return len(self._cancel(self._generating.get(session_id, set()), STOPPED))
+
     async def stop_all(self, reason: str = SHUTDOWN) -> int:
         """Stop every reply being generated, and any that starts later; how many there were.
         Returns once they are saved and their requests answered."""
         self._stopped_all = reason
         return await self._stop({t for ts in self._generating.values() for t in ts}, reason)
 
-    async def _stop(self, tasks: set[asyncio.Task[Any]], reason: str) -> int:
+    def _cancel(self, tasks: set[asyncio.Task[Any]], reason: str) -> set[asyncio.Task[Any]]:
         stopping = tasks - self._stopping.keys()
         for task in stopping:
             self._stopping[task] = reason
             task.cancel()
+        return stopping
+
+    async def _stop(self, tasks: set[asyncio.Task[Any]], reason: str) -> int:
+        stopping = self._cancel(tasks, reason)
         if stopping:
             # `wait`, not `gather`: if this caller goes away, the replies are still saved.
             await asyncio.wait(stopping)
@@ -179,9 +188,15 @@ class ReplyDraft:
     interval rather than one per token. Writes never hold up the stream."""
 
     def __init__(
-        self, db: Database, message_id: uuid.UUID, process_id: uuid.UUID, interval_seconds: float
+        self,
+        db: Database,
+        message_id: uuid.UUID,
+        process_id: uuid.UUID,
+        interval_seconds: float,
+        on_stop_requested: Callable[[], object] | None = None,
     ) -> None:
         self._db = db
+        self._on_stop_requested = on_stop_requested
         self._message_id = message_id
         self._process_id = process_id
         self._interval = interval_seconds
@@ -218,7 +233,7 @@ class ReplyDraft:
                     return
                 count = len(self._parts)
                 async with self._db.write() as conn:
-                    ours = await reply_queries.save_draft(
+                    saved = await reply_queries.save_draft(
                         conn,
                         message_id=self._message_id,
                         process_id=self._process_id,
@@ -226,7 +241,9 @@ class ReplyDraft:
                     )
                 self._saved_parts = count
                 self._saved_at = time.monotonic()
-                if not ours:  # deleted, or finished by another process: nothing to save to
+                if saved is DraftSaved.STOP_REQUESTED and self._on_stop_requested is not None:
+                    self._on_stop_requested()  # asked through another process
+                if saved is DraftSaved.GONE:  # deleted, or finished by another process
                     self._closing.set()
         except Exception:
             # The final write saves the whole text anyway; only a crash before it loses more.
@@ -393,7 +410,13 @@ async def generate_reply(
             )
     if stored is None:
         return Failed(ReplyLost())
-    draft = ReplyDraft(db, stored.id, tasks.process_id, tasks.save_interval_seconds)
+    draft = ReplyDraft(
+        db,
+        stored.id,
+        tasks.process_id,
+        tasks.save_interval_seconds,
+        on_stop_requested=lambda: tasks.request_stop(session_id),
+    )
     end: ReplyEnd | None = None
     error: str | None = None
     failure: ChatError | None = None

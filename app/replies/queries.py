@@ -2,12 +2,13 @@
 saved as it grows, and finished in one transaction; the processes that generate replies and
 their heartbeats. Each helper takes the connection of a transaction it does not own."""
 
+import enum
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, insert, or_, select, update
+from sqlalchemy import and_, delete, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.kit.db.tables import chat_messages, chat_processes, chat_replies_generating, chat_sessions
@@ -78,17 +79,69 @@ def _generated_by(message_id: uuid.UUID, process_id: uuid.UUID) -> Any:
     )
 
 
+class DraftSaved(enum.Enum):
+    SAVED = "saved"
+    # Saved, and a stop was asked through another process (`request_stop`).
+    STOP_REQUESTED = "stop requested"
+    # Not this process's any more: finished as interrupted meanwhile, or deleted.
+    GONE = "gone"
+
+
 async def save_draft(
     conn: AsyncConnection, *, message_id: uuid.UUID, process_id: uuid.UUID, content: str
-) -> bool:
-    """Save what was generated so far; False once the reply is no longer this process's (it
-    was finished as interrupted meanwhile, or deleted)."""
-    stmt = (
-        update(chat_messages)
-        .where(chat_messages.c.id == message_id, _generated_by(message_id, process_id))
-        .values(content=content)
+) -> DraftSaved:
+    """Save what was generated so far. One statement, unless the reply is not (or no longer)
+    the process's to save, or a stop was asked for it: a second one tells which."""
+    generating = chat_replies_generating.c
+    save = update(chat_messages).where(chat_messages.c.id == message_id).values(content=content)
+    unasked = (
+        select(generating.message_id)
+        .where(
+            generating.message_id == message_id,
+            generating.process_id == process_id,
+            generating.stop_requested_at.is_(None),
+        )
+        .exists()
     )
-    return bool((await conn.execute(stmt)).rowcount)
+    if (await conn.execute(save.where(unasked))).rowcount:
+        return DraftSaved.SAVED
+    if (await conn.execute(save.where(_generated_by(message_id, process_id)))).rowcount:
+        return DraftSaved.STOP_REQUESTED
+    return DraftSaved.GONE
+
+
+async def request_stop(
+    conn: AsyncConnection, message_ids: list[uuid.UUID], *, now: datetime
+) -> list[uuid.UUID]:
+    """Mark replies to be stopped by the process that generates them; those still generating."""
+    if not message_ids:
+        return []
+    generating = chat_replies_generating.c
+    stmt = (
+        update(chat_replies_generating)
+        .where(generating.message_id.in_(message_ids))
+        .values(stop_requested_at=func.coalesce(generating.stop_requested_at, now))
+        .returning(generating.message_id)
+    )
+    return [row.message_id for row in await conn.execute(stmt)]
+
+
+async def still_generating(conn: AsyncConnection, message_ids: list[uuid.UUID]) -> list[uuid.UUID]:
+    generating = chat_replies_generating.c
+    stmt = select(generating.message_id).where(generating.message_id.in_(message_ids))
+    return [row.message_id for row in await conn.execute(stmt)]
+
+
+async def stops_requested(conn: AsyncConnection, process_id: uuid.UUID) -> list[str]:
+    """Sessions of the replies that `process_id` generates and was asked to stop."""
+    generating = chat_replies_generating.c
+    stmt = (
+        select(chat_messages.c.session_id)
+        .join(chat_messages, chat_messages.c.id == generating.message_id)
+        .where(generating.process_id == process_id, generating.stop_requested_at.is_not(None))
+        .distinct()
+    )
+    return [row.session_id for row in await conn.execute(stmt)]
 
 
 @dataclass(frozen=True, slots=True)

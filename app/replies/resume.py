@@ -21,7 +21,8 @@ from app.replies import queries as reply_queries
 from app.replies.generation import ReplyTasks
 from app.replies.live import EventId, LiveReply, Sent, StreamEvent
 from app.replies.queries import ReplyState
-from app.replies.schemas import StreamDelta, StreamDone, StreamStarted
+from app.replies.relay import ReplyRelay, stored_end
+from app.replies.schemas import StreamDelta, StreamStarted
 from app.replies.streaming import reply_events
 from app.sessions import queries as session_queries
 
@@ -31,10 +32,17 @@ _LOOKS = 3
 
 
 async def resume_stream(
-    db: Database, tasks: ReplyTasks, caller: Caller, session_id: str, last: EventId | None
+    db: Database,
+    tasks: ReplyTasks,
+    caller: Caller,
+    session_id: str,
+    last: EventId | None,
+    *,
+    relay: ReplyRelay | None = None,
 ) -> AsyncIterator[ServerSentEvent] | None:
     """The resumed stream's events; None when there is nothing to resume. SessionNotFound
-    for a session that is not the caller's."""
+    for a session that is not the caller's. A reply another process generates is followed
+    through `relay` (without it: what is stored of it so far, and the stream ends)."""
     target: ReplyState | None = None
     after: int | None = None
     for _ in range(_LOOKS):
@@ -62,6 +70,8 @@ async def resume_stream(
         if target.process_id != tasks.process_id:
             break
     assert target is not None
+    if relay is not None:
+        return _relayed(session_id, relay, target, after)
     return _stored_so_far(session_id, target, after)
 
 
@@ -86,10 +96,20 @@ async def _followed(
             yield event
 
 
+async def _relayed(
+    session_id: str, relay: ReplyRelay, reply: ReplyState, after: int | None
+) -> AsyncIterator[ServerSentEvent]:
+    with metrics.STREAMS_IN_PROGRESS.track_inprogress():
+        if after is None:
+            yield _started(session_id, reply.question_id, reply.message_id)
+        followed = relay.follow_elsewhere(session_id, reply, after or 0)
+        async for event in reply_events(reply.message_id, followed):
+            yield event
+
+
 async def _stored(session_id: str, reply: ReplyState, after: int) -> AsyncIterator[ServerSentEvent]:
     """A reply that has ended: the rest of its stored text, and its stored status."""
-    status = reply.status if reply.status in ("complete", "failed") else "incomplete"
-    done = StreamDone(session_id=session_id, message_id=reply.message_id, status=status)
+    done = stored_end(session_id, reply)
     async for event in reply_events(reply.message_id, _sent(reply.content, after, done)):
         yield event
 
