@@ -190,15 +190,13 @@ async def test_readers_on_another_replica_get_done_when_the_producer_dies(
     `done` (`incomplete`) once that replica's sweep finishes the reply of the dead one."""
     database_url = await migrated_database(database_factory, backend)
     fake = GatedFakeOpenAI(default=Respond(chunks=CHUNKS))
+    # Few connections each: the test PostgreSQL is shared.
+    env = {**FAST_RECOVERY, "DATABASE_POOL_SIZE": "3"}
     try:
         async with (
             fake_upstream(fake) as upstream_url,
-            run_service(
-                tmp_path, database_url, upstream_env(upstream_url, 5, **FAST_RECOVERY)
-            ) as crashing,
-            run_service(
-                tmp_path, database_url, upstream_env(upstream_url, 5, **FAST_RECOVERY)
-            ) as survivor,
+            run_service(tmp_path, database_url, upstream_env(upstream_url, 5, **env)) as crashing,
+            run_service(tmp_path, database_url, upstream_env(upstream_url, 5, **env)) as survivor,
             httpx.AsyncClient(base_url=crashing.base_url, timeout=IO_TIMEOUT) as client,
             client.stream("POST", STREAM, json={"message": "Tell me something"}) as response,
         ):
