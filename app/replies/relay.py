@@ -131,7 +131,12 @@ class ReplyRelay:
         followed = live.follow(after)
         task = asyncio.create_task(self._publish(message_id, followed))
         self._serving[follower] = task
-        task.add_done_callback(lambda _: self._serving.pop(follower, None))
+        task.add_done_callback(lambda done: self._forget(follower, done))
+
+    def _forget(self, follower: str, task: "asyncio.Task[None]") -> None:
+        # Only if not replaced meanwhile by the task of a later request.
+        if self._serving.get(follower) is task:
+            del self._serving[follower]
 
     async def _publish(self, message_id: uuid.UUID, followed: AsyncIterator[Sent]) -> None:
         assert self.bus is not None
