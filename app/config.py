@@ -77,6 +77,10 @@ class Settings(BaseSettings):
     reply_save_interval_ms: int = Field(default=500, ge=0)
     process_heartbeat_seconds: float = Field(default=5.0, gt=0)
     process_stale_seconds: float = Field(default=30.0, gt=0)
+    # Messages between processes about replies (app/replies/relay.py): Redis pub/sub when
+    # REDIS_URL is set, else PostgreSQL's LISTEN/NOTIFY; none on SQLite.
+    reply_bus: Literal["auto", "postgres", "redis", "off"] = "auto"
+    reply_stop_wait_seconds: float = Field(default=10.0, gt=0)
 
     # Authentication: on when a verification key is configured (a secret, a JWKS URL, or both).
     auth_jwt_secret: SecretStr | None = None

@@ -10,6 +10,7 @@ from app.assistants import Assistant
 from app.config import Settings
 from app.kit.db.engine import Database
 from app.replies.generation import ReplyTasks
+from app.replies.relay import ReplyRelay
 from app.titles.service import TitleTasks
 
 # These are `async` although they do not await: FastAPI runs a plain `def` dependency in a
@@ -41,8 +42,14 @@ async def get_title_tasks(request: Request) -> TitleTasks:
     return titles
 
 
+async def get_reply_relay(request: Request) -> ReplyRelay:
+    relay: ReplyRelay = request.app.state.reply_relay
+    return relay
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 DatabaseDep = Annotated[Database, Depends(get_database)]
 AssistantDep = Annotated[Assistant, Depends(get_assistant)]
 ReplyTasksDep = Annotated[ReplyTasks, Depends(get_reply_tasks)]
 TitleTasksDep = Annotated[TitleTasks, Depends(get_title_tasks)]
+ReplyRelayDep = Annotated[ReplyRelay, Depends(get_reply_relay)]

@@ -24,8 +24,10 @@ from app.kit.openapi import describe_mode
 from app.messages import endpoints as messages
 from app.ratelimit.limiter import MessageRateLimiter
 from app.replies import endpoints as replies
+from app.replies.bus import Bus, PostgresBus, RedisBus
 from app.replies.generation import ReplyTasks
 from app.replies.liveness import ProcessLiveness
+from app.replies.relay import ReplyRelay
 from app.sessions import endpoints as sessions
 from app.shares import endpoints as shares
 from app.titles import endpoints as titles
@@ -64,11 +66,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # First: a prompt file that cannot be read stops the start-up before anything runs.
         title_tasks = TitleTasks(TitleWriter.from_settings(settings))
         reply_tasks = ReplyTasks(save_interval_seconds=settings.reply_save_interval_ms / 1000)
+        relay = build_relay(settings, database, reply_tasks)
+        await relay.start()
         liveness = ProcessLiveness(
             database,
             reply_tasks.process_id,
             heartbeat_seconds=settings.process_heartbeat_seconds,
             stale_seconds=settings.process_stale_seconds,
+            on_stop_requested=relay.stop_requested,
+            on_interrupted=relay.announce_ended,
         )
         liveness.start()
         app.state.settings = settings
@@ -76,6 +82,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.assistant = await build_assistant(settings)
         app.state.reply_tasks = reply_tasks
         app.state.title_tasks = title_tasks
+        app.state.reply_relay = relay
         app.state.token_verifier = TokenVerifier(settings) if settings.auth_enabled else None
         rate_limiter = (
             MessageRateLimiter(
@@ -106,6 +113,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await title_tasks.shutdown()
             await reply_tasks.shutdown(_remaining_grace(app, settings.shutdown_grace_seconds))
             await liveness.stop()
+            await relay.close()
             await database.dispose()
             for limiter in (rate_limiter, shared_read_limiter):
                 if limiter is not None:
@@ -133,7 +141,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             else None
         ),
         allow_methods=["GET", "POST", "PUT", "DELETE", "PATCH"],
-        allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+        allow_headers=["Authorization", "Content-Type", "Last-Event-ID", "X-Request-ID"],
         expose_headers=["Retry-After", "X-Request-ID"],
         max_age=600,
     )
@@ -162,6 +170,34 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         web.install(app, sharing=settings.sharing_enabled)
     describe_mode(app, open_mode=not settings.auth_enabled)
     return app
+
+
+def build_relay(settings: Settings, database: Database, tasks: ReplyTasks) -> ReplyRelay:
+    """Replies across processes, over Redis pub/sub (REPLY_BUS=redis, or auto with REDIS_URL)
+    or PostgreSQL's LISTEN/NOTIFY (postgres, or auto on PostgreSQL); with no bus (SQLite, or
+    off), through the database alone."""
+    choice = settings.reply_bus
+    if choice == "auto":
+        postgres = settings.database_url.startswith("postgresql")
+        choice = "redis" if settings.redis_url else "postgres" if postgres else "off"
+    bus: Bus | None = None
+    if choice == "redis" and settings.redis_url:
+        bus = RedisBus(settings.redis_url)
+    elif choice == "postgres":
+        bus = PostgresBus(settings.database_url)
+    return ReplyRelay(
+        database,
+        tasks,
+        bus,
+        # With a bus, the stored reply is read when nothing came for a heartbeat's time;
+        # without, it is how a reply of another process is followed: at its saving pace.
+        poll_seconds=(
+            settings.process_heartbeat_seconds
+            if bus is not None
+            else max(settings.reply_save_interval_ms / 1000, 0.05)
+        ),
+        stop_wait_seconds=settings.reply_stop_wait_seconds,
+    )
 
 
 def _remaining_grace(app: FastAPI, grace_seconds: float) -> float:

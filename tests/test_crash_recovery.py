@@ -30,6 +30,7 @@ from tests.service_process import (
     fake_upstream,
     migrated_database,
     next_event,
+    remaining_events,
     run_service,
     sse_events,
     stored,
@@ -179,3 +180,51 @@ async def test_a_replica_finishes_the_reply_of_a_replica_that_crashed(
         fake.gate.set()
 
     assert_finished_as_interrupted(finished)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_readers_on_another_replica_get_done_when_the_producer_dies(
+    backend: str, database_factory: DatabaseFactory, tmp_path: Path
+) -> None:
+    """A client that resumed its stream on another replica gets the rest of what was saved and
+    `done` (`incomplete`) once that replica's sweep finishes the reply of the dead one."""
+    database_url = await migrated_database(database_factory, backend)
+    fake = GatedFakeOpenAI(default=Respond(chunks=CHUNKS))
+    # Few connections each: the test PostgreSQL is shared.
+    env = {**FAST_RECOVERY, "DATABASE_POOL_SIZE": "3"}
+    try:
+        async with (
+            fake_upstream(fake) as upstream_url,
+            run_service(tmp_path, database_url, upstream_env(upstream_url, 5, **env)) as crashing,
+            run_service(tmp_path, database_url, upstream_env(upstream_url, 5, **env)) as survivor,
+            httpx.AsyncClient(base_url=crashing.base_url, timeout=IO_TIMEOUT) as client,
+            client.stream("POST", STREAM, json={"message": "Tell me something"}) as response,
+        ):
+            events = sse_events(response)
+            started = await next_event(events)
+            first = await next_event(events)
+            session_id = started.data["session_id"]
+            await poll_reply(database_url, session_id, generating_with_first_chunk)
+            async with (
+                httpx.AsyncClient(base_url=survivor.base_url, timeout=IO_TIMEOUT) as reader,
+                reader.stream(
+                    "GET",
+                    f"/api/v1/chat/sessions/{session_id}/stream",
+                    headers={"Last-Event-ID": str(first.id)},
+                ) as resumed,
+            ):
+                assert resumed.status_code == 200
+                crashing.process.kill()
+                rest = [event async for event in remaining_events(sse_events(resumed))]
+            reply = await poll_reply(database_url, session_id, interrupted, alive=survivor)
+    finally:
+        fake.gate.set()
+
+    assert_finished_as_interrupted(reply)
+    assert [e.event for e in rest] == ["done"]
+    assert rest[-1].data == {
+        "session_id": session_id,
+        "message_id": str(reply["id"]),
+        "status": "incomplete",
+    }
+    assert first.data["content"] == reply["content"]

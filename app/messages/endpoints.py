@@ -2,20 +2,20 @@
 regenerating a reply, and the message tree: switching branch, reading every branch."""
 
 import uuid
-from collections.abc import AsyncIterable
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response
-from fastapi.sse import EventSourceResponse, ServerSentEvent
+from starlette.responses import StreamingResponse
 
 from app.auth.dependencies import CallerDep
 from app.deps import AssistantDep, DatabaseDep, ReplyTasksDep, SettingsDep, TitleTasksDep
 from app.kit.error_responses import AUTH_ERRORS, error_responses, json_error_responses
-from app.kit.http.sse import event_stream_response
+from app.kit.http.sse import SSE_CONTENT, event_stream_response
 from app.kit.schemas import SessionIdPath
 from app.messages import service, tree
 from app.messages.schemas import BranchChoice, ChatResponse, SessionTree
 from app.ratelimit.dependencies import RateLimitedChatRequest, count_message
+from app.replies.generation import ReplyStart
 from app.replies.streaming import (
     ReplyStream,
     server_sent_events,
@@ -33,25 +33,13 @@ _REPLY_ERRORS = {
     503: "The token signing keys (AUTH_JWKS_URL) cannot be fetched, or the service shut down "
     "before the reply was done (the message was saved, and the reply as failed)."
 }
-# The `data` of each event is JSON; `event` names it (see the route's description).
-_SSE_CONTENT = {
-    "text/event-stream": {
-        "itemSchema": {
-            "type": "object",
-            "properties": {
-                "data": {"type": "string"},
-                "event": {"type": "string"},
-                "id": {"type": "string"},
-                "retry": {"type": "integer", "minimum": 0},
-            },
-        }
-    }
-}
-_STREAM_EVENTS = """Events: `session` (`{session_id, user_message_id}`), then `delta`
-(`{content}`) for each piece of the reply, then `done` (`{session_id, message_id, status}`) or
-`error` (`{detail}`). `status` is `incomplete` when the reply was stopped (`POST .../stop`).
-When the message starts a session and a model writes titles, `title` (`{session_id, title}`)
-may come among the deltas, before `done`: the title is then written."""
+_STREAM_EVENTS = """Events: `session` (`{session_id, user_message_id, message_id}`), then
+`delta` (`{content}`) for each piece of the reply, then `done` (`{session_id, message_id,
+status}`) or `error` (`{detail}`). `status` is `incomplete` when the reply was stopped
+(`POST .../stop`). Each event has an `id`, `<message_id>:<offset>` (the characters of the
+reply sent so far): `GET .../sessions/{session_id}/stream` with it as `Last-Event-ID` resumes
+the stream after it. When the message starts a session and a model writes titles, `title`
+(`{session_id, title}`) may come among the deltas, before `done`: the title is then written."""
 
 MessageIdPath = Annotated[uuid.UUID, Path(description="The message's id.")]
 
@@ -110,16 +98,17 @@ async def _start_stream(
 @router.post(
     "/stream",
     summary="Send a message and stream the assistant's reply (Server-Sent Events)",
-    response_class=EventSourceResponse,
-    responses=json_error_responses(*_SEND_ERRORS),
+    # No media type of its own: the 200 is documented once, as the events.
+    response_class=StreamingResponse,
+    response_model=None,
+    responses={200: {"content": SSE_CONTENT}, **json_error_responses(*_SEND_ERRORS)},
     description=_STREAM_EVENTS
     + "\n\nThe reply is generated and saved even if the client disconnects mid-stream.",
 )
-async def chat_stream(
-    stream: Annotated[ReplyStream, Depends(_start_stream)],
-) -> AsyncIterable[ServerSentEvent]:
-    async for event in server_sent_events(stream):
-        yield event
+async def chat_stream(stream: Annotated[ReplyStream, Depends(_start_stream)]) -> Response:
+    # Not one of FastAPI's generator routes: those leave the events' generator open when the
+    # client leaves mid-stream (its stream gauge and follower stay until garbage collection).
+    return event_stream_response(server_sent_events(stream))
 
 
 @router.post(
@@ -131,7 +120,7 @@ async def chat_stream(
             "description": "The new reply: streamed (default), or as one JSON body with "
             "`stream=false`.",
             "content": {
-                **_SSE_CONTENT,
+                **SSE_CONTENT,
                 "application/json": {"schema": {"$ref": "#/components/schemas/ChatResponse"}},
             },
         },
@@ -166,7 +155,12 @@ async def regenerate_reply(
     # Counted here, once every parameter is valid: a request refused with a 422 uses no room.
     await count_message(request, caller)
     accepted = await service.accept_regeneration(
-        db, caller, session_id, message_id, history_max_messages=settings.history_max_messages
+        db,
+        caller,
+        session_id,
+        message_id,
+        history_max_messages=settings.history_max_messages,
+        reply_start=ReplyStart.of(assistant, tasks),
     )
     if not stream:
         reply = await service.answer(db, assistant, tasks, accepted)

@@ -2,7 +2,8 @@
 conversation the assistant answers, and a plain reply awaited.
 
 Each user-visible write is one transaction: a message and the session metadata it changes
-are committed together. The assistant is never called while a transaction is open.
+are committed together, with the start of its reply (stored as generating). The assistant is
+never called while a transaction is open.
 """
 
 import asyncio
@@ -28,7 +29,7 @@ from app.kit.text import make_preview, make_title
 from app.messages import queries
 from app.messages.queries import MessageRef, StoredMessage
 from app.messages.schemas import ChatRequest, ChatResponse
-from app.replies.generation import Failed, ReplyTasks, generate_reply
+from app.replies.generation import Failed, ReplyStart, ReplyTasks, start_generating
 from app.replies.metadata import FAILED, GENERATING
 from app.sessions import queries as session_queries
 from app.titles.service import TitleTasks
@@ -44,8 +45,8 @@ class AcceptedMessage:
     session_id: str
     message: StoredMessage
     history: list[Turn]
-    # A regeneration: the new reply ends the current branch from its start.
-    reply_becomes_current: bool = False
+    # The reply, stored as generating in the same transaction (None: none was asked for).
+    reply: StoredMessage | None = None
 
 
 async def save_message(
@@ -72,9 +73,16 @@ async def save_message(
 
 
 async def accept_user_message(
-    db: Database, caller: Caller, request: ChatRequest, *, history_max_messages: int
+    db: Database,
+    caller: Caller,
+    request: ChatRequest,
+    *,
+    history_max_messages: int,
+    reply_start: ReplyStart | None = None,
 ) -> AcceptedMessage:
-    """Create the session if needed and store the user's message, in one transaction.
+    """Create the session if needed and store the user's message, and with `reply_start` the
+    start of its reply, in one transaction; the history is read in it too, so nothing can fail
+    between a reply's start and its generation.
 
     A session that exists but is not the caller's is reported as missing (404), and nothing
     is written; an id nobody has is created. So sending is the one request that tells a taken
@@ -107,9 +115,13 @@ async def accept_user_message(
             raise SessionNotFound()
         if request.edit_of is not None:
             await queries.remember_branch(conn, session_id=session_id, leaf_id=stored.id)
-    async with db.read() as conn:
+        started = (
+            None
+            if reply_start is None
+            else await reply_start.store(conn, session_id=session_id, question_id=stored.id)
+        )
         history = await _history(conn, stored.id, stored.seq, history_max_messages)
-    return AcceptedMessage(session_id=session_id, message=stored, history=history)
+    return AcceptedMessage(session_id=session_id, message=stored, history=history, reply=started)
 
 
 async def accept_regeneration(
@@ -119,11 +131,13 @@ async def accept_regeneration(
     reply_id: uuid.UUID,
     *,
     history_max_messages: int,
+    reply_start: ReplyStart | None = None,
 ) -> AcceptedMessage:
     """The question that the assistant reply `reply_id` answers, with its conversation, for a
-    new reply beside the old one. Nothing is written here; a message that is not the caller's
-    is a 404, one the assistant did not write a 422."""
-    async with db.read() as conn:
+    new reply beside the old one, and with `reply_start` that new reply's start, made current (the
+    only write). A message that is not the caller's is a 404, one the assistant did not
+    write a 422."""
+    async with db.read() if reply_start is None else db.write() as conn:
         reply = await message_of(conn, caller, session_id, reply_id)
         if reply.role != "assistant":
             raise NotAnAssistantMessage()
@@ -137,6 +151,15 @@ async def accept_regeneration(
         if question is None:
             raise NotAnAssistantMessage("This reply answers no message: nothing to regenerate")
         history = await _history(conn, question.id, question.seq, history_max_messages)
+        started = (
+            None
+            if reply_start is None
+            else await reply_start.store(
+                conn, session_id=session_id, question_id=question.id, make_current=True
+            )
+        )
+        if reply_start is not None and started is None:
+            raise SessionNotFound()  # deleted meanwhile
     return AcceptedMessage(
         session_id=session_id,
         message=StoredMessage(
@@ -146,7 +169,7 @@ async def accept_regeneration(
             parent_id=question.parent_id,
         ),
         history=history,
-        reply_becomes_current=True,
+        reply=started,
     )
 
 
@@ -205,7 +228,11 @@ async def process_chat(
     The session's title is asked for beside the reply when this message starts the session;
     the answer does not wait for it."""
     accepted = await accept_user_message(
-        db, caller, request, history_max_messages=history_max_messages
+        db,
+        caller,
+        request,
+        history_max_messages=history_max_messages,
+        reply_start=ReplyStart.of(assistant, tasks),
     )
     if titles is not None:
         titles.begin(
@@ -217,21 +244,22 @@ async def process_chat(
 async def answer(
     db: Database, assistant: Assistant, tasks: ReplyTasks, accepted: AcceptedMessage
 ) -> ChatResponse:
-    """The reply to an accepted message, awaited whole.
+    """The reply to an accepted message (accepted with its `ReplyStart`), awaited whole.
 
     The reply is generated by a task of `tasks`, as a streamed one is: if this request goes
     away it is still saved, and at shutdown it is stopped and saved as failed (503).
     """
-    reply = tasks.start(
-        generate_reply(
-            db,
-            assistant,
-            tasks,
-            session_id=accepted.session_id,
-            question=accepted.message,
-            history=accepted.history,
-            reply_becomes_current=accepted.reply_becomes_current,
-        )
+    if accepted.reply is None:
+        raise ValueError("the message was accepted without its reply's start")
+    _, reply = start_generating(
+        db,
+        assistant,
+        tasks,
+        session_id=accepted.session_id,
+        question=accepted.message,
+        reply=accepted.reply,
+        history=accepted.history,
+        streamed=False,
     )
     # Shielded: a cancelled request (a server giving up on it) leaves the reply to finish.
     outcome = await asyncio.shield(reply)

@@ -17,6 +17,8 @@ from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
+from sqlalchemy.ext.asyncio import AsyncConnection
+
 from app.assistants import Assistant, ReplyEnd, TextDelta, Turn
 from app.kit import metrics
 from app.kit.db.engine import Database
@@ -26,6 +28,7 @@ from app.kit.text import make_preview
 from app.messages.queries import StoredMessage
 from app.replies import metadata as replies
 from app.replies import queries as reply_queries
+from app.replies.live import LiveReplies, LiveReply, StreamEnd
 from app.replies.metadata import (
     SHUTDOWN,
     STOPPED,
@@ -35,6 +38,8 @@ from app.replies.metadata import (
     generating_metadata,
     reply_metadata,
 )
+from app.replies.queries import DraftSaved
+from app.replies.schemas import StreamDone, StreamError
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +77,8 @@ class ReplyTasks:
         # Once shutdown stops every reply, a reply that only now starts generating stops too.
         self._stopped_all: str | None = None
         self._deadline: asyncio.Task[None] | None = None
+        # What their streams follow, and what a stream that resumes joins.
+        self.live = LiveReplies()
 
     def start(self, coroutine: Coroutine[Any, Any, T]) -> "asyncio.Task[T]":
         task = asyncio.create_task(coroutine)
@@ -115,17 +122,25 @@ class ReplyTasks:
         once they are saved, so the session shows them before any message sent next."""
         return bool(await self._stop(self._generating.get(session_id, set()), STOPPED))
 
+    def request_stop(self, session_id: str) -> int:
+        """Stop the replies being generated for a session without waiting for them."""
+        return len(self._cancel(self._generating.get(session_id, set()), STOPPED))
+
     async def stop_all(self, reason: str = SHUTDOWN) -> int:
         """Stop every reply being generated, and any that starts later; how many there were.
         Returns once they are saved and their requests answered."""
         self._stopped_all = reason
         return await self._stop({t for ts in self._generating.values() for t in ts}, reason)
 
-    async def _stop(self, tasks: set[asyncio.Task[Any]], reason: str) -> int:
+    def _cancel(self, tasks: set[asyncio.Task[Any]], reason: str) -> set[asyncio.Task[Any]]:
         stopping = tasks - self._stopping.keys()
         for task in stopping:
             self._stopping[task] = reason
             task.cancel()
+        return stopping
+
+    async def _stop(self, tasks: set[asyncio.Task[Any]], reason: str) -> int:
+        stopping = self._cancel(tasks, reason)
         if stopping:
             # `wait`, not `gather`: if this caller goes away, the replies are still saved.
             await asyncio.wait(stopping)
@@ -173,9 +188,15 @@ class ReplyDraft:
     interval rather than one per token. Writes never hold up the stream."""
 
     def __init__(
-        self, db: Database, message_id: uuid.UUID, process_id: uuid.UUID, interval_seconds: float
+        self,
+        db: Database,
+        message_id: uuid.UUID,
+        process_id: uuid.UUID,
+        interval_seconds: float,
+        on_stop_requested: Callable[[], object] | None = None,
     ) -> None:
         self._db = db
+        self._on_stop_requested = on_stop_requested
         self._message_id = message_id
         self._process_id = process_id
         self._interval = interval_seconds
@@ -212,7 +233,7 @@ class ReplyDraft:
                     return
                 count = len(self._parts)
                 async with self._db.write() as conn:
-                    ours = await reply_queries.save_draft(
+                    saved = await reply_queries.save_draft(
                         conn,
                         message_id=self._message_id,
                         process_id=self._process_id,
@@ -220,7 +241,9 @@ class ReplyDraft:
                     )
                 self._saved_parts = count
                 self._saved_at = time.monotonic()
-                if not ours:  # deleted, or finished by another process: nothing to save to
+                if saved is DraftSaved.STOP_REQUESTED and self._on_stop_requested is not None:
+                    self._on_stop_requested()  # asked through another process
+                if saved is DraftSaved.GONE:  # deleted, or finished by another process
                     self._closing.set()
         except Exception:
             # The final write saves the whole text anyway; only a crash before it loses more.
@@ -248,6 +271,116 @@ class Failed:
 ReplyOutcome = Finished | Failed
 
 
+@dataclass(frozen=True, slots=True)
+class ReplyStart:
+    """How a reply is stored as its generation starts: generating, by this process, with the
+    assistant's provider and model. `store` runs in the transaction of the message it answers
+    (or of a regeneration), so that the reply's id is known before its stream's first event,
+    and an exchange costs one write fewer."""
+
+    process_id: uuid.UUID
+    metadata: dict[str, Any]
+
+    @classmethod
+    def of(cls, assistant: Assistant, tasks: ReplyTasks) -> "ReplyStart":
+        return cls(
+            tasks.process_id,
+            generating_metadata(provider=assistant.provider, model=assistant.model),
+        )
+
+    async def store(
+        self,
+        conn: AsyncConnection,
+        *,
+        session_id: str,
+        question_id: uuid.UUID,
+        make_current: bool = False,
+    ) -> StoredMessage | None:
+        """The reply, stored empty as a child of `question_id`; None if there is no session."""
+        return await reply_queries.start_reply(
+            conn,
+            session_id=session_id,
+            question_id=question_id,
+            process_id=self.process_id,
+            metadata=self.metadata,
+            now=utc_now(),
+            make_current=make_current,
+        )
+
+
+def start_generating(
+    db: Database,
+    assistant: Assistant,
+    tasks: ReplyTasks,
+    *,
+    session_id: str,
+    question: StoredMessage,
+    reply: StoredMessage,
+    history: Sequence[Turn],
+    streamed: bool,
+) -> tuple[LiveReply, "asyncio.Task[ReplyOutcome]"]:
+    """Generate a stored reply in a task of `tasks`. The `LiveReply` returned is registered
+    before this returns, so a stream that follows it from now misses nothing: its pieces as
+    they come (streamed) or its whole text once it is saved (plain), then its end."""
+    live = tasks.live.open(session_id, reply.id, question.id)
+    task = tasks.start(
+        _generate_live(
+            db,
+            assistant,
+            tasks,
+            live,
+            question=question,
+            reply=reply,
+            history=history,
+            streamed=streamed,
+        )
+    )
+    return live, task
+
+
+def end_event(session_id: str, outcome: ReplyOutcome) -> StreamEnd:
+    """The last event of a reply's stream."""
+    if isinstance(outcome, Finished):
+        return StreamDone(
+            session_id=session_id, message_id=outcome.message_id, status=outcome.status
+        )
+    return StreamError(detail=outcome.error.detail)
+
+
+async def _generate_live(
+    db: Database,
+    assistant: Assistant,
+    tasks: ReplyTasks,
+    live: LiveReply,
+    *,
+    question: StoredMessage,
+    reply: StoredMessage,
+    history: Sequence[Turn],
+    streamed: bool,
+) -> ReplyOutcome:
+    try:
+        outcome = await generate_reply(
+            db,
+            assistant,
+            tasks,
+            session_id=live.session_id,
+            question=question,
+            reply=reply,
+            history=history,
+            on_delta=live.add if streamed else None,
+        )
+    except BaseException:
+        live.finish(StreamError(detail=ChatError.detail))
+        raise
+    else:
+        if not streamed and isinstance(outcome, Finished):
+            live.add(outcome.content)  # a plain reply's text, in one piece
+        live.finish(end_event(live.session_id, outcome))
+        return outcome
+    finally:
+        tasks.live.close(live)
+
+
 async def generate_reply(
     db: Database,
     assistant: Assistant,
@@ -257,26 +390,33 @@ async def generate_reply(
     question: StoredMessage,
     history: Sequence[Turn],
     on_delta: Callable[[str], None] | None = None,
+    reply: StoredMessage | None = None,
     reply_becomes_current: bool = False,
 ) -> ReplyOutcome:
-    """Store the reply as generating (a child of `question`, the message it answers),
-    produce it, and finish it. With `on_delta` the reply is streamed, each piece passed on as
-    it comes, and POST .../stop can stop it; without, it is asked for whole.
-    `reply_becomes_current`: a regeneration, whose reply ends the current branch from the start."""
+    """Produce the reply to `question` and finish it: `reply`, stored as generating already
+    (`ReplyStart`), or one stored now (a child of `question`; `reply_becomes_current`: a
+    regeneration, whose reply ends the current branch from the start). With `on_delta` the
+    reply is streamed, each piece passed on as it comes, and POST .../stop can stop it;
+    without, it is asked for whole."""
     timer = ReplyTimer()
-    async with db.write() as conn:
-        stored = await reply_queries.start_reply(
-            conn,
-            session_id=session_id,
-            question_id=question.id,
-            process_id=tasks.process_id,
-            metadata=generating_metadata(provider=assistant.provider, model=assistant.model),
-            now=utc_now(),
-            make_current=reply_becomes_current,
-        )
+    stored = reply
+    if stored is None:
+        async with db.write() as conn:
+            stored = await ReplyStart.of(assistant, tasks).store(
+                conn,
+                session_id=session_id,
+                question_id=question.id,
+                make_current=reply_becomes_current,
+            )
     if stored is None:
         return Failed(ReplyLost())
-    draft = ReplyDraft(db, stored.id, tasks.process_id, tasks.save_interval_seconds)
+    draft = ReplyDraft(
+        db,
+        stored.id,
+        tasks.process_id,
+        tasks.save_interval_seconds,
+        on_stop_requested=lambda: tasks.request_stop(session_id),
+    )
     end: ReplyEnd | None = None
     error: str | None = None
     failure: ChatError | None = None

@@ -15,6 +15,7 @@ import logging
 import os
 import socket
 import uuid
+from collections.abc import Callable
 from datetime import timedelta
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -38,8 +39,14 @@ class ProcessLiveness:
         *,
         heartbeat_seconds: float,
         stale_seconds: float,
+        on_stop_requested: Callable[[list[str]], object] | None = None,
+        on_interrupted: Callable[[uuid.UUID], object] | None = None,
     ) -> None:
         self._db = db
+        # Stops marked in the database for this process's replies (sessions), and replies of
+        # dead processes finished here: for app/replies/relay.py.
+        self._on_stop_requested = on_stop_requested
+        self._on_interrupted = on_interrupted
         self.process_id = process_id
         self._heartbeat = heartbeat_seconds
         self._stale = timedelta(seconds=stale_seconds)
@@ -71,6 +78,7 @@ class ProcessLiveness:
             try:
                 await self._report()
                 await self.sweep()
+                await self._look_for_stops()
             except Exception as exc:
                 # The database may be away for a while; the next round tries again.
                 logger.warning("heartbeat or sweep of replies failed: %r", exc)
@@ -86,6 +94,14 @@ class ProcessLiveness:
                 started_at=self._started_at,
                 now=utc_now(),
             )
+
+    async def _look_for_stops(self) -> None:
+        if self._on_stop_requested is None:
+            return
+        async with self._db.read() as conn:
+            sessions = await reply_queries.stops_requested(conn, self.process_id)
+        if sessions:
+            self._on_stop_requested(sessions)
 
     async def sweep(self) -> int:
         """Finish the replies of dead processes; how many there were."""
@@ -116,6 +132,8 @@ class ProcessLiveness:
                 metadata=interrupted_metadata(reply.metadata, has_text=has_text),
                 preview=make_preview(reply.content) if reply.content.strip() else None,
             )
+        if finished is not None and self._on_interrupted is not None:
+            self._on_interrupted(reply.message_id)
         return finished is not None
 
     async def _dead_on_this_host(self, conn: AsyncConnection) -> list[uuid.UUID]:

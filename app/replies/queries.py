@@ -2,12 +2,13 @@
 saved as it grows, and finished in one transaction; the processes that generate replies and
 their heartbeats. Each helper takes the connection of a transaction it does not own."""
 
+import enum
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, insert, or_, select, update
+from sqlalchemy import and_, delete, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.kit.db.tables import chat_messages, chat_processes, chat_replies_generating, chat_sessions
@@ -78,17 +79,69 @@ def _generated_by(message_id: uuid.UUID, process_id: uuid.UUID) -> Any:
     )
 
 
+class DraftSaved(enum.Enum):
+    SAVED = "saved"
+    # Saved, and a stop was asked through another process (`request_stop`).
+    STOP_REQUESTED = "stop requested"
+    # Not this process's any more: finished as interrupted meanwhile, or deleted.
+    GONE = "gone"
+
+
 async def save_draft(
     conn: AsyncConnection, *, message_id: uuid.UUID, process_id: uuid.UUID, content: str
-) -> bool:
-    """Save what was generated so far; False once the reply is no longer this process's (it
-    was finished as interrupted meanwhile, or deleted)."""
-    stmt = (
-        update(chat_messages)
-        .where(chat_messages.c.id == message_id, _generated_by(message_id, process_id))
-        .values(content=content)
+) -> DraftSaved:
+    """Save what was generated so far. One statement, unless the reply is not (or no longer)
+    the process's to save, or a stop was asked for it: a second one tells which."""
+    generating = chat_replies_generating.c
+    save = update(chat_messages).where(chat_messages.c.id == message_id).values(content=content)
+    unasked = (
+        select(generating.message_id)
+        .where(
+            generating.message_id == message_id,
+            generating.process_id == process_id,
+            generating.stop_requested_at.is_(None),
+        )
+        .exists()
     )
-    return bool((await conn.execute(stmt)).rowcount)
+    if (await conn.execute(save.where(unasked))).rowcount:
+        return DraftSaved.SAVED
+    if (await conn.execute(save.where(_generated_by(message_id, process_id)))).rowcount:
+        return DraftSaved.STOP_REQUESTED
+    return DraftSaved.GONE
+
+
+async def request_stop(
+    conn: AsyncConnection, message_ids: list[uuid.UUID], *, now: datetime
+) -> list[uuid.UUID]:
+    """Mark replies to be stopped by the process that generates them; those still generating."""
+    if not message_ids:
+        return []
+    generating = chat_replies_generating.c
+    stmt = (
+        update(chat_replies_generating)
+        .where(generating.message_id.in_(message_ids))
+        .values(stop_requested_at=func.coalesce(generating.stop_requested_at, now))
+        .returning(generating.message_id)
+    )
+    return [row.message_id for row in await conn.execute(stmt)]
+
+
+async def still_generating(conn: AsyncConnection, message_ids: list[uuid.UUID]) -> list[uuid.UUID]:
+    generating = chat_replies_generating.c
+    stmt = select(generating.message_id).where(generating.message_id.in_(message_ids))
+    return [row.message_id for row in await conn.execute(stmt)]
+
+
+async def stops_requested(conn: AsyncConnection, process_id: uuid.UUID) -> list[str]:
+    """Sessions of the replies that `process_id` generates and was asked to stop."""
+    generating = chat_replies_generating.c
+    stmt = (
+        select(chat_messages.c.session_id)
+        .join(chat_messages, chat_messages.c.id == generating.message_id)
+        .where(generating.process_id == process_id, generating.stop_requested_at.is_not(None))
+        .distinct()
+    )
+    return [row.session_id for row in await conn.execute(stmt)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,3 +295,64 @@ async def forget_dead_processes(
     await conn.execute(
         delete(chat_processes).where(condition, chat_processes.c.id.not_in(generating))
     )
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyState:
+    """An assistant message as a stream that resumes it needs it: its stored text and status,
+    and the process generating it (None once it is finished)."""
+
+    message_id: uuid.UUID
+    question_id: uuid.UUID | None
+    content: str
+    status: str
+    process_id: uuid.UUID | None
+
+
+def _reply_states(session_id: str) -> Any:
+    return (
+        select(
+            chat_messages.c.id,
+            chat_messages.c.parent_id,
+            chat_messages.c.content,
+            chat_messages.c.metadata,
+            chat_replies_generating.c.process_id,
+        )
+        .select_from(
+            chat_messages.outerjoin(
+                chat_replies_generating,
+                chat_replies_generating.c.message_id == chat_messages.c.id,
+            )
+        )
+        .where(chat_messages.c.session_id == session_id, chat_messages.c.role == "assistant")
+    )
+
+
+def _reply_state(row: Any) -> ReplyState:
+    return ReplyState(
+        message_id=row.id,
+        question_id=row.parent_id,
+        content=row.content,
+        status=str(row.metadata.get("status", "complete")),
+        process_id=row.process_id,
+    )
+
+
+async def find_reply(
+    conn: AsyncConnection, session_id: str, message_id: uuid.UUID
+) -> ReplyState | None:
+    """The assistant message `message_id` of the session, if it is one."""
+    row = (
+        await conn.execute(_reply_states(session_id).where(chat_messages.c.id == message_id))
+    ).one_or_none()
+    return None if row is None else _reply_state(row)
+
+
+async def generating_replies(conn: AsyncConnection, session_id: str) -> list[ReplyState]:
+    """The session's replies being generated, the one started last first."""
+    stmt = (
+        _reply_states(session_id)
+        .where(chat_replies_generating.c.process_id.is_not(None))
+        .order_by(chat_replies_generating.c.started_at.desc(), chat_messages.c.ordinal.desc())
+    )
+    return [_reply_state(row) for row in await conn.execute(stmt)]

@@ -13,6 +13,9 @@ class StreamStarted(BaseModel):
 
     session_id: str
     user_message_id: uuid.UUID
+    message_id: uuid.UUID = Field(
+        description="The reply's id, stored as it starts: the first part of each event's `id`."
+    )
 
 
 class StreamDelta(BaseModel):
@@ -34,9 +37,12 @@ class StreamDone(BaseModel):
 
     session_id: str
     message_id: uuid.UUID
-    status: Literal["complete", "incomplete"] = Field(
+    status: Literal["complete", "incomplete", "failed"] = Field(
         default="complete",
-        description="`incomplete`: the reply was stopped, and what came of it was saved.",
+        description="`incomplete`: the reply was stopped, and what came of it was saved. A "
+        "stream that resumes a reply that had ended already (`GET .../stream` with "
+        "`Last-Event-ID`) gets its stored status: also `incomplete` when it was cut short "
+        "otherwise, `failed` when it ended without text.",
     )
 
 

@@ -4,8 +4,8 @@ import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -182,6 +182,7 @@ async def stored_messages(database: Database, session_id: str) -> list[Json]:
 class SseEvent:
     event: str
     data: Json
+    id: str | None = None
 
 
 class SseParser:
@@ -193,15 +194,18 @@ class SseParser:
     def __init__(self) -> None:
         self._event: str | None = None
         self._data: list[str] = []
+        self._id: str | None = None
 
     def feed(self, line: str) -> SseEvent | None:
         """One line without its terminator; the event it completes, if any."""
         if line == "":
             if not self._data and self._event is None:
                 return None
-            event = SseEvent(event=self._event or "message", data=json.loads("\n".join(self._data)))
+            event = SseEvent(
+                event=self._event or "message", data=json.loads("\n".join(self._data)), id=self._id
+            )
             assert isinstance(event.data, dict), event
-            self._event, self._data = None, []
+            self._event, self._data, self._id = None, [], None
             return event
         if line.startswith(":"):
             return None
@@ -211,12 +215,14 @@ class SseParser:
             self._event = value
         elif name == "data":
             self._data.append(value)
+        elif name == "id":
+            self._id = value
         return None
 
     @property
     def pending(self) -> bool:
         """Whether an event was started but not terminated by a blank line."""
-        return self._event is not None or bool(self._data)
+        return self._event is not None or bool(self._data) or self._id is not None
 
 
 def parse_sse(text: str) -> list[SseEvent]:
@@ -261,7 +267,7 @@ def assert_stream_succeeded(result: StreamResult) -> tuple[SseEvent, SseEvent]:
     assert names.count("done") == 1, names
     assert set(names[1:-1]) == {"delta"}, names
     started, done = result.events[0], result.events[-1]
-    assert set(started.data) == {"session_id", "user_message_id"}
+    assert set(started.data) == {"session_id", "user_message_id", "message_id"}
     assert set(done.data) == {"session_id", "message_id", "status"}
     assert done.data["status"] == "complete"
     assert done.data["session_id"] == started.data["session_id"]
@@ -269,6 +275,43 @@ def assert_stream_succeeded(result: StreamResult) -> tuple[SseEvent, SseEvent]:
         assert set(event.data) == {"content"}
         assert isinstance(event.data["content"], str)
     return started, done
+
+
+@dataclass
+class OpenStream:
+    """A stream being read event by event."""
+
+    lines: AsyncIterator[str]
+    events: list[SseEvent] = field(default_factory=list)
+    _parser: SseParser = field(default_factory=SseParser)
+
+    async def read_until(self, name: str | None = None) -> list[SseEvent]:
+        """Events up to the first named `name` (to the end of the stream if None)."""
+        start = len(self.events)
+        async for line in self.lines:
+            if (event := self._parser.feed(line)) is not None:
+                self.events.append(event)
+                if event.event == name:
+                    break
+        return self.events[start:]
+
+    @property
+    def text(self) -> str:
+        """The concatenated `delta` contents read so far."""
+        return "".join(e.data["content"] for e in self.events if e.event == "delta")
+
+
+@asynccontextmanager
+async def open_stream(
+    live_server: LiveServer, body: Json, headers: dict[str, str] | None = None
+) -> AsyncIterator[OpenStream]:
+    """POST /stream on a connection of its own, read as the test goes."""
+    async with (
+        httpx.AsyncClient(base_url=live_server.base_url, timeout=10) as stream_client,
+        stream_client.stream("POST", STREAM, json=body, headers=headers) as response,
+    ):
+        assert response.status_code == 200, await response.aread()
+        yield OpenStream(response.aiter_lines())
 
 
 # --- Test assistants ----------------------------------------------------------------------
@@ -280,7 +323,8 @@ class ScriptedAssistant:
     """An assistant for tests, with the interface of the echo assistant.
 
     `stream` yields `chunks[0]`, then waits for `gate` (if any) before the rest, then raises
-    `fail_with` (if any). `reply` returns all chunks joined, or raises `fail_with`.
+    `fail_with` (if any). `reply` returns all chunks joined, or raises `fail_with`; with
+    `hold_reply`, only once `gate` is set. `asked` is set at the first call.
     """
 
     def __init__(
@@ -289,23 +333,30 @@ class ScriptedAssistant:
         *,
         gate: asyncio.Event | None = None,
         fail_with: Exception | None = None,
+        hold_reply: bool = False,
     ) -> None:
         self.chunks = list(chunks)
         self.gate = gate
         self.fail_with = fail_with
+        self.hold_reply = hold_reply
         self.calls = 0
+        self.asked = asyncio.Event()
 
     provider = TEST_METADATA["provider"]
     model = TEST_METADATA["model"]
 
     async def reply(self, history: Sequence[Turn]) -> Reply:
         self.calls += 1
+        self.asked.set()
+        if self.hold_reply and self.gate is not None:
+            await self.gate.wait()
         if self.fail_with is not None:
             raise self.fail_with
         return Reply(content="".join(self.chunks), end=ReplyEnd(model=TEST_METADATA["model"]))
 
     async def stream(self, history: Sequence[Turn]) -> AsyncIterator[ReplyEvent]:
         self.calls += 1
+        self.asked.set()
         for index, chunk in enumerate(self.chunks):
             if index == 1 and self.gate is not None:
                 await self.gate.wait()

@@ -79,7 +79,11 @@ async def test_a_regenerated_reply_is_a_sibling_that_becomes_current(
     streamed = await regenerate(client, "s", second["message_id"])
 
     started, done = assert_stream_succeeded(streamed)
-    assert started.data == {"session_id": "s", "user_message_id": second["user_message_id"]}
+    assert started.data == {
+        "session_id": "s",
+        "user_message_id": second["user_message_id"],
+        "message_id": done.data["message_id"],
+    }
     detail = await get_session(client, "s")
     assert ids(detail) == [*ids(before)[:3], done.data["message_id"]]
     new_reply = detail["messages"][3]

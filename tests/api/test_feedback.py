@@ -20,12 +20,12 @@ from tests.api.helpers import (
     Json,
     ScriptedAssistant,
     get_session,
+    open_stream,
     parse_utc,
     send,
     session_url,
     use_assistant,
 )
-from tests.api.test_stop import open_stream
 from tests.conftest import LiveServer
 from tests.tokens import hs256_token
 

@@ -16,6 +16,7 @@ from tests.conftest import BACKENDS, DatabaseFactory, LiveServer, make_settings,
 SESSION = SESSIONS + "/{session_id}"
 EXPORT = SESSION + "/export"
 STOP = SESSION + "/stop"
+RESUME = SESSION + "/stream"
 REGENERATE = SESSION + "/messages/{message_id}/regenerate"
 BRANCH = SESSION + "/branch"
 TREE = SESSION + "/tree"
@@ -40,6 +41,7 @@ OBSERVED_STATUSES: dict[tuple[str, str], set[int]] = {
     ("GET", EXPORT): {200, 404, 422},
     ("DELETE", SESSION): {204, 404, 422},
     ("POST", STOP): {200, 404, 422},
+    ("GET", RESUME): {200, 204, 404, 422},
     ("POST", REGENERATE): {200, 404, 422},
     ("PUT", BRANCH): {200, 404, 422},
     ("GET", TREE): {200, 404, 422},
@@ -167,6 +169,7 @@ CHAT_ROUTES = [
     pytest.param("GET", EXPORT, id="export"),
     pytest.param("DELETE", SESSION, id="delete"),
     pytest.param("POST", STOP, id="stop"),
+    pytest.param("GET", RESUME, id="resume"),
     pytest.param("POST", REGENERATE, id="regenerate"),
     pytest.param("PUT", BRANCH, id="branch"),
     pytest.param("GET", TREE, id="tree"),

@@ -25,6 +25,7 @@ from tests.tokens import hs256_token
 SESSION = SESSIONS + "/{session_id}"
 EXPORT = SESSION + "/export"
 STOP = SESSION + "/stop"
+RESUME = SESSION + "/stream"
 # Routes on a message: `{message_id}` is filled with the current branch's reply.
 REGENERATE = SESSION + "/messages/{message_id}/regenerate"
 FEEDBACK = SESSION + "/messages/{message_id}/feedback"
@@ -121,6 +122,8 @@ MATRIX: dict[tuple[str, str], Case] = {
     ("DELETE", SESSION): Case("session", ok=204, effect="deletes"),
     # Nothing is being generated here: {"stopped": false}, and the session is as it was.
     ("POST", STOP): Case("session"),
+    # Nothing is being generated here either: nothing to resume.
+    ("GET", RESUME): Case("session", ok=204),
     ("POST", REGENERATE): Case("session", effect="regenerates"),
     ("PUT", BRANCH): Case("session", body=other_branch_of, effect="switches"),
     ("GET", TREE): Case("session"),

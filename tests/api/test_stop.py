@@ -1,23 +1,17 @@
 """POST /api/v1/chat/sessions/{id}/stop: stopping a streamed reply mid-way, over HTTP."""
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 
 import httpx
 
 from app.kit.db.engine import Database
 from tests.api.conftest import bearer
 from tests.api.helpers import (
-    STREAM,
-    Json,
     ScriptedAssistant,
-    SseEvent,
-    SseParser,
     assert_stream_succeeded,
     get_session,
     list_sessions,
+    open_stream,
     reply_summary,
     send,
     send_stream,
@@ -39,38 +33,6 @@ STOPPED_SUMMARY = {
 
 def stop_url(session_id: str) -> str:
     return f"{session_url(session_id)}/stop"
-
-
-@dataclass
-class OpenStream:
-    """A stream being read event by event."""
-
-    lines: AsyncIterator[str]
-    events: list[SseEvent] = field(default_factory=list)
-    _parser: SseParser = field(default_factory=SseParser)
-
-    async def read_until(self, name: str | None = None) -> list[SseEvent]:
-        """Events up to the first named `name` (to the end of the stream if None)."""
-        start = len(self.events)
-        async for line in self.lines:
-            if (event := self._parser.feed(line)) is not None:
-                self.events.append(event)
-                if event.event == name:
-                    break
-        return self.events[start:]
-
-
-@asynccontextmanager
-async def open_stream(
-    live_server: LiveServer, body: Json, headers: dict[str, str] | None = None
-) -> AsyncIterator[OpenStream]:
-    """POST /stream on a connection of its own, read as the test goes."""
-    async with (
-        httpx.AsyncClient(base_url=live_server.base_url, timeout=10) as stream_client,
-        stream_client.stream("POST", STREAM, json=body, headers=headers) as response,
-    ):
-        assert response.status_code == 200, await response.aread()
-        yield OpenStream(response.aiter_lines())
 
 
 async def test_stop_mid_stream_saves_the_partial_reply_and_ends_the_stream(

@@ -14,7 +14,7 @@ from app.kit.text import make_preview, make_title
 from app.messages import service as message_service
 from app.messages import tree
 from app.messages.schemas import ChatRequest, ChatResponse
-from app.replies.generation import ReplyTasks
+from app.replies.generation import ReplyStart, ReplyTasks
 from app.sessions import service as session_service
 from tests.services.helpers import (
     assert_tree_matches_session,
@@ -221,10 +221,16 @@ async def test_parallel_edits_regenerations_and_switches_keep_the_tree_exact(
         )
 
     async def regenerate(replica: Database) -> ChatResponse:
+        assistant, tasks = chat_assistant(), ReplyTasks()
         accepted = await message_service.accept_regeneration(
-            replica, OPEN, session_id, question.message_id, history_max_messages=10
+            replica,
+            OPEN,
+            session_id,
+            question.message_id,
+            history_max_messages=10,
+            reply_start=ReplyStart.of(assistant, tasks),
         )
-        return await message_service.answer(replica, chat_assistant(), ReplyTasks(), accepted)
+        return await message_service.answer(replica, assistant, tasks, accepted)
 
     async def switch(replica: Database) -> None:
         await tree.switch_branch(replica, OPEN, session_id, question.message_id)

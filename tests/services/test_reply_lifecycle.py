@@ -73,9 +73,10 @@ async def reply_in_progress(
             now=utc_now(),
         )
         assert stored is not None
-        assert await reply_queries.save_draft(
+        saved = await reply_queries.save_draft(
             conn, message_id=stored.id, process_id=process_id, content=text
         )
+        assert saved is reply_queries.DraftSaved.SAVED
     return stored.id
 
 
@@ -235,7 +236,9 @@ async def test_a_growing_reply_is_saved_in_batches_not_per_piece(
     saved: list[str] = []
     save_draft = reply_queries.save_draft
 
-    async def recording_save_draft(conn: AsyncConnection, **values: Any) -> bool:
+    async def recording_save_draft(
+        conn: AsyncConnection, **values: Any
+    ) -> reply_queries.DraftSaved:
         saved.append(values["content"])
         return await save_draft(conn, **values)
 

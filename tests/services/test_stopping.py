@@ -17,16 +17,16 @@ from app.auth.access import Caller
 from app.config import Settings
 from app.kit.db.engine import Database
 from app.kit.db.tables import chat_sessions
+from app.kit.db.types import utc_now
 from app.kit.errors import SessionNotFound
 from app.messages.schemas import ChatRequest
+from app.replies import queries as reply_queries
 from app.replies.generation import ReplyTasks
+from app.replies.live import StreamEvent
+from app.replies.liveness import ProcessLiveness
+from app.replies.relay import ReplyRelay
 from app.replies.schemas import StreamDelta, StreamDone
-from app.replies.streaming import (
-    ReplyStream,
-    StreamEvent,
-    start_chat_stream,
-    stop_reply,
-)
+from app.replies.streaming import ReplyStream, start_chat_stream, stop_reply
 from tests.conftest import serve
 from tests.fakes.openai_server import FakeOpenAI, Respond
 from tests.services.helpers import GatedAssistant, message_rows, session_row
@@ -304,3 +304,32 @@ async def test_stop_closes_the_upstream_stream(database: Database) -> None:
     assert stored[-1]["content"] == "Partial "
     assert summary(stored[-1]["metadata"]) == STOPPED_METADATA
     assert stored[-1]["metadata"]["provider"] == "openai"
+
+
+async def test_a_stop_marked_in_the_database_is_seen_at_the_heartbeat(database: Database) -> None:
+    """A stop asked through another process, with no message to carry it (no bus), reaches a
+    reply that sends nothing (so saves nothing) when its process next reports."""
+    tasks = ReplyTasks()
+    assistant = SilentAssistant()
+    stream = await start(database, assistant, tasks)
+    await assistant.started.wait()
+    async with database.write() as conn:
+        marked = await reply_queries.request_stop(conn, [stream.message_id], now=utc_now())
+    assert marked == [stream.message_id]
+    relay = ReplyRelay(database, tasks, None, poll_seconds=0.05, stop_wait_seconds=5)
+    liveness = ProcessLiveness(
+        database,
+        tasks.process_id,
+        heartbeat_seconds=0.05,
+        stale_seconds=60,
+        on_stop_requested=relay.stop_requested,
+    )
+    liveness.start()
+    try:
+        events = [event async for event in stream.events()]
+    finally:
+        await liveness.stop()
+
+    assert events == [StreamDone(session_id="s", message_id=stream.message_id, status="incomplete")]
+    [_, reply] = await message_rows(database, "s")
+    assert summary(reply["metadata"]) == {**STOPPED_METADATA, "status": "failed"}

@@ -177,6 +177,8 @@ chat_replies_generating = Table(
     ),
     Column("process_id", Uuid, nullable=False),
     Column("started_at", UTCDateTime, nullable=False),
+    # A stop asked through another process (migration 0008).
+    Column("stop_requested_at", UTCDateTime, nullable=True),
     Index("idx_chat_replies_generating_process", "process_id"),
 )
 

@@ -10,6 +10,22 @@ from fastapi.sse import KEEPALIVE_COMMENT, ServerSentEvent, format_sse_event
 from pydantic import BaseModel
 from starlette.responses import StreamingResponse
 
+# OpenAPI content of a route that documents its stream itself: the `data` of each event is
+# JSON; `event` names it (see the route's description).
+SSE_CONTENT = {
+    "text/event-stream": {
+        "itemSchema": {
+            "type": "object",
+            "properties": {
+                "data": {"type": "string"},
+                "event": {"type": "string"},
+                "id": {"type": "string"},
+                "retry": {"type": "integer", "minimum": 0},
+            },
+        }
+    }
+}
+
 # FastAPI's interval for its generator routes: proxies drop connections idle for longer.
 KEEPALIVE_SECONDS = 15.0
 
@@ -47,6 +63,11 @@ async def _with_keepalive(events: AsyncIterator[ServerSentEvent]) -> AsyncIterat
         producer.cancel()
         with suppress(asyncio.CancelledError):
             await producer
+        # A producer cancelled between two events leaves the events' generator open: close it
+        # now (its `finally` blocks run), not at garbage collection.
+        aclose = getattr(events, "aclose", None)
+        if aclose is not None:
+            await aclose()
 
 
 def event_stream_response(events: AsyncIterator[ServerSentEvent]) -> StreamingResponse:

@@ -23,12 +23,12 @@ export function onUnauthorized(handler) {
 
 export const isAbort = (error) => error?.name === 'AbortError';
 
-async function send(method, path, { query, body, signal, accept } = {}) {
+async function send(method, path, { query, body, signal, accept, headers: extra } = {}) {
   const url = new URL(BASE + path, location.origin);
   for (const [key, value] of Object.entries(query ?? {})) {
     if (value != null && value !== '') url.searchParams.set(key, String(value));
   }
-  const headers = { Accept: accept ?? 'application/json' };
+  const headers = { Accept: accept ?? 'application/json', ...extra };
   const token = await getToken();
   if (token) headers.Authorization = `Bearer ${token}`;
   if (body !== undefined) headers['Content-Type'] = 'application/json';
@@ -112,8 +112,19 @@ export function streamRegenerate(sessionId, messageId, options) {
   return streamFrom(path, undefined, options);
 }
 
-async function streamFrom(path, body, { signal, onEvent }) {
-  const response = await send('POST', path, { body, signal, accept: 'text/event-stream' });
+/**
+ * Resumes the stream of a reply of the session after the event `lastEventId` (the `id` of the
+ * last event received; `<reply id>:0` for the whole reply): the same events, from there.
+ * Throws an ApiError with status 204 when there is nothing to resume.
+ */
+export function resumeStream(sessionId, lastEventId, options) {
+  const path = `/sessions/${encodeURIComponent(sessionId)}/stream`;
+  return streamFrom(path, undefined, { ...options, method: 'GET', headers: { 'Last-Event-ID': lastEventId } });
+}
+
+async function streamFrom(path, body, { signal, onEvent, method = 'POST', headers }) {
+  const response = await send(method, path, { body, signal, headers, accept: 'text/event-stream' });
+  if (response.status === 204) throw new ApiError('This reply is no longer being written.', { status: 204 });
   try {
     for await (const event of readEvents(response.body)) onEvent(event);
   } catch (error) {
@@ -124,12 +135,16 @@ async function streamFrom(path, body, { signal, onEvent }) {
 
 const LINE_END = /\r\n|\r|\n/;
 
-/** Parses a text/event-stream body (the WHATWG rules, minus `id` and `retry`, unused here). */
+/**
+ * Parses a text/event-stream body (the WHATWG rules, minus `retry`, unused here). Each event
+ * is `{event, data, id}`; `id` is the last id the stream set (null before any).
+ */
 export async function* readEvents(stream) {
   const reader = stream.pipeThrough(new TextDecoderStream()).getReader();
   let buffer = '';
   let event = '';
   let data = [];
+  let id = null;
   try {
     for (;;) {
       const { value, done } = await reader.read();
@@ -142,7 +157,7 @@ export async function* readEvents(stream) {
         const line = buffer.slice(0, match.index);
         buffer = buffer.slice(match.index + match[0].length);
         if (line === '') {
-          if (data.length) yield { event: event || 'message', data: parseData(data.join('\n')) };
+          if (data.length) yield { event: event || 'message', data: parseData(data.join('\n')), id };
           event = '';
           data = [];
           continue;
@@ -154,6 +169,7 @@ export async function* readEvents(stream) {
         if (fieldValue.startsWith(' ')) fieldValue = fieldValue.slice(1);
         if (field === 'event') event = fieldValue;
         else if (field === 'data') data.push(fieldValue);
+        else if (field === 'id' && !fieldValue.includes('\0')) id = fieldValue;
       }
     }
   } finally {

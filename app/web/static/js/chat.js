@@ -2,7 +2,7 @@
 // sending a message and streaming the reply into its bubble, stopping it, and retrying.
 // Editing, regenerating and the versions of a message are branches.js's.
 
-import { ApiError, isAbort, request, streamChat, streamRegenerate } from './api.js';
+import { ApiError, isAbort, request, resumeStream, streamChat, streamRegenerate } from './api.js';
 import { Branches } from './branches.js';
 import { copyText, h, icon } from './dom.js';
 import { feedbackControls } from './feedback.js';
@@ -12,12 +12,14 @@ import { formatDateTime } from './time.js';
 const PAGE_SIZE = 50;
 const NEAR_BOTTOM_PX = 80;
 const STOP_WAIT_MS = 3000;
+// A stream cut by the network is resumed after these pauses, from its last event.
+const RESUME_DELAYS_MS = [250, 1000, 2000, 4000, 8000];
 
 const NOTES = {
   stopped: 'Stopped',
   incomplete: 'This reply was interrupted before it finished.',
   failed: 'The assistant did not reply.',
-  // A reply still being written when the chat was opened (by another tab, or before a restart).
+  // A reply still being written when the chat was opened, whose stream could not be followed.
   generating: 'This reply is still being written; reopen the chat to see the rest.',
   unsent: 'Not sent',
 };
@@ -127,6 +129,29 @@ export class Chat {
     this.render(detail);
     this.scrollToBottom();
     if (branchTo) this.callbacks.switched(detail);
+    const last = detail.messages.at(-1);
+    if (last?.role === 'assistant' && last.metadata?.status === 'generating') this.follow(last);
+  }
+
+  /** Follows a reply still being written when the session was opened: the rest shows live. */
+  async follow(message) {
+    const reply = this.itemOf(message.id);
+    if (!reply || this.busy) return;
+    reply.dataset.status = 'streaming';
+    reply.setAttribute('aria-busy', 'true');
+    this.fill(reply, message.content, null);
+    const stream = this.newStream({
+      reply,
+      saved: true,
+      following: true,
+      text: message.content,
+      replyId: message.id,
+      // Offsets count characters (code points, as the spread does), not UTF-16 units.
+      lastEventId: `${message.id}:${[...message.content].length}`,
+      replySiblings: (message.sibling_ids ?? []).filter((id) => id !== message.id),
+    });
+    stream.again = () => this.open(stream.sessionId);
+    await this.run(stream, (options) => resumeStream(stream.sessionId, stream.lastEventId, options));
   }
 
   /** Shows a session's detail (a page of its current branch) in place of what is shown. */
@@ -417,6 +442,8 @@ export class Chat {
       reply: null,
       replySiblings: [],
       replyId: null,
+      lastEventId: null, // the `id` of the last event received: where a resumed stream starts
+      following: false, // a reply that was being written when the session was opened
       restore: null, // puts back what an edit or a regeneration took off the screen
       again: null,
       ...fields,
@@ -428,11 +455,13 @@ export class Chat {
     this.updateComposer();
     this.scrollToBottom();
     try {
-      await start({ signal: stream.controller.signal, onEvent: (event) => this.onEvent(stream, event) });
-      if (!stream.ended) throw new ApiError('The connection was lost before the reply finished.');
+      await this.read(stream, start);
     } catch (error) {
       if (stream.stopped) this.finish(stream, 'incomplete', 'stopped');
-      else if (!isAbort(error) && !stream.ended) {
+      else if (stream.following && !isAbort(error) && !stream.ended) {
+        // Not followed after all (an older server, say): the reply as it was when loaded.
+        this.finish(stream, 'generating');
+      } else if (!isAbort(error) && !stream.ended) {
         if (stream.saved) {
           this.finish(stream, stream.text ? 'incomplete' : 'failed');
         } else if (stream.restore) {
@@ -456,12 +485,35 @@ export class Chat {
     }
   }
 
-  onEvent(stream, { event, data }) {
+  /**
+   * Reads the stream that `start` opens to its end. A stream cut by the network (or a server
+   * error) is resumed from its last event, a few times; what was received stays.
+   */
+  async read(stream, start) {
+    const options = { signal: stream.controller.signal, onEvent: (event) => this.onEvent(stream, event) };
+    for (let attempt = 0; ; attempt += 1) {
+      try {
+        await start(options);
+        if (!stream.ended) throw new ApiError('The connection was lost before the reply finished.');
+        return;
+      } catch (error) {
+        const resumable = !error.status || error.status >= 500;
+        if (isAbort(error) || stream.ended || stream.stopped || !stream.lastEventId || !resumable) throw error;
+        if (attempt >= RESUME_DELAYS_MS.length) throw error;
+        await pause(RESUME_DELAYS_MS[attempt], stream.controller.signal);
+        start = (resumed) => resumeStream(stream.sessionId, stream.lastEventId, resumed);
+      }
+    }
+  }
+
+  onEvent(stream, { event, data, id }) {
     if (stream.ended) return;
+    if (id) stream.lastEventId = id;
     switch (event) {
       case 'session':
         stream.saved = true;
         stream.sessionId = data.session_id;
+        stream.replyId = data.message_id ?? null;
         if (this.stream === stream && this.sessionId !== data.session_id) {
           this.sessionId = data.session_id;
           this.callbacks.started(data.session_id);
@@ -626,4 +678,20 @@ export class Chat {
   updateLatestButton() {
     this.latestButton.hidden = this.isNearBottom();
   }
+}
+
+/** Resolves after `ms`, or rejects with an AbortError when `signal` aborts first. */
+function pause(ms, signal) {
+  return new Promise((resolve, reject) => {
+    const abort = () => {
+      clearTimeout(timer);
+      reject(new DOMException('Aborted', 'AbortError'));
+    };
+    const timer = setTimeout(() => {
+      signal.removeEventListener('abort', abort);
+      resolve();
+    }, ms);
+    if (signal.aborted) abort();
+    else signal.addEventListener('abort', abort, { once: true });
+  });
 }
