@@ -11,7 +11,7 @@ export UV_PYTHON_DOWNLOADS := never
 export UV_PYTHON := $(PYTHON)
 
 .DEFAULT_GOAL := help
-.PHONY: help install browser screenshots run migrate test lint format typecheck openapi migrations-sql bench bench-tree bench-stream clean
+.PHONY: help install browser nginx screenshots run migrate test lint format typecheck openapi migrations-sql bench bench-tree bench-stream clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -62,7 +62,24 @@ browser: ## Install Debian's Chromium for the browser tests (apt-get, as root)
 	    || exit 1; \
 	fi
 
-test: lint typecheck browser ## Lint, type-check, and run the whole suite on SQLite and PostgreSQL
+# The load-balancer tests (tests/test_load_balancer.py) start their own nginx on loopback, in
+# front of two replicas; Debian's package starts a system nginx on port 80, which is stopped.
+nginx: ## Install Debian's nginx for the load-balancer tests (apt-get, as root)
+	@if [ ! -x /usr/sbin/nginx ]; then \
+	  if [ "$$(id -u)" != 0 ]; then \
+	    echo "The load-balancer tests need nginx at /usr/sbin/nginx:" \
+	      "run 'sudo apt-get install -y nginx-light', then make test again." >&2; \
+	    exit 1; \
+	  fi; \
+	  echo "Installing Debian's nginx-light for the load-balancer tests"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get install -y -q nginx-light >/dev/null \
+	    || { apt-get update -q >/dev/null && apt-get install -y -q nginx-light >/dev/null; } \
+	    || exit 1; \
+	  service nginx stop >/dev/null 2>&1 || true; \
+	fi
+
+test: lint typecheck browser nginx ## Lint, type-check, and run the whole suite on SQLite and PostgreSQL
 	$(RUN) pytest
 
 screenshots: install browser ## Write pictures of the web page to docs/screenshots/
