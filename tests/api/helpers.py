@@ -277,6 +277,10 @@ def assert_stream_succeeded(result: StreamResult) -> tuple[SseEvent, SseEvent]:
     return started, done
 
 
+# Far more than any event takes, even on a loaded 2-core machine.
+STREAM_WAIT_SECONDS = 60
+
+
 @dataclass
 class OpenStream:
     """A stream being read event by event."""
@@ -286,13 +290,15 @@ class OpenStream:
     _parser: SseParser = field(default_factory=SseParser)
 
     async def read_until(self, name: str | None = None) -> list[SseEvent]:
-        """Events up to the first named `name` (to the end of the stream if None)."""
+        """Events up to the first named `name` (to the end of the stream if None). An event
+        that never comes fails the test (after STREAM_WAIT_SECONDS) instead of hanging it."""
         start = len(self.events)
-        async for line in self.lines:
-            if (event := self._parser.feed(line)) is not None:
-                self.events.append(event)
-                if event.event == name:
-                    break
+        async with asyncio.timeout(STREAM_WAIT_SECONDS):
+            async for line in self.lines:
+                if (event := self._parser.feed(line)) is not None:
+                    self.events.append(event)
+                    if event.event == name:
+                        break
         return self.events[start:]
 
     @property
