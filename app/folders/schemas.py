@@ -3,30 +3,25 @@
 import uuid
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
-from app.kit.schemas import MESSAGE_PATTERN, BaseResponse, RequestBody, UTCTimestamp, storable
-from app.tags.schemas import label_name
+from app.kit.schemas import BaseResponse, RequestBody, UTCTimestamp
+from app.tags.schemas import checked_label, trimmed_pattern
 
 FOLDER_NAME_MAX_CHARS = 100
 # How deep folders nest: a top-level folder is at depth 1.
 MAX_FOLDER_DEPTH = 10
 
 
-def _label(value: str) -> str:
-    return label_name(storable(value))
-
-
 FolderName = Annotated[
     str,
-    StringConstraints(min_length=1, max_length=FOLDER_NAME_MAX_CHARS),
-    AfterValidator(_label),
+    checked_label(FOLDER_NAME_MAX_CHARS),
     Field(
         description=(
-            f"1 to {FOLDER_NAME_MAX_CHARS} characters, not only whitespace; stored trimmed, on "
-            "one line. Unique among the folder's siblings, ignoring case."
+            f"1 to {FOLDER_NAME_MAX_CHARS} characters once trimmed; stored trimmed, on one "
+            "line. Unique among the folder's siblings, ignoring case."
         ),
-        json_schema_extra={"pattern": MESSAGE_PATTERN},
+        json_schema_extra={"pattern": trimmed_pattern(FOLDER_NAME_MAX_CHARS)},
         examples=["Projects"],
     ),
 ]

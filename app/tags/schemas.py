@@ -3,9 +3,9 @@
 import uuid
 from typing import Annotated
 
-from pydantic import AfterValidator, Field, StringConstraints
+from pydantic import AfterValidator, Field
 
-from app.kit.schemas import MESSAGE_PATTERN, BaseResponse, RequestBody, storable
+from app.kit.schemas import STRIPPED_CHARS, BaseResponse, RequestBody, storable
 from app.kit.text import shorten
 
 TAG_MAX_CHARS = 50
@@ -26,20 +26,40 @@ def name_key(name: str) -> str:
     return name.casefold()
 
 
-def _label(value: str) -> str:
-    return label_name(storable(value))
+def trimmed_pattern(max_chars: int) -> str:
+    """Text of 1 to `max_chars` characters once trimmed (`str.strip()`), without NUL, as a
+    JSON Schema pattern."""
+    space = f"[{STRIPPED_CHARS}]*"
+    visible = rf"[^\u0000{STRIPPED_CHARS}]"
+    return rf"^{space}{visible}(?:[^\u0000]{{0,{max_chars - 2}}}{visible})?{space}$"
+
+
+def checked_label(max_chars: int) -> AfterValidator:
+    """A name as stored (`label_name`), from text of 1 to `max_chars` characters once
+    trimmed."""
+
+    def check(value: str) -> str:
+        trimmed = storable(value).strip()
+        if not trimmed:
+            raise ValueError("must not be empty or only whitespace")
+        if len(trimmed) > max_chars:
+            raise ValueError(
+                f"must be at most {max_chars} characters, leading and trailing whitespace left out"
+            )
+        return label_name(trimmed)
+
+    return AfterValidator(check)
 
 
 TagName = Annotated[
     str,
-    StringConstraints(min_length=1, max_length=TAG_MAX_CHARS),
-    AfterValidator(_label),
+    checked_label(TAG_MAX_CHARS),
     Field(
         description=(
-            f"1 to {TAG_MAX_CHARS} characters, not only whitespace; stored trimmed, on one "
-            "line. Names that differ only in case are the same tag."
+            f"1 to {TAG_MAX_CHARS} characters once trimmed; stored trimmed, on one line. Names "
+            "that differ only in case are the same tag."
         ),
-        json_schema_extra={"pattern": MESSAGE_PATTERN},
+        json_schema_extra={"pattern": trimmed_pattern(TAG_MAX_CHARS)},
         examples=["Work"],
     ),
 ]
