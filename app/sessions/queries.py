@@ -247,12 +247,16 @@ def _sessions_where(shape: FilterShape) -> list[ColumnElement[bool]]:
 
 @functools.cache
 def _list_page(shape: FilterShape, *, start: ListStart) -> Select[Any]:
-    stmt = (
-        select(*SUMMARY_COLUMNS)
-        .where(*_sessions_where(shape))
-        .order_by(*(column.desc() for column in LIST_ORDER))
-        .limit(_LIST_LIMIT)
-    )
+    order = [column.desc() for column in LIST_ORDER]
+    if shape.folder == "none":
+        # The same order (folder_id is NULL on every row), asked so that only the folder index
+        # gives it: `folder_id IS NULL`, unlike `folder_id = ...`, does not make the column a
+        # constant of the order for PostgreSQL, and without it the planner read the user's
+        # index, filtering out the sessions in folders one by one (on a user whose sessions
+        # are nearly all filed, nearly all of them).
+        order.insert(0, chat_sessions.c.folder_id.asc())
+    stmt = select(*SUMMARY_COLUMNS).where(*_sessions_where(shape)).order_by(*order)
+    stmt = stmt.limit(_LIST_LIMIT)
     match start:
         case "after_pinned" | "after_unpinned":
             return stmt.where(_after(pinned=start == "after_pinned"))
