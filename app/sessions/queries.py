@@ -5,7 +5,7 @@ import functools
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from sqlalchemy import (
     BindParameter,
@@ -132,7 +132,7 @@ class ListPosition:
 
 
 # `folder` of a SessionFilter for the sessions in no folder (`folder_id=none`).
-NO_FOLDER = "none"
+NO_FOLDER: Final = "none"
 FolderMode = Literal["any", "in", "none"]
 
 
