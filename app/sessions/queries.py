@@ -174,6 +174,8 @@ class SessionFilter:
     def filter_parameters(self) -> dict[str, Any]:
         """The values of the folder and tag conditions (`filter_clauses`)."""
         parameters: dict[str, Any] = {f"list_tag_{n}": key for n, key in enumerate(self.tags)}
+        if self.tags and self.user_id is not None:
+            parameters["list_tag_owner"] = self.user_id
         if isinstance(self.folder, uuid.UUID):
             parameters["list_folder"] = self.folder
         return parameters
@@ -187,6 +189,7 @@ class SessionFilter:
 
 
 _LIST_FOLDER = bindparam("list_folder", type_=Uuid())
+_TAG_OWNER = bindparam("list_tag_owner", type_=Text())
 
 
 def filter_clauses(shape: FilterShape) -> list[ColumnElement[bool]]:
@@ -199,8 +202,9 @@ def filter_clauses(shape: FilterShape) -> list[ColumnElement[bool]]:
         clauses.append(chat_sessions.c.folder_id == _LIST_FOLDER)
     elif shape.folder == "none":
         clauses.append(chat_sessions.c.folder_id.is_(None))
+    owner = _TAG_OWNER if shape.for_user else None
     for n in range(shape.tags):
-        clauses.append(has_tag(bindparam(f"list_tag_{n}", type_=Text())))
+        clauses.append(has_tag(bindparam(f"list_tag_{n}", type_=Text()), owner))
     return clauses
 
 
