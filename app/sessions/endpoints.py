@@ -151,7 +151,8 @@ async def list_sessions(
     with the same `q` and filters.
 
     **Folders and tags** (`folder_id`, `tag`) narrow the listing or the search, in both
-    modes; a cursor works only with the same `folder_id`, `tag`, `archived` and `user_id`."""
+    modes. A cursor of a listing filtered by folder or tag works only with the same filters
+    (`folder_id`, `tag`, `archived`, `user_id`), and those of other listings not with it."""
     try:
         return await service.get_sessions_list(
             db,

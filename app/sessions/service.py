@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any, Literal
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.auth.access import Caller
@@ -180,6 +181,20 @@ async def update_session(
     """Rename, pin, archive or unarchive a session, put it in a folder or take it out, or
     replace its tags; its summary afterwards. A folder that is not one of the session
     owner's is a FolderNotFound, and nothing changes."""
+    try:
+        return await _update_session(db, caller, session_id, changes)
+    except IntegrityError:
+        # A tag this change links to was deleted meanwhile (DELETE /tags, a merge, or another
+        # change of tags that left it unused) after it was read: the second attempt makes it
+        # again. Without tags in the change there is nothing to race with.
+        if changes.tags is None:
+            raise
+        return await _update_session(db, caller, session_id, changes)
+
+
+async def _update_session(
+    db: Database, caller: Caller, session_id: str, changes: SessionUpdate
+) -> SessionSummary:
     given = changes.model_fields_set
     folder: uuid.UUID | Literal["keep"] | None = (
         changes.folder_id if "folder_id" in given else "keep"
