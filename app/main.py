@@ -12,6 +12,7 @@ from app.assistants import build_assistant
 from app.auth.tokens import TokenVerifier
 from app.config import Settings, get_settings
 from app.feedback import endpoints as feedback
+from app.folders import endpoints as folders
 from app.health import endpoints as health
 from app.kit.db import migrate
 from app.kit.db.engine import Database, create_engine
@@ -30,6 +31,7 @@ from app.replies.liveness import ProcessLiveness
 from app.replies.relay import ReplyRelay
 from app.sessions import endpoints as sessions
 from app.shares import endpoints as shares
+from app.tags import endpoints as tags
 from app.titles import endpoints as titles
 from app.titles.service import TitleTasks
 from app.titles.writer import TitleWriter
@@ -157,6 +159,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # In this order, which is the OpenAPI document's.
     app.include_router(messages.router)
     app.include_router(sessions.router)
+    app.include_router(folders.router)
+    app.include_router(tags.router)
     app.include_router(replies.router)
     # Sharing off: the routes are not there at all (404 as any unknown path, and absent
     # from the OpenAPI document).

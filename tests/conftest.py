@@ -135,6 +135,8 @@ async def _empty_tables(request: pytest.FixtureRequest) -> AsyncIterator[None]:
         await conn.execute(text("DELETE FROM chat_feedback"))
         await conn.execute(text("DELETE FROM chat_messages"))
         await conn.execute(text("DELETE FROM chat_sessions"))
+        await conn.execute(text("DELETE FROM chat_tags"))
+        await conn.execute(text("DELETE FROM chat_folders"))
         # A live server's own row comes back with its next heartbeat.
         await conn.execute(text("DELETE FROM chat_processes"))
 

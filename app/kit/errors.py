@@ -111,6 +111,28 @@ class ShareNotFound(ChatError):
     detail = "Share link not found"
 
 
+class FolderNotFound(ChatError):
+    """No such folder, or one of another user's (answered alike)."""
+
+    status_code = status.HTTP_404_NOT_FOUND
+    detail = "Folder not found"
+
+
+class FolderConflict(ChatError):
+    """A folder change the folders' rules refuse: a name taken among the siblings, a move under
+    itself, or past the depth limit."""
+
+    status_code = status.HTTP_409_CONFLICT
+    detail = "A folder of that name is already there"
+
+
+class TagNotFound(ChatError):
+    """No such tag, or one of another user's (answered alike)."""
+
+    status_code = status.HTTP_404_NOT_FOUND
+    detail = "Tag not found"
+
+
 class AssistantUnavailable(ChatError):
     """The assistant failed to answer; the user's message is kept."""
 

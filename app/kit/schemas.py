@@ -15,13 +15,13 @@ SESSION_ID_PATTERN = r"^[A-Za-z0-9_-]{1,128}$"
 # The validators' rules, stated in the JSON Schema so that clients (and schema-driven fuzzers) can
 # tell valid from invalid text. JSON Schema patterns are ECMA-262 regexes, whose `\s` is not the
 # set `str.strip()` removes, so that set (every character `str.isspace()` holds for) is spelled out.
-_STRIPPED = (
+STRIPPED_CHARS = (
     r"\t\n\u000b\f\r\u001c-\u001f \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
 )
 NO_NUL_PATTERN = r"^[^\u0000]*$"
 # A character that is neither stripped nor NUL, and no NUL anywhere (unambiguous: linear time).
-MESSAGE_PATTERN = rf"^[{_STRIPPED}]*[^\u0000{_STRIPPED}][^\u0000]*$"
-PADDED_PATTERN = rf"^[{_STRIPPED}]|[{_STRIPPED}]$"
+MESSAGE_PATTERN = rf"^[{STRIPPED_CHARS}]*[^\u0000{STRIPPED_CHARS}][^\u0000]*$"
+PADDED_PATTERN = rf"^[{STRIPPED_CHARS}]|[{STRIPPED_CHARS}]$"
 
 
 def _in_utc(value: datetime) -> datetime:

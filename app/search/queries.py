@@ -30,7 +30,13 @@ from sqlalchemy.sql import Select
 from app.kit.db.rows import as_dicts
 from app.kit.db.tables import SEARCH_TITLE_SEQ, chat_messages, chat_search, chat_sessions
 from app.search import fulltext
-from app.sessions.queries import LIST_ORDER, SUMMARY_COLUMNS, SessionFilter
+from app.sessions.queries import (
+    LIST_ORDER,
+    SUMMARY_COLUMNS,
+    FilterShape,
+    SessionFilter,
+    filter_clauses,
+)
 
 _fts = table(fulltext.FTS_TABLE, column("rowid"))
 
@@ -58,11 +64,16 @@ class SearchQuery:
     def for_user(self) -> bool:
         return self.where.for_user
 
+    @property
+    def shape(self) -> FilterShape:
+        return self.where.shape
+
     def parameters(self, dialect: str) -> dict[str, Any]:
         user_id = self.where.user_id
         parameters: dict[str, Any] = {
             "search_user": user_id,
             "search_active": not self.where.archived,
+            **self.where.filter_parameters(),
         }
         if dialect == "postgresql":
             parameters["search_terms"] = fulltext.postgres_tsquery(self.words)
@@ -158,9 +169,10 @@ def _matching_entries(dialect: str, *, for_user: bool, in_sessions: bool) -> Sel
 
 
 @functools.cache
-def _matching_sessions(dialect: str, *, for_user: bool) -> Select[Any]:
+def _matching_sessions(dialect: str, shape: FilterShape) -> Select[Any]:
     """The sessions with a matching entry, best first; `search_user`'s if `for_user`, active
-    or archived as `search_active` says."""
+    or archived as `search_active` says, in the folder and with the tags the shape asks for."""
+    for_user = shape.for_user
     entries = _matching_entries(dialect, for_user=for_user, in_sessions=False).subquery("entries")
     ranked = (
         select(
@@ -186,17 +198,17 @@ def _matching_sessions(dialect: str, *, for_user: bool) -> Select[Any]:
     )
     if for_user:
         stmt = stmt.where(chat_sessions.c.user_id == _USER)
-    return stmt
+    return stmt.where(*filter_clauses(shape))
 
 
 @functools.cache
-def _search_page(dialect: str, *, for_user: bool) -> Select[Any]:
-    return _matching_sessions(dialect, for_user=for_user).limit(_LIMIT).offset(_OFFSET)
+def _search_page(dialect: str, shape: FilterShape) -> Select[Any]:
+    return _matching_sessions(dialect, shape).limit(_LIMIT).offset(_OFFSET)
 
 
 @functools.cache
-def _search_count(dialect: str, *, for_user: bool) -> Select[Any]:
-    matching = _matching_sessions(dialect, for_user=for_user)
+def _search_count(dialect: str, shape: FilterShape) -> Select[Any]:
+    matching = _matching_sessions(dialect, shape)
     return select(func.count()).select_from(matching.order_by(None).subquery())
 
 
@@ -206,14 +218,14 @@ async def search_session_summaries(
     """Sessions whose title or messages contain every word (as prefixes), best match first,
     then newest activity first."""
     dialect = conn.dialect.name
-    stmt = _search_page(dialect, for_user=search.for_user)
+    stmt = _search_page(dialect, search.shape)
     parameters = search.parameters(dialect) | {"search_limit": limit, "search_offset": offset}
     return as_dicts(await conn.execute(stmt, parameters))
 
 
 async def count_search_results(conn: AsyncConnection, search: SearchQuery) -> int:
     dialect = conn.dialect.name
-    stmt = _search_count(dialect, for_user=search.for_user)
+    stmt = _search_count(dialect, search.shape)
     return int((await conn.execute(stmt, search.parameters(dialect))).scalar_one())
 
 

@@ -14,10 +14,12 @@ from app.sessions.cursor import (
     InvalidCursor,
     SearchPosition,
     encode_search_cursor,
+    filters_fingerprint,
     search_fingerprint,
 )
 from app.sessions.queries import ListPosition, SessionFilter
 from app.sessions.schemas import SessionsListResponse
+from app.tags import queries as tag_queries
 
 
 async def search_sessions(
@@ -31,7 +33,9 @@ async def search_sessions(
     include_total: bool,
 ) -> SessionsListResponse:
     """A page of search results, in page mode (`page`) or cursor mode (an offset cursor)."""
-    fingerprint = search_fingerprint(query_words, where.user_id, where.archived)
+    fingerprint = search_fingerprint(
+        query_words, where.user_id, where.archived, *filters_fingerprint(where)
+    )
     if isinstance(cursor, ListPosition):
         raise InvalidCursor("this cursor belongs to the plain listing, not a search")
     if cursor is not None and cursor.fingerprint != fingerprint:
@@ -43,6 +47,7 @@ async def search_sessions(
     rows: list[dict[str, Any]] = []
     total: int | None = 0 if include_total else None
     matches: dict[str, queries.BestMatch] = {}
+    tags: dict[str, list[str]] = {}
     on_branch: set[uuid.UUID] = set()
     # A search without a single word (only punctuation, say) matches nothing.
     if query_words:
@@ -61,10 +66,14 @@ async def search_sessions(
                 # the current branch.
                 forked = [match.id for match in matches.values() if not match.straight]
                 on_branch = await queries.messages_on_current_branch(conn, forked)
+                tags = await tag_queries.tags_of_sessions(
+                    conn, [row["session_id"] for row in rows[:shown]]
+                )
     next_offset = offset + shown
     has_more = len(rows) > shown and next_offset < SEARCH_MAX_OFFSET
     rows = rows[:shown]
     for row in rows:
+        row["tags"] = tags.get(row["session_id"], [])
         match = matches.get(row["session_id"])
         if match is not None:
             row["snippet"] = make_snippet(match.content, query_words)

@@ -1,7 +1,8 @@
 """Session endpoints: the sidebar's list (and search), open, rename, pin, archive, export and
 delete sessions."""
 
-from typing import Annotated
+import uuid
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Response, status
 from fastapi.exceptions import RequestValidationError
@@ -15,7 +16,7 @@ from app.sessions import export as export_service
 from app.sessions import service
 from app.sessions.cursor import InvalidCursor, SearchPosition, decode_cursor
 from app.sessions.export import ExportFormat
-from app.sessions.queries import ListPosition
+from app.sessions.queries import NO_FOLDER, ListPosition
 from app.sessions.schemas import (
     DeletedSessions,
     SessionDetail,
@@ -23,6 +24,7 @@ from app.sessions.schemas import (
     SessionSummary,
     SessionUpdate,
 )
+from app.tags.schemas import TAG_MAX_CHARS, TAGS_PER_FILTER, TagName
 
 router = APIRouter(prefix="/api/v1/chat", tags=["chat"])
 
@@ -48,6 +50,26 @@ def _invalid_cursor(cursor: str, reason: str) -> RequestValidationError:
             }
         ]
     )
+
+
+_UUID = r"[0-9A-Fa-f]{8}-?[0-9A-Fa-f]{4}-?[0-9A-Fa-f]{4}-?[0-9A-Fa-f]{4}-?[0-9A-Fa-f]{12}"
+FolderQuery = Annotated[
+    str | None,
+    Query(
+        pattern=rf"^(none|{_UUID})$",
+        description=(
+            "Only the sessions in this folder (not in its subfolders); `none`: those in no folder."
+        ),
+    ),
+]
+
+
+def _folder_filter(folder_id: str | None) -> uuid.UUID | Literal["none"] | None:
+    if folder_id is None:
+        return None
+    if folder_id == NO_FOLDER:
+        return "none"
+    return uuid.UUID(folder_id)
 
 
 def _list_position(cursor: str | None) -> ListPosition | SearchPosition | None:
@@ -102,6 +124,18 @@ async def list_sessions(
             ),
         ),
     ] = None,
+    folder_id: FolderQuery = None,
+    tag: Annotated[
+        list[TagName] | None,
+        Query(
+            max_length=TAGS_PER_FILTER,
+            description=(
+                f"Only the sessions that carry this tag (ignoring case; 1 to {TAG_MAX_CHARS} "
+                f"characters). Repeat it (up to {TAGS_PER_FILTER} times) for the sessions that "
+                "carry all of them."
+            ),
+        ),
+    ] = None,
 ) -> SessionsListResponse:
     """Two ways to page. **Page mode** (`page`, `page_size`), as the seed: simple, but deep
     pages get slower, and while sessions move (a new message lifts one to the top) a scroll
@@ -114,7 +148,11 @@ async def list_sessions(
     result's `snippet` shows the message that matched, on any branch: `match_message_id`
     names it, and `match_off_branch` says it is off the current branch (make its branch
     current with `PUT /sessions/{session_id}/branch` to show it). A search cursor works only
-    with the same `q` and filters."""
+    with the same `q` and filters.
+
+    **Folders and tags** (`folder_id`, `tag`) narrow the listing or the search, in both
+    modes. A cursor of a listing filtered by folder or tag works only with the same filters
+    (`folder_id`, `tag`, `archived`, `user_id`), and those of other listings not with it."""
     try:
         return await service.get_sessions_list(
             db,
@@ -127,6 +165,8 @@ async def list_sessions(
             limit=limit,
             include_total=include_total,
             query=q,
+            folder=_folder_filter(folder_id),
+            tags=tag or (),
         )
     except InvalidCursor as exc:
         # Only a well-formed cursor gets here: one that belongs to another listing.
@@ -186,13 +226,15 @@ async def get_session(
 
 @router.patch(
     "/sessions/{session_id}",
-    summary="Rename, pin, archive or unarchive a session",
+    summary="Rename, pin, archive, file or tag a session",
     responses=error_responses(400, 404, 413, 500, *AUTH_ERRORS),
 )
 async def update_session(
     session_id: SessionIdPath, changes: SessionUpdate, caller: CallerDep, db: DatabaseDep
 ) -> SessionSummary:
-    """A title set here is kept: the automatic title (the first message) never replaces it."""
+    """A title set here is kept: the automatic title (the first message) never replaces it.
+    `folder_id` must name a folder of the session's owner (404 otherwise, and nothing
+    changes); `tags` replaces the session's tags."""
     return await service.update_session(db, caller, session_id, changes)
 
 

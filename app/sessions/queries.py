@@ -5,7 +5,7 @@ import functools
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from sqlalchemy import (
     BindParameter,
@@ -34,6 +34,7 @@ from app.kit.db.tables import chat_sessions
 from app.kit.db.types import UTCDateTime
 from app.kit.text import UNTITLED
 from app.search import index as search_index
+from app.tags.queries import has_tag
 
 SUMMARY_COLUMNS = (
     chat_sessions.c.session_id,
@@ -45,6 +46,7 @@ SUMMARY_COLUMNS = (
     chat_sessions.c.updated_at,
     chat_sessions.c.pinned,
     (~chat_sessions.c.active).label("archived"),
+    chat_sessions.c.folder_id,
     chat_sessions.c.id,
 )
 # The sidebar's order, all descending; `id` makes it total, so pages neither overlap nor skip.
@@ -121,24 +123,90 @@ async def get_session_owner(conn: AsyncConnection, session_id: str) -> str | Non
 
 @dataclass(frozen=True, slots=True)
 class ListPosition:
-    """Where a page of the sidebar ends: the sort key of its last session."""
+    """Where a page of the sidebar ends: the sort key of its last session, and the
+    fingerprint of the listing's folder and tag filters (None without them)."""
 
     pinned: bool
     updated_at: datetime
     id: uuid.UUID
+    filters: str | None = None
+
+
+# `folder` of a SessionFilter for the sessions in no folder (`folder_id=none`).
+NO_FOLDER: Final = "none"
+FolderMode = Literal["any", "in", "none"]
+
+
+@dataclass(frozen=True, slots=True)
+class FilterShape:
+    """What a listing's statement depends on (its values are parameters)."""
+
+    for_user: bool
+    folder: FolderMode = "any"
+    tags: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class SessionFilter:
+    """Which sessions a listing (or a search) shows: whose, archived or not, in which folder
+    (None: any; NO_FOLDER: none), carrying which tags (all of them; case-folded names)."""
+
     user_id: str | None
     archived: bool
+    folder: uuid.UUID | Literal["none"] | None = None
+    tags: tuple[str, ...] = ()
 
     @property
     def for_user(self) -> bool:
         return self.user_id is not None
 
+    @property
+    def shape(self) -> FilterShape:
+        folder: FolderMode = (
+            "any" if self.folder is None else "none" if self.folder == NO_FOLDER else "in"
+        )
+        return FilterShape(for_user=self.for_user, folder=folder, tags=len(self.tags))
+
+    @property
+    def narrowed(self) -> bool:
+        """Filtered by folder or tag."""
+        return self.folder is not None or bool(self.tags)
+
+    def filter_parameters(self) -> dict[str, Any]:
+        """The values of the folder and tag conditions (`filter_clauses`)."""
+        parameters: dict[str, Any] = {f"list_tag_{n}": key for n, key in enumerate(self.tags)}
+        if self.tags and self.user_id is not None:
+            parameters["list_tag_owner"] = self.user_id
+        if isinstance(self.folder, uuid.UUID):
+            parameters["list_folder"] = self.folder
+        return parameters
+
     def parameters(self) -> dict[str, Any]:
-        return {"list_user": self.user_id, "list_active": not self.archived}
+        return {
+            "list_user": self.user_id,
+            "list_active": not self.archived,
+            **self.filter_parameters(),
+        }
+
+
+_LIST_FOLDER = bindparam("list_folder", type_=Uuid())
+_TAG_OWNER = bindparam("list_tag_owner", type_=Text())
+
+
+def filter_clauses(shape: FilterShape) -> list[ColumnElement[bool]]:
+    """The folder and tag conditions of a listing or search of this shape, on chat_sessions.
+    A folder is a column of the user's folder index (idx_chat_sessions_user_folder_list: one
+    folder's page, or the page of those in none, is one range of it); each tag is a semi-join
+    (app/tags/queries.py)."""
+    clauses: list[ColumnElement[bool]] = []
+    if shape.folder == "in":
+        clauses.append(chat_sessions.c.folder_id == _LIST_FOLDER)
+    elif shape.folder == "none":
+        clauses.append(chat_sessions.c.folder_id.is_(None))
+    owner = _TAG_OWNER if shape.for_user else None
+    for n in range(shape.tags):
+        clauses.append(has_tag(bindparam(f"list_tag_{n}", type_=Text()), owner))
+    return clauses
 
 
 # The sidebar's reads, like the search's (app/search/queries.py), are built once per shape
@@ -175,21 +243,25 @@ def _after(*, pinned: bool) -> ColumnElement[bool]:
     )
 
 
-def _sessions_where(*, for_user: bool) -> list[ColumnElement[bool]]:
+def _sessions_where(shape: FilterShape) -> list[ColumnElement[bool]]:
     clauses = [chat_sessions.c.active == _LIST_ACTIVE]
-    if for_user:
+    if shape.for_user:
         clauses.append(chat_sessions.c.user_id == _LIST_USER)
-    return clauses
+    return clauses + filter_clauses(shape)
 
 
 @functools.cache
-def _list_page(*, for_user: bool, start: ListStart) -> Select[Any]:
-    stmt = (
-        select(*SUMMARY_COLUMNS)
-        .where(*_sessions_where(for_user=for_user))
-        .order_by(*(column.desc() for column in LIST_ORDER))
-        .limit(_LIST_LIMIT)
-    )
+def _list_page(shape: FilterShape, *, start: ListStart) -> Select[Any]:
+    order = [column.desc() for column in LIST_ORDER]
+    if shape.folder == "none":
+        # The same order (folder_id is NULL on every row), asked so that only the folder index
+        # gives it: `folder_id IS NULL`, unlike `folder_id = ...`, does not make the column a
+        # constant of the order for PostgreSQL, and without it the planner read the user's
+        # index, filtering out the sessions in folders one by one (on a user whose sessions
+        # are nearly all filed, nearly all of them).
+        order.insert(0, chat_sessions.c.folder_id.asc())
+    stmt = select(*SUMMARY_COLUMNS).where(*_sessions_where(shape)).order_by(*order)
+    stmt = stmt.limit(_LIST_LIMIT)
     match start:
         case "after_pinned" | "after_unpinned":
             return stmt.where(_after(pinned=start == "after_pinned"))
@@ -200,10 +272,8 @@ def _list_page(*, for_user: bool, start: ListStart) -> Select[Any]:
 
 
 @functools.cache
-def _list_count(*, for_user: bool) -> Select[Any]:
-    return (
-        select(func.count()).select_from(chat_sessions).where(*_sessions_where(for_user=for_user))
-    )
+def _list_count(shape: FilterShape) -> Select[Any]:
+    return select(func.count()).select_from(chat_sessions).where(*_sessions_where(shape))
 
 
 async def list_session_summaries(
@@ -219,18 +289,18 @@ async def list_session_summaries(
     parameters = where.parameters() | {"list_limit": limit}
     if after is not None:
         start: ListStart = "after_pinned" if after.pinned else "after_unpinned"
-        stmt = _list_page(for_user=where.for_user, start=start)
+        stmt = _list_page(where.shape, start=start)
         parameters |= {"after_updated_at": after.updated_at, "after_id": after.id}
     elif offset:
-        stmt = _list_page(for_user=where.for_user, start="offset")
+        stmt = _list_page(where.shape, start="offset")
         parameters["list_offset"] = offset
     else:
-        stmt = _list_page(for_user=where.for_user, start="first")
+        stmt = _list_page(where.shape, start="first")
     return as_dicts(await conn.execute(stmt, parameters))
 
 
 async def count_sessions(conn: AsyncConnection, *, where: SessionFilter) -> int:
-    stmt = _list_count(for_user=where.for_user)
+    stmt = _list_count(where.shape)
     return int((await conn.execute(stmt, where.parameters())).scalar_one())
 
 
@@ -242,12 +312,15 @@ async def update_session(
     title: str | None,
     pinned: bool | None,
     archived: bool | None,
+    folder: uuid.UUID | Literal["keep"] | None = "keep",
 ) -> bool:
-    """Rename, pin or archive; True when the session exists (and is the owner's).
+    """Rename, pin, archive or file; True when the session exists (and is the owner's).
 
     Activity time is left alone: organising a session is not talking in it.
     """
     values: dict[str, Any] = {}
+    if folder != "keep":
+        values["folder_id"] = folder
     if title is not None:
         # Never null again, so the seed's title (set only while null) cannot replace it, and
         # the user's: a model's title is written only over the seed's (app/titles/queries.py).
@@ -269,6 +342,16 @@ async def update_session(
     if title is not None:
         await search_index.replace_title(conn, session_id, session.user_id, title)
     return True
+
+
+async def lock_session_owner(
+    conn: AsyncConnection, session_id: str, *, owner: str | None
+) -> tuple[str | None] | None:
+    """Lock the session (of `owner`, when given) for the rest of the transaction; its owner,
+    in a tuple, or None if there is no such session."""
+    stmt = select(chat_sessions.c.user_id).where(session_is(session_id, owner))
+    row = (await conn.execute(stmt.with_for_update())).first()
+    return None if row is None else (row.user_id,)
 
 
 async def delete_sessions_of(conn: AsyncConnection, user_id: str) -> int:

@@ -17,6 +17,7 @@ from app.domain import TitleSource
 from app.kit.schemas import MESSAGE_PATTERN, BaseResponse, RequestBody, UTCTimestamp, storable
 from app.kit.text import make_chosen_title
 from app.messages.schemas import ChatMessage
+from app.tags.schemas import TAGS_PER_SESSION, TagName
 
 TITLE_MAX_CHARS = 200
 
@@ -60,6 +61,8 @@ class SessionSummary(BaseResponse):
     updated_at: UTCTimestamp
     pinned: bool = Field(description="Pinned sessions are listed first.")
     archived: bool = Field(description="Archived sessions are listed only when asked for.")
+    folder_id: uuid.UUID | None = Field(description="The folder it is in; null: none.")
+    tags: list[str] = Field(description="Its tags, in the order they were given.")
 
 
 class SessionListItem(SessionSummary):
@@ -118,7 +121,7 @@ def _without_null(schema: dict[str, Any]) -> None:
 
 
 class SessionUpdate(RequestBody):
-    """Rename, pin or archive a session; fields left out stay as they are."""
+    """Rename, pin, archive, file or tag a session; fields left out stay as they are."""
 
     # At least one field; null is not a value (the schema says so, and the validator agrees).
     model_config = ConfigDict(extra="forbid", json_schema_extra={"minProperties": 1})
@@ -127,8 +130,23 @@ class SessionUpdate(RequestBody):
     title: SessionTitle | None = Field(default=None, json_schema_extra=_without_null)
     pinned: bool | None = Field(default=None, json_schema_extra=_without_null)
     archived: bool | None = Field(default=None, json_schema_extra=_without_null)
+    folder_id: uuid.UUID | None = Field(
+        default=None,
+        strict=False,
+        description="Put it in this folder (one of its owner's); null takes it out of its folder.",
+    )
+    tags: list[TagName] | None = Field(
+        default=None,
+        max_length=TAGS_PER_SESSION,
+        json_schema_extra=_without_null,
+        description=(
+            f"Its tags, replacing those it had: up to {TAGS_PER_SESSION}; names that differ "
+            "only in case are the same tag, spelled as the user first wrote it; `[]` removes "
+            "them all."
+        ),
+    )
 
-    @field_validator("title", "pinned", "archived", mode="before")
+    @field_validator("title", "pinned", "archived", "tags", mode="before")
     @classmethod
     def _not_null(cls, value: object) -> object:
         if value is None:
@@ -138,7 +156,7 @@ class SessionUpdate(RequestBody):
     @model_validator(mode="after")
     def _changes_something(self) -> "SessionUpdate":
         if not self.model_fields_set:
-            raise ValueError("give at least one of title, pinned, archived")
+            raise ValueError("give at least one of title, pinned, archived, folder_id, tags")
         return self
 
 

@@ -5,19 +5,34 @@ Each use case is one transaction; the SQL helpers below it take its connection.
 """
 
 import math
+import uuid
+from collections.abc import Sequence
+from typing import Any, Literal
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.auth.access import Caller
+from app.folders import queries as folder_queries
 from app.kit.db.engine import Database
-from app.kit.errors import SessionNotFound, UserRequired
+from app.kit.db.tables import NO_OWNER
+from app.kit.errors import FolderNotFound, SessionNotFound, UserRequired
 from app.messages import queries as message_queries
 from app.search import fulltext
 from app.search import service as search_service
 from app.sessions import queries
-from app.sessions.cursor import InvalidCursor, SearchPosition, encode_cursor
+from app.sessions.cursor import InvalidCursor, SearchPosition, encode_cursor, list_fingerprint
 from app.sessions.queries import ListPosition, SessionFilter
 from app.sessions.schemas import SessionDetail, SessionsListResponse, SessionSummary, SessionUpdate
+from app.tags import queries as tag_queries
+from app.tags import service as tag_service
+from app.tags.schemas import name_key
+
+
+async def with_tags(conn: AsyncConnection, rows: Sequence[Any]) -> list[dict[str, Any]]:
+    """The session rows (dicts or mappings), each with its `tags`: one query for them all."""
+    tags = await tag_queries.tags_of_sessions(conn, [row["session_id"] for row in rows])
+    return [{**row, "tags": tags.get(row["session_id"], [])} for row in rows]
 
 
 async def get_sessions_list(
@@ -32,6 +47,8 @@ async def get_sessions_list(
     limit: int | None = None,
     include_total: bool = True,
     query: str | None = None,
+    folder: uuid.UUID | Literal["none"] | None = None,
+    tags: Sequence[str] = (),
 ) -> SessionsListResponse:
     """One page of sessions, pinned first, then most recent activity first: the caller's own,
     or for trusted callers everyone's or the named user's. With a `query`, the sessions whose
@@ -40,8 +57,14 @@ async def get_sessions_list(
     With `cursor` or `limit` the page starts after the cursor's session (keyset: as fast at
     any depth, and stable while sessions move); otherwise it is page `page` of `page_size`.
     A cursor from another listing or search is refused with `InvalidCursor`.
+
+    `folder` keeps one folder's sessions (NO_FOLDER: those in none), `tags` those that carry
+    every one of them (ignoring case).
     """
-    where = SessionFilter(user_id=caller.acting_for(user_id), archived=archived)
+    keys = tuple(dict.fromkeys(name_key(tag) for tag in tags))
+    where = SessionFilter(
+        user_id=caller.acting_for(user_id), archived=archived, folder=folder, tags=keys
+    )
     cursor_mode = cursor is not None or limit is not None
     size = (limit or page_size) if cursor_mode else page_size
     if query is not None and query.strip():
@@ -56,6 +79,9 @@ async def get_sessions_list(
         )
     if isinstance(cursor, SearchPosition):
         raise InvalidCursor("this cursor belongs to a search: pass the same q")
+    fingerprint = list_fingerprint(where)
+    if cursor is not None and cursor.filters != fingerprint:
+        raise InvalidCursor("this cursor belongs to a listing with other filters")
     async with db.read() as conn:
         total = await queries.count_sessions(conn, where=where) if include_total else None
         rows = await queries.list_session_summaries(
@@ -65,8 +91,8 @@ async def get_sessions_list(
             offset=0 if cursor_mode else (page - 1) * size,
             after=cursor,
         )
-    has_more = len(rows) > size
-    rows = rows[:size]
+        has_more = len(rows) > size
+        rows = await with_tags(conn, rows[:size])
     last = rows[-1] if rows else None
     # One validation of the whole body, as for a session's messages (get_session).
     return SessionsListResponse.model_validate(
@@ -77,7 +103,9 @@ async def get_sessions_list(
             "page_size": size,
             "total_pages": None if cursor_mode or total is None else math.ceil(total / size),
             "next_cursor": (
-                encode_cursor(ListPosition(last["pinned"], last["updated_at"], last["id"]))
+                encode_cursor(
+                    ListPosition(last["pinned"], last["updated_at"], last["id"], fingerprint)
+                )
                 if has_more and last is not None
                 else None
             ),
@@ -109,9 +137,10 @@ async def read_session_detail(
     limit: int | None = None,
 ) -> SessionDetail:
     """`get_session`, in a transaction of the caller's."""
-    summary = await queries.get_session_summary(conn, session_id, owner=caller.owner_filter)
-    if summary is None:
+    found = await queries.get_session_summary(conn, session_id, owner=caller.owner_filter)
+    if found is None:
         raise SessionNotFound()
+    [summary] = await with_tags(conn, [found])
     messages = await message_queries.list_messages(
         conn,
         session_id,
@@ -136,9 +165,10 @@ async def get_session_tree(db: Database, caller: Caller, session_id: str) -> Ses
     """A session's summary and every message of every branch, in the order they were
     written; `current_message_id` says which branch is current."""
     async with db.read() as conn:
-        summary = await queries.get_session_summary(conn, session_id, owner=caller.owner_filter)
-        if summary is None:
+        found = await queries.get_session_summary(conn, session_id, owner=caller.owner_filter)
+        if found is None:
             raise SessionNotFound()
+        [summary] = await with_tags(conn, [found])
         messages = await message_queries.list_tree(conn, session_id)
     return SessionDetail.model_validate(
         {**summary, "messages": messages, "has_more_messages": False, "messages_before": None}
@@ -148,19 +178,51 @@ async def get_session_tree(db: Database, caller: Caller, session_id: str) -> Ses
 async def update_session(
     db: Database, caller: Caller, session_id: str, changes: SessionUpdate
 ) -> SessionSummary:
-    """Rename, pin, archive or unarchive a session; its summary afterwards."""
+    """Rename, pin, archive or unarchive a session, put it in a folder or take it out, or
+    replace its tags; its summary afterwards. A folder that is not one of the session
+    owner's is a FolderNotFound, and nothing changes."""
+    try:
+        return await _update_session(db, caller, session_id, changes)
+    except IntegrityError:
+        # A tag this change links to was deleted meanwhile (DELETE /tags, a merge, or another
+        # change of tags that left it unused) after it was read: the second attempt makes it
+        # again. Without tags in the change there is nothing to race with.
+        if changes.tags is None:
+            raise
+        return await _update_session(db, caller, session_id, changes)
+
+
+async def _update_session(
+    db: Database, caller: Caller, session_id: str, changes: SessionUpdate
+) -> SessionSummary:
+    given = changes.model_fields_set
+    folder: uuid.UUID | Literal["keep"] | None = (
+        changes.folder_id if "folder_id" in given else "keep"
+    )
     async with db.write() as conn:
-        found = await queries.update_session(
-            conn,
-            session_id,
-            owner=caller.owner_filter,
-            title=changes.title,
-            pinned=changes.pinned,
-            archived=changes.archived,
-        )
-        if not found:
+        locked = await queries.lock_session_owner(conn, session_id, owner=caller.owner_filter)
+        if locked is None:
             raise SessionNotFound()
-        summary = await queries.get_session_summary(conn, session_id)
+        # Folders and tags of a session without a user are the empty owner's.
+        owner = locked[0] or NO_OWNER
+        if isinstance(folder, uuid.UUID) and not await folder_queries.folder_is_owners(
+            conn, folder, owner
+        ):
+            raise FolderNotFound()
+        if given & {"title", "pinned", "archived", "folder_id"}:
+            await queries.update_session(
+                conn,
+                session_id,
+                owner=None,
+                title=changes.title,
+                pinned=changes.pinned,
+                archived=changes.archived,
+                folder=folder,
+            )
+        if changes.tags is not None:
+            await tag_service.set_session_tags(conn, session_id, owner, changes.tags)
+        found = await queries.get_session_summary(conn, session_id)
+        [summary] = await with_tags(conn, [found])
     return SessionSummary.model_validate(summary)
 
 

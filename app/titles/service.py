@@ -24,6 +24,7 @@ from app.messages import queries as message_queries
 from app.replies.metadata import FAILED, GENERATING
 from app.sessions import queries as session_queries
 from app.sessions.schemas import SessionSummary
+from app.sessions.service import with_tags
 from app.titles import queries
 from app.titles.writer import TitleWriter
 
@@ -168,9 +169,10 @@ async def write_title_now(
     async with db.write() as conn:
         await queries.write_model_title(conn, session_id, title, over=current)
         written = await session_queries.get_session_summary(conn, session_id)
-    if written is None:
-        raise SessionNotFound()  # deleted meanwhile
-    return SessionSummary.model_validate(written)
+        if written is None:
+            raise SessionNotFound()  # deleted meanwhile
+        [tagged] = await with_tags(conn, [written])
+    return SessionSummary.model_validate(tagged)
 
 
 # The first exchange is among the branch's first few messages (a system message may precede

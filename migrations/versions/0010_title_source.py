@@ -123,6 +123,24 @@ def _backfill_in_sql() -> None:
     )
 
 
+_SORT_KEY = [sa.text("pinned DESC"), sa.text("updated_at DESC"), sa.text("id DESC")]
+
+
 def downgrade() -> None:
-    # In place on SQLite too: the check belongs to the column, so the column can be dropped.
-    op.drop_column("chat_sessions", "title_source")
+    if op.get_context().dialect.name != "sqlite":
+        op.drop_column("chat_sessions", "title_source")
+        return
+    # SQLite drops a column in place only while its check is the column's own, as this
+    # upgrade wrote it; a later downgrade that rebuilt the table (0012's) made it a table
+    # check, which blocks that. So the table is rebuilt without both; a rebuild recreates the
+    # indexes from reflection and loses DESC, so the sidebar's are dropped first and created
+    # again after.
+    op.drop_index("idx_chat_sessions_user_list", table_name="chat_sessions")
+    op.drop_index("idx_chat_sessions_list", table_name="chat_sessions")
+    with op.batch_alter_table("chat_sessions", recreate="always") as batch:
+        batch.drop_constraint("title_source", type_="check")  # ck_chat_sessions_title_source
+        batch.drop_column("title_source")
+    op.create_index(
+        "idx_chat_sessions_user_list", "chat_sessions", ["user_id", "active", *_SORT_KEY]
+    )
+    op.create_index("idx_chat_sessions_list", "chat_sessions", ["active", *_SORT_KEY])

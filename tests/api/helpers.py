@@ -32,6 +32,9 @@ SUMMARY_KEYS = {
     "updated_at",
     "pinned",
     "archived",
+    # Folders and tags (issue 16).
+    "folder_id",
+    "tags",
 }
 # A session in a list: the summary, and the excerpt that matched a search (issue 5), with the
 # message it shows and whether that is off the current branch (issue 13).

@@ -27,6 +27,10 @@ SHARED = "/api/v1/shared/{share_id}"
 FEEDBACK = SESSION + "/messages/{message_id}/feedback"
 FEEDBACK_LIST = "/api/v1/feedback"
 TITLE = SESSION + "/title"
+FOLDERS = "/api/v1/chat/folders"
+FOLDER = FOLDERS + "/{folder_id}"
+TAGS = "/api/v1/chat/tags"
+TAG = TAGS + "/{tag_id}"
 
 # Every status code the tests of this directory get from each route.
 OBSERVED_STATUSES: dict[tuple[str, str], set[int]] = {
@@ -53,6 +57,13 @@ OBSERVED_STATUSES: dict[tuple[str, str], set[int]] = {
     ("DELETE", FEEDBACK): {204, 404, 422},
     ("GET", FEEDBACK_LIST): {200, 403, 422},
     ("POST", TITLE): {200, 404, 409, 422, 429, 502, 504},
+    ("POST", FOLDERS): {201, 404, 409, 422},
+    ("GET", FOLDERS): {200},
+    ("PATCH", FOLDER): {200, 404, 409, 422},
+    ("DELETE", FOLDER): {204, 404, 409},
+    ("GET", TAGS): {200},
+    ("PATCH", TAG): {200, 404},
+    ("DELETE", TAG): {204, 404},
 }
 # Routes whose services refuse some valid requests with a 422 of their own (`{"detail": str}`):
 # an edit of a reply, a regeneration or a rating of a user message, a title for a session
@@ -180,6 +191,13 @@ CHAT_ROUTES = [
     pytest.param("DELETE", FEEDBACK, id="unrate"),
     pytest.param("GET", FEEDBACK_LIST, id="feedback-list"),
     pytest.param("POST", TITLE, id="title"),
+    pytest.param("POST", FOLDERS, id="create-folder"),
+    pytest.param("GET", FOLDERS, id="list-folders"),
+    pytest.param("PATCH", FOLDER, id="update-folder"),
+    pytest.param("DELETE", FOLDER, id="delete-folder"),
+    pytest.param("GET", TAGS, id="list-tags"),
+    pytest.param("PATCH", TAG, id="rename-tag"),
+    pytest.param("DELETE", TAG, id="delete-tag"),
 ]
 
 

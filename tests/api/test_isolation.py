@@ -5,6 +5,7 @@ The routes are read from the app itself, and `test_every_route_is_in_the_matrix`
 new route has its entry in MATRIX, which is all it takes to run it through every check here.
 """
 
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -16,7 +17,14 @@ from fastapi.routing import iter_route_contexts
 from sqlalchemy import func, select
 
 from app.kit.db.engine import Database
-from app.kit.db.tables import chat_messages, chat_sessions, chat_shares
+from app.kit.db.tables import (
+    chat_folders,
+    chat_messages,
+    chat_session_tags,
+    chat_sessions,
+    chat_shares,
+    chat_tags,
+)
 from tests.api.conftest import REJECTED_BODY, Jwks, bearer
 from tests.api.helpers import CHAT, SESSIONS, STREAM, Json, parse_sse, session_url
 from tests.conftest import LiveServer
@@ -39,8 +47,24 @@ SHARES = "/api/v1/chat/shares"
 SHARE = SHARES + "/{share_id}"
 SHARED = "/api/v1/shared/{share_id}"
 SHARED_PAGE = "/s/{share_id}"
+FOLDERS = "/api/v1/chat/folders"
+FOLDER = FOLDERS + "/{folder_id}"
+TAGS = "/api/v1/chat/tags"
+TAG = TAGS + "/{tag_id}"
 
-Scope = Literal["public", "session", "list", "user", "everyone", "share", "shared", "share-list"]
+Scope = Literal[
+    "public",
+    "session",
+    "list",
+    "user",
+    "everyone",
+    "share",
+    "shared",
+    "share-list",
+    "label",
+    "label-list",
+    "label-create",
+]
 Effect = Literal[
     "reads", "writes", "renames", "deletes", "regenerates", "switches", "shares", "rates", "unrates"
 ]
@@ -70,7 +94,10 @@ class Case:
     list everyone's sessions only. Share links (issue 14): "share" routes act on the link whose
     id is put in the path (`{share_id}`), a link to one of alice's or bob's sessions made by its
     owner; "shared" routes read such a link, for everyone, signed in or not; "share-list"
-    routes list the caller's links.
+    routes list the caller's links. Folders and tags (issue 16): "label" routes act on the folder
+    or tag whose id is put in the path (`{folder_id}`, `{tag_id}`), alice's or bob's, holding
+    their owner's session; "label-list" routes list the caller's folders or tags;
+    "label-create" routes create one for the caller.
 
     A path with `{message_id}` names the current branch's reply (`World.messages`), which the
     world has rated: effect "rates" replaces that rating, "unrates" clears it.
@@ -97,6 +124,10 @@ def title_of(target: Target) -> Json:
 
 def other_branch_of(target: Target) -> Json:
     return {"message_id": target.other_branch_id}
+
+
+def name_of(target: Target) -> Json:
+    return {"name": target.text[:50]}
 
 
 def rating_of(target: Target) -> Json:
@@ -140,6 +171,13 @@ MATRIX: dict[tuple[str, str], Case] = {
     # No model writes titles here (the echo assistant): the owner gets a 409 and the session
     # is as it was; the others still get the 404 or 401 of any session route.
     ("POST", TITLE): Case("session", ok=409),
+    ("POST", FOLDERS): Case("label-create", ok=201, body=name_of),
+    ("GET", FOLDERS): Case("label-list"),
+    ("PATCH", FOLDER): Case("label", body=name_of, effect="renames"),
+    ("DELETE", FOLDER): Case("label", ok=204, effect="deletes"),
+    ("GET", TAGS): Case("label-list"),
+    ("PATCH", TAG): Case("label", body=name_of, effect="renames"),
+    ("DELETE", TAG): Case("label", ok=204, effect="deletes"),
 }
 
 # The message a route on a message names in a session the world does not have.
@@ -215,6 +253,9 @@ class World:
     # session id -> (current reply, a message off the current branch)
     messages: dict[str, tuple[str, str]]
     shares: dict[str, str] = field(default_factory=dict)  # owner -> share id of their session
+    # owner -> the id of their folder and of their tag (`labelled_world`)
+    folders: dict[str, str] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
 
     def headers(self, caller: str) -> dict[str, str]:
         return CALLERS[caller].headers(self.jwks)
@@ -228,6 +269,7 @@ class World:
         params: dict[str, str] | None = None,
         *,
         share_id: str = "",
+        label_id: str = "",
     ) -> httpx.Response:
         method, path = key
         case = MATRIX[key]
@@ -237,7 +279,13 @@ class World:
         body = case.body(target) if case.body is not None else None
         return await self.client.request(
             method,
-            path.format(session_id=session_id, message_id=reply_id, share_id=share_id),
+            path.format(
+                session_id=session_id,
+                message_id=reply_id,
+                share_id=share_id,
+                folder_id=label_id,
+                tag_id=label_id,
+            ),
             json=body,
             params=params,
             headers=self.headers(caller),
@@ -815,3 +863,171 @@ async def test_share_lists_show_each_caller_their_own_links(
     assert response.status_code == MATRIX[key].ok, response.text
     listed = {link["share_id"] for link in response.json()["shares"]}
     assert listed == {shared_world.shares[owner] for owner in owners}
+
+
+# --- Folders and tags ---------------------------------------------------------------------
+
+
+@pytest.fixture
+async def labelled_world(world: World) -> World:
+    """The world, with a folder and a tag of each owner's holding their session."""
+    for owner, caller in ((ALICE, "owner"), (BOB, "other-user")):
+        headers = world.headers(caller)
+        folder = await world.client.post(
+            FOLDERS, json={"name": f"{owner}'s folder"}, headers=headers
+        )
+        assert folder.status_code == 201, folder.text
+        world.folders[owner] = folder.json()["folder_id"]
+        filed = await world.client.patch(
+            session_url(world.sessions[owner]),
+            json={"folder_id": world.folders[owner], "tags": [f"{owner}'s tag"]},
+            headers=headers,
+        )
+        assert filed.status_code == 200, filed.text
+        tags = await world.client.get(TAGS, headers=headers)
+        [tag] = tags.json()["tags"]
+        world.tags[owner] = tag["tag_id"]
+    return world
+
+
+def label_ids(world: World, key: tuple[str, str], owner: str) -> str:
+    return world.folders[owner] if "{folder_id}" in key[1] else world.tags[owner]
+
+
+async def stored_labels(database: Database) -> list[list[dict[str, Any]]]:
+    """Every folder, tag and tag link row, and each session's folder."""
+    async with database.read() as conn:
+        tables = []
+        for table, order in (
+            (chat_folders, chat_folders.c.id),
+            (chat_tags, chat_tags.c.id),
+            (chat_session_tags, chat_session_tags.c.session_id),
+        ):
+            rows = await conn.execute(select(table).order_by(order))
+            tables.append([dict(row) for row in rows.mappings()])
+        filed = await conn.execute(
+            select(chat_sessions.c.session_id, chat_sessions.c.folder_id).order_by(
+                chat_sessions.c.session_id
+            )
+        )
+        tables.append([dict(row) for row in filed.mappings()])
+        return tables
+
+
+@pytest.mark.parametrize("caller", list(CALLERS))
+@pytest.mark.parametrize("key", keys("label"), ids=ids(keys("label")))
+async def test_label_routes_on_alices_folder_or_tag(
+    labelled_world: World, key: tuple[str, str], caller: str
+) -> None:
+    world = labelled_world
+    alices = label_ids(world, key, ALICE)
+    before = await stored_labels(world.database)
+    text = f"{caller} was here"
+
+    response = await world.call(key, caller, "", text, label_id=alices)
+
+    outcome = CALLERS[caller].on_alices_session
+    after = await stored_labels(world.database)
+    if outcome == "ok":
+        assert response.status_code == MATRIX[key].ok, response.text
+        assert after != before
+        # Bob's folder and tag are untouched.
+        bobs = {world.folders[BOB], world.tags[BOB]}
+        assert [[row for row in rows if str(row.get("id")) in bobs] for rows in after[:2]] == [
+            [row for row in rows if str(row.get("id")) in bobs] for rows in before[:2]
+        ]
+        return
+    if outcome == "hidden":
+        missing = await world.call(key, caller, "", text, label_id=NO_SUCH_MESSAGE)
+        assert response.status_code == missing.status_code == 404, response.text
+        assert response.json() == missing.json()
+    else:
+        assert_rejected(response)
+    assert after == before
+
+
+@pytest.mark.parametrize("key", keys("label"), ids=ids(keys("label")))
+async def test_label_routes_on_bobs_serve_bob_and_hide_them_from_alice(
+    labelled_world: World, key: tuple[str, str]
+) -> None:
+    world = labelled_world
+    bobs = label_ids(world, key, BOB)
+    before = await stored_labels(world.database)
+
+    as_alice = await world.call(key, "owner", "", "alice was here", label_id=bobs)
+    assert as_alice.status_code == 404, as_alice.text
+    assert await stored_labels(world.database) == before
+    as_bob = await world.call(key, "other-user", "", "bob was here", label_id=bobs)
+    assert as_bob.status_code == MATRIX[key].ok, as_bob.text
+
+
+@pytest.mark.parametrize("caller", list(CALLERS))
+@pytest.mark.parametrize("key", keys("label-list"), ids=ids(keys("label-list")))
+async def test_label_lists_show_each_caller_their_own(
+    labelled_world: World, key: tuple[str, str], caller: str
+) -> None:
+    world = labelled_world
+    response = await world.call(key, caller, "", "")
+
+    owners = CALLERS[caller].lists
+    if owners is None:
+        assert_rejected(response)
+        return
+    assert response.status_code == MATRIX[key].ok, response.text
+    [items] = response.json().values()
+    listed = {item.get("folder_id") or item.get("tag_id") for item in items}
+    expected = world.folders if key[1] == FOLDERS else world.tags
+    assert listed == {expected[owner] for owner in owners}
+
+
+# Whose folder each caller creates (None: nobody's, a service caller naming no user).
+CREATES_FOR: dict[str, str | int | None] = {
+    "owner": ALICE,
+    "other-user": BOB,
+    "service": None,
+    "anonymous": 401,
+    "forged-as-owner": 401,
+}
+
+
+@pytest.mark.parametrize("caller", list(CALLERS))
+@pytest.mark.parametrize("key", keys("label-create"), ids=ids(keys("label-create")))
+async def test_label_creation_is_for_the_caller(
+    labelled_world: World, key: tuple[str, str], caller: str
+) -> None:
+    world = labelled_world
+    before = await stored_labels(world.database)
+
+    response = await world.call(key, caller, "", f"{caller}'s new one")
+
+    expected = CREATES_FOR[caller]
+    if expected == 401:
+        assert_rejected(response)
+        assert await stored_labels(world.database) == before
+        return
+    assert response.status_code == MATRIX[key].ok, response.text
+    async with world.database.read() as conn:
+        owner = await conn.scalar(
+            select(chat_folders.c.user_id).where(
+                chat_folders.c.id == uuid.UUID(response.json()["folder_id"])
+            )
+        )
+    assert owner == (expected or "")
+
+
+@pytest.mark.parametrize("caller", ["owner", "service"])
+async def test_a_session_goes_only_into_its_owners_folders(
+    labelled_world: World, caller: str
+) -> None:
+    world = labelled_world
+    before = await stored_labels(world.database)
+
+    response = await world.client.patch(
+        session_url(world.sessions[ALICE]),
+        json={"folder_id": world.folders[BOB], "tags": ["sneaky"]},
+        headers=world.headers(caller),
+    )
+
+    assert response.status_code == 404, response.text
+    assert response.json() == {"detail": "Folder not found"}
+    assert await stored_labels(world.database) == before

@@ -62,6 +62,8 @@ async def test_list_has_the_documented_shape(client: httpx.AsyncClient) -> None:
         "message_count": 2,
         "pinned": False,
         "archived": False,
+        "folder_id": None,
+        "tags": [],
         **NO_MATCH,
     }
     assert before <= created_at <= updated_at <= after

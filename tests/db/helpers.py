@@ -17,13 +17,16 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from app.kit.db import migrate
 from app.kit.db.tables import (
     chat_feedback,
+    chat_folders,
     chat_messages,
     chat_processes,
     chat_replies_generating,
     chat_search,
+    chat_session_tags,
     chat_sessions,
     chat_share_messages,
     chat_shares,
+    chat_tags,
     metadata,
 )
 from app.kit.db.types import JSONDocument, UTCDateTime
@@ -65,10 +68,18 @@ FEEDBACK_TABLE = chat_feedback
 # What revision 0010_title_source adds (the integrator may renumber it: use the constant).
 TITLE_SOURCE_REVISION = "0010_title_source"
 TITLE_SOURCE_COLUMNS = {"title_source"}
+# What the folders-and-tags revision adds (issue 16): three tables, a column and an index of
+# chat_sessions. Renumbered when it is merged after another revision: its name is written here
+# only.
+FOLDERS_TAGS_REVISION = "0012_folders_tags"
+FOLDERS_TAGS_TABLES = (chat_folders, chat_tags, chat_session_tags)
+FOLDER_COLUMN = "folder_id"
+FOLDER_LIST_INDEX = "idx_chat_sessions_user_folder_list"
 SIDEBAR_INDEX_KEYS = {
     "idx_chat_sessions_user_list": [("user_id", False), ("active", False), *SORT_KEY],
     "idx_chat_sessions_list": [("active", False), *SORT_KEY],
 }
+FOLDER_LIST_INDEX_KEYS = [("user_id", False), ("active", False), ("folder_id", False), *SORT_KEY]
 
 # The tables as revision 0001_base_schema creates them: bound with the application's types so
 # ids, timestamps and JSON are stored exactly as the application stores them, on both dialects.
@@ -290,6 +301,7 @@ async def assert_schema_matches_tables(conn: AsyncConnection) -> None:
         *REPLY_LIFECYCLE_TABLES,
         *SHARE_TABLES,
         FEEDBACK_TABLE,
+        *FOLDERS_TAGS_TABLES,
     ):
         assert await nullability(conn, table.name) == {
             column.name: column.nullable for column in table.columns

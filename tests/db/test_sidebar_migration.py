@@ -13,6 +13,8 @@ from app.kit.db.tables import chat_sessions
 from app.kit.db.types import UTCDateTime
 from tests.db.helpers import (
     BASE_REVISION,
+    FOLDER_COLUMN,
+    FOLDER_LIST_INDEX,
     METADATA_REVISION,
     SEED_INDEXES,
     SIDEBAR_COLUMNS,
@@ -104,7 +106,8 @@ async def test_head_replaces_the_seed_indexes_with_the_keyset_indexes(
 ) -> None:
     await upgrade(fresh_url)
     async with fresh_engine.connect() as conn:
-        assert await index_names(conn, "chat_sessions") == SIDEBAR_INDEXES
+        # And the folder index of revision 0010 (tested in test_folders_tags_migration).
+        assert await index_names(conn, "chat_sessions") == SIDEBAR_INDEXES | {FOLDER_LIST_INDEX}
         definitions = await index_definitions(conn, "chat_sessions")
         keys = {name: await index_keys(conn, name) for name in SIDEBAR_INDEXES}
     assert SEED_INDEXES.isdisjoint(definitions)
@@ -147,6 +150,7 @@ async def test_downgrade_drops_pinned_and_keeps_the_data(
             - SIDEBAR_COLUMNS
             - TREE_COLUMNS["chat_sessions"]
             - TITLE_SOURCE_COLUMNS
+            - {FOLDER_COLUMN}
         )
         assert await index_names(conn, "chat_sessions") == SEED_INDEXES
         user_index = (await index_definitions(conn, "chat_sessions"))[

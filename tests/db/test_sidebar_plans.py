@@ -12,6 +12,7 @@ switch to after five executions); SQLite's plan from EXPLAIN QUERY PLAN.
 
 import functools
 import re
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -27,7 +28,7 @@ from app.kit.db import migrate
 from app.kit.db.engine import Database, create_engine
 from app.sessions import service as session_service
 from app.sessions.cursor import SearchPosition, decode_cursor
-from app.sessions.queries import ListPosition
+from app.sessions.queries import NO_FOLDER, ListPosition
 from tests.conftest import DatabaseFactory, make_settings
 from tests.db.helpers import captured_statements
 
@@ -35,6 +36,8 @@ SESSIONS = 200_000
 USERS = 2_000  # 100 sessions each: a second page of 60
 PAGE = 60
 USER = "user-7"
+# Ids of the folders (and tags) of the users: FOLDER_BASE + the user's number.
+FOLDER_BASE = 1_000_000
 PINNER = "user-8"  # with 3 pinned sessions
 OPEN = Caller.open_mode()
 
@@ -63,6 +66,24 @@ _FILL_POSTGRESQL = [
     """UPDATE chat_sessions SET message_count = 20, node_count = 20,
         current_leaf_id = md5(substr(session_id, 3) || '-20')::uuid
     WHERE session_id IN (SELECT session_id FROM chat_messages)""",
+    # Folders and tags (issue 16): a folder and a tag per user; every third session in its
+    # owner's folder, every fifth tagged.
+    f"""INSERT INTO chat_folders (id, user_id, parent_id, parent_key, name, name_key,
+        created_at)
+    SELECT lpad(to_hex({FOLDER_BASE} + u), 32, '0')::uuid, 'user-' || u, NULL, '', 'Folder',
+        'folder', TIMESTAMPTZ '2026-01-01 00:00:00+00'
+    FROM generate_series(0, {USERS - 1}) AS u""",
+    f"""UPDATE chat_sessions
+    SET folder_id = lpad(to_hex({FOLDER_BASE} + substr(session_id, 3)::int % {USERS}), 32,
+        '0')::uuid
+    WHERE substr(session_id, 3)::int % 3 = 0""",
+    f"""INSERT INTO chat_tags (id, user_id, name, name_key, created_at)
+    SELECT lpad(to_hex({FOLDER_BASE} + u), 32, '0')::uuid, 'user-' || u, 'Work', 'work',
+        TIMESTAMPTZ '2026-01-01 00:00:00+00'
+    FROM generate_series(0, {USERS - 1}) AS u""",
+    f"""INSERT INTO chat_session_tags (session_id, tag_id, position)
+    SELECT 's-' || g, lpad(to_hex({FOLDER_BASE} + g % {USERS}), 32, '0')::uuid, 0
+    FROM generate_series(5, {SESSIONS}, 5) AS g""",
 ]
 _SQLITE_SERIES = (
     f"WITH RECURSIVE g(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g WHERE n < {SESSIONS})"
@@ -90,6 +111,23 @@ _FILL_SQLITE = [
     """UPDATE chat_sessions SET message_count = 20, node_count = 20,
         current_leaf_id = printf('%016x%016x', CAST(substr(session_id, 3) AS INTEGER), 20)
     WHERE session_id IN (SELECT session_id FROM chat_messages)""",
+    f"""WITH RECURSIVE u(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM u WHERE n < {USERS - 1})
+    INSERT INTO chat_folders (id, user_id, parent_id, parent_key, name, name_key, created_at)
+    SELECT printf('%032x', {FOLDER_BASE} + n), 'user-' || n, NULL, '', 'Folder', 'folder',
+        '2026-01-01 00:00:00.000000'
+    FROM u""",
+    f"""UPDATE chat_sessions
+    SET folder_id = printf('%032x', {FOLDER_BASE} + CAST(substr(session_id, 3) AS INTEGER)
+        % {USERS})
+    WHERE CAST(substr(session_id, 3) AS INTEGER) % 3 = 0""",
+    f"""WITH RECURSIVE u(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM u WHERE n < {USERS - 1})
+    INSERT INTO chat_tags (id, user_id, name, name_key, created_at)
+    SELECT printf('%032x', {FOLDER_BASE} + n), 'user-' || n, 'Work', 'work',
+        '2026-01-01 00:00:00.000000'
+    FROM u""",
+    f"""{_SQLITE_SERIES}
+    INSERT INTO chat_session_tags (session_id, tag_id, position)
+    SELECT 's-' || n, printf('%032x', {FOLDER_BASE} + n % {USERS}), 0 FROM g WHERE n % 5 = 0""",
 ]
 
 
@@ -152,6 +190,12 @@ class Read:
 
     answer: Any
     plans: list[str]
+
+    @property
+    def list_plans(self) -> list[str]:
+        """The plans of the statements that read sessions (not the page's tags, which are
+        read by the page's session ids)."""
+        return [plan for plan in self.plans if "chat_sessions" in plan]
 
 
 async def read(database: Database, call: Callable[[], Awaitable[Any]]) -> Read:
@@ -226,7 +270,8 @@ async def test_later_pages_of_one_user_read_only_that_users_index(
     listed = [s.session_id for page in pages for s in page.answer.sessions]
     assert listed == _expected_list(7)
     assert len(pages) == 2
-    for plan in pages[1].plans:
+    assert pages[1].list_plans
+    for plan in pages[1].list_plans:
         assert_cursor_in_own_index(plan, backend)
 
 
@@ -242,7 +287,8 @@ async def test_a_cursor_among_the_pinned_sessions_reads_the_users_index(
     listed = [s.session_id for page in pages for s in page.answer.sessions]
     assert listed == _expected_list(8)[:6]
     for page in pages[1:]:
-        for plan in page.plans:
+        assert page.list_plans
+        for plan in page.list_plans:
             assert_cursor_in_own_index(plan, backend)
 
 
@@ -252,8 +298,50 @@ async def test_archived_pages_read_only_the_users_index(backend: str, trap: Data
     listed = [s.session_id for page in pages for s in page.answer.sessions]
     assert listed == _expected_list(7, archived=True)
     for page in pages[1:]:
-        for plan in page.plans:
+        assert page.list_plans
+        for plan in page.list_plans:
             assert_cursor_in_own_index(plan, backend)
+
+
+def folder_of(user: int) -> uuid.UUID:
+    return uuid.UUID(int=FOLDER_BASE + user)
+
+
+def assert_range_of_folder_index(plan: str, backend: str, *, cursor: bool) -> None:
+    """One range of the user's folder index (idx_chat_sessions_user_folder_list): the folder
+    (or no folder) in its condition, and a cursor's position too."""
+    assert_only_own_index(plan, backend)
+    if backend == "postgresql":
+        assert re.search(r"Index Scan (using|on) idx_chat_sessions_user_folder_list", plan), plan
+        assert re.search(r"Index Cond: \(\(user_id = .*folder_id (=|IS NULL)", plan), plan
+        if cursor:
+            assert re.search(r"Index Cond: .*ROW\(.*updated_at, id\) < ROW\(", plan), plan
+    else:
+        assert re.search(
+            r"USING INDEX idx_chat_sessions_user_folder_list \(user_id=\? AND active=\? AND "
+            r"folder_id(=\?| IS NULL)",
+            plan,
+        ), plan
+        if cursor:
+            assert "updated_at,id)<(" in plan, plan
+
+
+@pytest.mark.parametrize("in_folder", [True, False], ids=["one folder", "in no folder"])
+async def test_a_folders_pages_are_ranges_of_the_folder_index(
+    backend: str, trap: Database, in_folder: bool
+) -> None:
+    folder = folder_of(7) if in_folder else NO_FOLDER
+    pages = await _pages(trap, USER, 10, folder=folder)
+
+    listed = [s.session_id for page in pages for s in page.answer.sessions]
+    assert listed == [
+        g for g in _expected_list(7) if (int(g.removeprefix("s-")) % 3 == 0) == in_folder
+    ]
+    assert len(pages) > 2
+    for number, page in enumerate(pages):
+        assert page.list_plans
+        for plan in page.list_plans:
+            assert_range_of_folder_index(plan, backend, cursor=number > 0)
 
 
 PER_USER_READS: dict[str, Callable[[Database], Awaitable[Any]]] = {
@@ -269,6 +357,21 @@ PER_USER_READS: dict[str, Callable[[Database], Awaitable[Any]]] = {
     ),
     "search page 2": lambda db: session_service.get_sessions_list(
         db, OPEN, user_id=USER, query="payment", page=2, page_size=2, include_total=False
+    ),
+    "one folder, first page with total": lambda db: session_service.get_sessions_list(
+        db, OPEN, user_id=USER, folder=folder_of(7)
+    ),
+    "in no folder, first page with total": lambda db: session_service.get_sessions_list(
+        db, OPEN, user_id=USER, folder=NO_FOLDER
+    ),
+    "tagged, first page with total": lambda db: session_service.get_sessions_list(
+        db, OPEN, user_id=USER, tags=["work"]
+    ),
+    "tagged in a folder, cursor mode": lambda db: session_service.get_sessions_list(
+        db, OPEN, user_id=USER, tags=["Work"], folder=folder_of(7), limit=2
+    ),
+    "search in a folder, with a tag": lambda db: session_service.get_sessions_list(
+        db, OPEN, user_id=USER, query="payment", tags=["work"], folder=NO_FOLDER
     ),
     "newest messages": lambda db: session_service.get_session(db, OPEN, "s-2007", limit=5),
     "older messages": lambda db: session_service.get_session(

@@ -353,6 +353,39 @@ def _seed_shares(target: FuzzTarget) -> list[str]:
     return share_ids
 
 
+def _seed_labels(target: FuzzTarget, path: str) -> list[str]:
+    """Folders (or tags, on `{tag_id}` routes) holding seeded sessions, so that operations on
+    them reach more than 404: their ids."""
+    ids = []
+    for n, (session_id, _) in enumerate(_seed_sessions(target)):
+        base = target.server.base_url
+        folder = target.http.post(
+            f"{base}/api/v1/chat/folders",
+            json={"name": f"fuzz {uuid.uuid4().hex}"},
+            headers=target.owner_headers,
+            timeout=REQUEST_TIMEOUT_SECONDS,
+        )
+        assert folder.status_code == 201, folder.text
+        tag = f"fuzz {uuid.uuid4().hex[:8]} {n}"
+        filed = target.http.patch(
+            f"{base}/api/v1/chat/sessions/{session_id}",
+            json={"folder_id": folder.json()["folder_id"], "tags": [tag]},
+            headers=target.owner_headers,
+            timeout=REQUEST_TIMEOUT_SECONDS,
+        )
+        assert filed.status_code == 200, filed.text
+        if "{tag_id}" not in path:
+            ids.append(folder.json()["folder_id"])
+            continue
+        tags = target.http.get(
+            f"{base}/api/v1/chat/tags",
+            headers=target.owner_headers,
+            timeout=REQUEST_TIMEOUT_SECONDS,
+        )
+        ids += [t["tag_id"] for t in tags.json()["tags"] if t["name"] == tag]
+    return ids
+
+
 def _issued_cursors(target: FuzzTarget, path: str) -> list[str]:
     """Cursors the server really issued for the listing at `path`: a cursor is opaque, so a
     made-up one that matches the documented pattern is still refused (422), and valid requests
@@ -389,9 +422,10 @@ def _issued_cursors(target: FuzzTarget, path: str) -> list[str]:
 def _with_issued_cursor(cursors: list[str], case: Case) -> Case:
     if case.query and "cursor" in case.query:
         case.query["cursor"] = cursors[len(str(case.query["cursor"])) % len(cursors)]
-        # The issued cursors are the plain listing's; a search (`q`) refuses them, as it
-        # refuses any cursor but its own.
-        case.query.pop("q", None)
+        # The issued cursors are the plain listing's; a search (`q`), a folder's or a tag's
+        # listing refuses them, as it refuses any cursor but its own.
+        for narrowing in ("q", "folder_id", "tag"):
+            case.query.pop(narrowing, None)
     return case
 
 
@@ -400,6 +434,7 @@ def _strategy(
     seeded: list[tuple[str, str]],
     cursors: list[str],
     share_ids: list[str],
+    label_ids: list[str],
 ) -> st.SearchStrategy[Case]:
     """Valid and invalid requests; some of the valid ones name an existing session (and on a
     route on a message, its reply) or share link, and the valid ones that page by cursor use
@@ -428,6 +463,11 @@ def _strategy(
         strategies += [
             operation.as_strategy(path_parameters={"share_id": share_id}) for share_id in share_ids
         ]
+    for name in ("folder_id", "tag_id"):
+        if f"{{{name}}}" in operation.path:
+            strategies += [
+                operation.as_strategy(path_parameters={name: label_id}) for label_id in label_ids
+            ]
     return st.one_of(strategies)
 
 
@@ -460,6 +500,8 @@ def test_operation_conforms_to_its_schema(
     operation = fuzz_schema[path][method]
     seeded = _seed_sessions(fuzz_target) if "{session_id}" in path else []
     share_ids = _seed_shares(fuzz_target) if "{share_id}" in path else []
+    labelled = "{folder_id}" in path or "{tag_id}" in path
+    label_ids = _seed_labels(fuzz_target, path) if labelled else []
     cursors = _issued_cursors(fuzz_target, path) if path in OPAQUE_CURSORS else []
     server = fuzz_target.server
 
@@ -474,7 +516,7 @@ def test_operation_conforms_to_its_schema(
             HealthCheck.data_too_large,
         ],
     )
-    @given(case=_strategy(operation, seeded, cursors, share_ids))
+    @given(case=_strategy(operation, seeded, cursors, share_ids, label_ids))
     def fuzz(case: Case) -> None:
         log_offset = server.log_size()
         try:

@@ -126,6 +126,8 @@ class WebApp:
         async with self.database.write() as conn:
             await conn.execute(text("DELETE FROM chat_messages"))
             await conn.execute(text("DELETE FROM chat_sessions"))
+            await conn.execute(text("DELETE FROM chat_tags"))
+            await conn.execute(text("DELETE FROM chat_folders"))
 
     async def set_updated_at(self, session_id: str, when: datetime) -> None:
         """Move a session's last activity in time (the API always writes "now")."""

@@ -56,6 +56,10 @@ chat_sessions = Table(
     Column("current_leaf_id", Uuid, nullable=True),
     Column("chosen_root_id", Uuid, nullable=True),
     Column("node_count", Integer, nullable=False, default=0),
+    # The folder the session is in (migration 0012; null: none). Deleting a folder moves its
+    # sessions to its parent first (app/folders/service.py); the foreign key only guarantees
+    # that a session never names a folder that is gone.
+    Column("folder_id", Uuid, ForeignKey("chat_folders.id"), nullable=True),
     CheckConstraint(f"title_source IN {TITLE_SOURCES!r}", name="title_source"),
     # The sidebar's sort key is (pinned, updated_at, id), all descending; these indexes
     # lead with the filters (owner, archive state) and end with it (migration 0003).
@@ -70,6 +74,17 @@ chat_sessions = Table(
     Index(
         "idx_chat_sessions_list",
         "active",
+        text("pinned DESC"),
+        text("updated_at DESC"),
+        text("id DESC"),
+    ),
+    # One folder's sessions (or those in none: folder_id IS NULL is an index condition on both
+    # databases), in the sidebar's order: a range of it at any depth (migration 0012).
+    Index(
+        "idx_chat_sessions_user_folder_list",
+        "user_id",
+        "active",
+        "folder_id",
         text("pinned DESC"),
         text("updated_at DESC"),
         text("id DESC"),
@@ -253,4 +268,55 @@ chat_feedback = Table(
     Index("idx_chat_feedback_updated", "updated_at", "message_id"),
     # Deleting a session deletes its feedback by cascade: found by this index.
     Index("idx_chat_feedback_session", "session_id"),
+)
+
+# Folders and tags (migration 0010). Both belong to one owner: `user_id`, or "" for sessions
+# that have no user (open mode without `user_id`), so that the unique keys below hold for them
+# too (NULLs are distinct in unique indexes; user ids are never empty).
+NO_OWNER = ""
+
+# Folders nest (`parent_id`; null: at the top). A name is unique among its siblings ignoring
+# case: `name_key` is the name case-folded (by Python, the same on both databases), and
+# `parent_key` the parent's id in hex, or "" at the top, since a NULL parent would never clash.
+chat_folders = Table(
+    "chat_folders",
+    metadata,
+    Column("id", Uuid, primary_key=True),
+    Column("user_id", Text, nullable=False),
+    Column("parent_id", Uuid, ForeignKey("chat_folders.id"), nullable=True),
+    Column("parent_key", Text, nullable=False),
+    Column("name", Text, nullable=False),
+    Column("name_key", Text, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    UniqueConstraint("user_id", "parent_key", "name_key", name="uq_chat_folders_sibling_name"),
+    Index("idx_chat_folders_parent", "parent_id"),
+)
+
+# A user's tags: one row per tag, its first spelling in `name`, `name_key` case-folded.
+chat_tags = Table(
+    "chat_tags",
+    metadata,
+    Column("id", Uuid, primary_key=True),
+    Column("user_id", Text, nullable=False),
+    Column("name", Text, nullable=False),
+    Column("name_key", Text, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    UniqueConstraint("user_id", "name_key", name="uq_chat_tags_user_name"),
+)
+
+# Which session carries which tag, and in which position (the order the user gave them).
+# The primary key answers "does this session carry this tag" (the list's tag filter), the
+# index "which sessions carry this tag" (counts, renames, and a rare tag's filter).
+chat_session_tags = Table(
+    "chat_session_tags",
+    metadata,
+    Column(
+        "session_id",
+        Text,
+        ForeignKey("chat_sessions.session_id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("tag_id", Uuid, ForeignKey("chat_tags.id", ondelete="CASCADE"), primary_key=True),
+    Column("position", Integer, nullable=False),
+    Index("idx_chat_session_tags_tag", "tag_id", "session_id"),
 )

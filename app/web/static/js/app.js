@@ -5,6 +5,7 @@ import { onUnauthorized } from './api.js';
 import { forgetToken, hasHostTokens, hasStoredToken, storeToken, takeTokenFromFragment } from './auth.js';
 import { Chat, SessionNotFound } from './chat.js';
 import { createSignIn } from './dialogs.js';
+import { Labels } from './labels.js';
 import { Sidebar } from './sidebar.js';
 
 const $ = (id) => document.getElementById(id);
@@ -38,7 +39,12 @@ const sidebar = new Sidebar({
   },
   signIn: () => signIn.open(),
   toast,
+  filtered: () => labels.render(),
+  labelsChanged: () => labels.load(),
 });
+// The sidebar's folders (the sidebar's callbacks above only run once this is set).
+const labels = new Labels({ sidebar, toast });
+labels.load();
 
 const chat = new Chat({
   started: (sessionId) => {
@@ -152,6 +158,7 @@ const signIn = createSignIn({
     storeToken(token);
     updateSignOut();
     sidebar.reset();
+    labels.load();
     show(sessionInUrl());
   },
 });

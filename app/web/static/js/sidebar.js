@@ -1,5 +1,6 @@
 // The chat history: grouped sessions, infinite scroll over cursor pages, search as you type,
-// archived view, and each session's actions (rename, share, pin, archive, delete).
+// archived view, a folder or tag filter (js/labels.js shows the folders), and each session's
+// actions (rename, share, pin, move to a folder, tags, archive, delete).
 //
 // Every list is a Map keyed by session_id, so a session is never shown twice: pages, the
 // refreshed first page and local updates all merge into it.
@@ -14,10 +15,12 @@ const PAGE_SIZE = 30;
 const SEARCH_DELAY_MS = 250;
 
 /** One listing: the sessions loaded so far and where the next page starts. */
-function listing({ archived, query = null }) {
+function listing({ archived, query = null, folder = null, tag = null }) {
   return {
     archived,
     query,
+    folder, // a folder's id, "none", or null: any
+    tag, // a tag's name, or null: any
     items: new Map(),
     cursor: null,
     hasMore: true,
@@ -40,6 +43,9 @@ export class Sidebar {
     this.archived = false;
     this.lists = { active: listing({ archived: false }), archived: listing({ archived: true }) };
     this.search = null;
+    this.filter = { folder: null, tag: null };
+    // The user's folders, flat and in tree order ({folder_id, name, depth}): set by js/labels.js.
+    this.folders = [];
     this.currentId = null;
     this.renaming = null;
     this.renderPending = false;
@@ -84,10 +90,29 @@ export class Sidebar {
   /** Forgets everything loaded and starts over (after signing in). */
   reset() {
     for (const list of [this.lists.active, this.lists.archived, this.search]) list?.controller?.abort();
-    this.lists = { active: listing({ archived: false }), archived: listing({ archived: true }) };
-    if (this.search) this.search = listing({ archived: this.archived, query: this.search.query });
+    this.lists = {
+      active: listing({ archived: false, ...this.filter }),
+      archived: listing({ archived: true, ...this.filter }),
+    };
+    if (this.search) this.search = listing({ archived: this.archived, query: this.search.query, ...this.filter });
     this.render();
     this.rearm();
+  }
+
+  /** Shows only one folder's sessions (`folder`: an id, or "none") and/or one tag's; null
+   * for either: any. Starts the listings over (a cursor works only with its own filters). */
+  setFilter(filter) {
+    this.filter = { ...this.filter, ...filter };
+    this.scroller.scrollTop = 0;
+    this.reset();
+    this.callbacks.filtered?.(this.filter);
+  }
+
+  /** Whether a session belongs in a listing with these filters. */
+  static matches(list, session) {
+    if (list.folder && (session.folder_id ?? 'none') !== list.folder) return false;
+    if (list.tag && !(session.tags ?? []).some((tag) => tag.toLowerCase() === list.tag.toLowerCase())) return false;
+    return true;
   }
 
   find(sessionId) {
@@ -107,6 +132,8 @@ export class Sidebar {
           include_total: false,
           archived: view.archived || null, // the default; left out of the URL
           q: view.query,
+          folder_id: view.folder,
+          tag: view.tag,
           cursor: view.cursor,
         },
         signal: controller.signal,
@@ -133,7 +160,13 @@ export class Sidebar {
     if (!list.loaded) return;
     try {
       const page = await request('GET', '/sessions', {
-        query: { limit: PAGE_SIZE, include_total: false, archived: list.archived || null },
+        query: {
+          limit: PAGE_SIZE,
+          include_total: false,
+          archived: list.archived || null,
+          folder_id: list.folder,
+          tag: list.tag,
+        },
       });
       for (const session of page.sessions) this.merge(list, session);
     } catch {
@@ -159,7 +192,7 @@ export class Sidebar {
   apply(session) {
     for (const list of [this.lists.active, this.lists.archived, this.search]) {
       if (!list) continue;
-      if (list.archived !== session.archived) list.items.delete(session.session_id);
+      if (list.archived !== session.archived || !Sidebar.matches(list, session)) list.items.delete(session.session_id);
       else if (!list.query) this.merge(list, session);
       else if (list.items.has(session.session_id)) this.merge(list, { ...session, snippet: list.items.get(session.session_id).snippet });
     }
@@ -179,6 +212,8 @@ export class Sidebar {
       updated_at: new Date().toISOString(),
       pinned: known?.pinned ?? false,
       archived: known?.archived ?? false,
+      folder_id: known?.folder_id ?? null,
+      tags: known?.tags ?? [],
     });
   }
 
@@ -219,7 +254,7 @@ export class Sidebar {
   startSearch(query) {
     // A slower answer to an older query must not replace a newer one: abort it.
     this.search?.controller?.abort();
-    this.search = listing({ archived: this.archived, query });
+    this.search = listing({ archived: this.archived, query, ...this.filter });
   }
 
   /** Makes the observer report the sentinel again: if it is still in view, the next page loads. */
@@ -329,11 +364,32 @@ export class Sidebar {
       },
       icon('dots'),
     );
+    // Each tag filters the list by it.
+    const tags = session.tags?.length
+      ? h(
+          'div',
+          { class: 'session-tags' },
+          session.tags.map((tag) =>
+            h(
+              'button',
+              {
+                type: 'button',
+                class: 'tag-chip',
+                'aria-label': `Show chats tagged ${tag}`,
+                'aria-pressed': String(this.filter.tag?.toLowerCase() === tag.toLowerCase()),
+                onclick: () => this.setFilter({ tag }),
+              },
+              tag,
+            ),
+          ),
+        )
+      : null;
     return h(
       'li',
       { class: session.snippet ? 'session has-snippet' : 'session', dataset: { sessionId: id } },
       link,
       actions,
+      tags,
     );
   }
 
@@ -372,6 +428,8 @@ export class Sidebar {
       [
         { label: 'Rename', icon: 'edit', action: () => this.rename(sessionId) },
         { label: 'Share', icon: 'share', action: () => openShareDialog(session) },
+        { label: 'Move to folder', icon: 'folder', action: () => this.chooseFolder(sessionId, anchor) },
+        { label: 'Edit tags', icon: 'tag', action: () => this.editTags(sessionId) },
         session.pinned
           ? { label: 'Unpin', icon: 'unpin', action: () => this.update(sessionId, { pinned: false }) }
           : { label: 'Pin', icon: 'pin', action: () => this.update(sessionId, { pinned: true }) },
@@ -384,11 +442,35 @@ export class Sidebar {
     );
   }
 
+  /** A second menu at the same button: the folders (indented by depth), and "No folder". */
+  chooseFolder(sessionId, anchor) {
+    const session = this.find(sessionId);
+    if (!session) return;
+    const items = this.folders.map((folder) => ({
+      label: `${'\u2003'.repeat(folder.depth)}${folder.name}`,
+      icon: folder.folder_id === session.folder_id ? 'check' : 'folder',
+      action: () => this.update(sessionId, { folder_id: folder.folder_id }, `Moved to ${folder.name}`),
+    }));
+    items.push({ label: 'No folder', icon: 'close', action: () => this.update(sessionId, { folder_id: null }, 'Taken out of its folder') });
+    openMenu(anchor, items, { label: `Move ${session.title} to` });
+  }
+
+  /** Replaces the session's tags with those typed, comma-separated. */
+  editTags(sessionId) {
+    const session = this.find(sessionId);
+    if (!session) return;
+    const typed = window.prompt(`Tags of "${session.title}", separated by commas`, (session.tags ?? []).join(', '));
+    if (typed === null) return;
+    const tags = typed.split(',').map((tag) => tag.trim()).filter(Boolean);
+    this.update(sessionId, { tags });
+  }
+
   async update(sessionId, changes, done) {
     try {
       const session = await request('PATCH', `/sessions/${encodeURIComponent(sessionId)}`, { body: changes });
       this.apply(session);
       this.callbacks.changed(session);
+      if ('folder_id' in changes || 'tags' in changes) this.callbacks.labelsChanged?.();
       if (done) this.callbacks.toast(done);
     } catch (error) {
       this.callbacks.toast(error.message);
