@@ -101,6 +101,8 @@ async def test_metrics_count_upstream_errors_and_tokens(migrated_url: str) -> No
             assistant_provider="openai",
             openai_base_url=upstream.api_url,
             openai_max_retries=0,
+            # Only the replies' requests: a title request would take the scripted failure.
+            title_generation=False,
         )
         async with serve(create_app(settings)) as live:
             before = await scrape(live.client)
