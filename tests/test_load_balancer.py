@@ -14,7 +14,7 @@ import os
 import shutil
 import signal
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -186,108 +186,123 @@ async def postgresql_url(database_factory: DatabaseFactory) -> str:
     return await migrated_database(database_factory, "postgresql")
 
 
-async def test_a_stream_cut_and_resumed_through_the_other_replica_gets_the_stored_reply(
-    postgresql_url: str, tmp_path: Path
-) -> None:
+@dataclass
+class Scene:
+    """The fake upstream (holding each reply after its first chunk), two replicas behind
+    nginx, and a client of nginx."""
+
+    fake: GatedFakeOpenAI
+    lb: Balanced
+    client: httpx.AsyncClient
+
+
+@asynccontextmanager
+async def scene(tmp_path: Path, database_url: str) -> AsyncIterator[Scene]:
     fake = GatedFakeOpenAI(default=Respond(chunks=CHUNKS))
     try:
         async with (
             fake_upstream(fake) as upstream_url,
-            balanced(tmp_path, postgresql_url, upstream_url) as lb,
+            balanced(tmp_path, database_url, upstream_url) as lb,
             httpx.AsyncClient(base_url=lb.base_url, timeout=IO_TIMEOUT) as client,
         ):
-            async with client.stream("POST", STREAM, json={"message": "Tell me"}) as response:
-                producer = lb.served_by(response)
-                events = sse_events(response)
-                started = await next_event(events)
-                first = await next_event(events)
-            # The client is cut; the reply goes on, held by the fake after its first chunk.
-            session_id = started.data["session_id"]
-            await steer_away_from(client, lb, producer)
-            async with client.stream(
-                "GET",
-                f"/api/v1/chat/sessions/{session_id}/stream",
-                headers={"Last-Event-ID": str(first.id)},
-            ) as resumed:
-                assert resumed.status_code == 200
-                assert lb.served_by(resumed) == lb.other_than(producer)
-                fake.gate.set()
-                rest = [event async for event in remaining_events(sse_events(resumed))]
+            yield Scene(fake, lb, client)
     finally:
         fake.gate.set()
 
-    [_, reply] = await stored(postgresql_url, session_id)
-    assert first.event == "delta"
-    assert deltas([first, *rest]) == reply["content"] == "".join(CHUNKS)
+
+@dataclass
+class Started:
+    """A stream through nginx, read up to its first delta; the next request goes to the
+    other replica."""
+
+    producer: str  # the replica generating the reply
+    events: AsyncIterator[SseEvent]
+    session: SseEvent
+    first: SseEvent
+
+    @property
+    def session_id(self) -> str:
+        session_id: str = self.session.data["session_id"]
+        return session_id
+
+
+async def started(scene: Scene, response: httpx.Response) -> Started:
+    events = sse_events(response)
+    session = await next_event(events)
+    first = await next_event(events)
+    begun = Started(scene.lb.served_by(response), events, session, first)
+    await steer_away_from(scene.client, scene.lb, begun.producer)
+    return begun
+
+
+def resume(scene: Scene, begun: Started) -> AbstractAsyncContextManager[httpx.Response]:
+    """The stream resumed after its first delta, through nginx."""
+    return scene.client.stream(
+        "GET",
+        f"/api/v1/chat/sessions/{begun.session_id}/stream",
+        headers={"Last-Event-ID": str(begun.first.id)},
+    )
+
+
+async def test_a_stream_cut_and_resumed_through_the_other_replica_gets_the_stored_reply(
+    postgresql_url: str, tmp_path: Path
+) -> None:
+    async with scene(tmp_path, postgresql_url) as lb_scene:
+        async with lb_scene.client.stream("POST", STREAM, json={"message": "Tell me"}) as cut:
+            begun = await started(lb_scene, cut)
+        # The client is cut; the reply goes on, held by the fake after its first chunk.
+        async with resume(lb_scene, begun) as resumed:
+            assert resumed.status_code == 200
+            assert lb_scene.lb.served_by(resumed) == lb_scene.lb.other_than(begun.producer)
+            lb_scene.fake.gate.set()
+            rest = [event async for event in remaining_events(sse_events(resumed))]
+
+    [_, reply] = await stored(postgresql_url, begun.session_id)
+    assert begun.first.event == "delta"
+    assert deltas([begun.first, *rest]) == reply["content"] == "".join(CHUNKS)
     assert rest[-1].event == "done"
     assert rest[-1].data["status"] == "complete"
-    assert rest[-1].data["message_id"] == started.data["message_id"] == str(reply["id"])
+    assert rest[-1].data["message_id"] == begun.session.data["message_id"] == str(reply["id"])
 
 
 async def test_stop_through_the_other_replica_stops_the_reply(
     postgresql_url: str, tmp_path: Path
 ) -> None:
-    fake = GatedFakeOpenAI(default=Respond(chunks=CHUNKS))
-    try:
-        async with (
-            fake_upstream(fake) as upstream_url,
-            balanced(tmp_path, postgresql_url, upstream_url) as lb,
-            httpx.AsyncClient(base_url=lb.base_url, timeout=IO_TIMEOUT) as client,
-            client.stream("POST", STREAM, json={"message": "Tell me"}) as response,
-        ):
-            producer = lb.served_by(response)
-            events = sse_events(response)
-            started = await next_event(events)
-            first = await next_event(events)
-            session_id = started.data["session_id"]
-            await steer_away_from(client, lb, producer)
+    async with (
+        scene(tmp_path, postgresql_url) as lb_scene,
+        lb_scene.client.stream("POST", STREAM, json={"message": "Tell me"}) as response,
+    ):
+        begun = await started(lb_scene, response)
 
-            stop = await client.post(f"/api/v1/chat/sessions/{session_id}/stop")
+        stop = await lb_scene.client.post(f"/api/v1/chat/sessions/{begun.session_id}/stop")
 
-            assert lb.served_by(stop) == lb.other_than(producer)
-            assert stop.json() == {"stopped": True}
-            rest = [event async for event in remaining_events(events)]
-    finally:
-        fake.gate.set()
+        assert lb_scene.lb.served_by(stop) == lb_scene.lb.other_than(begun.producer)
+        assert stop.json() == {"stopped": True}
+        rest = [event async for event in remaining_events(begun.events)]
 
-    [_, reply] = await stored(postgresql_url, session_id)
+    [_, reply] = await stored(postgresql_url, begun.session_id)
     assert [event.event for event in rest] == ["done"]
     assert rest[-1].data["status"] == "incomplete"
-    assert reply["content"] == first.data["content"] == CHUNKS[0]
+    assert reply["content"] == begun.first.data["content"] == CHUNKS[0]
     assert reply["metadata"]["status"] == "incomplete"
 
 
 async def test_readers_on_the_other_replica_get_done_when_the_producer_is_killed(
     postgresql_url: str, tmp_path: Path
 ) -> None:
-    fake = GatedFakeOpenAI(default=Respond(chunks=CHUNKS))
-    try:
-        async with (
-            fake_upstream(fake) as upstream_url,
-            balanced(tmp_path, postgresql_url, upstream_url) as lb,
-            httpx.AsyncClient(base_url=lb.base_url, timeout=IO_TIMEOUT) as client,
-            client.stream("POST", STREAM, json={"message": "Tell me"}) as response,
-        ):
-            producer = lb.served_by(response)
-            events = sse_events(response)
-            started = await next_event(events)
-            first = await next_event(events)
-            session_id = started.data["session_id"]
-            await steer_away_from(client, lb, producer)
-            async with client.stream(
-                "GET",
-                f"/api/v1/chat/sessions/{session_id}/stream",
-                headers={"Last-Event-ID": str(first.id)},
-            ) as resumed:
-                survivor = lb.served_by(resumed)
-                assert survivor == lb.other_than(producer)
-                lb.replicas[producer].process.kill()
-                rest = [event async for event in remaining_events(sse_events(resumed))]
-            reply = await poll_reply(
-                postgresql_url, session_id, interrupted, alive=lb.replicas[survivor]
-            )
-    finally:
-        fake.gate.set()
+    async with (
+        scene(tmp_path, postgresql_url) as lb_scene,
+        lb_scene.client.stream("POST", STREAM, json={"message": "Tell me"}) as response,
+    ):
+        begun = await started(lb_scene, response)
+        async with resume(lb_scene, begun) as resumed:
+            survivor = lb_scene.lb.served_by(resumed)
+            assert survivor == lb_scene.lb.other_than(begun.producer)
+            lb_scene.lb.replicas[begun.producer].process.kill()
+            rest = [event async for event in remaining_events(sse_events(resumed))]
+        reply = await poll_reply(
+            postgresql_url, begun.session_id, interrupted, alive=lb_scene.lb.replicas[survivor]
+        )
 
     assert [event.event for event in rest] == ["done"]
     assert rest[-1].data["status"] == "incomplete"
