@@ -346,6 +346,12 @@ class StepResult:
     max_delay_ms: float
 
     @property
+    def service_us_per_chunk(self) -> float:
+        """The service's CPU time per chunk relayed, in microseconds."""
+        chunks = len(self.relayed_delay_ms)
+        return self.cores.get("service", 0) * self.seconds / chunks * 1e6 if chunks else math.nan
+
+    @property
     def error_count(self) -> int:
         return sum(self.errors.values())
 
@@ -453,7 +459,8 @@ def _ms(values: Sequence[float], q: float) -> str:
 def step_header() -> str:
     return (
         "  streams  held  server | added delay ms  | direct ms      | upstream   | errors "
-        "saved      | cores: service upstream clients machine | client lag p99\n"
+        "saved      | cores: service upstream clients machine | client lag p99 | service "
+        "CPU us/chunk\n"
         "                        |   p50     p99   |  p50     p99   | late p99   |        "
         "whole      |                                         |"
     )
@@ -469,7 +476,8 @@ def step_row(step: StepResult) -> str:
         f"{step.error_count:6d} {step.saved_whole:5d}/{step.checked:<5d}|"
         f"   {cores.get('service', 0):5.2f}   {cores.get('upstream', 0):5.2f}   "
         f"{cores.get('clients', 0):5.2f}   {cores.get('machine', 0):5.2f}        | "
-        f"{_ms(step.loop_lag_ms, 99)}  {'PASS' if step.passed else 'FAIL'}"
+        f"{_ms(step.loop_lag_ms, 99)}        | {step.service_us_per_chunk:6.0f}  "
+        f"{'PASS' if step.passed else 'FAIL'}"
     )
 
 
@@ -619,6 +627,7 @@ def service_env(
         "METRICS_ENABLED": "true",
         "SHUTDOWN_GRACE_SECONDS": "5",
         "LOG_LEVEL": "WARNING",
+        **dict(setting.split("=", 1) for setting in args.service_env),
     }
 
 
@@ -792,7 +801,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--seconds", type=float, default=30.0, help="length of each reply")
     parser.add_argument("--rate", type=float, default=30.0, help="chunks a second")
-    parser.add_argument("--max-streams", type=int, default=2000)
+    parser.add_argument(
+        "--max-streams",
+        type=int,
+        help="the last step: steps above it are left out, and it is added if it is above them all",
+    )
     parser.add_argument(
         "--steps",
         default=",".join(map(str, DEFAULT_STEPS)),
@@ -806,6 +819,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--pool-size", type=int, default=20, help="DATABASE_POOL_SIZE")
     parser.add_argument("--stream-timeout", type=float, default=60.0)
     parser.add_argument("--pause", type=float, default=3.0, help="seconds between steps")
+    parser.add_argument(
+        "--service-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="another setting of the service (e.g. REPLY_SAVE_INTERVAL_MS=2000); repeatable",
+    )
     parser.add_argument("--keep-going", action="store_true", help="past a failed step")
     parser.add_argument(
         "--profile",
@@ -821,9 +841,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     args = parser.parse_args(argv)
     args.workers = args.workers or [1, 2]
-    args.steps = [int(s) for s in args.steps.split(",") if s and int(s) <= args.max_streams]
-    if args.max_streams not in args.steps and (not args.steps or args.max_streams > args.steps[-1]):
-        args.steps.append(args.max_streams)
+    args.steps = [int(s) for s in args.steps.split(",") if s]
+    if args.max_streams is not None:
+        args.steps = [s for s in args.steps if s <= args.max_streams]
+        if not args.steps or args.max_streams > args.steps[-1]:
+            args.steps.append(args.max_streams)
     if args.clients < 1 or args.rate <= 0 or args.seconds <= 0:
         parser.error("--clients, --rate and --seconds must be positive")
     return args

@@ -89,7 +89,7 @@ _STREAM_HEAD = (
 
 def paced_message(chunks: int, rate: float) -> str:
     """The user message that asks the paced upstream for `chunks` chunks at `rate` a second."""
-    return f"paced chunks={chunks} rate={rate:g}"
+    return f"paced chunks={chunks} rate={float(rate):f}"
 
 
 def paced_chunk(index: int, sent_us: int) -> str:
