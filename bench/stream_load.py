@@ -63,7 +63,7 @@ from bench.stream_relay import free_port, fresh_database, percentile, run_proces
 from bench.upstream import TIMESTAMP_MODULUS_US, end_marker, paced_message
 
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
-DEFAULT_STEPS = (100, 200, 400, 700, 1000, 1400, 2000, 2800)
+DEFAULT_STEPS = (50, 100, 150, 200, 300, 400, 500, 700, 1000, 1400, 2000)
 STREAM = "/api/v1/chat/stream"
 COMPLETIONS = "/v1/chat/completions"
 
@@ -90,6 +90,7 @@ class StepPlan:
     chunks: int
     rate: float
     timeout: float  # a stream that receives nothing for this long has failed
+    plateau: tuple[float, float]  # when every stream of the step is open and streaming
 
 
 @dataclass
@@ -112,6 +113,7 @@ class StreamRecord:
 class ClientResult:
     streams: list[StreamRecord]
     relayed_delay_ms: array  # type: ignore[type-arg]
+    held_delay_ms: array  # type: ignore[type-arg]
     direct_delay_ms: array  # type: ignore[type-arg]
     direct_gap_ms: array  # type: ignore[type-arg]
     upstream_late_ms: array  # type: ignore[type-arg]
@@ -126,9 +128,15 @@ class _StreamProtocol(asyncio.Protocol):
     the moment the bytes arrive."""
 
     def __init__(
-        self, record: StreamRecord, request: bytes, interval_us: float, sink: "_Sink"
+        self,
+        record: StreamRecord,
+        request: bytes,
+        interval_us: float,
+        sink: "_Sink",
+        plateau: tuple[float, float],
     ) -> None:
         self.record = record
+        self._plateau = plateau
         self._request = request
         self._interval_us = interval_us
         self._sink = sink
@@ -177,6 +185,8 @@ class _StreamProtocol(asyncio.Protocol):
             if delay > modulus // 2:
                 delay -= modulus  # (cannot happen with one clock; kept for honesty)
             delays.append(delay / 1000)
+            if record.relayed and self._plateau[0] <= now_us / 1e6 <= self._plateau[1]:
+                self._sink.held.append(delay / 1000)
             late = ((sent_us - self._first_sent_us) % modulus) - index * self._interval_us
             self._sink.late.append(late / 1000)
             if not record.relayed and record.chunks:
@@ -221,6 +231,7 @@ class _StreamProtocol(asyncio.Protocol):
 @dataclass
 class _Sink:
     relayed: array = field(default_factory=lambda: array("d"))  # type: ignore[type-arg]
+    held: array = field(default_factory=lambda: array("d"))  # type: ignore[type-arg]
     direct: array = field(default_factory=lambda: array("d"))  # type: ignore[type-arg]
     gaps: array = field(default_factory=lambda: array("d"))  # type: ignore[type-arg]
     late: array = field(default_factory=lambda: array("d"))  # type: ignore[type-arg]
@@ -253,7 +264,7 @@ async def _one_stream(plan: StepPlan, start_at: float, relayed: bool, sink: _Sin
     try:
         _, protocol = await asyncio.wait_for(
             loop.create_connection(
-                lambda: _StreamProtocol(record, request, 1e6 / plan.rate, sink),
+                lambda: _StreamProtocol(record, request, 1e6 / plan.rate, sink, plan.plateau),
                 plan.host,
                 port,
             ),
@@ -301,6 +312,7 @@ async def _run_client_step(plan: StepPlan) -> ClientResult:
     return ClientResult(
         streams=list(records),
         relayed_delay_ms=sink.relayed,
+        held_delay_ms=sink.held,
         direct_delay_ms=sink.direct,
         direct_gap_ms=sink.gaps,
         upstream_late_ms=sink.late,
@@ -331,7 +343,8 @@ class StepResult:
     streams: int
     held: int  # most streams open at once, all receiving (client side)
     server_streams: float | None  # chat_streams_in_progress at mid-step (the service's view)
-    relayed_delay_ms: list[float]
+    relayed_delay_ms: list[float]  # every chunk of the step, ramp included
+    held_delay_ms: list[float]  # the chunks that arrived while every stream was open
     direct_delay_ms: list[float]
     direct_gap_ms: list[float]
     upstream_late_ms: list[float]
@@ -363,7 +376,7 @@ class StepResult:
         return (
             self.error_count == 0
             and self.saved_whole == self.streams
-            and self.p(self.relayed_delay_ms, 99) < self.max_delay_ms
+            and self.p(self.held_delay_ms, 99) < self.max_delay_ms
         )
 
 
@@ -458,11 +471,12 @@ def _ms(values: Sequence[float], q: float) -> str:
 
 def step_header() -> str:
     return (
-        "  streams  held  server | added delay ms  | direct ms      | upstream   | errors "
-        "saved      | cores: service upstream clients machine | client lag p99 | service "
-        "CPU us/chunk\n"
-        "                        |   p50     p99   |  p50     p99   | late p99   |        "
-        "whole      |                                         |"
+        "  streams  held server | added delay ms, all held | whole step | direct ms     | "
+        "upstream | errors  saved       | cores: service upstream clients machine | client "
+        "| service\n"
+        "                       |     p50      p99         |  p99       |  p50     p99  | "
+        "late p99 |         whole       |                                         | lag p99"
+        "| us/chunk"
     )
 
 
@@ -470,13 +484,13 @@ def step_row(step: StepResult) -> str:
     server = f"{step.server_streams:6.0f}" if step.server_streams is not None else "     -"
     cores = step.cores
     return (
-        f"  {step.streams:7d} {step.held:5d} {server} | {_ms(step.relayed_delay_ms, 50)} "
-        f"{_ms(step.relayed_delay_ms, 99)} | {_ms(step.direct_delay_ms, 50)} "
-        f"{_ms(step.direct_delay_ms, 99)} | {_ms(step.upstream_late_ms, 99)}    | "
-        f"{step.error_count:6d} {step.saved_whole:5d}/{step.checked:<5d}|"
-        f"   {cores.get('service', 0):5.2f}   {cores.get('upstream', 0):5.2f}   "
-        f"{cores.get('clients', 0):5.2f}   {cores.get('machine', 0):5.2f}        | "
-        f"{_ms(step.loop_lag_ms, 99)}        | {step.service_us_per_chunk:6.0f}  "
+        f"  {step.streams:7d} {step.held:5d} {server} |  {_ms(step.held_delay_ms, 50)}  "
+        f"{_ms(step.held_delay_ms, 99)}         | {_ms(step.relayed_delay_ms, 99)}    | "
+        f"{_ms(step.direct_delay_ms, 50)} {_ms(step.direct_delay_ms, 99)} | "
+        f"{_ms(step.upstream_late_ms, 99)}  | {step.error_count:6d} {step.saved_whole:5d}/"
+        f"{step.checked:<5d} |   {cores.get('service', 0):5.2f}   {cores.get('upstream', 0):5.2f}"
+        f"    {cores.get('clients', 0):5.2f}   {cores.get('machine', 0):5.2f}        |"
+        f"{_ms(step.loop_lag_ms, 99)}| {step.service_us_per_chunk:6.0f}  "
         f"{'PASS' if step.passed else 'FAIL'}"
     )
 
@@ -540,6 +554,8 @@ async def run_step(
     ramp = streams / args.ramp_rate
     begin = time.time() + 1.0  # time for the plans to reach the clients
     relayed = [begin + ramp * k / streams for k in range(streams)]
+    # Every stream open (the last one a second into its reply) until the first one ends.
+    plateau = (relayed[-1] + 1.0, relayed[0] + args.seconds)
     direct = [begin + ramp * (k + 0.5) / max(1, args.direct) for k in range(args.direct)]
     count = len(clients.pipes)
     plans = [
@@ -552,6 +568,7 @@ async def run_step(
             chunks=chunks,
             rate=args.rate,
             timeout=args.stream_timeout,
+            plateau=plateau,
         )
         for c in range(count)
     ]
@@ -594,6 +611,7 @@ async def run_step(
         held=most_at_once(relayed_records),
         server_streams=server_streams,
         relayed_delay_ms=merged("relayed_delay_ms"),
+        held_delay_ms=merged("held_delay_ms"),
         direct_delay_ms=merged("direct_delay_ms"),
         direct_gap_ms=merged("direct_gap_ms"),
         upstream_late_ms=merged("upstream_late_ms"),
@@ -661,7 +679,7 @@ async def run_configuration(
         ]
         service_args = ["-m", "app"]
         if args.profile and workers == 1:
-            service_args = ["-m", "cProfile", "-o", str(workdir / "service.prof"), "-m", "app"]
+            service_args = ["-m", "cProfile", "-o", args.profile, "-m", "app"]
         backend = await stack.enter_async_context(
             run_process(
                 "service",
@@ -711,13 +729,18 @@ async def run_configuration(
             # SIGINT: uvicorn shuts down, `python -m app` returns, cProfile writes its file.
             backend.process.send_signal(signal.SIGINT)
             await backend.process.wait()
-            profile = workdir / "service.prof"
-            if profile.exists():
-                print("\ncProfile of the 1-worker service over the whole run:")
-                stats = pstats.Stats(str(profile), stream=sys.stdout)
-                stats.sort_stats("tottime").print_stats(args.profile_lines)
-                stats.sort_stats("cumulative").print_stats(args.profile_lines)
+            print_profile(args.profile, args.profile_lines)
     return results
+
+
+def print_profile(path: str, lines: int) -> None:
+    if not os.path.exists(path):
+        print(f"\n(no profile was written to {path})")
+        return
+    print(f"\ncProfile of the 1-worker service over the whole run ({path}):")
+    stats = pstats.Stats(path, stream=sys.stdout)
+    stats.sort_stats("tottime").print_stats(lines)
+    stats.sort_stats("cumulative").print_stats(lines)
 
 
 def summary(all_results: dict[int, list[StepResult]], args: argparse.Namespace) -> str:
@@ -767,8 +790,11 @@ def write_results(path: Path, all_results: dict[int, list[StepResult]]) -> None:
                         "streams": s.streams,
                         "held": s.held,
                         "server_streams": s.server_streams,
-                        "delay_p50_ms": s.p(s.relayed_delay_ms, 50),
-                        "delay_p99_ms": s.p(s.relayed_delay_ms, 99),
+                        "held_delay_p50_ms": s.p(s.held_delay_ms, 50),
+                        "held_delay_p99_ms": s.p(s.held_delay_ms, 99),
+                        "step_delay_p50_ms": s.p(s.relayed_delay_ms, 50),
+                        "step_delay_p99_ms": s.p(s.relayed_delay_ms, 99),
+                        "service_us_per_chunk": s.service_us_per_chunk,
                         "direct_p50_ms": s.p(s.direct_delay_ms, 50),
                         "direct_p99_ms": s.p(s.direct_delay_ms, 99),
                         "upstream_late_p99_ms": s.p(s.upstream_late_ms, 99),
@@ -811,7 +837,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=",".join(map(str, DEFAULT_STEPS)),
         help="concurrent streams per step, comma-separated (those up to --max-streams)",
     )
-    parser.add_argument("--ramp-rate", type=float, default=250.0, help="streams opened a second")
+    parser.add_argument("--ramp-rate", type=float, default=200.0, help="streams opened a second")
     parser.add_argument("--max-delay-ms", type=float, default=100.0)
     parser.add_argument("--clients", type=int, default=2, help="load-generating processes")
     parser.add_argument("--direct", type=int, default=4, help="streams straight from upstream")
@@ -829,8 +855,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--keep-going", action="store_true", help="past a failed step")
     parser.add_argument(
         "--profile",
-        action="store_true",
-        help="run the 1-worker service under cProfile and print where its time went",
+        metavar="FILE",
+        help="run the 1-worker service under cProfile, write its stats to FILE (pstats) and "
+        "print where its time went",
     )
     parser.add_argument("--profile-lines", type=int, default=40)
     parser.add_argument("--results", help="also write the figures to this JSON file")
@@ -841,6 +868,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     args = parser.parse_args(argv)
     args.workers = args.workers or [1, 2]
+    args.profile = os.path.abspath(args.profile) if args.profile else None
     args.steps = [int(s) for s in args.steps.split(",") if s]
     if args.max_streams is not None:
         args.steps = [s for s in args.steps if s <= args.max_streams]
