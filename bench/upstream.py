@@ -120,15 +120,19 @@ class PacedUpstream:
     def __init__(self) -> None:
         self._due: list[tuple[float, int, _PacedStream]] = []
         self._order = 0
-        self._wake = asyncio.Event()
+        self._waiter: asyncio.Future[None] | None = None
 
     def add(self, stream: _PacedStream) -> None:
         self._push(stream.started, stream)
+        self._wake()  # its first chunk is due at once
 
     def _push(self, due: float, stream: _PacedStream) -> None:
         self._order += 1
         heapq.heappush(self._due, (due, self._order, stream))
-        self._wake.set()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -141,18 +145,13 @@ class PacedUpstream:
                 self._send(stream)
                 if stream.sent < stream.chunks:
                     self._push(stream.started + stream.sent * stream.interval, stream)
-            self._wake.clear()
-            if self._due:
-                delay = self._due[0][0] - loop.time()
-                if delay > 0:
-                    # Woken early by a new stream, whose first chunk is due at once.
-                    try:
-                        async with asyncio.timeout(delay):
-                            await self._wake.wait()
-                    except TimeoutError:
-                        pass
-            else:
-                await self._wake.wait()
+            # Sleep until the next chunk is due, or a new stream comes: a timer and a future,
+            # not a timeout (which costs an exception each time it expires).
+            self._waiter = loop.create_future()
+            timer = loop.call_at(self._due[0][0], self._wake) if self._due else None
+            await self._waiter
+            if timer is not None:
+                timer.cancel()
 
     @staticmethod
     def _send(stream: _PacedStream) -> None:

@@ -441,6 +441,30 @@ async def run(args: argparse.Namespace) -> None:
     finally:
         clients.stop()
     print(report(results, args), flush=True)
+    if args.results:
+        write_results(Path(args.results), results)
+
+
+def write_results(path: Path, results: Results) -> None:
+    path.write_text(
+        json.dumps(
+            {
+                f"{workers} {concurrency}": [
+                    {
+                        "rate": f.rate,
+                        "p50_ms": f.p50 * 1000,
+                        "p99_ms": f.p99 * 1000,
+                        "errors": f.errors,
+                        "requests": f.requests,
+                        "cores": f.cores,
+                    }
+                    for f in figures
+                ]
+                for (workers, concurrency), figures in results.by_key.items()
+            },
+            indent=1,
+        )
+    )
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -459,6 +483,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--clients", type=int, default=1, help="load-generating processes")
     parser.add_argument("--pool-size", type=int, default=10, help="DATABASE_POOL_SIZE")
+    parser.add_argument("--results", help="also write the figures to this JSON file")
     parser.add_argument(
         "--postgres-url",
         default=os.environ.get("BENCH_POSTGRES_URL", DEFAULT_POSTGRES_URL),
