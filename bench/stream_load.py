@@ -764,10 +764,60 @@ def summary(all_results: dict[int, list[StepResult]], args: argparse.Namespace) 
     return "\n".join(lines)
 
 
+async def sdk_chunk_cost(chunks: int, rounds: int = 3) -> None:
+    """CPU time per chunk of reading a stream through the OpenAI SDK's own stream (a pydantic
+    model per chunk), against the same response's lines parsed as JSON (what the service does
+    since this benchmark measured it): in this process, from the paced upstream at full speed."""
+    import openai
+
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="bench-sdk-") as tmp:
+        async with run_process(
+            "upstream",
+            ["-m", "bench.upstream", "--paced", "--port", str(port)],
+            {},
+            Path(tmp),
+            port,
+            "/healthz",
+        ) as upstream:
+            client = openai.AsyncOpenAI(
+                base_url=f"{upstream.base_url}/v1", api_key="unused", max_retries=0
+            )
+            messages: Any = [{"role": "user", "content": paced_message(chunks, 1e6)}]
+            results: dict[str, list[float]] = {"SDK models": [], "raw lines + json": []}
+            for _ in range(rounds):
+                for label in results:
+                    before, seen = time.process_time(), 0
+                    if label == "SDK models":
+                        stream = await client.chat.completions.create(
+                            model="paced", messages=messages, stream=True
+                        )
+                        async for chunk in stream:
+                            seen += sum(1 for c in chunk.choices if c.delta.content)
+                    else:
+                        async with client.chat.completions.with_streaming_response.create(
+                            model="paced", messages=messages, stream=True
+                        ) as response:
+                            async for line in response.iter_lines():
+                                if line.startswith("data: {"):
+                                    data = json.loads(line[6:])
+                                    seen += sum(
+                                        1 for c in data["choices"] if c["delta"].get("content")
+                                    )
+                    results[label].append((time.process_time() - before) / seen * 1e6)
+            await client.close()
+    print(f"\nReading {chunks} chunks in this process, CPU us per chunk (median of {rounds}):")
+    for label, values in results.items():
+        print(f"  {label:<20} {sorted(values)[len(values) // 2]:7.1f}")
+
+
 async def run(args: argparse.Namespace) -> None:
     soft, hard = raise_open_files_limit()
     print(machine_line(), flush=True)
     print(f"open files limit (ulimit -n) raised to {soft} (hard {hard})", flush=True)
+    if args.sdk_cost:
+        await sdk_chunk_cost(args.sdk_cost)
+        return
     clients = Clients.start(args.clients)
     all_results: dict[int, list[StepResult]] = {}
     try:
@@ -861,6 +911,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--profile-lines", type=int, default=40)
     parser.add_argument("--results", help="also write the figures to this JSON file")
+    parser.add_argument(
+        "--sdk-cost",
+        type=int,
+        metavar="CHUNKS",
+        help="only measure the CPU per chunk of the OpenAI SDK's stream against raw lines",
+    )
     parser.add_argument(
         "--postgres-url",
         default=os.environ.get("BENCH_POSTGRES_URL", DEFAULT_POSTGRES_URL),
