@@ -30,11 +30,14 @@ import json
 import multiprocessing
 import os
 import random
+import re
 import resource
 import statistics
+import subprocess
 import tempfile
 import time
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
@@ -55,6 +58,7 @@ DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 LIST = "/api/v1/chat/sessions"
 PAGE = 30  # the web page's sidebar (sidebar.js, PAGE_SIZE)
 USERS = 200
+CONNECT_STAGGER = 0.05  # seconds between opening two connections of the load generator
 
 
 # --- Load-generating client processes --------------------------------------------------------
@@ -92,38 +96,49 @@ async def _get(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, reque
 
 
 async def _run_client(plan: ClientPlan) -> ClientRun:
+    """Connections opened one at a time, CONNECT_STAGGER apart, each sending requests back to
+    back as soon as it is open (as users arriving one after another): which server process
+    accepts a connection then depends on which is free, as in a deployment, rather than all
+    of them going to the first process to wake (what opening them all at once on an idle
+    server does). Requests that begin before `start_at` are not counted."""
     head = f"HTTP/1.1\r\nhost: 127.0.0.1:{plan.port}\r\naccept: application/json\r\n\r\n"
     requests = [f"GET {path} {head}".encode() for path in plan.paths]
     latencies: list[float] = []
     errors = 0
-    streams = [
-        await asyncio.open_connection("127.0.0.1", plan.port) for _ in range(plan.connections)
-    ]
-    await asyncio.sleep(max(0.0, plan.start_at - time.time()))
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    started = time.perf_counter()
-    stop = started + plan.seconds
+    writers: list[asyncio.StreamWriter] = []
+    opened = time.time()
+    measure_from = time.perf_counter() + max(0.0, plan.start_at - opened)
+    stop = measure_from + plan.seconds
+    usage: list[resource.struct_rusage] = []
 
     async def worker(w: int) -> None:
         nonlocal errors
-        reader, writer = streams[w]
+        await asyncio.sleep(w * CONNECT_STAGGER)
+        reader, writer = await asyncio.open_connection("127.0.0.1", plan.port)
+        writers.append(writer)
         k = plan.offset + w * 7919
         while (begun := time.perf_counter()) < stop:
             status = await _get(reader, writer, requests[k % len(requests)])
             k += 1
+            if begun < measure_from:
+                continue
             if status != 200:
                 errors += 1
             latencies.append(time.perf_counter() - begun)
 
-    await asyncio.gather(*(worker(w) for w in range(plan.connections)))
-    elapsed = time.perf_counter() - started
+    async def mark_start() -> None:
+        await asyncio.sleep(max(0.0, measure_from - time.perf_counter()))
+        usage.append(resource.getrusage(resource.RUSAGE_SELF))
+
+    await asyncio.gather(mark_start(), *(worker(w) for w in range(plan.connections)))
+    elapsed = time.perf_counter() - measure_from
     after = resource.getrusage(resource.RUSAGE_SELF)
-    for _, writer in streams:
+    for writer in writers:
         writer.close()
     return ClientRun(
         latencies,
         errors,
-        (after.ru_utime + after.ru_stime) - (usage.ru_utime + usage.ru_stime),
+        (after.ru_utime + after.ru_stime) - (usage[0].ru_utime + usage[0].ru_stime),
         elapsed,
     )
 
@@ -163,7 +178,7 @@ class Clients:
     ) -> list[ClientRun]:
         """`in_flight` connections spread over the processes (one process for one client)."""
         used = self.pipes[: max(1, min(len(self.pipes), in_flight))]
-        start_at = time.time() + 0.5
+        start_at = time.time() + 0.5 + in_flight * CONNECT_STAGGER
         for index, pipe in enumerate(used):
             share = in_flight // len(used) + (index < in_flight % len(used))
             pipe.send(ClientPlan(port, paths, share, start_at, seconds, index * 104729))
@@ -191,6 +206,7 @@ class Figures:
     errors: int
     cores: dict[str, float]  # service, clients, postgres, machine
     requests: int
+    split: list[int] = field(default_factory=list)  # connections held by each server process
 
     def cpu_ms_per_request(self, group: str) -> float:
         return self.cores[group] / self.rate * 1000 if self.rate else float("nan")
@@ -240,7 +256,10 @@ async def measure(
     seconds: float,
 ) -> Figures:
     cpu.restart()
-    runs = await clients.run(port, paths, in_flight, seconds)
+    running = asyncio.ensure_future(clients.run(port, paths, in_flight, seconds))
+    await asyncio.sleep(min(1.5, seconds / 2))
+    split = await asyncio.to_thread(connections_by_process, port)
+    runs = await running
     cores = cpu.cores()
     wall = max(r.seconds for r in runs)
     cores["clients"] = sum(r.cpu_seconds for r in runs) / wall
@@ -252,7 +271,19 @@ async def measure(
         errors=sum(r.errors for r in runs),
         cores=cores,
         requests=len(latencies),
+        split=split,
     )
+
+
+def connections_by_process(port: int) -> list[int]:
+    """How many of the established connections to `port` each server process holds (ss)."""
+    out = subprocess.run(
+        ["ss", "-tnpH", "state", "established", f"( sport = :{port} )"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout
+    return sorted(Counter(re.findall(r"pid=(\d+)", out)).values(), reverse=True)
 
 
 async def sidebar_paths(base_url: str, users: list[str]) -> list[str]:
@@ -435,7 +466,8 @@ async def run(args: argparse.Namespace) -> None:
                                     f"  round {round_ + 1}, {workers} worker(s), "
                                     f"{concurrency} in flight: {figures.rate:7.0f} req/s, "
                                     f"p50 {_ms(figures.p50)} ms, p99 {_ms(figures.p99)} ms, "
-                                    f"cores {_cores(figures.cores)}",
+                                    f"cores {_cores(figures.cores)}, connections per "
+                                    f"process {'/'.join(map(str, figures.split)) or '?'}",
                                     flush=True,
                                 )
     finally:
@@ -457,6 +489,7 @@ def write_results(path: Path, results: Results) -> None:
                         "errors": f.errors,
                         "requests": f.requests,
                         "cores": f.cores,
+                        "connections_per_process": f.split,
                     }
                     for f in figures
                 ]
