@@ -63,7 +63,7 @@ from bench.stream_relay import free_port, fresh_database, percentile, run_proces
 from bench.upstream import TIMESTAMP_MODULUS_US, end_marker, paced_message
 
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
-DEFAULT_STEPS = (50, 100, 150, 200, 300, 400, 500, 700, 1000, 1400, 2000)
+DEFAULT_STEPS = (50, 75, 100, 150, 200, 250, 300, 400, 500, 700, 1000, 1400, 2000)
 STREAM = "/api/v1/chat/stream"
 COMPLETIONS = "/v1/chat/completions"
 
