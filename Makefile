@@ -78,7 +78,7 @@ bench: $(UV) ## Benchmark the sidebar at scale (1M sessions, PostgreSQL and SQLi
 bench-stream: install ## Benchmark the streaming relay (first-token latency, relay rate) vs the upstream alone
 	$(RUN) python -m bench.stream_relay --database sqlite --database postgresql
 
-bench-load: install ## Benchmark concurrent paced streams with 1 and 2 workers (PostgreSQL; ~6 min)
+bench-load: install ## Benchmark concurrent paced streams with 1 and 2 workers (PostgreSQL; ~40 s a step)
 	$(RUN) python -m bench.stream_load $(BENCH_ARGS)
 
 bench-workers: install ## Benchmark the sidebar with 1 and 2 workers, 8 requests in flight (~4 min)
