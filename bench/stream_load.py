@@ -723,6 +723,15 @@ async def run_configuration(
             print(step_row(step), flush=True)
             if step.errors or step.save_problems:
                 print(f"      errors: {step.errors}; not saved whole: {step.save_problems}")
+                problems = [
+                    line
+                    for line in backend.log_tail().splitlines()
+                    if "ERROR" in line or "Error" in line
+                ]
+                if problems:
+                    print(
+                        "      the service's log says:\n        " + "\n        ".join(problems[-8:])
+                    )
             if not step.passed and not args.keep_going:
                 break
         if args.profile and workers == 1 and backend.process.returncode is None:
