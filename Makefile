@@ -11,7 +11,7 @@ export UV_PYTHON_DOWNLOADS := never
 export UV_PYTHON := $(PYTHON)
 
 .DEFAULT_GOAL := help
-.PHONY: help install browser nginx screenshots run migrate test lint format typecheck openapi migrations-sql bench bench-tree bench-stream clean
+.PHONY: help install browser nginx screenshots run migrate test lint format typecheck openapi migrations-sql bench bench-tree bench-stream bench-load bench-workers clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -98,6 +98,12 @@ bench-tree: install ## Benchmark branching sessions (issue 13: 100 forks vs stra
 
 bench-stream: install ## Benchmark the streaming relay (first-token latency, relay rate) vs the upstream alone
 	$(RUN) python -m bench.stream_relay --database sqlite --database postgresql
+
+bench-load: install ## Benchmark concurrent paced streams with 1 and 2 workers (PostgreSQL; ~40 s a step)
+	$(RUN) python -m bench.stream_load $(BENCH_ARGS)
+
+bench-workers: install ## Benchmark the sidebar with 1 and 2 workers, 8 requests in flight (~4 min)
+	$(RUN) python -m bench.workers_sidebar $(BENCH_ARGS)
 
 clean: ## Remove the virtualenvs and local data
 	rm -rf .venv .tools data .pytest_cache .mypy_cache .ruff_cache

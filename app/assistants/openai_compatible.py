@@ -10,6 +10,7 @@ of httpx), whose errors surface when a stream breaks mid-way.
 """
 
 import asyncio
+import json
 import logging
 import random
 from collections.abc import AsyncIterator, Sequence
@@ -124,21 +125,23 @@ class OpenAICompatibleAssistant:
         extra: dict[str, Any] = (
             {"stream_options": {"include_usage": True}} if self._stream_usage else {}
         )
-        chunks = await self._client.chat.completions.create(
+        # The raw response, read as JSON chunks here: the SDK's own stream (`create(stream=True)`)
+        # builds a pydantic model of every chunk, about 65 us of CPU each, the largest single
+        # cost of relaying a token (docs/performance.md, "Concurrent streams"). The request,
+        # its errors (statuses, connection, timeouts) and its retries are the SDK's as before.
+        async with self._client.chat.completions.with_streaming_response.create(
             messages=messages, stream=True, **self._options(), **extra
-        )
-        model, finish_reason, usage = self.model, None, None
-        try:
-            async for chunk in chunks:
-                model = chunk.model or model
-                if chunk.usage:
-                    usage = Usage(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
-                for choice in chunk.choices:
-                    if choice.delta and choice.delta.content:
-                        yield TextDelta(choice.delta.content)
-                    finish_reason = choice.finish_reason or finish_reason
-        finally:
-            await chunks.close()
+        ) as response:
+            model, finish_reason, usage = self.model, None, None
+            async for chunk in _sse_json(response.iter_lines()):
+                model = chunk.get("model") or model
+                if counts := chunk.get("usage"):
+                    usage = _usage(counts)
+                for choice in _choices(chunk):
+                    delta = choice.get("delta") or {}
+                    if content := delta.get("content"):
+                        yield TextDelta(str(content))
+                    finish_reason = choice.get("finish_reason") or finish_reason
         if finish_reason is None:
             raise _UnfinishedStream("the stream ended without a finish reason")
         yield ReplyEnd(model=model, finish_reason=finish_reason, usage=usage, sources=sources)
@@ -178,6 +181,52 @@ class OpenAICompatibleAssistant:
 
 class _UnfinishedStream(Exception):
     """The server closed the stream cleanly but never said it was finished."""
+
+
+class _MalformedChunk(Exception):
+    """A chunk that is not what the protocol says, or an error the server sent mid-stream."""
+
+
+async def _sse_json(lines: AsyncIterator[str]) -> AsyncIterator[dict[str, Any]]:
+    """The JSON objects of a chat-completions event stream, up to `[DONE]`; the rest of the
+    body is read (and ignored) so that the connection can be reused. Server-Sent Events as the
+    SDK reads them: `data:` lines joined by newlines, dispatched at a blank line; comments and
+    other fields ignored."""
+    data: list[str] = []
+    done = False
+    async for line in lines:
+        if line:
+            field, _, value = line.partition(":")
+            if field == "data" and not done:
+                data.append(value.removeprefix(" "))
+            continue
+        if not data:
+            continue
+        text = "\n".join(data)
+        data = []
+        if text.startswith("[DONE]"):
+            done = True
+            continue
+        chunk = json.loads(text)
+        if not isinstance(chunk, dict):
+            raise _MalformedChunk(f"a chunk that is not an object: {text[:200]}")
+        if error := chunk.get("error"):
+            message = error.get("message") if isinstance(error, dict) else None
+            raise _MalformedChunk(message or "an error occurred during streaming")
+        yield chunk
+
+
+def _choices(chunk: dict[str, Any]) -> list[dict[str, Any]]:
+    choices = chunk.get("choices") or []
+    if not isinstance(choices, list) or not all(isinstance(c, dict) for c in choices):
+        raise _MalformedChunk(f"malformed choices: {str(choices)[:200]}")
+    return choices
+
+
+def _usage(counts: Any) -> Usage:
+    if not isinstance(counts, dict):
+        raise _MalformedChunk(f"malformed usage: {str(counts)[:200]}")
+    return Usage(int(counts.get("prompt_tokens") or 0), int(counts.get("completion_tokens") or 0))
 
 
 _BASE_DELAY_SECONDS = 0.5

@@ -1,6 +1,9 @@
-"""A Server-Sent Events response for a route that answers either JSON or a stream (by a query
-parameter), and so cannot be one of FastAPI's generator routes: the same wire format, headers
-and keep-alive comments as those (`response_class=EventSourceResponse` with `yield`)."""
+"""The service's Server-Sent Events responses: the same wire format, headers and keep-alive
+comments as FastAPI's generator routes (`response_class=EventSourceResponse` with `yield`), for
+a route that answers either JSON or a stream (by a query parameter), and for the streamed
+replies, where it costs less per event than a generator route (one queue, rather than two
+memory streams, a task group and a timeout scope per event: docs/performance.md, "Concurrent
+streams")."""
 
 import asyncio
 from collections.abc import AsyncIterator
