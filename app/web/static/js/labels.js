@@ -3,6 +3,7 @@
 
 import { request } from './api.js';
 import { h, icon } from './dom.js';
+import { askName, confirmFolderDelete } from './dialogs.js';
 import { closeMenu, openMenu } from './menu.js';
 
 export class Labels {
@@ -103,34 +104,42 @@ export class Labels {
   }
 
   async create(parent = null) {
-    const name = window.prompt(parent ? `New folder in ${parent.name}` : 'New folder', '');
-    if (!name?.trim()) return;
-    await this.change('POST', '/folders', { name, parent_id: parent?.folder_id ?? null });
+    closeMenu({ restoreFocus: false });
+    await askName({
+      title: parent ? `New folder in ${parent.name}` : 'New folder',
+      submitLabel: 'Create',
+      save: (name) => this.change('POST', '/folders', { body: { name, parent_id: parent?.folder_id ?? null } }),
+    });
   }
 
   async rename(folder) {
-    const name = window.prompt(`Rename folder ${folder.name}`, folder.name);
-    if (!name?.trim() || name.trim() === folder.name) return;
-    await this.change('PATCH', `/folders/${folder.folder_id}`, { name });
+    closeMenu({ restoreFocus: false });
+    await askName({
+      title: `Rename folder ${folder.name}`,
+      value: folder.name,
+      submitLabel: 'Rename',
+      save: (name) => (name === folder.name ? null : this.change('PATCH', `/folders/${folder.folder_id}`, { body: { name } })),
+    });
   }
 
   async remove(folder) {
-    const ok = window.confirm(
-      `Delete folder "${folder.name}"? Its chats and subfolders move to ${folder.parent_id ? 'its parent folder' : 'the top'}.`,
-    );
-    if (!ok) return;
-    if (await this.change('DELETE', `/folders/${folder.folder_id}`)) this.sidebar.reset(); // its chats moved
+    closeMenu({ restoreFocus: false });
+    const answer = await confirmFolderDelete(folder);
+    if (!answer) return;
+    const query = answer.deleteSessions ? { delete_sessions: 'true' } : undefined;
+    const failure = await this.change('DELETE', `/folders/${folder.folder_id}`, { query });
+    if (failure) this.toast(failure);
+    else this.sidebar.reset(); // its chats moved or went
   }
 
-  async change(method, path, body) {
-    closeMenu({ restoreFocus: false });
+  /** Sends the change and reloads the folders; resolves to the error's message, or null. */
+  async change(method, path, options) {
     try {
-      await request(method, path, body === undefined ? {} : { body });
+      await request(method, path, options);
     } catch (error) {
-      this.toast(error.message);
-      return false;
+      return error.message;
     }
     await this.load();
-    return true;
+    return null;
   }
 }

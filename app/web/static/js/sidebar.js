@@ -6,7 +6,7 @@
 // refreshed first page and local updates all merge into it.
 
 import { isAbort, request } from './api.js';
-import { confirmDelete, openShareDialog } from './dialogs.js';
+import { confirmDelete, editTags, openShareDialog } from './dialogs.js';
 import { h, highlighted, icon } from './dom.js';
 import { closeMenu, openMenu, reanchorMenu } from './menu.js';
 import { GROUPS, formatDateTime, groupOf } from './time.js';
@@ -455,17 +455,34 @@ export class Sidebar {
     openMenu(anchor, items, { label: `Move ${session.title} to` });
   }
 
-  /** Replaces the session's tags with those typed, comma-separated. */
-  editTags(sessionId) {
+  /** The tags dialog: the session's tags as chips, the user's other tags suggested. */
+  async editTags(sessionId) {
     const session = this.find(sessionId);
     if (!session) return;
-    const typed = window.prompt(`Tags of "${session.title}", separated by commas`, (session.tags ?? []).join(', '));
-    if (typed === null) return;
-    const tags = typed.split(',').map((tag) => tag.trim()).filter(Boolean);
-    this.update(sessionId, { tags });
+    closeMenu({ restoreFocus: false });
+    let known = [];
+    try {
+      known = (await request('GET', '/tags')).tags.map((tag) => tag.name);
+    } catch {
+      // no suggestions: the dialog still edits
+    }
+    await editTags({
+      title: session.title,
+      tags: session.tags ?? [],
+      known,
+      save: async (tags) => {
+        try {
+          await this.update(sessionId, { tags }, null, { quiet: true });
+          return null;
+        } catch (error) {
+          return error.message;
+        }
+      },
+    });
   }
 
-  async update(sessionId, changes, done) {
+  /** Saves `changes` to the session; errors go to a toast, or to the caller with `quiet`. */
+  async update(sessionId, changes, done, { quiet = false } = {}) {
     try {
       const session = await request('PATCH', `/sessions/${encodeURIComponent(sessionId)}`, { body: changes });
       this.apply(session);
@@ -473,9 +490,11 @@ export class Sidebar {
       if ('folder_id' in changes || 'tags' in changes) this.callbacks.labelsChanged?.();
       if (done) this.callbacks.toast(done);
     } catch (error) {
+      if (quiet) throw error;
       this.callbacks.toast(error.message);
     }
   }
+
 
   /** Edits the title in place: Enter (or leaving the field) saves, Escape cancels. */
   rename(sessionId) {
