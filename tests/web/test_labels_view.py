@@ -2,6 +2,8 @@
 folder in the page's own dialogs, move a chat into it by its menu and show the folder's chats;
 tag a chat in the tags dialog and filter the list by clicking the tag."""
 
+import re
+
 from playwright.async_api import Locator, Page, expect
 
 from tests.web.conftest import WebApp, seed
@@ -124,7 +126,7 @@ async def test_deleting_a_folder_can_delete_its_chats(page: Page, web: WebApp) -
         f"/api/v1/chat/sessions/{filed}", json={"folder_id": folder["folder_id"]}
     )
     assert moved.status_code == 200
-    await page.goto("/")
+    await page.goto(f"/?session={filed}")  # the chat open is the one filed in the folder
     await expect(session_items(page)).to_have_count(2)
 
     await button(page, "Actions for folder Work").click()
@@ -135,5 +137,6 @@ async def test_deleting_a_folder_can_delete_its_chats(page: Page, web: WebApp) -
 
     await expect(session_items(page)).to_have_count(1)
     await expect(session_link(page, "Holiday plans")).to_be_visible()
+    await expect(page).to_have_url(re.compile(r"/$"))  # the open chat went with the folder
     listed = (await web.client.get("/api/v1/chat/sessions")).json()["sessions"]
     assert [s["session_id"] for s in listed] == [kept]

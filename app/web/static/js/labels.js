@@ -127,9 +127,15 @@ export class Labels {
     const answer = await confirmFolderDelete(folder);
     if (!answer) return;
     const query = answer.deleteSessions ? { delete_sessions: 'true' } : undefined;
+    // The chat open now goes with the folder if it was filed there (read before the list reloads).
+    const open = this.sidebar.find(this.sidebar.currentId);
     const failure = await this.change('DELETE', `/folders/${folder.folder_id}`, { query });
-    if (failure) this.toast(failure);
-    else this.sidebar.reset(); // its chats moved or went
+    if (failure) {
+      this.toast(failure);
+      return;
+    }
+    if (answer.deleteSessions && open?.folder_id === folder.folder_id) this.sidebar.callbacks.deleted(open.session_id);
+    this.sidebar.reset(); // its chats moved or went
   }
 
   /** Sends the change and reloads the folders; resolves to the error's message, or null. */
