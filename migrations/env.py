@@ -16,6 +16,7 @@ config = context.config
 if config.config_file_name is not None and not config.attributes.get("skip_logging_config"):
     logging.config.fileConfig(config.config_file_name, disable_existing_loggers=False)
 
+
 def _database_url() -> str:
     explicit = config.get_main_option("sqlalchemy.url")
     return normalize_database_url(explicit or get_settings().database_url)

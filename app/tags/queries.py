@@ -110,7 +110,12 @@ async def replace_session_tags(
         await conn.execute(
             chat_session_tags.insert(),
             [
-                {"session_id": session_id, "tag_id": tag_id, "position": position}
+                {
+                    "session_id": session_id,
+                    "tag_id": tag_id,
+                    "position": position,
+                    "user_id": owner,
+                }
                 for position, tag_id in enumerate(tag_ids)
             ],
         )
