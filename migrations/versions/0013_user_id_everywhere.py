@@ -4,7 +4,8 @@ chat_share_messages and chat_session_tags gain the owner of their rows, NOT NULL
 The column Citus would distribute every table by (docs/scaling.md), added while it is cheap.
 Each row takes its parent's owner: a message its session's, a reply in progress its message's,
 a link's message the link's, a tag link its tag's; NO_OWNER ("") where the parent has none
-(open mode without `user_id`). The write paths fill it from this revision on.
+(open mode without `user_id`) or is gone (an orphan SQLite kept). The write paths fill it
+from this revision on.
 
 On PostgreSQL nothing holds a long lock: the column is added (a catalog change), then filled
 in batches of `BATCH_ROWS` rows by ranges of the primary key's first column, each batch its own
@@ -46,26 +47,27 @@ BATCH_ROWS = 10_000
 # Each table, the first column of its primary key (the batches' ranges), and its rows' owner
 # as a correlated subquery (the same SQL on both databases), in the order they are filled: a
 # reply in progress takes its message's owner, so messages come first.
-OWNERS: dict[str, tuple[str, str]] = {
+_PARENTS: dict[str, tuple[str, str]] = {
     "chat_messages": (
         "id",
-        "(SELECT coalesce(s.user_id, '') FROM chat_sessions s"
-        " WHERE s.session_id = chat_messages.session_id)",
+        "SELECT s.user_id FROM chat_sessions s WHERE s.session_id = chat_messages.session_id",
     ),
     "chat_replies_generating": (
         "message_id",
-        "(SELECT m.user_id FROM chat_messages m WHERE m.id = chat_replies_generating.message_id)",
+        "SELECT m.user_id FROM chat_messages m WHERE m.id = chat_replies_generating.message_id",
     ),
     "chat_share_messages": (
         "share_id",
-        "(SELECT coalesce(s.user_id, '') FROM chat_shares s"
-        " WHERE s.share_id = chat_share_messages.share_id)",
+        "SELECT s.user_id FROM chat_shares s WHERE s.share_id = chat_share_messages.share_id",
     ),
     "chat_session_tags": (
         "session_id",
-        "(SELECT t.user_id FROM chat_tags t WHERE t.id = chat_session_tags.tag_id)",
+        "SELECT t.user_id FROM chat_tags t WHERE t.id = chat_session_tags.tag_id",
     ),
 }
+# NO_OWNER where the parent has no owner, or no parent: SQLite's foreign keys are only
+# enforced on connections that turn them on, so a row may have outlived its session there.
+OWNERS = {table: (key, f"coalesce(({parent}), '')") for table, (key, parent) in _PARENTS.items()}
 
 
 def _check_name(table: str) -> str:
