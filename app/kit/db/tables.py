@@ -29,8 +29,7 @@ NO_OWNER = ""
 
 # Every table but chat_processes carries its rows' owner, `user_id`: the distribution column
 # of docs/scaling.md (Citus), copied from the session when the row is written (a session never
-# changes owner). tests/db/test_user_id_everywhere.py holds every table to it.
-USER_ID = "user_id"
+# changes owner). tests/api/test_user_id_everywhere.py holds every table to it.
 
 metadata = MetaData(
     naming_convention={
