@@ -31,7 +31,7 @@ from app.kit.db.rows import as_dicts
 from app.kit.db.tables import NO_OWNER, SEARCH_TITLE_SEQ, chat_messages, chat_sessions
 from app.kit.db.types import JSONDocument, UTCDateTime
 from app.search import index as search_index
-from app.sessions.queries import session_is
+from app.sessions.queries import owned, session_is
 
 MESSAGE_COLUMNS = (
     chat_messages.c.id,
@@ -437,7 +437,11 @@ async def find_message(
                 chat_messages.c.created_at,
             )
             .join(chat_sessions, chat_sessions.c.session_id == chat_messages.c.session_id)
-            .where(chat_messages.c.id == message_id, session_is(session_id, owner))
+            .where(
+                chat_messages.c.id == message_id,
+                *owned(chat_messages, owner),
+                session_is(session_id, owner),
+            )
         )
     ).one_or_none()
     if row is None:
