@@ -3,13 +3,17 @@ takes its session's owner (NO_OWNER for a session without one), across several b
 PostgreSQL, each its own transaction; the columns end NOT NULL; going back drops them and
 keeps the rows."""
 
+import asyncio
+import os
 import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.config import PROJECT_ROOT
 from app.kit.db.tables import (
     NO_OWNER,
     chat_feedback,
@@ -218,3 +222,34 @@ async def test_downgrade_drops_the_columns_and_keeps_the_rows(
     await upgrade(fresh_url)
     async with fresh_engine.connect() as conn:
         await assert_schema_matches_tables(conn)
+
+
+async def test_replicas_migrating_together_migrate_once(
+    backend: str, fresh_url: str, fresh_engine: AsyncEngine
+) -> None:
+    """The batches commit as they go, which ends the transaction lock of migrations/env.py;
+    the session lock taken instead keeps a second upgrade waiting until the first is done."""
+    if backend != "postgresql":
+        pytest.skip("SQLite has no advisory lock: one process migrates it")
+    await upgrade(fresh_url, previous_revision())
+    counts = await seed(fresh_engine)
+
+    # Processes, as replicas are: Alembic's `context` and `op` are one per process.
+    async def alembic_upgrade() -> int:
+        process = await asyncio.create_subprocess_exec(
+            str(PROJECT_ROOT / ".venv" / "bin" / "alembic"),
+            "upgrade",
+            USER_ID_REVISION,
+            cwd=PROJECT_ROOT,
+            env={**os.environ, "DATABASE_URL": fresh_url},
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        return await process.wait()
+
+    assert await asyncio.gather(*(alembic_upgrade() for _ in range(3))) == [0, 0, 0]
+
+    async with fresh_engine.connect() as conn:
+        assert await alembic_versions(conn) == [USER_ID_REVISION]
+        await assert_schema_matches_tables(conn)
+    assert await row_counts(fresh_engine) == counts
