@@ -2,7 +2,7 @@
 
 Loads `--sessions` sessions of `--users` users with `--messages` messages each (plain SQL) at
 the revision before 0013, then upgrades to 0013 while a probe reads a page of one session's
-messages and updates one session row every 20 ms. Prints how long the upgrade took and the
+messages and updates one of its messages every 20 ms. Prints how long the upgrade took and the
 probe's slowest read and write during it: a step that held a long lock would show as a probe
 that long.
 
@@ -65,8 +65,11 @@ async def probe(url: str, sessions: int, stop: asyncio.Event) -> tuple[float, fl
             )
             slowest_read = max(slowest_read, time.perf_counter() - started)
             started = time.perf_counter()
+            # As a branch switch remembers a choice at a fork: a write to a message row.
             await conn.execute(
-                "UPDATE chat_sessions SET updated_at = now() WHERE session_id = $1", session_id
+                "UPDATE chat_messages SET chosen_child_id = NULL"
+                " WHERE session_id = $1 AND ordinal = 1",
+                session_id,
             )
             slowest_write = max(slowest_write, time.perf_counter() - started)
             count += 1

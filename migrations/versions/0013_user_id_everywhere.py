@@ -9,12 +9,13 @@ from this revision on.
 
 On PostgreSQL nothing holds a long lock: the column is added (a catalog change), then filled
 in batches of `BATCH_ROWS` rows by ranges of the primary key's first column, each batch its own
-transaction (Alembic's autocommit block); NOT NULL comes from a `CHECK (user_id IS NOT NULL)
-NOT VALID` constraint, validated without blocking writes, which `SET NOT NULL` then uses
-instead of scanning the table (PostgreSQL 12+), and dropped. The constraint is added before
-the batches so that nothing written meanwhile escapes them: from then on a process of the
-previous version, which does not write `user_id`, fails to store messages, so stop it before
-migrating (or accept its failed requests until it is replaced). The steps are idempotent: a
+transaction (Alembic's autocommit block). Then, table by table: a `CHECK (user_id IS NOT
+NULL) NOT VALID` constraint stops new rows without it, one UPDATE fills what the batches
+missed (rows a previous version wrote meanwhile), the constraint is validated without
+blocking writes, `SET NOT NULL` uses it instead of scanning the table (PostgreSQL 12+), and
+it is dropped. A process of the previous version, which does not write `user_id`, keeps
+working during the batches and fails to store messages from the constraint on: stop it
+before that (or accept its failed writes until it is replaced). The steps are idempotent: a
 run that was interrupted is run again. A session-level advisory lock keeps other replicas
 waiting across the batches' commits, as migrations/env.py's transaction lock does otherwise.
 
@@ -91,6 +92,9 @@ def _upgrade_postgresql() -> None:
     with op.get_context().autocommit_block():
         for table in OWNERS:
             bind.execute(sa.text(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS user_id TEXT"))
+        for table, (key, owner) in OWNERS.items():
+            _fill_in_batches(bind, table, key, owner)
+        for table, (_key, owner) in OWNERS.items():
             check = _check_name(table)
             bind.execute(sa.text(f"ALTER TABLE {table} DROP CONSTRAINT IF EXISTS {check}"))
             bind.execute(
@@ -99,10 +103,9 @@ def _upgrade_postgresql() -> None:
                     " CHECK (user_id IS NOT NULL) NOT VALID"
                 )
             )
-        for table, (key, owner) in OWNERS.items():
-            _fill_in_batches(bind, table, key, owner)
-        for table in OWNERS:
-            check = _check_name(table)
+            # What the batches missed: rows written meanwhile (a previous version's), now
+            # that the constraint stops more of them.
+            bind.execute(sa.text(f"UPDATE {table} SET user_id = {owner} WHERE user_id IS NULL"))
             bind.execute(sa.text(f"ALTER TABLE {table} VALIDATE CONSTRAINT {check}"))
             bind.execute(sa.text(f"ALTER TABLE {table} ALTER COLUMN user_id SET NOT NULL"))
             bind.execute(sa.text(f"ALTER TABLE {table} DROP CONSTRAINT {check}"))
@@ -114,7 +117,7 @@ def _upgrade_postgresql() -> None:
 
 def _fill_in_batches(bind: sa.Connection, table: str, key: str, owner: str) -> None:
     """Fill `user_id` one range of `key` at a time, each UPDATE committed on its own (the
-    caller's autocommit block); then whatever a range missed (rows written meanwhile)."""
+    caller's autocommit block)."""
     after: object = None
     while True:
         # The first range has no lower bound (a typed NULL would not do for every key type).
@@ -138,7 +141,6 @@ def _fill_in_batches(bind: sa.Connection, table: str, key: str, owner: str) -> N
             {"after": after, "upto": upto} if above else {"upto": upto},
         )
         after = upto
-    bind.execute(sa.text(f"UPDATE {table} SET user_id = {owner} WHERE user_id IS NULL"))
 
 
 def _upgrade_script() -> None:
