@@ -132,8 +132,7 @@ def seed_sqlite(conn: sqlite3.Connection, order: str, session_id: str, k: int) -
         conn.execute(
             insert,
             # The session id twice: the owner's subquery, then the ordinal's (`?` by position).
-            (message_id, session_id, role, content, json.dumps(metadata), now, session_id)
-            + (session_id,),
+            (message_id, session_id, role, content, json.dumps(metadata), now, *[session_id] * 2),
         )
         total = conn.execute(count, (session_id,)).fetchone()[0]
         first_user = conn.execute(first, (session_id,)).fetchone()
