@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 from limits import parse_many
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from sqlalchemy.engine import make_url
 
 from app.kit.db.url import normalize_database_url
 
@@ -31,6 +32,9 @@ class Settings(BaseSettings):
     metrics_enabled: bool = False
 
     database_url: str = "sqlite:///./data/chat.db"
+    # A read replica of DATABASE_URL for the reads that may lag behind writes (the sidebar's
+    # list and search, the feedback export: docs/scaling.md); empty: they use DATABASE_URL.
+    database_read_url: str = ""
     database_echo: bool = False
     database_pool_size: int = Field(default=10, ge=1)
     database_pool_recycle_seconds: int = Field(default=300, ge=1)
@@ -117,6 +121,15 @@ class Settings(BaseSettings):
     public_base_url: str | None = None
 
     @model_validator(mode="after")
+    def _read_replica_of_the_same_kind(self) -> "Settings":
+        # A replica serves the same statements: PostgreSQL's search is not SQLite's.
+        if self.database_read_url and make_url(self.database_read_url).get_backend_name() != (
+            make_url(self.database_url).get_backend_name()
+        ):
+            raise ValueError("DATABASE_READ_URL must be the same kind of database as DATABASE_URL")
+        return self
+
+    @model_validator(mode="after")
     def _stale_after_heartbeats(self) -> "Settings":
         # A process that reports on time must never look dead.
         if self.process_stale_seconds <= 2 * self.process_heartbeat_seconds:
@@ -134,10 +147,10 @@ class Settings(BaseSettings):
             )
         return self
 
-    @field_validator("database_url")
+    @field_validator("database_url", "database_read_url")
     @classmethod
     def _normalize_database_url(cls, value: str) -> str:
-        return normalize_database_url(value)
+        return normalize_database_url(value) if value else value
 
     @field_validator(
         "auth_jwt_secret",

@@ -15,7 +15,7 @@ from app.feedback import endpoints as feedback
 from app.folders import endpoints as folders
 from app.health import endpoints as health
 from app.kit.db import migrate
-from app.kit.db.engine import Database, create_engine
+from app.kit.db.engine import Database, open_database
 from app.kit.errors import SharedReadsLimited, install_error_handlers
 from app.kit.http.body_limit import BodySizeLimitMiddleware
 from app.kit.http.header_limit import HeaderSizeLimitMiddleware
@@ -64,7 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if settings.migrate_on_startup:
             logger.info("applying pending database migrations")
             await migrate.upgrade_async(settings.database_url)
-        database = Database(create_engine(settings))
+        database = open_database(settings)
         # First: a prompt file that cannot be read stops the start-up before anything runs.
         title_tasks = TitleTasks(TitleWriter.from_settings(settings))
         reply_tasks = ReplyTasks(save_interval_seconds=settings.reply_save_interval_ms / 1000)

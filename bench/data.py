@@ -453,7 +453,7 @@ async def load_postgresql(url: str, plan: Plan) -> Dataset:
             f"""
             INSERT INTO chat_messages
                 (id, session_id, seq, role, content, metadata, created_at, parent_id, ordinal,
-                 branch_preview)
+                 branch_preview, user_id)
             SELECT {_PG_MESSAGE_ID.format(n="m.n")}, p.session_id, m.n,
                    CASE WHEN m.n % 2 = 1 THEN 'user' ELSE 'assistant' END,
                    t.body,
@@ -461,7 +461,7 @@ async def load_postgresql(url: str, plan: Plan) -> Dataset:
                         ELSE {_assistant_metadata_sql("postgresql")} END::jsonb,
                    timestamptz 'epoch' + ({created}) * interval '1 microsecond',
                    CASE WHEN m.n > 1 THEN {_PG_MESSAGE_ID.format(n="m.n - 1")} END, m.n,
-                   t.preview
+                   t.preview, p.user_id
             FROM bench_plan p
             CROSS JOIN LATERAL generate_series(1, p.n) AS m(n)
             JOIN bench_text t ON t.k = CASE WHEN m.n % 2 = 1
@@ -681,7 +681,7 @@ def load_sqlite(path: Path, url: str, plan: Plan) -> Dataset:
             f"""
             INSERT INTO chat_messages
                 (id, session_id, seq, role, content, metadata, created_at, parent_id, ordinal,
-                 branch_preview)
+                 branch_preview, user_id)
             SELECT {_SQLITE_MESSAGE_ID.format(n="m.n")}, p.session_id, m.n,
                    CASE WHEN m.n % 2 = 1 THEN 'user' ELSE 'assistant' END,
                    t.body,
@@ -690,7 +690,7 @@ def load_sqlite(path: Path, url: str, plan: Plan) -> Dataset:
                    strftime('%Y-%m-%d %H:%M:%S', ({created}) / 1000000, 'unixepoch')
                      || printf('.%06d', ({created}) % 1000000),
                    CASE WHEN m.n > 1 THEN {_SQLITE_MESSAGE_ID.format(n="m.n - 1")} END, m.n,
-                   t.preview
+                   t.preview, p.user_id
             FROM bench_plan p
             JOIN bench_n m ON m.n <= p.n
             JOIN bench_text t ON t.k = CASE WHEN m.n % 2 = 1

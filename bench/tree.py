@@ -233,6 +233,7 @@ def _stored(tree: Tree, start: datetime) -> list[dict[str, Any]]:
         {
             "id": node.id,
             "session_id": tree.session_id,
+            "user_id": USER,
             "parent_id": node.parent_id,
             "seq": node.seq,
             "ordinal": node.ordinal,

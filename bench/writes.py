@@ -77,9 +77,12 @@ def _seed_sql(order: str, placeholder: Callable[[int], str], json_cast: str) -> 
     """INSERT, COUNT, first user message, last message, UPDATE."""
     p = placeholder
     return [
+        # `user_id` (migration 0013, not in the seed): the session's owner, as ours copies it.
         "INSERT INTO chat_messages "
-        "(id, session_id, seq, ordinal, role, content, metadata, created_at) "
-        f"SELECT {p(1)}, {p(2)}, n, n, {p(3)}, {p(4)}, {p(5)}{json_cast}, {p(6)} "
+        "(id, session_id, seq, ordinal, role, content, metadata, created_at, user_id) "
+        f"SELECT {p(1)}, {p(2)}, n, n, {p(3)}, {p(4)}, {p(5)}{json_cast}, {p(6)}, "
+        "COALESCE((SELECT user_id FROM chat_sessions "
+        f"WHERE session_id = {p(7)}), '') "
         "FROM (SELECT COALESCE(MAX(ordinal), 0) + 1 AS n FROM chat_messages "
         f"WHERE session_id = {p(7)}) AS next",
         f"SELECT COUNT(*) FROM chat_messages WHERE session_id = {p(1)}",
@@ -128,7 +131,8 @@ def seed_sqlite(conn: sqlite3.Connection, order: str, session_id: str, k: int) -
     try:
         conn.execute(
             insert,
-            (message_id, session_id, role, content, json.dumps(metadata), now, session_id),
+            # The session id twice: the owner's subquery, then the ordinal's (`?` by position).
+            (message_id, session_id, role, content, json.dumps(metadata), now, *[session_id] * 2),
         )
         total = conn.execute(count, (session_id,)).fetchone()[0]
         first_user = conn.execute(first, (session_id,)).fetchone()
@@ -163,6 +167,9 @@ async def seed_service(db: Database, session_id: str, k: int) -> None:
                 content=content,
                 metadata=metadata,
                 created_at=now,
+                user_id=func.coalesce(
+                    select(s.user_id).where(s.session_id == session_id).scalar_subquery(), ""
+                ),
             )
         )
         total = await conn.scalar(select(func.count()).where(m.session_id == session_id))

@@ -8,15 +8,13 @@ from sqlalchemy import Connection, pool, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.config import get_settings
+from app.kit.db.migrate import MIGRATION_LOCK_KEY
 from app.kit.db.tables import metadata
 from app.kit.db.url import ensure_sqlite_directory, normalize_database_url
 
 config = context.config
 if config.config_file_name is not None and not config.attributes.get("skip_logging_config"):
     logging.config.fileConfig(config.config_file_name, disable_existing_loggers=False)
-
-# Arbitrary constant shared by every replica: only one of them migrates at a time.
-_MIGRATION_LOCK_KEY = 7_305_841_229
 
 
 def _database_url() -> str:
@@ -43,7 +41,7 @@ def _run_migrations(connection: Connection) -> None:
     )
     with context.begin_transaction():
         if connection.dialect.name == "postgresql":
-            connection.execute(text(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK_KEY})"))
+            connection.execute(text(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})"))
         context.run_migrations()
 
 

@@ -17,7 +17,7 @@ from app.domain import Rating
 from app.kit.db.rows import as_dicts
 from app.kit.db.tables import chat_feedback, chat_messages, chat_sessions
 from app.kit.db.types import UTCDateTime
-from app.sessions.queries import session_is
+from app.sessions.queries import owned, session_is
 
 FEEDBACK_COLUMNS = (chat_feedback.c.rating, chat_feedback.c.comment, chat_feedback.c.updated_at)
 
@@ -47,7 +47,11 @@ async def find_message(
         await conn.execute(
             select(chat_messages.c.role, chat_messages.c.metadata, chat_sessions.c.user_id)
             .join(chat_sessions, chat_sessions.c.session_id == chat_messages.c.session_id)
-            .where(chat_messages.c.id == message_id, session_is(session_id, owner))
+            .where(
+                chat_messages.c.id == message_id,
+                *owned(chat_messages, owner),
+                session_is(session_id, owner),
+            )
             .with_for_update(read=True, key_share=True, of=chat_sessions)
         )
     ).one_or_none()

@@ -85,7 +85,8 @@ async def list_feedback(
     """A page of everyone's feedback, least recently updated first, with the reply rated, its
     model and the message it answered; for callers that may read every user's sessions."""
     caller.require_everyone("list feedback")
-    async with db.read() as conn:
+    # On the read replica if any: an export a moment behind is as good (docs/scaling.md).
+    async with db.replica_read() as conn:
         rows = await queries.list_feedback(conn, since=since, after=after, limit=limit + 1)
     has_more = len(rows) > limit
     rows = rows[:limit]

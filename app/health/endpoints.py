@@ -6,6 +6,7 @@ import logging
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.deps import DatabaseDep
 from app.kit import metrics
@@ -33,28 +34,39 @@ async def healthz() -> HealthStatus:
     responses=error_responses(
         503,
         descriptions={
-            503: "The database cannot be reached, or its migrations are behind this version's "
-            "(then `detail` names both revisions)."
+            503: "The database (or the read replica, DATABASE_READ_URL) cannot be reached, or "
+            "its migrations are behind this version's (then `detail` names both revisions)."
         },
     ),
 )
 async def readyz(db: DatabaseDep) -> HealthStatus | JSONResponse:
+    engines = [("Database", db.engine)]
+    if db.read_engine is not None:
+        engines.append(("Read replica (DATABASE_READ_URL)", db.read_engine))
+    for name, engine in engines:
+        problem = await _schema_problem(engine)
+        if problem is not None:
+            logger.warning("readiness check failed: %s", f"{name} {problem}")
+            return JSONResponse({"detail": f"{name} {problem}"}, status_code=503)
+    return HealthStatus(status="ok")
+
+
+async def _schema_problem(engine: AsyncEngine) -> str | None:
+    """Why this database cannot serve this version (None: it can)."""
     try:
-        revision = await migrate.schema_revision(db.engine)
+        revision = await migrate.schema_revision(engine)
     except Exception:
-        logger.warning("readiness check failed: database unreachable", exc_info=True)
-        return JSONResponse({"detail": "Database unreachable"}, status_code=503)
+        logger.warning("database unreachable", exc_info=True)
+        return "unreachable"
     head = migrate.head_revision()
     if revision != head:
         # Serving would fail on what the missing migrations add (a replica deployed before
-        # `make migrate` ran, with MIGRATE_ON_STARTUP off).
-        detail = (
-            f"Database schema is at {revision or 'no revision'}; this version needs {head}: "
+        # `make migrate` ran, with MIGRATE_ON_STARTUP off; a read replica behind on them).
+        return (
+            f"schema is at {revision or 'no revision'}; this version needs {head}: "
             "apply the migrations (make migrate)"
         )
-        logger.warning("readiness check failed: %s", detail)
-        return JSONResponse({"detail": detail}, status_code=503)
-    return HealthStatus(status="ok")
+    return None
 
 
 # Installed only when METRICS_ENABLED is true: otherwise /metrics is a 404 like any unknown path.
@@ -75,6 +87,5 @@ metrics_router = APIRouter(tags=["health"])
     },
 )
 async def prometheus_metrics(db: DatabaseDep) -> Response:
-    in_use, idle = db.pool_use()
-    body, content_type = metrics.exposition(in_use, idle)
+    body, content_type = metrics.exposition(db.pool_use(), db.pool_use(replica=True))
     return Response(body, media_type=content_type)

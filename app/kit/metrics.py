@@ -74,14 +74,28 @@ DB_POOL_CONNECTIONS = Gauge(
     ["state"],
     multiprocess_mode="livesum",
 )
+DB_READ_POOL_CONNECTIONS = Gauge(
+    "chat_db_read_pool_connections",
+    "Read replica (DATABASE_READ_URL) connections of its pool, by state (in_use, idle), read "
+    "at each scrape; absent without a replica.",
+    ["state"],
+    multiprocess_mode="livesum",
+)
+
+# (connections in use, idle connections) of a pool; None: a pool that does not count them.
+PoolUse = tuple[int | None, int | None]
 
 
-def exposition(pool_in_use: int | None, pool_idle: int | None) -> tuple[bytes, str]:
-    """The metrics as Prometheus' text format, and its content type. The pool's numbers
-    are read by the caller at scrape time (None: a pool that does not count them)."""
-    if pool_in_use is not None and pool_idle is not None:
-        DB_POOL_CONNECTIONS.labels("in_use").set(pool_in_use)
-        DB_POOL_CONNECTIONS.labels("idle").set(pool_idle)
+def exposition(pool: PoolUse, read_pool: PoolUse = (None, None)) -> tuple[bytes, str]:
+    """The metrics as Prometheus' text format, and its content type. The pools' numbers
+    are read by the caller at scrape time."""
+    for gauge, (in_use, idle) in (
+        (DB_POOL_CONNECTIONS, pool),
+        (DB_READ_POOL_CONNECTIONS, read_pool),
+    ):
+        if in_use is not None and idle is not None:
+            gauge.labels("in_use").set(in_use)
+            gauge.labels("idle").set(idle)
     if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]

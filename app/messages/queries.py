@@ -28,10 +28,10 @@ from sqlalchemy.sql import CompoundSelect, Select
 from app.domain import Role
 from app.feedback.queries import add_feedback
 from app.kit.db.rows import as_dicts
-from app.kit.db.tables import SEARCH_TITLE_SEQ, chat_messages, chat_sessions
+from app.kit.db.tables import NO_OWNER, SEARCH_TITLE_SEQ, chat_messages, chat_sessions
 from app.kit.db.types import JSONDocument, UTCDateTime
 from app.search import index as search_index
-from app.sessions.queries import session_is
+from app.sessions.queries import owned, session_is
 
 MESSAGE_COLUMNS = (
     chat_messages.c.id,
@@ -53,10 +53,12 @@ class StoredMessage:
     ordinal: int = 0
     # Whether it is the current branch's last message now.
     ends_branch: bool = True
+    # Its `user_id`: the session's owner, or NO_OWNER.
+    owner: str = NO_OWNER
 
 
 _INSERTED = ("id", "session_id", "parent_id", "seq", "ordinal", "role", "content", "metadata")
-_INSERTED_TOO = ("created_at", "branch_preview")
+_INSERTED_TOO = ("created_at", "branch_preview", "user_id")
 
 
 async def append_message(
@@ -101,6 +103,8 @@ async def append_message(
     sessions = chat_sessions
     now_value = literal(now, type_=UTCDateTime())
     preview_value = literal(preview, type_=Text())
+    # The session's owner, read from the locked row like the rest (docs/scaling.md).
+    owned_by = func.coalesce(sessions.c.user_id, NO_OWNER)
     fixed = (
         literal(role, type_=Text()),
         literal(content, type_=Text()),
@@ -117,6 +121,7 @@ async def append_message(
             sessions.c.node_count + 1,
             *fixed,
             preview_value,
+            owned_by,
         ).where(session_is(session_id, owner))
     elif parent_id is None:
         source = select(
@@ -127,6 +132,7 @@ async def append_message(
             sessions.c.node_count + 1,
             *fixed,
             func.coalesce(preview_value, sessions.c.last_message),
+            owned_by,
         ).where(session_is(session_id, owner))
     else:
         parent = chat_messages.alias("parent")
@@ -139,6 +145,7 @@ async def append_message(
                 sessions.c.node_count + 1,
                 *fixed,
                 func.coalesce(preview_value, parent.c.branch_preview),
+                owned_by,
             )
             .join_from(
                 sessions,
@@ -156,6 +163,7 @@ async def append_message(
             chat_messages.c.parent_id,
             chat_messages.c.created_at,
             chat_messages.c.branch_preview,
+            chat_messages.c.user_id,
         )
     )
     message = (await conn.execute(stmt)).one_or_none()
@@ -211,6 +219,7 @@ async def append_message(
         parent_id=message.parent_id,
         ordinal=message.ordinal,
         ends_branch=session.current_leaf_id == message_id,
+        owner=message.user_id,
     )
 
 
@@ -260,6 +269,7 @@ async def move_to_branch_end(
         created_at=message.created_at,
         parent_id=leaf.id,
         ordinal=message.ordinal,
+        owner=message.owner,
     )
 
 
@@ -427,7 +437,11 @@ async def find_message(
                 chat_messages.c.created_at,
             )
             .join(chat_sessions, chat_sessions.c.session_id == chat_messages.c.session_id)
-            .where(chat_messages.c.id == message_id, session_is(session_id, owner))
+            .where(
+                chat_messages.c.id == message_id,
+                *owned(chat_messages, owner),
+                session_is(session_id, owner),
+            )
         )
     ).one_or_none()
     if row is None:

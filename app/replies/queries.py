@@ -62,7 +62,10 @@ async def start_reply(
         )
     await conn.execute(
         insert(chat_replies_generating).values(
-            message_id=stored.id, process_id=process_id, started_at=stored.created_at
+            message_id=stored.id,
+            process_id=process_id,
+            started_at=stored.created_at,
+            user_id=stored.owner,
         )
     )
     return stored

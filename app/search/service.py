@@ -51,7 +51,8 @@ async def search_sessions(
     on_branch: set[uuid.UUID] = set()
     # A search without a single word (only punctuation, say) matches nothing.
     if query_words:
-        async with db.read() as conn:
+        # On the read replica if any, as the sidebar's list (docs/scaling.md).
+        async with db.replica_read() as conn:
             search = SearchQuery(query_words, where)
             if include_total:
                 total = await queries.count_search_results(conn, search)

@@ -13,6 +13,7 @@ from sqlalchemy import (
     ColumnElement,
     Integer,
     RowMapping,
+    Table,
     Text,
     and_,
     bindparam,
@@ -84,6 +85,13 @@ def session_is(
     if owner is not None:
         condition = and_(condition, chat_sessions.c.user_id == owner)
     return condition
+
+
+def owned(table: Table, owner: str | None) -> list[ColumnElement[bool]]:
+    """`table`'s rows of `owner` (when given): for a table joined to the session of
+    `session_is`, so that the statement names the user for each table it reads (what Citus
+    routes to one node, docs/scaling.md)."""
+    return [] if owner is None else [table.c.user_id == owner]
 
 
 _SESSION_ID = bindparam("session_id", type_=Text())

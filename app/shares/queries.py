@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql import Delete, Select
 
 from app.kit.db.rows import as_dicts
-from app.kit.db.tables import chat_share_messages, chat_shares
+from app.kit.db.tables import NO_OWNER, chat_share_messages, chat_shares
 from app.kit.db.types import UTCDateTime
 
 _SHARE_ID = bindparam("share_id", type_=Text())
@@ -65,6 +65,7 @@ async def insert_share(
                     "role": message["role"],
                     "content": message["content"],
                     "created_at": message["created_at"],
+                    "user_id": NO_OWNER if user_id is None else user_id,
                 }
                 for position, message in enumerate(messages, start=1)
             ],

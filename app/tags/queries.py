@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import (
     ColumnElement,
     Text,
+    and_,
     bindparam,
     delete,
     exists,
@@ -26,13 +27,19 @@ from app.kit.db.tables import chat_session_tags, chat_sessions, chat_tags
 from app.tags.schemas import name_key
 
 _SESSIONS = bindparam("tag_sessions", expanding=True, type_=Text())
+# A link and its tag, joined on their owner too: the same row either way (a link has its tag's
+# owner), and the join Citus can run on one node (docs/scaling.md).
+_LINKED = and_(
+    chat_tags.c.id == chat_session_tags.c.tag_id,
+    chat_tags.c.user_id == chat_session_tags.c.user_id,
+)
 
 
 @functools.cache
 def _tags_of_sessions() -> Select[Any]:
     return (
         select(chat_session_tags.c.session_id, chat_tags.c.name)
-        .join(chat_tags, chat_tags.c.id == chat_session_tags.c.tag_id)
+        .join(chat_tags, _LINKED)
         .where(chat_session_tags.c.session_id.in_(_SESSIONS))
         .order_by(chat_session_tags.c.session_id, chat_session_tags.c.position)
     )
@@ -63,9 +70,7 @@ def has_tag(key: Any, owner: Any | None = None) -> ColumnElement[bool]:
         tag.append(chat_tags.c.user_id == owner)
     return exists(
         select(1)
-        .select_from(
-            chat_session_tags.join(chat_tags, chat_tags.c.id == chat_session_tags.c.tag_id)
-        )
+        .select_from(chat_session_tags.join(chat_tags, _LINKED))
         .where(chat_session_tags.c.session_id == chat_sessions.c.session_id, *tag)
     )
 
@@ -110,7 +115,12 @@ async def replace_session_tags(
         await conn.execute(
             chat_session_tags.insert(),
             [
-                {"session_id": session_id, "tag_id": tag_id, "position": position}
+                {
+                    "session_id": session_id,
+                    "tag_id": tag_id,
+                    "position": position,
+                    "user_id": owner,
+                }
                 for position, tag_id in enumerate(tag_ids)
             ],
         )
@@ -119,7 +129,7 @@ async def replace_session_tags(
 
 async def delete_unused_tags(conn: AsyncConnection, owner: str) -> None:
     """The owner's tags no session carries (left by the sessions' deletion, or a change)."""
-    used = exists().where(chat_session_tags.c.tag_id == chat_tags.c.id)
+    used = exists().where(_LINKED)
     await conn.execute(delete(chat_tags).where(chat_tags.c.user_id == owner, ~used))
 
 
@@ -127,7 +137,7 @@ def _counted_tags() -> Select[Any]:
     count = func.count(chat_session_tags.c.session_id)
     return (
         select(chat_tags.c.id.label("tag_id"), chat_tags.c.name, count.label("session_count"))
-        .join(chat_session_tags, chat_session_tags.c.tag_id == chat_tags.c.id)
+        .join(chat_session_tags, _LINKED)
         .group_by(chat_tags.c.id, chat_tags.c.name, chat_tags.c.name_key)
     )
 

@@ -75,6 +75,10 @@ FOLDERS_TAGS_REVISION = "0012_folders_tags"
 FOLDERS_TAGS_TABLES = (chat_folders, chat_tags, chat_session_tags)
 FOLDER_COLUMN = "folder_id"
 FOLDER_LIST_INDEX = "idx_chat_sessions_user_folder_list"
+# What the user_id revision adds (issue 15, Citus preparation): a NOT NULL `user_id` on four
+# tables. Renumbered when it is merged after another revision: its name is written here only.
+USER_ID_REVISION = "0013_user_id_everywhere"
+USER_ID_TABLES = (chat_messages, chat_replies_generating, chat_share_messages, chat_session_tags)
 SIDEBAR_INDEX_KEYS = {
     "idx_chat_sessions_user_list": [("user_id", False), ("active", False), *SORT_KEY],
     "idx_chat_sessions_list": [("active", False), *SORT_KEY],

@@ -118,7 +118,10 @@ async def test_tag_links_go_with_their_session_and_names_are_unique_per_parent(
             )
             await conn.execute(
                 sa.insert(chat_session_tags),
-                [{"session_id": s, "tag_id": tag_id, "position": 0} for s in ("s", "t")],
+                [
+                    {"session_id": s, "tag_id": tag_id, "position": 0, "user_id": "alice"}
+                    for s in ("s", "t")
+                ],
             )
             await conn.execute(sa.insert(chat_folders).values(top))
             # The same name under another parent is another folder.

@@ -32,9 +32,12 @@ def previous_revision() -> str:
     return down_revision_of(SHARES_REVISION)
 
 
-async def insert_session_and_share(database: Database, session_id: str, share_id: str) -> None:
+async def insert_session_and_share(
+    database: Database, session_id: str, share_id: str, *, at_head: bool = False
+) -> None:
     """A session (its columns of revision 0001; the later ones take their defaults), a link to
-    it and the link's two messages."""
+    it and the link's two messages (with their `user_id` at the head revision)."""
+    owner = {"user_id": "alice"} if at_head else {}
     async with database.write() as conn:
         await conn.execute(
             sa.insert(base_sessions).values(
@@ -67,6 +70,7 @@ async def insert_session_and_share(database: Database, session_id: str, share_id
                     "content": content,
                     "created_at": T0,
                 }
+                | owner
                 for position, role, content in ((1, "user", "q"), (2, "assistant", "a"))
             ],
         )
@@ -105,9 +109,9 @@ async def test_links_go_with_their_session_and_messages_with_their_link(
     # The application's engine: on SQLite it turns foreign keys on for every connection.
     database = Database(create_engine(make_settings(fresh_url)))
     try:
-        await insert_session_and_share(database, "s", "link-of-s")
-        await insert_session_and_share(database, "t", "link-of-t")
-        await insert_session_and_share(database, "u", "link-of-u")
+        await insert_session_and_share(database, "s", "link-of-s", at_head=True)
+        await insert_session_and_share(database, "t", "link-of-t", at_head=True)
+        await insert_session_and_share(database, "u", "link-of-u", at_head=True)
         assert await count(database, chat_share_messages) == 6
 
         async with database.write() as conn:

@@ -57,10 +57,10 @@ _FILL_POSTGRESQL = [
         'payment report ' || g), 'A')
     FROM generate_series(9, {SESSIONS}, 9) AS g""",
     f"""INSERT INTO chat_messages (id, session_id, seq, role, content, metadata, created_at,
-        parent_id, ordinal)
+        parent_id, ordinal, user_id)
     SELECT md5(g || '-' || n)::uuid, 's-' || g, n, 'user', 'message ' || n, '{{}}',
         TIMESTAMPTZ '2026-01-01 00:00:00+00' + g * INTERVAL '1 second',
-        CASE WHEN n > 1 THEN md5(g || '-' || (n - 1))::uuid END, n
+        CASE WHEN n > 1 THEN md5(g || '-' || (n - 1))::uuid END, n, 'user-' || (g % {USERS})
     FROM generate_series(7, {SESSIONS}, 50) AS g, generate_series(1, 20) AS n""",
     # Those sessions' messages are one branch of 20, ending at the 20th.
     """UPDATE chat_sessions SET message_count = 20, node_count = 20,
@@ -81,8 +81,9 @@ _FILL_POSTGRESQL = [
     SELECT lpad(to_hex({FOLDER_BASE} + u), 32, '0')::uuid, 'user-' || u, 'Work', 'work',
         TIMESTAMPTZ '2026-01-01 00:00:00+00'
     FROM generate_series(0, {USERS - 1}) AS u""",
-    f"""INSERT INTO chat_session_tags (session_id, tag_id, position)
-    SELECT 's-' || g, lpad(to_hex({FOLDER_BASE} + g % {USERS}), 32, '0')::uuid, 0
+    f"""INSERT INTO chat_session_tags (session_id, tag_id, position, user_id)
+    SELECT 's-' || g, lpad(to_hex({FOLDER_BASE} + g % {USERS}), 32, '0')::uuid, 0,
+        'user-' || (g % {USERS})
     FROM generate_series(5, {SESSIONS}, 5) AS g""",
 ]
 _SQLITE_SERIES = (
@@ -104,9 +105,10 @@ _FILL_SQLITE = [
     WHERE n % 9 = 0""",
     f"""{_SQLITE_SERIES}, m(k) AS (SELECT 1 UNION ALL SELECT k + 1 FROM m WHERE k < 20)
     INSERT INTO chat_messages (id, session_id, seq, role, content, metadata, created_at,
-        parent_id, ordinal)
+        parent_id, ordinal, user_id)
     SELECT printf('%016x%016x', n, k), 's-' || n, k, 'user', 'message ' || k, '{{}}',
-        {_SQLITE_TIME}, CASE WHEN k > 1 THEN printf('%016x%016x', n, k - 1) END, k
+        {_SQLITE_TIME}, CASE WHEN k > 1 THEN printf('%016x%016x', n, k - 1) END, k,
+        'user-' || (n % {USERS})
     FROM g, m WHERE n % 50 = 7""",
     """UPDATE chat_sessions SET message_count = 20, node_count = 20,
         current_leaf_id = printf('%016x%016x', CAST(substr(session_id, 3) AS INTEGER), 20)
@@ -126,8 +128,9 @@ _FILL_SQLITE = [
         '2026-01-01 00:00:00.000000'
     FROM u""",
     f"""{_SQLITE_SERIES}
-    INSERT INTO chat_session_tags (session_id, tag_id, position)
-    SELECT 's-' || n, printf('%032x', {FOLDER_BASE} + n % {USERS}), 0 FROM g WHERE n % 5 = 0""",
+    INSERT INTO chat_session_tags (session_id, tag_id, position, user_id)
+    SELECT 's-' || n, printf('%032x', {FOLDER_BASE} + n % {USERS}), 0, 'user-' || (n % {USERS})
+    FROM g WHERE n % 5 = 0""",
 ]
 
 

@@ -92,11 +92,14 @@ async def session_row(db: Database, session_id: str) -> dict[str, Any]:
 
 
 async def message_rows(db: Database, session_id: str) -> list[dict[str, Any]]:
-    """Every message of the session, of every branch, in the order they were written."""
+    """Every message of the session, of every branch, in the order they were written; every
+    column but `user_id`, so that it reads databases before migration 0013 too (the migration
+    tests; tests/api/test_user_id_everywhere.py checks `user_id`)."""
+    columns = [column for column in chat_messages.c if column.name != "user_id"]
     async with db.read() as conn:
         rows = (
             await conn.execute(
-                select(chat_messages)
+                select(*columns)
                 .where(chat_messages.c.session_id == session_id)
                 .order_by(chat_messages.c.ordinal)
             )

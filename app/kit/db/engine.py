@@ -18,10 +18,18 @@ from app.kit.db.url import ensure_sqlite_directory
 _WRITE_OPTION = "chat_write_transaction"
 
 
-def create_engine(settings: Settings) -> AsyncEngine:
-    url = make_url(settings.database_url)
+def open_database(settings: Settings) -> "Database":
+    """The service's database: DATABASE_URL, and the read replica if DATABASE_READ_URL is set."""
+    replica = settings.database_read_url
+    return Database(create_engine(settings), create_engine(settings, replica) if replica else None)
+
+
+def create_engine(settings: Settings, database_url: str | None = None) -> AsyncEngine:
+    """An engine on `database_url` (default: DATABASE_URL) with the service's pool settings."""
+    database_url = database_url or settings.database_url
+    url = make_url(database_url)
     if url.get_backend_name() == "sqlite":
-        return _create_sqlite_engine(settings)
+        return _create_sqlite_engine(settings, database_url)
     # No `pool_pre_ping`: on asyncpg it is three round trips per checkout (BEGIN, a ping,
     # ROLLBACK), most of an empty transaction's cost (docs/performance.md). Without a round
     # trip: connections the server closed are replaced at checkout (`_replace_if_closed`);
@@ -76,10 +84,10 @@ def _replace_if_closed(_dbapi_connection: Any, record: ConnectionPoolEntry, _pro
         raise DisconnectionError("the server closed this pooled connection")
 
 
-def _create_sqlite_engine(settings: Settings) -> AsyncEngine:
-    ensure_sqlite_directory(settings.database_url)
+def _create_sqlite_engine(settings: Settings, database_url: str) -> AsyncEngine:
+    ensure_sqlite_directory(database_url)
     engine = create_async_engine(
-        settings.database_url, echo=settings.database_echo, json_deserializer=_json_loads
+        database_url, echo=settings.database_echo, json_deserializer=_json_loads
     )
     busy_timeout_ms = settings.sqlite_busy_timeout_ms
 
@@ -107,8 +115,10 @@ def _create_sqlite_engine(settings: Settings) -> AsyncEngine:
 class Database:
     """The engine plus the transaction scopes the service layer works in."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, read_engine: AsyncEngine | None = None) -> None:
         self.engine = engine
+        # The read replica (DATABASE_READ_URL), used by `replica_read()` only; None: none.
+        self.read_engine = read_engine
         # SQLite has one write lock per database. A writer that finds it taken waits in
         # SQLite's busy handler, which sleeps in growing steps (up to 100 ms) rather than
         # queueing, so this process's writers take turns here, in order, and only other
@@ -124,6 +134,17 @@ class Database:
             yield conn
 
     @asynccontextmanager
+    async def replica_read(self) -> AsyncIterator[AsyncConnection]:
+        """A read-only transaction on the read replica if there is one, else as `read()`.
+
+        Only for reads that may lag behind the latest writes by the replica's delay: never
+        one that a client makes to see what it has just written (opening a session after a
+        branch switch, a folder list after creating one). docs/scaling.md lists the users.
+        """
+        async with (self.read_engine or self.engine).connect() as conn, conn.begin():
+            yield conn
+
+    @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
         """A write transaction: committed on exit, rolled back on error.
 
@@ -136,9 +157,11 @@ class Database:
             async with conn.begin():
                 yield conn
 
-    def pool_use(self) -> tuple[int | None, int | None]:
-        """(connections in use, idle connections) of the pool; None for a pool without them."""
-        pool = self.engine.pool
+    def pool_use(self, *, replica: bool = False) -> tuple[int | None, int | None]:
+        """(connections in use, idle connections) of the pool (the read replica's with
+        `replica`); None for a pool without them, or no replica."""
+        engine = self.read_engine if replica else self.engine
+        pool = None if engine is None else engine.pool
         if not isinstance(pool, QueuePool):
             return None, None
         return pool.checkedout(), pool.checkedin()
@@ -149,3 +172,5 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+        if self.read_engine is not None:
+            await self.read_engine.dispose()

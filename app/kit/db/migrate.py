@@ -11,6 +11,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.config import PROJECT_ROOT
 
+# PostgreSQL advisory lock taken by migrations/env.py for the whole upgrade: only one replica
+# migrates at a time. Arbitrary, shared by every replica.
+MIGRATION_LOCK_KEY = 7_305_841_229
+
 
 def alembic_config(database_url: str) -> Config:
     config = Config(str(PROJECT_ROOT / "alembic.ini"))

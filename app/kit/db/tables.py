@@ -21,6 +21,16 @@ from sqlalchemy import (
 from app.domain import MESSAGE_ROLES, RATINGS, TITLE_SOURCES
 from app.kit.db.types import JSONDocument, SearchDocument, UTCDateTime, empty_json, utc_now
 
+# The owner of rows that have no user (open mode without `user_id`) where `user_id` is NOT NULL:
+# user ids are never empty (app/domain.py). Folders and tags (migration 0012) and every table
+# that gained `user_id` in migration 0013; chat_sessions, chat_search, chat_shares and
+# chat_feedback still store NULL for them (docs/scaling.md).
+NO_OWNER = ""
+
+# Every table but chat_processes carries its rows' owner, `user_id`: the distribution column
+# of docs/scaling.md (Citus), copied from the session when the row is written (a session never
+# changes owner). tests/api/test_user_id_everywhere.py holds every table to it.
+
 metadata = MetaData(
     naming_convention={
         "ix": "ix_%(column_0_label)s",
@@ -122,6 +132,8 @@ chat_messages = Table(
     # The preview of the last message with text on the path ending here (its own if it has
     # text): what last_message becomes when the branch ending here is made current.
     Column("branch_preview", Text, nullable=True),
+    # The session's owner (or NO_OWNER), copied when the message is written (migration 0013).
+    Column("user_id", Text, nullable=False),
     UniqueConstraint("session_id", "ordinal", name="uq_chat_messages_session_ordinal"),
     CheckConstraint(f"role IN {MESSAGE_ROLES!r}", name="role"),
     # A fork's children; the first messages of a session are those with parent_id null.
@@ -194,6 +206,8 @@ chat_replies_generating = Table(
     Column("started_at", UTCDateTime, nullable=False),
     # A stop asked through another process (migration 0008).
     Column("stop_requested_at", UTCDateTime, nullable=True),
+    # The reply's owner, as its message's (migration 0013).
+    Column("user_id", Text, nullable=False),
     Index("idx_chat_replies_generating_process", "process_id"),
 )
 
@@ -235,6 +249,8 @@ chat_share_messages = Table(
     Column("role", Text, nullable=False),
     Column("content", Text, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
+    # The link's owner (or NO_OWNER), as its chat_shares row's (migration 0013).
+    Column("user_id", Text, nullable=False),
     CheckConstraint(f"role IN {MESSAGE_ROLES!r}", name="role"),
 )
 
@@ -270,10 +286,9 @@ chat_feedback = Table(
     Index("idx_chat_feedback_session", "session_id"),
 )
 
-# Folders and tags (migration 0010). Both belong to one owner: `user_id`, or "" for sessions
-# that have no user (open mode without `user_id`), so that the unique keys below hold for them
-# too (NULLs are distinct in unique indexes; user ids are never empty).
-NO_OWNER = ""
+# Folders and tags (migration 0012). Both belong to one owner: `user_id`, or NO_OWNER for
+# sessions that have no user, so that the unique keys below hold for them too (NULLs are
+# distinct in unique indexes).
 
 # Folders nest (`parent_id`; null: at the top). A name is unique among its siblings ignoring
 # case: `name_key` is the name case-folded (by Python, the same on both databases), and
@@ -318,5 +333,7 @@ chat_session_tags = Table(
     ),
     Column("tag_id", Uuid, ForeignKey("chat_tags.id", ondelete="CASCADE"), primary_key=True),
     Column("position", Integer, nullable=False),
+    # The session's and the tag's owner (migration 0013).
+    Column("user_id", Text, nullable=False),
     Index("idx_chat_session_tags_tag", "tag_id", "session_id"),
 )
