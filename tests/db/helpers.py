@@ -18,6 +18,8 @@ from app.kit.db import migrate
 from app.kit.db.tables import (
     chat_feedback,
     chat_folders,
+    chat_import_sources,
+    chat_imports,
     chat_messages,
     chat_processes,
     chat_replies_generating,
@@ -79,6 +81,10 @@ SIDEBAR_INDEX_KEYS = {
     "idx_chat_sessions_user_list": [("user_id", False), ("active", False), *SORT_KEY],
     "idx_chat_sessions_list": [("active", False), *SORT_KEY],
 }
+# What the imports revision adds (issue 16): two tables. Renumbered when it is merged after
+# another revision: its name is written here only.
+IMPORTS_REVISION = "0014_imports"
+IMPORTS_TABLES = (chat_imports, chat_import_sources)
 FOLDER_LIST_INDEX_KEYS = [("user_id", False), ("active", False), ("folder_id", False), *SORT_KEY]
 
 # The tables as revision 0001_base_schema creates them: bound with the application's types so
@@ -302,6 +308,7 @@ async def assert_schema_matches_tables(conn: AsyncConnection) -> None:
         *SHARE_TABLES,
         FEEDBACK_TABLE,
         *FOLDERS_TAGS_TABLES,
+        *IMPORTS_TABLES,
     ):
         assert await nullability(conn, table.name) == {
             column.name: column.nullable for column in table.columns
