@@ -165,7 +165,8 @@ async def test_a_chatgpt_export_is_imported_with_its_branches(
 ) -> None:
     content = export_zip(chatgpt_export()) if as_zip else export_bytes(chatgpt_export())
     started = await upload(client, content, "export.zip" if as_zip else "conversations.json")
-    assert started["status"] == "running" and started["format"] == "chatgpt"
+    assert started["status"] == "running"
+    assert started["format"] == "chatgpt"
     status = await finished(client, started)
     assert status["status"] == "done", status
     assert (status["total"], status["done"], status["imported"], status["skipped"]) == (3, 3, 2, 0)
