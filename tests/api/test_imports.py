@@ -474,6 +474,7 @@ async def test_an_unknown_import_is_a_404(client: httpx.AsyncClient) -> None:
     response = await client.get(f"/api/v1/chat/imports/{uuid.uuid4()}")
     assert response.status_code == 404
     assert response.json() == {"detail": "Import not found"}
+    assert (await client.get("/api/v1/chat/imports/not-an-id")).status_code == 422
 
 
 async def test_a_long_user_message_is_cut_and_a_nul_fails_its_conversation(
