@@ -1051,7 +1051,7 @@ async def test_a_session_goes_only_into_its_owners_folders(
 
 def an_export(text: str) -> bytes:
     """This service's export of one session: what a caller's import brings in."""
-    message = {
+    message: Json = {
         "id": str(uuid.uuid4()),
         "role": "user",
         "content": text,
