@@ -1,9 +1,11 @@
 """Helpers shared by the database tests."""
 
 import asyncio
+import uuid
 import warnings
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -124,6 +126,23 @@ session_pins = sa.table(
     sa.column("session_id", sa.Text()),
     sa.column("pinned", sa.Boolean()),
 )
+
+
+async def insert_base_session(
+    conn: AsyncConnection, session_id: str, *, at: datetime, user_id: str = "alice"
+) -> None:
+    """A session with the columns of revision 0001 (the later ones take their defaults)."""
+    await conn.execute(
+        sa.insert(base_sessions).values(
+            id=uuid.uuid4(),
+            session_id=session_id,
+            user_id=user_id,
+            active=True,
+            metadata={},
+            created_at=at,
+            updated_at=at,
+        )
+    )
 
 
 def plain_engine(url: str) -> AsyncEngine:

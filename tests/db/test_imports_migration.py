@@ -19,9 +19,9 @@ from tests.db.helpers import (
     IMPORTS_TABLES,
     alembic_versions,
     assert_schema_matches_tables,
-    base_sessions,
     down_revision_of,
     downgrade,
+    insert_base_session,
     table_names,
     upgrade,
 )
@@ -35,19 +35,8 @@ def previous_revision() -> str:
 
 
 async def insert_session(database: Database, session_id: str) -> None:
-    """A session with the columns of revision 0001 (the later ones take their defaults)."""
     async with database.write() as conn:
-        await conn.execute(
-            sa.insert(base_sessions).values(
-                id=uuid.uuid4(),
-                session_id=session_id,
-                user_id="alice",
-                active=True,
-                metadata={},
-                created_at=T0,
-                updated_at=T0,
-            )
-        )
+        await insert_base_session(conn, session_id, at=T0)
 
 
 def import_row(owner_key: str, status: str) -> dict[str, Any]:

@@ -2,7 +2,6 @@
 foreign keys cascade (a deleted session takes its links, a deleted link its messages), and
 going back drops them."""
 
-import uuid
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
@@ -16,10 +15,10 @@ from tests.db.helpers import (
     SHARES_REVISION,
     alembic_versions,
     assert_schema_matches_tables,
-    base_sessions,
     column_names,
     down_revision_of,
     downgrade,
+    insert_base_session,
     table_names,
     upgrade,
 )
@@ -36,17 +35,7 @@ async def insert_session_and_share(database: Database, session_id: str, share_id
     """A session (its columns of revision 0001; the later ones take their defaults), a link to
     it and the link's two messages."""
     async with database.write() as conn:
-        await conn.execute(
-            sa.insert(base_sessions).values(
-                id=uuid.uuid4(),
-                session_id=session_id,
-                user_id="alice",
-                active=True,
-                metadata={},
-                created_at=T0,
-                updated_at=T0,
-            )
-        )
+        await insert_base_session(conn, session_id, at=T0)
         await conn.execute(
             sa.insert(chat_shares).values(
                 share_id=share_id,
