@@ -12,14 +12,12 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import IO, Any, Literal
+from typing import IO, Any
 
 import ijson  # type: ignore[import-untyped]
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from app.domain import Rating, Role, TitleSource, unstorable_reason
-
-ExportKind = Literal["chatgpt", "sessions", "session"]
+from app.domain import ExportKind, Rating, Role, TitleSource, unstorable_reason
 
 # The parts of a ChatGPT message that are never shown in its conversation.
 _HIDDEN_CONTENT = {"user_editable_context", "thoughts", "reasoning_recap", "model_editable_context"}

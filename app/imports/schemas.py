@@ -1,13 +1,11 @@
 """Response schemas of imports: an import's progress and outcome."""
 
 import uuid
-from typing import Literal
 
 from pydantic import Field
 
+from app.domain import ExportKind, ImportState
 from app.kit.schemas import BaseResponse, UTCTimestamp
-
-ImportState = Literal["running", "done", "failed"]
 
 
 class ImportFailure(BaseResponse):
@@ -25,7 +23,7 @@ class ImportStatus(BaseResponse):
         description="`running`, then `done` (every conversation was tried) or `failed` (the "
         "import stopped: `error` says why; what it had imported stays)."
     )
-    format: Literal["chatgpt", "sessions", "session"] = Field(
+    format: ExportKind = Field(
         description="What the file was: a ChatGPT export (`chatgpt`), or this service's export "
         "of several sessions (`sessions`) or of one (`session`)."
     )

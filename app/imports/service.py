@@ -19,9 +19,10 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.auth.access import Caller
+from app.domain import ExportKind
 from app.feedback import queries as feedback_queries
 from app.imports import formats, queries, upload
-from app.imports.formats import BrokenConversation, Conversation, ExportKind, Node, NotAnExport
+from app.imports.formats import BrokenConversation, Conversation, Node, NotAnExport
 from app.imports.schemas import ImportStatus
 from app.kit.db.engine import Database
 from app.kit.db.tables import NO_OWNER

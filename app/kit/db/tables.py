@@ -18,7 +18,7 @@ from sqlalchemy import (
     text,
 )
 
-from app.domain import MESSAGE_ROLES, RATINGS, TITLE_SOURCES
+from app.domain import IMPORT_STATES, MESSAGE_ROLES, RATINGS, TITLE_SOURCES
 from app.kit.db.types import JSONDocument, SearchDocument, UTCDateTime, empty_json, utc_now
 
 metadata = MetaData(
@@ -323,7 +323,6 @@ chat_session_tags = Table(
 
 # Imports (migration 0014, app/imports): one row per upload, its progress and outcome, so that
 # any process can answer for it and a dead process's import is marked failed by the others.
-IMPORT_STATUSES = ("running", "done", "failed")
 
 chat_imports = Table(
     "chat_imports",
@@ -348,7 +347,7 @@ chat_imports = Table(
     Column("process_id", Uuid, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
-    CheckConstraint(f"status IN {IMPORT_STATUSES!r}", name="status"),
+    CheckConstraint(f"status IN {IMPORT_STATES!r}", name="status"),
     Index(
         "uq_chat_imports_running",
         "owner_key",
