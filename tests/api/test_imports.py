@@ -497,3 +497,23 @@ async def test_a_long_user_message_is_cut_and_a_nul_fails_its_conversation(
     assert question["metadata"]["import_truncated_from_chars"] == limit + 10
     # Replies have no such limit when written: kept whole.
     assert len(reply["content"]) == limit + 10
+
+
+async def test_an_import_running_when_the_service_stops_is_marked_failed(
+    settings: Any, database: Database
+) -> None:
+    """Shutdown cancels it (the conversation being written rolls back) and records why; what
+    it imported stays, and a new upload of the file skips that."""
+    chats = [simple_conversation(f"c{n}", f"Chat {n}", n).as_json() for n in range(500)]
+    async with serve(create_app(settings)) as live:
+        started = await upload(live.client, export_bytes(chats))
+    async with database.read() as conn:
+        row = (
+            await conn.execute(
+                select(chat_imports).where(chat_imports.c.id == uuid.UUID(started["import_id"]))
+            )
+        ).one()
+        sessions = (await conn.execute(select(func.count()).select_from(chat_sessions))).scalar()
+    assert row.status == "failed"
+    assert "The service stopped during the import" in row.error
+    assert row.imported == sessions < 500
