@@ -513,7 +513,9 @@ async def test_an_import_running_when_the_service_stops_is_marked_failed(
                 select(chat_imports).where(chat_imports.c.id == uuid.UUID(started["import_id"]))
             )
         ).one()
-        sessions = (await conn.execute(select(func.count()).select_from(chat_sessions))).scalar()
+        sessions = (
+            await conn.execute(select(func.count()).select_from(chat_sessions))
+        ).scalar_one()
     assert row.status == "failed"
     assert "The service stopped during the import" in row.error
     assert row.imported == sessions < 500
