@@ -182,6 +182,7 @@ async def test_a_chatgpt_export_is_imported_with_its_branches(
     assert full["created_at"] == at(0).isoformat().replace("+00:00", "Z")
     assert full["updated_at"] == at(6).isoformat().replace("+00:00", "Z")
     assert full["message_count"] == 4
+    assert full["title_source"] == "model"
     assert full["last_message"] == "Here is the plot."
     # The sidebar sorts by those dates: the simple one (T0 + 102) is the most recent.
     listed = [s["title"] for s in (await client.get(SESSIONS)).json()["sessions"]]
