@@ -11,7 +11,7 @@ export UV_PYTHON_DOWNLOADS := never
 export UV_PYTHON := $(PYTHON)
 
 .DEFAULT_GOAL := help
-.PHONY: help install browser nginx screenshots run migrate test lint format typecheck openapi migrations-sql bench bench-tree bench-stream bench-load bench-workers clean
+.PHONY: help install browser nginx screenshots run migrate test lint format typecheck openapi migrations-sql bench bench-tree bench-stream bench-load bench-workers bench-import clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -104,6 +104,9 @@ bench-load: install ## Benchmark concurrent paced streams with 1 and 2 workers (
 
 bench-workers: install ## Benchmark the sidebar with 1 and 2 workers, 8 requests in flight (~4 min)
 	$(RUN) python -m bench.workers_sidebar $(BENCH_ARGS)
+
+bench-import: install ## Benchmark importing a 10,000-conversation ChatGPT export over HTTP, both databases
+	$(RUN) python -m bench.imports $(BENCH_ARGS)
 
 clean: ## Remove the virtualenvs and local data
 	rm -rf .venv .tools data .pytest_cache .mypy_cache .ruff_cache

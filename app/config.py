@@ -98,6 +98,9 @@ class Settings(BaseSettings):
     allowed_hosts: CommaSeparated = Field(default_factory=list)
 
     max_request_body_bytes: int = Field(default=512 * 1024, ge=1024)
+    # POST /api/v1/chat/import only (instead of MAX_REQUEST_BODY_BYTES): the upload, and the
+    # conversations.json inside a zip. Read as a stream: memory does not grow with it.
+    import_max_bytes: int = Field(default=512 * 1024 * 1024, ge=1024)
     # The request line and headers: a bearer token is about 1 KiB; browsers send a few KiB.
     max_request_header_bytes: int = Field(default=64 * 1024, ge=1024)
     # None: on in authenticated mode, off in open mode.

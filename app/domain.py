@@ -15,6 +15,12 @@ FEEDBACK_COMMENT_MAX_CHARS: Final = 2_000
 TitleSource = Literal["message", "model", "user"]
 TITLE_SOURCES: Final[tuple[TitleSource, ...]] = get_args(TitleSource)
 
+# An import's state (app/imports): running, then done or failed; and what the file was (a
+# ChatGPT export, or this service's export of several sessions or of one).
+ImportState = Literal["running", "done", "failed"]
+IMPORT_STATES: Final[tuple[ImportState, ...]] = get_args(ImportState)
+ExportKind = Literal["chatgpt", "sessions", "session"]
+
 # A user id comes from a request body, a query or a token's `sub`: the same limit for all.
 USER_ID_MAX_CHARS: Final = 255
 

@@ -14,6 +14,8 @@ from app.config import Settings, get_settings
 from app.feedback import endpoints as feedback
 from app.folders import endpoints as folders
 from app.health import endpoints as health
+from app.imports import endpoints as imports
+from app.imports.service import ImportTasks
 from app.kit.db import migrate
 from app.kit.db.engine import Database, open_database
 from app.kit.errors import SharedReadsLimited, install_error_handlers
@@ -79,6 +81,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             on_interrupted=relay.announce_ended,
         )
         liveness.start()
+        import_tasks = ImportTasks(reply_tasks.process_id)
+        app.state.import_tasks = import_tasks
         app.state.settings = settings
         app.state.database = database
         app.state.assistant = await build_assistant(settings)
@@ -114,6 +118,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             # Titles are not worth waiting for: those still being asked for are cancelled.
             await title_tasks.shutdown()
             await reply_tasks.shutdown(_remaining_grace(app, settings.shutdown_grace_seconds))
+            # An import is not waited for: it is marked failed, and a new upload of the file
+            # skips what it imported.
+            await import_tasks.shutdown(database)
             await liveness.stop()
             await relay.close()
             await database.dispose()
@@ -132,7 +139,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     # Added first, so they run inside CORS: their 413s and 431s are readable from allowed
     # origins.
-    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_body_bytes)
+    app.add_middleware(
+        BodySizeLimitMiddleware,
+        max_bytes=settings.max_request_body_bytes,
+        # The multipart envelope around the file: its headers and boundaries.
+        path_limits={imports.IMPORT_PATH: settings.import_max_bytes + 64 * 1024},
+    )
     app.add_middleware(HeaderSizeLimitMiddleware, max_bytes=settings.max_request_header_bytes)
     app.add_middleware(
         CORSMiddleware,
@@ -161,6 +173,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(sessions.router)
     app.include_router(folders.router)
     app.include_router(tags.router)
+    app.include_router(imports.router)
     app.include_router(replies.router)
     # Sharing off: the routes are not there at all (404 as any unknown path, and absent
     # from the OpenAPI document).

@@ -132,6 +132,8 @@ async def _empty_tables(request: pytest.FixtureRequest) -> AsyncIterator[None]:
     db: Database = request.getfixturevalue("database")
     async with db.write() as conn:
         await conn.execute(text("DELETE FROM chat_replies_generating"))
+        await conn.execute(text("DELETE FROM chat_import_sources"))
+        await conn.execute(text("DELETE FROM chat_imports"))
         await conn.execute(text("DELETE FROM chat_feedback"))
         await conn.execute(text("DELETE FROM chat_messages"))
         await conn.execute(text("DELETE FROM chat_sessions"))
@@ -190,5 +192,6 @@ async def live_server(settings: Settings, database: Database) -> AsyncIterator[L
 async def client(live_server: LiveServer, database: Database) -> AsyncIterator[httpx.AsyncClient]:
     """HTTP client of the live server; tables are emptied after each test."""
     yield live_server.client
-    # Replies still being generated would write into the next test's tables.
+    # Replies and imports still running would write into the next test's tables.
     await live_server.app.state.reply_tasks.wait_idle()
+    await live_server.app.state.import_tasks.wait()

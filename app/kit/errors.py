@@ -133,6 +133,36 @@ class TagNotFound(ChatError):
     detail = "Tag not found"
 
 
+class ImportNotFound(ChatError):
+    """No such import, or one of another user's (answered alike)."""
+
+    status_code = status.HTTP_404_NOT_FOUND
+    detail = "Import not found"
+
+
+class ImportRunning(ChatError):
+    """An import while another of the same user's is still running."""
+
+    status_code = status.HTTP_409_CONFLICT
+    detail = "An import of yours is still running; wait for it to finish (GET its status)"
+
+
+class NotAnImport(ChatError):
+    """An upload that is not an export this service reads (`detail` says why)."""
+
+    status_code = status.HTTP_422_UNPROCESSABLE_CONTENT
+    detail = "The file is not an export this service can import"
+
+
+class ExportTooLarge(ChatError):
+    """An upload, or the export inside a zip, over IMPORT_MAX_BYTES."""
+
+    status_code = status.HTTP_413_CONTENT_TOO_LARGE
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(f"The export is larger than the limit of {max_bytes} bytes")
+
+
 class AssistantUnavailable(ChatError):
     """The assistant failed to answer; the user's message is kept."""
 

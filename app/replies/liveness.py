@@ -20,6 +20,8 @@ from datetime import timedelta
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from app.imports import queries as import_queries
+from app.imports.service import INTERRUPTED
 from app.kit.db.engine import Database
 from app.kit.db.types import utc_now
 from app.kit.text import make_preview
@@ -115,6 +117,10 @@ class ProcessLiveness:
         for reply in abandoned:
             finished += await self._finish_interrupted(reply)
         async with self._db.write() as conn:
+            # Their imports too: the upload was on the dead process's disk (app/imports).
+            await import_queries.fail_abandoned_imports(
+                conn, stale_before=stale_before, dead=dead, error=INTERRUPTED, now=utc_now()
+            )
             await reply_queries.forget_dead_processes(conn, stale_before=stale_before, dead=dead)
         if finished:
             logger.warning("finished %d replies of processes that died, as interrupted", finished)

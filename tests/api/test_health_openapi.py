@@ -31,6 +31,8 @@ FOLDERS = "/api/v1/chat/folders"
 FOLDER = FOLDERS + "/{folder_id}"
 TAGS = "/api/v1/chat/tags"
 TAG = TAGS + "/{tag_id}"
+IMPORT = "/api/v1/chat/import"
+IMPORT_STATUS = "/api/v1/chat/imports/{import_id}"
 
 # Every status code the tests of this directory get from each route.
 OBSERVED_STATUSES: dict[tuple[str, str], set[int]] = {
@@ -64,6 +66,8 @@ OBSERVED_STATUSES: dict[tuple[str, str], set[int]] = {
     ("GET", TAGS): {200},
     ("PATCH", TAG): {200, 404},
     ("DELETE", TAG): {204, 404},
+    ("POST", IMPORT): {202, 409, 413, 422},
+    ("GET", IMPORT_STATUS): {200, 404, 422},
 }
 # Routes whose services refuse some valid requests with a 422 of their own (`{"detail": str}`):
 # an edit of a reply, a regeneration or a rating of a user message, a title for a session
@@ -75,6 +79,8 @@ DOMAIN_422 = {
     ("PUT", FEEDBACK),
     ("DELETE", FEEDBACK),
     ("POST", TITLE),
+    # A file that is not an export.
+    ("POST", IMPORT),
 }
 
 
@@ -198,6 +204,8 @@ CHAT_ROUTES = [
     pytest.param("GET", TAGS, id="list-tags"),
     pytest.param("PATCH", TAG, id="rename-tag"),
     pytest.param("DELETE", TAG, id="delete-tag"),
+    pytest.param("POST", IMPORT, id="import"),
+    pytest.param("GET", IMPORT_STATUS, id="import-status"),
 ]
 
 
@@ -284,6 +292,15 @@ async def test_regenerate_success_is_documented_as_an_event_stream_or_json(
         == (spec["paths"][STREAM]["post"]["responses"]["200"]["content"]["text/event-stream"])
     )
     assert content["application/json"]["schema"] == {"$ref": "#/components/schemas/ChatResponse"}
+
+
+async def test_import_is_documented_as_an_upload_answered_202(client: httpx.AsyncClient) -> None:
+    spec = await _spec(client)
+
+    operation = spec["paths"][IMPORT]["post"]
+    assert set(operation["requestBody"]["content"]) == {"multipart/form-data"}
+    assert set(operation["responses"]) >= {"202", "409", "413", "422"}
+    assert "200" not in operation["responses"]
 
 
 @pytest.mark.parametrize(("path", "marker"), [("/docs", "swagger-ui"), ("/redoc", "redoc")])

@@ -5,6 +5,7 @@ The routes are read from the app itself, and `test_every_route_is_in_the_matrix`
 new route has its entry in MATRIX, which is all it takes to run it through every check here.
 """
 
+import json
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -51,6 +52,8 @@ FOLDERS = "/api/v1/chat/folders"
 FOLDER = FOLDERS + "/{folder_id}"
 TAGS = "/api/v1/chat/tags"
 TAG = TAGS + "/{tag_id}"
+IMPORT = "/api/v1/chat/import"
+IMPORT_STATUS = "/api/v1/chat/imports/{import_id}"
 
 Scope = Literal[
     "public",
@@ -64,6 +67,8 @@ Scope = Literal[
     "label",
     "label-list",
     "label-create",
+    "import",
+    "import-create",
 ]
 Effect = Literal[
     "reads", "writes", "renames", "deletes", "regenerates", "switches", "shares", "rates", "unrates"
@@ -97,7 +102,9 @@ class Case:
     routes list the caller's links. Folders and tags (issue 16): "label" routes act on the folder
     or tag whose id is put in the path (`{folder_id}`, `{tag_id}`), alice's or bob's, holding
     their owner's session; "label-list" routes list the caller's folders or tags;
-    "label-create" routes create one for the caller.
+    "label-create" routes create one for the caller. Imports (issue 16): "import" routes read
+    the import whose id is put in the path (`{import_id}`), alice's or bob's; "import-create"
+    routes import an uploaded export as the caller's sessions.
 
     A path with `{message_id}` names the current branch's reply (`World.messages`), which the
     world has rated: effect "rates" replaces that rating, "unrates" clears it.
@@ -178,6 +185,8 @@ MATRIX: dict[tuple[str, str], Case] = {
     ("GET", TAGS): Case("label-list"),
     ("PATCH", TAG): Case("label", body=name_of, effect="renames"),
     ("DELETE", TAG): Case("label", ok=204, effect="deletes"),
+    ("POST", IMPORT): Case("import-create", ok=202, effect="writes"),
+    ("GET", IMPORT_STATUS): Case("import"),
 }
 
 # The message a route on a message names in a session the world does not have.
@@ -256,6 +265,8 @@ class World:
     # owner -> the id of their folder and of their tag (`labelled_world`)
     folders: dict[str, str] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
+    # owner -> the id of their finished import (`imported_world`)
+    imports: dict[str, str] = field(default_factory=dict)
 
     def headers(self, caller: str) -> dict[str, str]:
         return CALLERS[caller].headers(self.jwks)
@@ -270,6 +281,7 @@ class World:
         *,
         share_id: str = "",
         label_id: str = "",
+        import_id: str = "",
     ) -> httpx.Response:
         method, path = key
         case = MATRIX[key]
@@ -285,6 +297,7 @@ class World:
                 share_id=share_id,
                 folder_id=label_id,
                 tag_id=label_id,
+                import_id=import_id,
             ),
             json=body,
             params=params,
@@ -1031,3 +1044,101 @@ async def test_a_session_goes_only_into_its_owners_folders(
     assert response.status_code == 404, response.text
     assert response.json() == {"detail": "Folder not found"}
     assert await stored_labels(world.database) == before
+
+
+# --- Imports ------------------------------------------------------------------------------
+
+
+def an_export(text: str) -> bytes:
+    """This service's export of one session: what a caller's import brings in."""
+    message: Json = {
+        "id": str(uuid.uuid4()),
+        "role": "user",
+        "content": text,
+        "metadata": {},
+        "created_at": "2026-12-01T10:00:00Z",
+        "parent_id": None,
+    }
+    session = {
+        "session_id": str(uuid.uuid4()),
+        "title": text,
+        "created_at": "2026-12-01T10:00:00Z",
+        "updated_at": "2026-12-01T10:00:00Z",
+        "current_message_id": message["id"],
+        "messages": [message],
+    }
+    return json.dumps(session).encode()
+
+
+async def upload_as(world: World, caller: str, text: str) -> httpx.Response:
+    return await world.client.post(
+        IMPORT, files={"file": ("chat.json", an_export(text))}, headers=world.headers(caller)
+    )
+
+
+@pytest.fixture
+async def imported_world(world: World) -> World:
+    """The world, with a finished import of alice's and one of bob's."""
+    for owner, caller in ((ALICE, "owner"), (BOB, "other-user")):
+        response = await upload_as(world, caller, f"{owner}'s import")
+        assert response.status_code == 202, response.text
+        world.imports[owner] = response.json()["import_id"]
+    await world.live.app.state.import_tasks.wait()
+    return world
+
+
+async def owners_of_text(database: Database, text: str) -> list[str | None]:
+    async with database.read() as conn:
+        rows = await conn.execute(
+            select(chat_sessions.c.user_id)
+            .join(chat_messages, chat_messages.c.session_id == chat_sessions.c.session_id)
+            .where(chat_messages.c.content == text)
+        )
+        return [row.user_id for row in rows]
+
+
+@pytest.mark.parametrize("caller", list(CALLERS))
+@pytest.mark.parametrize("key", keys("import-create"), ids=ids(keys("import-create")))
+async def test_an_import_is_the_callers(world: World, key: tuple[str, str], caller: str) -> None:
+    text = f"{caller}'s imported chat"
+    response = await upload_as(world, caller, text)
+    await world.live.app.state.import_tasks.wait()
+
+    expected = CREATES_FOR[caller]
+    if expected == 401:
+        assert_rejected(response)
+        assert await owners_of_text(world.database, text) == []
+        return
+    assert response.status_code == MATRIX[key].ok, response.text
+    assert await owners_of_text(world.database, text) == [expected]
+
+
+@pytest.mark.parametrize("caller", list(CALLERS))
+@pytest.mark.parametrize("key", keys("import"), ids=ids(keys("import")))
+async def test_import_routes_on_alices_import(
+    imported_world: World, key: tuple[str, str], caller: str
+) -> None:
+    world = imported_world
+    response = await world.call(key, caller, "", "", import_id=world.imports[ALICE])
+
+    outcome = CALLERS[caller].on_alices_session
+    if outcome == "ok":
+        assert response.status_code == MATRIX[key].ok, response.text
+        assert response.json()["import_id"] == world.imports[ALICE]
+    elif outcome == "hidden":
+        missing = await world.call(key, caller, "", "", import_id=NO_SUCH_MESSAGE)
+        assert response.status_code == missing.status_code == 404, response.text
+        assert response.json() == missing.json()
+    else:
+        assert_rejected(response)
+
+
+@pytest.mark.parametrize("key", keys("import"), ids=ids(keys("import")))
+async def test_import_routes_on_bobs_serve_bob_and_hide_it_from_alice(
+    imported_world: World, key: tuple[str, str]
+) -> None:
+    world = imported_world
+    as_alice = await world.call(key, "owner", "", "", import_id=world.imports[BOB])
+    assert as_alice.status_code == 404, as_alice.text
+    as_bob = await world.call(key, "other-user", "", "", import_id=world.imports[BOB])
+    assert as_bob.status_code == MATRIX[key].ok, as_bob.text

@@ -1,9 +1,11 @@
 """Helpers shared by the database tests."""
 
 import asyncio
+import uuid
 import warnings
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -18,6 +20,8 @@ from app.kit.db import migrate
 from app.kit.db.tables import (
     chat_feedback,
     chat_folders,
+    chat_import_sources,
+    chat_imports,
     chat_messages,
     chat_processes,
     chat_replies_generating,
@@ -83,6 +87,10 @@ SIDEBAR_INDEX_KEYS = {
     "idx_chat_sessions_user_list": [("user_id", False), ("active", False), *SORT_KEY],
     "idx_chat_sessions_list": [("active", False), *SORT_KEY],
 }
+# What the imports revision adds (issue 16): two tables. Renumbered when it is merged after
+# another revision: its name is written here only.
+IMPORTS_REVISION = "0014_imports"
+IMPORTS_TABLES = (chat_imports, chat_import_sources)
 FOLDER_LIST_INDEX_KEYS = [("user_id", False), ("active", False), ("folder_id", False), *SORT_KEY]
 
 # The tables as revision 0001_base_schema creates them: bound with the application's types so
@@ -122,6 +130,23 @@ session_pins = sa.table(
     sa.column("session_id", sa.Text()),
     sa.column("pinned", sa.Boolean()),
 )
+
+
+async def insert_base_session(
+    conn: AsyncConnection, session_id: str, *, at: datetime, user_id: str = "alice"
+) -> None:
+    """A session with the columns of revision 0001 (the later ones take their defaults)."""
+    await conn.execute(
+        sa.insert(base_sessions).values(
+            id=uuid.uuid4(),
+            session_id=session_id,
+            user_id=user_id,
+            active=True,
+            metadata={},
+            created_at=at,
+            updated_at=at,
+        )
+    )
 
 
 def plain_engine(url: str) -> AsyncEngine:
@@ -306,6 +331,7 @@ async def assert_schema_matches_tables(conn: AsyncConnection) -> None:
         *SHARE_TABLES,
         FEEDBACK_TABLE,
         *FOLDERS_TAGS_TABLES,
+        *IMPORTS_TABLES,
     ):
         assert await nullability(conn, table.name) == {
             column.name: column.nullable for column in table.columns

@@ -24,12 +24,12 @@ from tests.db.helpers import (
     SIDEBAR_INDEX_KEYS,
     alembic_versions,
     assert_schema_matches_tables,
-    base_sessions,
     column_names,
     down_revision_of,
     downgrade,
     index_keys,
     index_names,
+    insert_base_session,
     table_names,
     upgrade,
 )
@@ -46,19 +46,8 @@ def previous_revision() -> str:
 
 
 async def insert_session(database: Database, session_id: str) -> None:
-    """A session with the columns of revision 0001 (the later ones take their defaults)."""
     async with database.write() as conn:
-        await conn.execute(
-            sa.insert(base_sessions).values(
-                id=uuid.uuid4(),
-                session_id=session_id,
-                user_id="alice",
-                active=True,
-                metadata={},
-                created_at=T0,
-                updated_at=T0,
-            )
-        )
+        await insert_base_session(conn, session_id, at=T0)
 
 
 def folder_row(name: str, parent_id: uuid.UUID | None = None) -> dict[str, Any]:

@@ -2,7 +2,6 @@
 foreign keys cascade (a deleted session takes its links, a deleted link its messages), and
 going back drops them."""
 
-import uuid
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
@@ -16,10 +15,10 @@ from tests.db.helpers import (
     SHARES_REVISION,
     alembic_versions,
     assert_schema_matches_tables,
-    base_sessions,
     column_names,
     down_revision_of,
     downgrade,
+    insert_base_session,
     table_names,
     upgrade,
 )
@@ -39,17 +38,7 @@ async def insert_session_and_share(
     it and the link's two messages (with their `user_id` at the head revision)."""
     owner = {"user_id": "alice"} if at_head else {}
     async with database.write() as conn:
-        await conn.execute(
-            sa.insert(base_sessions).values(
-                id=uuid.uuid4(),
-                session_id=session_id,
-                user_id="alice",
-                active=True,
-                metadata={},
-                created_at=T0,
-                updated_at=T0,
-            )
-        )
+        await insert_base_session(conn, session_id, at=T0)
         await conn.execute(
             sa.insert(chat_shares).values(
                 share_id=share_id,

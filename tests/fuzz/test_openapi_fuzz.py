@@ -21,9 +21,11 @@ Schemathesis' own pytest integration (`schemathesis.pytest.from_fixture`) fails 
 
 import asyncio
 import contextlib
+import json
 import os
 import socket
 import sys
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -386,6 +388,42 @@ def _seed_labels(target: FuzzTarget, path: str) -> list[str]:
     return ids
 
 
+# The upload's bytes are a file that the schema cannot describe (an export): a request that fits
+# the schema is still refused (422) when its file is not an export, so that route is checked
+# without `positive_data_acceptance`.
+IMPORT = "/api/v1/chat/import"
+
+
+def _seed_imports(target: FuzzTarget) -> list[str]:
+    """Finished imports of the fuzzing user, so that operations on `{import_id}` reach more
+    than 404: their ids."""
+    export = {
+        "session_id": "exported",
+        "title": "Imported",
+        "created_at": "2026-12-01T10:00:00Z",
+        "updated_at": "2026-12-01T10:00:00Z",
+        "messages": [],
+    }
+    response = target.http.post(
+        f"{target.server.base_url}{IMPORT}",
+        files={"file": ("chat.json", json.dumps(export).encode())},
+        headers=target.owner_headers,
+        timeout=REQUEST_TIMEOUT_SECONDS,
+    )
+    assert response.status_code == 202, response.text
+    import_id: str = response.json()["import_id"]
+    for _ in range(200):  # until it has ended: another import would get a 409 meanwhile
+        status = target.http.get(
+            f"{target.server.base_url}/api/v1/chat/imports/{import_id}",
+            headers=target.owner_headers,
+            timeout=REQUEST_TIMEOUT_SECONDS,
+        )
+        if status.json()["status"] != "running":
+            break
+        time.sleep(0.05)
+    return [import_id]
+
+
 def _issued_cursors(target: FuzzTarget, path: str) -> list[str]:
     """Cursors the server really issued for the listing at `path`: a cursor is opaque, so a
     made-up one that matches the documented pattern is still refused (422), and valid requests
@@ -435,6 +473,7 @@ def _strategy(
     cursors: list[str],
     share_ids: list[str],
     label_ids: list[str],
+    import_ids: list[str],
 ) -> st.SearchStrategy[Case]:
     """Valid and invalid requests; some of the valid ones name an existing session (and on a
     route on a message, its reply) or share link, and the valid ones that page by cursor use
@@ -468,6 +507,11 @@ def _strategy(
             strategies += [
                 operation.as_strategy(path_parameters={name: label_id}) for label_id in label_ids
             ]
+    if "{import_id}" in operation.path:
+        strategies += [
+            operation.as_strategy(path_parameters={"import_id": import_id})
+            for import_id in import_ids
+        ]
     return st.one_of(strategies)
 
 
@@ -503,6 +547,8 @@ def test_operation_conforms_to_its_schema(
     labelled = "{folder_id}" in path or "{tag_id}" in path
     label_ids = _seed_labels(fuzz_target, path) if labelled else []
     cursors = _issued_cursors(fuzz_target, path) if path in OPAQUE_CURSORS else []
+    import_ids = _seed_imports(fuzz_target) if "{import_id}" in path else []
+    checks = [c for c in CHECKS if path != IMPORT or c is not positive_data_acceptance]
     server = fuzz_target.server
 
     @settings(
@@ -516,7 +562,7 @@ def test_operation_conforms_to_its_schema(
             HealthCheck.data_too_large,
         ],
     )
-    @given(case=_strategy(operation, seeded, cursors, share_ids, label_ids))
+    @given(case=_strategy(operation, seeded, cursors, share_ids, label_ids, import_ids))
     def fuzz(case: Case) -> None:
         log_offset = server.log_size()
         try:
@@ -524,7 +570,7 @@ def test_operation_conforms_to_its_schema(
                 base_url=server.base_url,
                 session=fuzz_target.http,
                 headers=fuzz_target.headers,
-                checks=CHECKS,
+                checks=checks,
                 timeout=REQUEST_TIMEOUT_SECONDS,
             )
         except Exception as exc:

@@ -120,10 +120,13 @@ class WebApp:
         async with asyncio.timeout(10):
             await self.live.app.state.reply_tasks.wait_idle()
             await self.live.app.state.title_tasks.wait_idle()
+            await self.live.app.state.import_tasks.wait()
 
     async def empty(self) -> None:
         await self.settle()
         async with self.database.write() as conn:
+            await conn.execute(text("DELETE FROM chat_import_sources"))
+            await conn.execute(text("DELETE FROM chat_imports"))
             await conn.execute(text("DELETE FROM chat_messages"))
             await conn.execute(text("DELETE FROM chat_sessions"))
             await conn.execute(text("DELETE FROM chat_tags"))

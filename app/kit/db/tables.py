@@ -18,7 +18,7 @@ from sqlalchemy import (
     text,
 )
 
-from app.domain import MESSAGE_ROLES, RATINGS, TITLE_SOURCES
+from app.domain import IMPORT_STATES, MESSAGE_ROLES, RATINGS, TITLE_SOURCES
 from app.kit.db.types import JSONDocument, SearchDocument, UTCDateTime, empty_json, utc_now
 
 # The owner of rows that have no user (open mode without `user_id`) where `user_id` is NOT NULL:
@@ -336,4 +336,57 @@ chat_session_tags = Table(
     # The session's and the tag's owner (migration 0013).
     Column("user_id", Text, nullable=False),
     Index("idx_chat_session_tags_tag", "tag_id", "session_id"),
+)
+
+# Imports (migration 0014, app/imports): one row per upload, its progress and outcome, so that
+# any process can answer for it and a dead process's import is marked failed by the others.
+
+chat_imports = Table(
+    "chat_imports",
+    metadata,
+    Column("id", Uuid, primary_key=True),
+    # The importing user (null in open mode without one), and the same as a key ("" for none)
+    # for the one-running-import-per-user index below (NULLs never clash).
+    Column("user_id", Text, nullable=True),
+    Column("owner_key", Text, nullable=False),
+    Column("status", Text, nullable=False),
+    Column("format", Text, nullable=False),
+    # Conversations in the file: null until the file has been read through once.
+    Column("total", Integer, nullable=True),
+    Column("done", Integer, nullable=False),
+    Column("imported", Integer, nullable=False),
+    Column("skipped", Integer, nullable=False),
+    # [{title, reason}] of the conversations that could not be imported.
+    Column("failed", JSONDocument, nullable=False),
+    # Why the import as a whole stopped (status failed).
+    Column("error", Text, nullable=True),
+    # The process that reads the upload (its temporary file is on that process's disk).
+    Column("process_id", Uuid, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    CheckConstraint(f"status IN {IMPORT_STATES!r}", name="status"),
+    Index(
+        "uq_chat_imports_running",
+        "owner_key",
+        unique=True,
+        sqlite_where=text("status = 'running'"),
+        postgresql_where=text("status = 'running'"),
+    ),
+    Index("idx_chat_imports_process", "process_id", "status"),
+)
+
+# Which conversation of an export each imported session came from, per owner: a second
+# import of the same file skips them. Deleting the session forgets it (cascade).
+chat_import_sources = Table(
+    "chat_import_sources",
+    metadata,
+    Column("owner_key", Text, primary_key=True),
+    Column("source_id", Text, primary_key=True),
+    Column(
+        "session_id",
+        Text,
+        ForeignKey("chat_sessions.session_id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Index("idx_chat_import_sources_session", "session_id"),
 )

@@ -12,19 +12,25 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
 class BodySizeLimitMiddleware:
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    """`max_bytes` for every path but those of `path_limits` (uploads), which have their own."""
+
+    def __init__(
+        self, app: ASGIApp, max_bytes: int, path_limits: dict[str, int] | None = None
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
-        self.detail = f"Request body too large (limit {max_bytes} bytes)"
+        self.path_limits = path_limits or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        max_bytes = self.path_limits.get(scope["path"], self.max_bytes)
+        detail = f"Request body too large (limit {max_bytes} bytes)"
         declared = dict(scope["headers"]).get(b"content-length", b"")
-        if declared.isdigit() and int(declared) > self.max_bytes:
+        if declared.isdigit() and int(declared) > max_bytes:
             response = JSONResponse(
-                {"detail": self.detail},
+                {"detail": detail},
                 status_code=status.HTTP_413_CONTENT_TOO_LARGE,
                 headers={"Connection": "close"},
             )
@@ -40,8 +46,8 @@ class BodySizeLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, self.detail)
+                if received > max_bytes:
+                    raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, detail)
             return message
 
         await self.app(scope, counting_receive, send)

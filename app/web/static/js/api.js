@@ -23,7 +23,7 @@ export function onUnauthorized(handler) {
 
 export const isAbort = (error) => error?.name === 'AbortError';
 
-async function send(method, path, { query, body, signal, accept, headers: extra } = {}) {
+async function send(method, path, { query, body, form, signal, accept, headers: extra } = {}) {
   const url = new URL(BASE + path, location.origin);
   for (const [key, value] of Object.entries(query ?? {})) {
     if (value != null && value !== '') url.searchParams.set(key, String(value));
@@ -37,7 +37,8 @@ async function send(method, path, { query, body, signal, accept, headers: extra 
     response = await fetch(url, {
       method,
       headers,
-      body: body === undefined ? undefined : JSON.stringify(body),
+      // A form (an upload) sets its own multipart Content-Type, with its boundary.
+      body: form ?? (body === undefined ? undefined : JSON.stringify(body)),
       signal,
     });
   } catch (error) {

@@ -5,6 +5,7 @@ import { onUnauthorized } from './api.js';
 import { forgetToken, hasHostTokens, hasStoredToken, storeToken, takeTokenFromFragment } from './auth.js';
 import { Chat, SessionNotFound } from './chat.js';
 import { createSignIn } from './dialogs.js';
+import { Importer } from './imports.js';
 import { Labels } from './labels.js';
 import { Sidebar } from './sidebar.js';
 
@@ -45,6 +46,8 @@ const sidebar = new Sidebar({
 // The sidebar's folders (the sidebar's callbacks above only run once this is set).
 const labels = new Labels({ sidebar, toast });
 labels.load();
+// The Import button: uploads an export, shows its progress, then refreshes the sidebar.
+new Importer({ finished: () => { sidebar.reset(); labels.load(); }, toast });
 
 const chat = new Chat({
   started: (sessionId) => {
