@@ -144,7 +144,7 @@ async def fail_imports_of(
 
 async def is_imported(conn: AsyncConnection, *, owner_key: str, source_id: str) -> bool:
     stmt = select(chat_import_sources.c.session_id).where(
-        chat_import_sources.c.owner_key == owner_key,
+        chat_import_sources.c.user_id == owner_key,
         chat_import_sources.c.source_id == source_id,
     )
     return (await conn.execute(stmt)).first() is not None
@@ -155,7 +155,7 @@ async def remember_source(
 ) -> None:
     await conn.execute(
         insert(chat_import_sources).values(
-            owner_key=owner_key, source_id=source_id, session_id=session_id
+            user_id=owner_key, source_id=source_id, session_id=session_id
         )
     )
 

@@ -57,10 +57,10 @@ def upgrade() -> None:
     op.create_index("idx_chat_imports_process", "chat_imports", ["process_id", "status"])
     op.create_table(
         "chat_import_sources",
-        sa.Column("owner_key", sa.Text(), nullable=False),
+        sa.Column("user_id", sa.Text(), nullable=False),
         sa.Column("source_id", sa.Text(), nullable=False),
         sa.Column("session_id", sa.Text(), nullable=False),
-        sa.PrimaryKeyConstraint("owner_key", "source_id", name=op.f("pk_chat_import_sources")),
+        sa.PrimaryKeyConstraint("user_id", "source_id", name=op.f("pk_chat_import_sources")),
         sa.ForeignKeyConstraint(
             ["session_id"],
             ["chat_sessions.session_id"],

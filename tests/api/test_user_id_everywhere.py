@@ -19,7 +19,9 @@ NO_USER_ID = {
 }
 # NULL for sessions without a user (open mode), where the tables of migration 0012 and 0013
 # store NO_OWNER: making these NOT NULL too is left for the Citus step (docs/scaling.md).
-NULLABLE_USER_ID = {"chat_sessions", "chat_search", "chat_shares", "chat_feedback"}
+# chat_imports likewise: its user_id is the session owner's to be (NULL without one); its
+# owner_key column stands in for NO_OWNER in the one-running-import index.
+NULLABLE_USER_ID = {"chat_sessions", "chat_search", "chat_shares", "chat_feedback", "chat_imports"}
 
 
 def test_every_table_carries_user_id() -> None:

@@ -97,7 +97,7 @@ async def test_one_running_import_per_owner_and_sources_go_with_their_session(
             )
             await conn.execute(
                 sa.insert(chat_import_sources).values(
-                    owner_key="alice", source_id="chatgpt:c1", session_id="s"
+                    user_id="alice", source_id="chatgpt:c1", session_id="s"
                 )
             )
         with pytest.raises(IntegrityError):
@@ -126,7 +126,7 @@ async def test_downgrade_drops_both_tables_and_keeps_the_sessions(
             await conn.execute(sa.insert(chat_imports).values(import_row("alice", "done")))
             await conn.execute(
                 sa.insert(chat_import_sources).values(
-                    owner_key="alice", source_id="chatgpt:c1", session_id="s"
+                    user_id="alice", source_id="chatgpt:c1", session_id="s"
                 )
             )
     finally:

@@ -380,7 +380,8 @@ chat_imports = Table(
 chat_import_sources = Table(
     "chat_import_sources",
     metadata,
-    Column("owner_key", Text, primary_key=True),
+    # The importing user, or NO_OWNER (as the tables of migration 0013 store it).
+    Column("user_id", Text, primary_key=True),
     Column("source_id", Text, primary_key=True),
     Column(
         "session_id",
