@@ -72,6 +72,8 @@ TITLE_SOURCE_COLUMNS = {"title_source"}
 # chat_sessions. Renumbered when it is merged after another revision: its name is written here
 # only.
 FOLDERS_TAGS_REVISION = "0012_folders_tags"
+# Revision 0015_search_folding (issue 17) reindexes every entry (renumbered at merge: use it).
+SEARCH_FOLDING_REVISION = "0015_search_folding"
 FOLDERS_TAGS_TABLES = (chat_folders, chat_tags, chat_session_tags)
 FOLDER_COLUMN = "folder_id"
 FOLDER_LIST_INDEX = "idx_chat_sessions_user_folder_list"
