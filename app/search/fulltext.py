@@ -15,6 +15,7 @@ match.
 import hashlib
 import unicodedata
 from collections import Counter
+from itertools import pairwise
 
 import regex
 
@@ -80,7 +81,7 @@ def owner_key(user_id: str) -> str:
 
 def fold(text: str) -> str:
     """`text` as it is compared: compatibility forms unified (full-width letters, ligatures),
-    case folded (`ß` is `ss`, final `ς` is `σ`), accents removed (`_ACCENTS`), recomposed."""
+    case folded (`ß` is `ss`, a final sigma a sigma), accents removed (`_ACCENTS`), recomposed."""
     decomposed = unicodedata.normalize("NFKD", unicodedata.normalize("NFKD", text).casefold())
     # lower(): casefold gives upper case for a few scripts (Cherokee), and PostgreSQL's
     # 'simple' dictionary lower-cases what it indexes.
@@ -112,7 +113,7 @@ def tokens(word: str) -> list[str]:
     if not _is_unspaced(word):
         return [word]
     units = _units(word)
-    return [a + b for a, b in zip(units, units[1:], strict=False)] + units[-1:]
+    return [a + b for a, b in pairwise(units)] + units[-1:]
 
 
 def _pairs(word: str) -> list[str]:
@@ -121,7 +122,7 @@ def _pairs(word: str) -> list[str]:
     if not _is_unspaced(word):
         return [word]
     units = _units(word)
-    pairs = [a + b for a, b in zip(units, units[1:], strict=False)] or units
+    pairs = [a + b for a, b in pairwise(units)] or units
     return pairs[:QUERY_MAX_PAIRS]
 
 

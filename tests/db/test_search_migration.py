@@ -28,7 +28,6 @@ from app.search.fulltext import (
     owner_key,
     postgres_owned_tsquery,
     query_words,
-    words,
 )
 from app.sessions import queries as session_queries
 from app.sessions.queries import SessionFilter
