@@ -35,8 +35,9 @@ _UNSPACED = (
     r"\p{scx=Myanmar}\p{scx=Tai_Tham}\p{scx=Yi}"
 )
 # A word's pieces: runs of unspaced scripts, and the rest (`東京tower` is `東京` and `tower`).
-_PIECE = regex.compile(rf"[{_UNSPACED}][{_UNSPACED}\p{{M}}]*|[^{_UNSPACED}]+")
-_UNSPACED_START = regex.compile(rf"[{_UNSPACED}]")
+# Marks stay with the character before them, whatever their script.
+_UNSPACED_START = rf"(?=\P{{M}})[{_UNSPACED}]"
+_PIECE = regex.compile(rf"{_UNSPACED_START}[{_UNSPACED}\p{{M}}]*|(?:[^{_UNSPACED}]|\p{{M}})+")
 # A unit of an unspaced run: a character and the marks after it (a Thai consonant and its
 # vowel and tone marks). Cut at code points, a pair could start with a mark.
 _UNIT = regex.compile(r"\P{M}\p{M}*")
@@ -88,8 +89,9 @@ def fold(text: str) -> str:
     return unicodedata.normalize("NFC", _ACCENTS.sub("", decomposed)).lower()
 
 
-def _is_unspaced(piece: str) -> bool:
-    return _UNSPACED_START.match(piece) is not None
+def is_unspaced(piece: str) -> bool:
+    """A piece of a word in a script written without spaces (indexed as pairs)."""
+    return regex.match(_UNSPACED_START, piece) is not None
 
 
 def words(text: str) -> list[str]:
@@ -98,7 +100,7 @@ def words(text: str) -> list[str]:
     found: list[str] = []
     for word in _WORD.findall(fold(text)):
         for piece in _PIECE.findall(word):
-            found.append(piece if _is_unspaced(piece) else piece[:WORD_MAX_CHARS])
+            found.append(piece if is_unspaced(piece) else piece[:WORD_MAX_CHARS])
     return found
 
 
@@ -110,7 +112,7 @@ def tokens(word: str) -> list[str]:
     """The tokens a word is indexed as: itself, or for a run of an unspaced script its
     overlapping pairs of units and its last unit (`東京都`: `東京 京都 都`), so that any part of
     the run starts a token (a single character too, as a prefix)."""
-    if not _is_unspaced(word):
+    if not is_unspaced(word):
         return [word]
     units = _units(word)
     return [a + b for a, b in pairwise(units)] + units[-1:]
@@ -119,7 +121,7 @@ def tokens(word: str) -> list[str]:
 def _pairs(word: str) -> list[str]:
     """A query word as the phrase of tokens it must match: a run of an unspaced script by
     its pairs (a single unit alone), any other word by itself."""
-    if not _is_unspaced(word):
+    if not is_unspaced(word):
         return [word]
     units = _units(word)
     pairs = [a + b for a, b in pairwise(units)] or units
@@ -132,7 +134,7 @@ def document(text: str) -> str:
     size = 0
     seen: Counter[str] = Counter()
     for word in words(text):
-        paired = _is_unspaced(word)
+        paired = is_unspaced(word)
         for token in tokens(word):
             if paired:
                 # Within PostgreSQL's limits on positions (see PAIR_MAX_POSITION).
