@@ -15,6 +15,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from app.kit.db import migrate
+from app.kit.db.engine import Database
 from app.kit.db.tables import (
     chat_feedback,
     chat_folders,
@@ -29,8 +30,11 @@ from app.kit.db.tables import (
     chat_tags,
     metadata,
 )
-from app.kit.db.types import JSONDocument, UTCDateTime
+from app.kit.db.types import JSONDocument, UTCDateTime, utc_now
+from app.kit.text import make_title
+from app.messages import queries as message_queries
 from app.search.fulltext import FTS_TABLE
+from app.sessions import queries as session_queries
 
 BASE_REVISION = "0001_base_schema"
 METADATA_REVISION = "0002_session_metadata"
@@ -341,3 +345,23 @@ async def captured_statements(engine: AsyncEngine) -> AsyncIterator[list[tuple[s
         yield statements
     finally:
         event.remove(engine.sync_engine, "before_cursor_execute", capture)
+
+
+async def store_text(database: Database, session_id: str, user_id: str | None, text: str) -> None:
+    """A session (created if absent) with one more user message, `text`, through the write
+    path: its title and its search entries as the service writes them."""
+    now = utc_now()
+    async with database.write() as conn:
+        await session_queries.create_session_if_absent(
+            conn, session_id=session_id, user_id=user_id, now=now
+        )
+        await message_queries.append_message(
+            conn,
+            session_id=session_id,
+            role="user",
+            content=text,
+            metadata={},
+            title=make_title(text),
+            preview=None,
+            now=now,
+        )

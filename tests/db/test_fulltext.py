@@ -17,9 +17,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.kit.db.engine import Database
 from app.kit.db.tables import chat_search
-from app.kit.db.types import utc_now
-from app.kit.text import make_title
-from app.messages import queries as message_queries
 from app.search import queries as search_queries
 from app.search.fulltext import (
     DOCUMENT_MAX_CHARS,
@@ -35,8 +32,8 @@ from app.search.fulltext import (
     query_words,
     words,
 )
-from app.sessions import queries as session_queries
 from app.sessions.queries import SessionFilter
+from tests.db.helpers import store_text
 
 # Query strings written in the syntax of FTS5 or of to_tsquery, or otherwise meant to break
 # a query built from them. Shared with tests/api/test_search.py.
@@ -322,21 +319,7 @@ async def _indexed_words(conn: AsyncConnection, entry_id: int) -> list[str]:
 
 
 async def _store(database: Database, session_id: str, text: str) -> None:
-    now = utc_now()
-    async with database.write() as conn:
-        await session_queries.create_session_if_absent(
-            conn, session_id=session_id, user_id=None, now=now
-        )
-        await message_queries.append_message(
-            conn,
-            session_id=session_id,
-            role="user",
-            content=text,
-            metadata={},
-            title=make_title(text),
-            preview=None,
-            now=now,
-        )
+    await store_text(database, session_id, None, text)
 
 
 @pytest.mark.parametrize("text", INDEXED_TEXTS)

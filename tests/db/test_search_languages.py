@@ -12,9 +12,6 @@ from hypothesis import strategies as st
 from app.auth.access import Caller
 from app.kit.db import migrate
 from app.kit.db.engine import Database, create_engine
-from app.kit.db.types import utc_now
-from app.kit.text import make_title
-from app.messages import queries as message_queries
 from app.search.fulltext import (
     PAIR_MAX_OCCURRENCES,
     document,
@@ -23,9 +20,9 @@ from app.search.fulltext import (
     tokens,
     words,
 )
-from app.sessions import queries as session_queries
 from app.sessions.service import get_sessions_list
 from tests.conftest import BACKENDS, DatabaseFactory, make_settings
+from tests.db.helpers import store_text
 
 THAI = "\u0e20\u0e32\u0e29\u0e32\u0e44\u0e17\u0e22"  # ภาษาไทย, "Thai language"
 THAI_WORD = "\u0e44\u0e17\u0e22"  # ไทย
@@ -133,24 +130,6 @@ async def both(database_factory: DatabaseFactory) -> AsyncIterator[dict[str, Dat
         await database.dispose()
 
 
-async def _store(database: Database, session_id: str, user_id: str, text: str) -> None:
-    now = utc_now()
-    async with database.write() as conn:
-        await session_queries.create_session_if_absent(
-            conn, session_id=session_id, user_id=user_id, now=now
-        )
-        await message_queries.append_message(
-            conn,
-            session_id=session_id,
-            role="user",
-            content=text,
-            metadata={},
-            title=make_title(text),
-            preview=None,
-            now=now,
-        )
-
-
 async def _clear(database: Database) -> None:
     async with database.write() as conn:
         # Messages and search entries go with their session (ON DELETE CASCADE).
@@ -201,7 +180,7 @@ async def test_both_databases_find_the_examples(
     for database in both.values():
         await _clear(database)
         for session_id, text in EXAMPLES.items():
-            await _store(database, session_id, "ana", text)
+            await store_text(database, session_id, "ana", text)
     for backend, database in both.items():
         assert await _found(database, query, "ana") == expected, backend
         assert await _found(database, query, None) == expected, backend
@@ -228,7 +207,7 @@ async def test_sqlite_and_postgresql_match_the_same_sessions(
         for database in both.values():
             await _clear(database)
             for n, text in enumerate(texts):
-                await _store(database, f"s{n}", "ana", text)
+                await store_text(database, f"s{n}", "ana", text)
         # The texts' own pieces too: most generated queries would match nothing.
         for query in queries + [text[n : n + 3] for text in texts for n in (0, 1, 3)]:
             if not query_words(query):
