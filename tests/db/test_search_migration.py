@@ -29,7 +29,6 @@ from app.search.fulltext import (
     postgres_owned_tsquery,
     query_words,
 )
-from app.sessions import queries as session_queries
 from app.sessions.queries import SessionFilter
 from app.sessions.service import get_sessions_list
 from tests.conftest import make_settings
@@ -48,6 +47,7 @@ from tests.db.helpers import (
     head_revision,
     index_definitions,
     index_names,
+    store_text,
     table_names,
     upgrade,
 )
@@ -597,20 +597,7 @@ async def test_users_sharing_an_owner_key_find_only_their_own_sessions(fresh_url
     await upgrade(fresh_url)
     async with app_database(fresh_url) as database:
         for user_id, session_id in ((first, "first-s"), (second, "second-s")):
-            async with database.write() as conn:
-                await session_queries.create_session_if_absent(
-                    conn, session_id=session_id, user_id=user_id, now=T0
-                )
-                await message_queries.append_message(
-                    conn,
-                    session_id=session_id,
-                    role="user",
-                    content="Where is my parcel?",
-                    metadata={},
-                    title="Where is my parcel?",
-                    preview="Where is my parcel?",
-                    now=T0,
-                )
+            await store_text(database, session_id, user_id, "Where is my parcel?")
         found_by = {user_id: await found(database, "parc", user_id) for user_id in (first, second)}
     assert found_by == {first: ["first-s"], second: ["second-s"]}
 
