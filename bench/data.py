@@ -503,12 +503,13 @@ async def load_postgresql(url: str, plan: Plan) -> Dataset:
     return dataset
 
 
-def _search_entries_sql(series: str) -> str:
+def _search_entries_sql(series: str, document: str = "d.document") -> str:
     """Every search entry, in the order the write path adds them (by time; a session's title
     just before its first message), with its document from the staging table
     `bench_document` (k, document) of the pool's (`Plan.search_documents`). Text without words
     has no staging row, so it gets no entry, as on the write path. `series` joins message
-    numbers `m.n` 1 to `p.n` to each session `p`."""
+    numbers `m.n` 1 to `p.n` to each session `p`; `document` is the stored value, of the
+    staging row `d` and the entry `e`."""
     created = "p.created_us + (m.n - 1) * p.gap_us"
     pick = (
         f"CASE WHEN m.n % 2 = 1 THEN {_USER_PICK.format(pool=TEXT_POOL)} "
@@ -517,7 +518,7 @@ def _search_entries_sql(series: str) -> str:
     title_pick = f"{_TITLE_DOC} + " + _USER_PICK.format(pool=TEXT_POOL).replace("m.n", "1")
     return f"""
         INSERT INTO chat_search (session_id, user_id, seq, document)
-        SELECT e.session_id, e.user_id, e.seq, d.document
+        SELECT e.session_id, e.user_id, e.seq, {document}
         FROM (
             SELECT p.session_id, p.user_id, m.n AS seq, {pick} AS k, {created} AS at
             FROM bench_plan p {series}
@@ -705,7 +706,13 @@ def load_sqlite(path: Path, url: str, plan: Plan) -> Dataset:
             "CREATE TEMP TABLE bench_document (k INTEGER PRIMARY KEY, document TEXT NOT NULL)"
         )
         conn.executemany("INSERT INTO bench_document VALUES (?, ?)", plan.search_documents())
-        conn.execute(_search_entries_sql("JOIN bench_n m ON m.n <= p.n"))
+        # SQLite's documents carry the owner's words too, as the write path stores them.
+        conn.create_function("owned_document", 2, fulltext.owned_document, deterministic=True)
+        conn.execute(
+            _search_entries_sql(
+                "JOIN bench_n m ON m.n <= p.n", "owned_document(d.document, e.user_id)"
+            )
+        )
         dataset.load_steps.append(
             ("search entries (INSERT ... SELECT)", time.perf_counter() - step)
         )

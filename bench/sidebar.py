@@ -884,7 +884,8 @@ async def check_search(bench: Bench, result: DatabaseResult) -> None:
 async def verify_search_index(db: Database, session_ids: list[str]) -> int:
     """Each session's search entries are what the write path would have added: its title's
     and its messages' documents (`app.search.fulltext.document`; titles with weight A on
-    PostgreSQL), one per text with words. Raises on the first difference."""
+    PostgreSQL, the owner's words too on SQLite), one per text with words. Raises on the
+    first difference."""
     postgres = db.engine.dialect.name == "postgresql"
     s, m = chat_search.c, chat_messages.c
     async with db.read() as conn:
@@ -899,11 +900,16 @@ async def verify_search_index(db: Database, session_ids: list[str]) -> int:
                     select(m.seq, m.content).where(m.session_id == session_id).order_by(m.seq)
                 )
             ]
+            owner = await conn.scalar(
+                select(chat_sessions.c.user_id).where(chat_sessions.c.session_id == session_id)
+            )
             expected: dict[int, str] = {}
             for seq, text in texts:
                 words = fulltext.document(text)
                 if not words:
                     continue
+                if not postgres:
+                    words = fulltext.owned_document(words, owner)
                 if postgres:
                     vector: Any = func.to_tsvector(literal_column("'simple'::regconfig"), words)
                     if seq == SEARCH_TITLE_SEQ:

@@ -256,7 +256,9 @@ async def load_tree(db: Database, tree: Tree, start: datetime) -> float:
     rows = _stored(tree, start)
     first = rows[0]
     title = make_title(first["content"])
-    search_rows = [{"s": tree.session_id, "u": USER, "q": SEARCH_TITLE_SEQ, "w": title}] + [
+    search_rows = [
+        {"s": tree.session_id, "u": USER, "q": SEARCH_TITLE_SEQ, "w": fulltext.document(title)}
+    ] + [
         {
             "s": tree.session_id,
             "u": USER,
@@ -272,6 +274,10 @@ async def load_tree(db: Database, tree: Tree, start: datetime) -> float:
         if conn.dialect.name == "postgresql":
             document = func.to_tsvector(literal_column("'simple'::regconfig"), bindparam("w"))
             title_document = func.setweight(document, literal_column("'A'"))
+        else:
+            # SQLite's documents carry the owner's words too, as the write path stores them.
+            for row in search_rows:
+                row["w"] = fulltext.owned_document(row["w"], USER)
         await conn.execute(
             insert(chat_sessions).values(
                 session_id=tree.session_id,

@@ -1,71 +1,173 @@
 """Full-text search: what is indexed, and how a search box's text becomes a query.
 
 Text is split into words here, in Python, before either database sees it, so PostgreSQL's
-`to_tsvector('simple', …)` and SQLite's FTS5 `unicode61` tokenizer are handed the same words
+`to_tsvector('simple', …)` and SQLite's FTS5 `unicode61` tokenizer are handed the same tokens
 and agree on what matches: their own parsers disagree (PostgreSQL keeps `example.com` or
-`a@b.c` as one token, FTS5 splits them). A word is a run of letters and digits, NFKC-normalised
-and lower-cased; every query word matches as a prefix (search as you type, and a stand-in for
-stemming), and all of them must match.
+`a@b.c` as one token, FTS5 splits them). A word is a run of letters and digits, folded (`fold`:
+compatibility forms, case and accents), so `cafe` finds `café`, `strasse` `Straße`, `ΣΟΦΙΑ`
+`σοφία`. Scripts written without spaces (Chinese, Japanese, Thai, …) are indexed as
+overlapping pairs of characters, and a query's run of them becomes the phrase of its pairs, so
+any part of a run two characters or longer is found (`東京` in `我住在東京都`). Every query word
+matches as a prefix (search as you type, and a stand-in for stemming), and all of them must
+match.
 """
 
 import hashlib
 import unicodedata
+from collections import Counter
+from itertools import pairwise
 
 import regex
 
 # Letters and digits of any script, with the combining marks that follow them (Indic vowel
-# signs, Arabic and Hebrew vowel points, accents); everything else separates words. A mark
-# never starts a word: PostgreSQL's parser drops one there, and so must the index's words.
+# signs, Arabic and Hebrew vowel points); everything else separates words. A mark never
+# starts a word: PostgreSQL's parser drops one there, and so must the index's words.
 _WORD = regex.compile(r"[\p{L}\p{N}][\p{L}\p{N}\p{M}]*")
+# The accents folding removes: the combining marks of the blocks shared by Latin, Greek and
+# Cyrillic (é, ü, ά, й after decomposition). The marks that belong to one script (Indic vowel
+# signs, Thai vowels and tones, the kana voicing marks, Arabic and Hebrew points) change the
+# word and are kept.
+_ACCENTS = regex.compile(r"[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]")
+# Scripts written without spaces between words (and the marks shared with them, such as the
+# kana prolonged sound mark ー): a run of them is indexed as overlapping pairs of units.
+_UNSPACED = (
+    r"\p{scx=Han}\p{scx=Hiragana}\p{scx=Katakana}\p{scx=Thai}\p{scx=Lao}\p{scx=Khmer}"
+    r"\p{scx=Myanmar}\p{scx=Tai_Tham}\p{scx=Yi}"
+)
+# A word's pieces: runs of unspaced scripts, and the rest (`東京tower` is `東京` and `tower`).
+# Marks stay with the character before them, whatever their script.
+_UNSPACED_START = rf"(?=\P{{M}})[{_UNSPACED}]"
+_PIECE = regex.compile(rf"{_UNSPACED_START}[{_UNSPACED}\p{{M}}]*|(?:[^{_UNSPACED}]|\p{{M}})+")
+_STARTS_UNSPACED = regex.compile(_UNSPACED_START)
+_HAS_UNSPACED = regex.compile(f"[{_UNSPACED}]")
+# A unit of an unspaced run is a character and the marks after it (a Thai consonant and its
+# vowel and tone marks): cut at code points, a pair could start with a mark.
 # Longer words are cut: both indexes then stay within their limits (a PostgreSQL lexeme is
 # at most 2 KB), and a query word is cut the same way, so it still matches as a prefix.
 WORD_MAX_CHARS = 40
-# What is indexed of one text, in characters of words: a tsvector must stay under 1 MB.
+# What is indexed of one text, in characters of tokens: a tsvector must stay under 1 MB.
 DOCUMENT_MAX_CHARS = 200_000
 # A search box needs no more; more would only make each query slower.
 QUERY_MAX_WORDS = 16
+# Pairs of one query run matched as a phrase: a longer run is matched by its start (a run of
+# 17 characters or more is rare in a search box, and a longer phrase only costs time).
+QUERY_MAX_PAIRS = 16
+# PostgreSQL keeps a token's positions only up to 16,383, and at most 256 positions of one
+# token (to_tsvector drops the rest): past either, a phrase would match on SQLite and not on
+# PostgreSQL. Pairs are indexed only within both limits, so both find the same phrases; plain
+# words are matched without positions and are always indexed.
+PAIR_MAX_POSITION = 16_383
+PAIR_MAX_OCCURRENCES = 255
 
-# The SQLite index (see migration 0004): an FTS5 table over chat_search's `document` and
-# `user_id`, kept in sync with chat_search by triggers.
+# The SQLite index (migrations 0004 and 0015): an FTS5 table over chat_search's `document`,
+# kept in sync with chat_search by triggers.
 FTS_TABLE = "chat_search_fts"
-# `user_id` is indexed too, so that a user's search intersects two posting lists instead of
-# scanning everyone's matches; these characters keep common ids (UUIDs, e-mail addresses) one
-# token. Words of `document` never contain them.
-FTS_USER_ID_CHARS = "-_.@:+"
 
 
-# PostgreSQL indexes every entry's words a second time, each under its owner's key (migration
-# 0005): one user's search then reads only that user's matches from the index, not everyone's.
-# The key is `_` and the first 8 hex digits of md5(user_id), computed in SQL by the index
-# expression and here for the query: `_` never starts a word, so a plain word's prefix never
+# Both databases index every entry's words a second time, each under its owner's key
+# (PostgreSQL: migration 0005, an expression index; SQLite: migration 0015, the owned words
+# follow the plain ones in the document): one user's search then reads only that user's
+# matches from the index, not everyone's. The key is `_` and the first 8 hex digits of
+# md5(user_id), computed in SQL by PostgreSQL's index expression and here for SQLite's
+# documents and for the query: `_` never starts a word, so a plain word's prefix never
 # reaches an owned word, and the short hash keeps the index small. Two users may share a key;
 # the queries still compare user_id exactly, so sharing one only costs time.
 OWNER_KEY_HEX_DIGITS = 8
 
 
 def owner_key(user_id: str) -> str:
-    """The key the PostgreSQL index files `user_id`'s words under (see above)."""
+    """The key the index files `user_id`'s words under (see above)."""
     digest = hashlib.md5(user_id.encode(), usedforsecurity=False).hexdigest()
     return "_" + digest[:OWNER_KEY_HEX_DIGITS]
 
 
+def fold(text: str) -> str:
+    """`text` as it is compared: compatibility forms unified (full-width letters, ligatures),
+    case folded (`ß` is `ss`, a final sigma a sigma), accents removed (`_ACCENTS`), recomposed."""
+    decomposed = unicodedata.normalize("NFKD", unicodedata.normalize("NFKD", text).casefold())
+    # lower(): casefold gives upper case for a few scripts (Cherokee), and PostgreSQL's
+    # 'simple' dictionary lower-cases what it indexes.
+    return unicodedata.normalize("NFC", _ACCENTS.sub("", decomposed)).lower()
+
+
+def is_unspaced(piece: str) -> bool:
+    """A piece of a word in a script written without spaces (indexed as pairs)."""
+    return not piece.isascii() and _STARTS_UNSPACED.match(piece) is not None
+
+
 def words(text: str) -> list[str]:
-    """The words of `text` as they are indexed and searched."""
-    normalized = unicodedata.normalize("NFKC", text).lower()
-    found: list[str] = _WORD.findall(normalized)
-    return [word[:WORD_MAX_CHARS] for word in found]
+    """The words of `text` as they are indexed and searched: folded, a run of an unspaced
+    script a word of its own (whole), other words cut at WORD_MAX_CHARS."""
+    found: list[str] = []
+    for word in _WORD.findall(fold(text)):
+        # Most words hold no unspaced script: one test, not a split (a tenth of the time).
+        if word.isascii() or _HAS_UNSPACED.search(word) is None:
+            found.append(word[:WORD_MAX_CHARS])
+            continue
+        for piece in _PIECE.findall(word):
+            found.append(piece if is_unspaced(piece) else piece[:WORD_MAX_CHARS])
+    return found
+
+
+def _units(run: str) -> list[str]:
+    """The units of a run (a character and its marks), each cut at WORD_MAX_CHARS. A loop over
+    characters: the regular expression took ten times longer."""
+    units: list[str] = []
+    for char in run:
+        if units and unicodedata.category(char)[0] == "M":
+            units[-1] += char
+        else:
+            units.append(char)
+    return [unit[:WORD_MAX_CHARS] for unit in units]
+
+
+def tokens(word: str) -> list[str]:
+    """The tokens a word is indexed as: itself, or for a run of an unspaced script its
+    overlapping pairs of units and its last unit (`東京都`: `東京 京都 都`), so that any part of
+    the run starts a token (a single character too, as a prefix)."""
+    if not is_unspaced(word):
+        return [word]
+    units = _units(word)
+    return [a + b for a, b in pairwise(units)] + units[-1:]
+
+
+def _pairs(word: str) -> list[str]:
+    """A query word as the phrase of tokens it must match: a run of an unspaced script by
+    its pairs (a single unit alone), any other word by itself."""
+    if not is_unspaced(word):
+        return [word]
+    units = _units(word)
+    pairs = [a + b for a, b in pairwise(units)] or units
+    return pairs[:QUERY_MAX_PAIRS]
 
 
 def document(text: str) -> str:
-    """The indexed form of a title or message: its words, space-separated, capped in size."""
+    """The indexed form of a title or message: its tokens, space-separated, capped in size."""
     kept: list[str] = []
     size = 0
+    seen: Counter[str] = Counter()
     for word in words(text):
-        size += len(word) + 1
-        if size > DOCUMENT_MAX_CHARS:
-            break
-        kept.append(word)
+        paired = is_unspaced(word)
+        for token in tokens(word):
+            if paired:
+                # Within PostgreSQL's limits on positions (see PAIR_MAX_POSITION).
+                if len(kept) >= PAIR_MAX_POSITION or seen[token] >= PAIR_MAX_OCCURRENCES:
+                    continue
+                seen[token] += 1
+            size += len(token) + 1
+            if size > DOCUMENT_MAX_CHARS:
+                return " ".join(kept)
+            kept.append(token)
     return " ".join(kept)
+
+
+def owned_document(document: str, user_id: str | None) -> str:
+    """SQLite's document of an entry: its tokens, then the same under its owner's key (see
+    `owner_key`); an entry without an owner has only its tokens."""
+    if user_id is None or not document:
+        return document
+    key = owner_key(user_id)
+    return document + " " + " ".join(key + token for token in document.split(" "))
 
 
 def query_words(query: str) -> list[str]:
@@ -74,24 +176,35 @@ def query_words(query: str) -> list[str]:
 
 
 def postgres_tsquery(query_words: list[str]) -> str:
-    """`to_tsquery('simple', …)` input: every word as a prefix, all required. Words hold only
+    """`to_tsquery('simple', …)` input: every word as a prefix, all required; a run of an
+    unspaced script as the phrase of its pairs, its last pair as a prefix. Tokens hold only
     letters, digits and marks, so quoting them is enough to keep the syntax intact."""
-    return " & ".join(f"'{word}':*" for word in query_words)
+    terms = []
+    for word in query_words:
+        pairs = [f"'{token}'" for token in _pairs(word)]
+        pairs[-1] += ":*"
+        terms.append(pairs[0] if len(pairs) == 1 else "(" + " <-> ".join(pairs) + ")")
+    return " & ".join(terms)
 
 
 def postgres_owned_tsquery(query_words: list[str], user_id: str) -> str:
     """A tsquery for `user_id`'s owned words (see `owner_key`), taken as it is (a cast, not
-    `to_tsquery`, whose parser would split the key from the word)."""
+    `to_tsquery`, whose parser would split the key from the word). The owned words have no
+    positions: a phrase's pairs are all required here, and their order is checked on the
+    plain words (`postgres_tsquery`)."""
     key = owner_key(user_id)
-    return " & ".join(f"'{key}{word}':*" for word in query_words)
+    terms = []
+    for word in query_words:
+        pairs = [f"'{key}{token}'" for token in _pairs(word)]
+        pairs[-1] += ":*"
+        terms.extend(pairs)
+    return " & ".join(terms)
 
 
 def fts5_match(query_words: list[str], user_id: str | None) -> str:
-    """An FTS5 MATCH expression: every word as a prefix of a word in `document`, and, for one
-    user's search, their id in `user_id` (a prefilter: the caller still compares ids exactly)."""
-    prefixes = " AND ".join(f'"{word}"*' for word in query_words)
-    expression = f"document : ({prefixes})"
-    if user_id is not None and any(char.isalnum() or char in FTS_USER_ID_CHARS for char in user_id):
-        escaped = user_id.replace('"', '""')
-        expression += f' AND user_id : "{escaped}"'
-    return expression
+    """An FTS5 MATCH expression: every word as a prefix of a token of `document`, a run of an
+    unspaced script as the phrase of its pairs; for one user's search, among the tokens under
+    their key (a prefilter: the caller still compares ids exactly)."""
+    key = "" if user_id is None else owner_key(user_id)
+    phrases = (" ".join(key + token for token in _pairs(word)) for word in query_words)
+    return "document : (" + " AND ".join(f'"{phrase}"*' for phrase in phrases) + ")"

@@ -1,6 +1,6 @@
 """Writes to the search index (chat_search): one entry per session title and per message with
 words, added in the transaction that stores the text. SQLite's FTS5 table follows chat_search
-by triggers (migration 0004)."""
+by triggers (migrations 0004 and 0015)."""
 
 from typing import Any
 
@@ -26,7 +26,8 @@ async def index_text(
     words = fulltext.document(text)
     if not words:
         return
-    document: Any = words
+    # SQLite's document holds the owned words too; PostgreSQL's index derives them (0005).
+    document: Any = fulltext.owned_document(words, user_id)
     if conn.dialect.name == "postgresql":
         document = func.to_tsvector(literal_column("'simple'::regconfig"), words)
         if seq == SEARCH_TITLE_SEQ:

@@ -126,6 +126,9 @@ def _matching_entries(dialect: str, *, for_user: bool, in_sessions: bool) -> Sel
                 chat_search.c.user_id, chat_search.c.document
             )
             entries = _read_first("owned", owned_words.op("@@")(cast(_OWNED_TERMS, TSQUERY)))
+            # The owned words have no positions: the order of a phrase's pairs (a run of
+            # Chinese, Japanese, Thai) is checked on the plain words of those entries.
+            matches.append(entries.c.document.op("@@")(tsquery))
         else:
             matches.append(entries.c.document.op("@@")(tsquery))
         if for_user:
@@ -160,7 +163,8 @@ def _matching_entries(dialect: str, *, for_user: bool, in_sessions: bool) -> Sel
     if for_user:
         # Unary plus keeps SQLite from driving the join from idx_chat_search_user: it would
         # then rerun the whole MATCH once per entry of the user (seconds at 260k entries).
-        # The MATCH already narrows to the user's entries (fts5_match).
+        # The MATCH already reads only the user's entries (their owned words, fts5_match);
+        # the owner key is a hash, which two users may share.
         owner: ColumnElement[Any] = literal_column(
             f"+{chat_search.name}.{chat_search.c.user_id.name}"
         )

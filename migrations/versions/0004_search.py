@@ -7,7 +7,8 @@ PRIMARY KEY, which VACUUM never renumbers (it may renumber the implicit rowids o
 tables, which is why they are not indexed directly).
 
 Existing titles and messages are indexed here, split into words by the write path's own rules
-(app/search/fulltext.py). `alembic upgrade --sql` approximates those rules in SQL.
+(app/search/legacy.py, the rules of the time; 0015 reindexes with today's). `alembic upgrade
+--sql` approximates those rules in SQL.
 
 Revision ID: 0004_search
 Revises: 0003_sidebar_organising
@@ -22,7 +23,8 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 # The write path's rules: the backfill must index exactly what the service would have.
-from app.search.fulltext import DOCUMENT_MAX_CHARS, FTS_TABLE, FTS_USER_ID_CHARS, document
+from app.search.fulltext import DOCUMENT_MAX_CHARS, FTS_TABLE
+from app.search.legacy import FTS_USER_ID_CHARS, document
 
 revision: str = "0004_search"
 down_revision: str | None = "0003_sidebar_organising"

@@ -17,6 +17,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from app.kit.db import migrate
+from app.kit.db.engine import Database
 from app.kit.db.tables import (
     chat_feedback,
     chat_folders,
@@ -33,8 +34,11 @@ from app.kit.db.tables import (
     chat_tags,
     metadata,
 )
-from app.kit.db.types import JSONDocument, UTCDateTime
+from app.kit.db.types import JSONDocument, UTCDateTime, utc_now
+from app.kit.text import make_title
+from app.messages import queries as message_queries
 from app.search.fulltext import FTS_TABLE
+from app.sessions import queries as session_queries
 
 BASE_REVISION = "0001_base_schema"
 METADATA_REVISION = "0002_session_metadata"
@@ -76,6 +80,8 @@ TITLE_SOURCE_COLUMNS = {"title_source"}
 # chat_sessions. Renumbered when it is merged after another revision: its name is written here
 # only.
 FOLDERS_TAGS_REVISION = "0012_folders_tags"
+# Revision 0015_search_folding (issue 17) reindexes every entry (renumbered at merge: use it).
+SEARCH_FOLDING_REVISION = "0015_search_folding"
 FOLDERS_TAGS_TABLES = (chat_folders, chat_tags, chat_session_tags)
 FOLDER_COLUMN = "folder_id"
 FOLDER_LIST_INDEX = "idx_chat_sessions_user_folder_list"
@@ -369,3 +375,23 @@ async def captured_statements(engine: AsyncEngine) -> AsyncIterator[list[tuple[s
         yield statements
     finally:
         event.remove(engine.sync_engine, "before_cursor_execute", capture)
+
+
+async def store_text(database: Database, session_id: str, user_id: str | None, text: str) -> None:
+    """A session (created if absent) with one more user message, `text`, through the write
+    path: its title and its search entries as the service writes them."""
+    now = utc_now()
+    async with database.write() as conn:
+        await session_queries.create_session_if_absent(
+            conn, session_id=session_id, user_id=user_id, now=now
+        )
+        await message_queries.append_message(
+            conn,
+            session_id=session_id,
+            role="user",
+            content=text,
+            metadata={},
+            title=make_title(text),
+            preview=None,
+            now=now,
+        )

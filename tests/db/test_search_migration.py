@@ -5,7 +5,7 @@ machinery; and a one-user search reads that user's entries through an index."""
 import itertools
 import re
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
@@ -24,12 +24,11 @@ from app.search import queries as search_queries
 from app.search.fulltext import (
     FTS_TABLE,
     document,
+    owned_document,
     owner_key,
     postgres_owned_tsquery,
     query_words,
-    words,
 )
-from app.sessions import queries as session_queries
 from app.sessions.queries import SessionFilter
 from app.sessions.service import get_sessions_list
 from tests.conftest import make_settings
@@ -48,6 +47,7 @@ from tests.db.helpers import (
     head_revision,
     index_definitions,
     index_names,
+    store_text,
     table_names,
     upgrade,
 )
@@ -147,9 +147,17 @@ async def stored_entries(conn: AsyncConnection) -> Entries:
     return {(row[0], row[1]): (row[2], row[3]) for row in rows}
 
 
-async def expected_entries(conn: AsyncConnection) -> Entries:
-    """What the write path would have indexed for the titles and messages stored: each text
-    with words, split by app.search.fulltext; on PostgreSQL as to_tsvector makes it (weight A for
+def head_words(dialect: str, user_id: str | None, text: str) -> str:
+    """An entry's document as the write path makes it (on SQLite with the owner's words)."""
+    words = document(text)
+    return owned_document(words, user_id) if dialect == "sqlite" else words
+
+
+async def expected_entries(
+    conn: AsyncConnection, rule: Callable[[str, str | None, str], str] = head_words
+) -> Entries:
+    """What `rule` (by default the write path) would have indexed for the titles and messages
+    stored: each text with words; on PostgreSQL as to_tsvector makes it (weight A for
     titles)."""
     sessions = await conn.execute(sa.text("SELECT session_id, user_id, title FROM chat_sessions"))
     owners: dict[str, str | None] = {}
@@ -162,7 +170,7 @@ async def expected_entries(conn: AsyncConnection) -> Entries:
     texts.extend((session_id, seq, content) for session_id, seq, content in messages)
     expected: Entries = {}
     for session_id, seq, text in texts:
-        words = document(text)
+        words = rule(conn.dialect.name, owners[session_id], text)
         if not words:
             continue
         if conn.dialect.name == "postgresql":
@@ -284,8 +292,11 @@ async def test_the_backfill_covers_more_rows_than_one_batch(
     assert set(stored) == {(f"s-{i:05d}", seq) for i in range(count) for seq in (0, 1, 2)}
     for i in (0, batch_size - 1, batch_size, count - 1):
         # As document() writes it, and as to_tsvector() writes that on PostgreSQL.
-        words = f"answer {i}" if backend == "sqlite" else f"'{i}':2 'answer':1"
-        assert stored[(f"s-{i:05d}", 2)] == (f"user-{i % 7}", words)
+        user_id = f"user-{i % 7}"
+        words = (
+            owned_document(f"answer {i}", user_id) if backend == "sqlite" else f"'{i}':2 'answer':1"
+        )
+        assert stored[(f"s-{i:05d}", 2)] == (user_id, words)
     async with app_database(fresh_url) as database:
         assert await found(database, f"w{count - 1}") == [f"s-{count - 1:05d}"]
         assert await found(
@@ -503,10 +514,10 @@ async def fill_for_plan(database: Database) -> None:
                 }
             )
             for seq, text in ((0, title), (1, f"message about topic{u % 10} number {n}")):
-                entries.append(
-                    {"sid": session_id, "uid": f"user-{u}", "seq": seq, "doc": document(text)}
-                )
+                entries.append({"sid": session_id, "uid": f"user-{u}", "seq": seq, "text": text})
     async with database.write() as conn:
+        for entry in entries:
+            entry["doc"] = head_words(conn.dialect.name, entry["uid"], entry.pop("text"))
         await conn.execute(sa.insert(sessions), rows)
         postgres = conn.dialect.name == "postgresql"
         doc: Any = sa.bindparam("doc")
@@ -586,20 +597,7 @@ async def test_users_sharing_an_owner_key_find_only_their_own_sessions(fresh_url
     await upgrade(fresh_url)
     async with app_database(fresh_url) as database:
         for user_id, session_id in ((first, "first-s"), (second, "second-s")):
-            async with database.write() as conn:
-                await session_queries.create_session_if_absent(
-                    conn, session_id=session_id, user_id=user_id, now=T0
-                )
-                await message_queries.append_message(
-                    conn,
-                    session_id=session_id,
-                    role="user",
-                    content="Where is my parcel?",
-                    metadata={},
-                    title="Where is my parcel?",
-                    preview="Where is my parcel?",
-                    now=T0,
-                )
+            await store_text(database, session_id, user_id, "Where is my parcel?")
         found_by = {user_id: await found(database, "parc", user_id) for user_id in (first, second)}
     assert found_by == {first: ["first-s"], second: ["second-s"]}
 
@@ -627,13 +625,14 @@ async def test_the_index_files_words_under_the_key_the_query_uses(
                     ),
                     {
                         "user_id": user_id,
-                        "text": text,
+                        "text": document(text),
                         "owned_query": postgres_owned_tsquery(["用", "parc"], user_id),
                     },
                 )
             ).one()
             key = owner_key(user_id)
-            assert sorted(lexemes) == sorted(f"{key}{word}" for word in words(text)), user_id
+            tokens = document(text).split(" ")
+            assert sorted(lexemes) == sorted(f"{key}{token}" for token in tokens), user_id
             assert matches is True, user_id
 
 

@@ -16,6 +16,7 @@ from tests.db.helpers import (
     BASE_REVISION,
     REPLY_LIFECYCLE_REVISION,
     TREE_COLUMNS,
+    TREE_REVISION,
     alembic_versions,
     assert_schema_matches_tables,
     base_messages,
@@ -75,13 +76,17 @@ async def test_upgrade_makes_each_session_one_branch_with_the_write_paths_metada
         sessions_before = await session_metadata_by_id(conn)
         entries_before = await stored_entries(conn)
 
+    await upgrade(fresh_url, TREE_REVISION)
+    async with fresh_engine.connect() as conn:
+        # Ordinal = seq, so the search index (keyed by ordinal now) is left as it was (until
+        # 0015 rewrites its words).
+        assert await stored_entries(conn) == entries_before
+
     await upgrade(fresh_url)
 
     async with fresh_engine.connect() as conn:
         assert await alembic_versions(conn) == [head_revision()]
         await assert_schema_matches_tables(conn)
-        # Ordinal = seq, so the search index (keyed by ordinal now) is left as it was.
-        assert await stored_entries(conn) == entries_before
     async with app_database(fresh_url) as database:
         for seeded in TREE_SEED:
             session = await session_row(database, seeded.session_id)
