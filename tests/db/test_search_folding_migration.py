@@ -9,6 +9,7 @@ from app.kit.db import migrate
 from app.search import legacy
 from tests.db.helpers import (
     FOLDERS_TAGS_REVISION,
+    IMPORTS_REVISION,
     SEARCH_FOLDING_REVISION,
     alembic_versions,
     assert_schema_matches_tables,
@@ -54,7 +55,7 @@ def legacy_words(_dialect: str, _user_id: str | None, text: str) -> str:
 
 
 def test_it_follows_the_previous_head() -> None:
-    assert down_revision_of(SEARCH_FOLDING_REVISION) == FOLDERS_TAGS_REVISION
+    assert down_revision_of(SEARCH_FOLDING_REVISION) == IMPORTS_REVISION
 
 
 async def test_upgrade_rewrites_every_entry_and_downgrade_restores_the_old_ones(
