@@ -11,7 +11,7 @@ import asyncio
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 
 from fastapi.sse import KEEPALIVE_COMMENT, ServerSentEvent
@@ -108,7 +108,7 @@ def sent_frame(message_id: uuid.UUID, sent: Sent) -> bytes:
 
 async def live_frames(
     message_id: uuid.UUID, followed: Follower, first: ServerSentEvent | None = None
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """The stream of a reply this process generates, as sent: `first`, then its events. The
     events that came while the connection was busy are written together (one write for the
     lot, each its own event), and waiting for them takes no timeout per event (`Keepalive`)."""
