@@ -33,6 +33,7 @@ from app.assistants.base import (
 from app.assistants.knowledge import KnowledgeBase
 from app.assistants.tokens import TokenCounter, fit_history
 from app.config import Settings
+from app.kit.http.upstream import upstream_transport
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +53,9 @@ def openai_client(settings: Settings, *, timeout_seconds: float) -> openai.Async
         api_key=api_key or ("unused" if settings.openai_base_url else None),
         max_retries=0,  # the assistant retries itself, to cover the wait for the first token
         timeout=httpx2.Timeout(timeout_seconds, connect=10.0),
+        # The SDK's client settings, over a transport that reads a stream at less cost per
+        # token than httpx's own (app/kit/http/upstream.py).
+        http_client=openai.DefaultAsyncHttpxClient(transport=upstream_transport()),
     )
 
 
@@ -133,7 +137,7 @@ class OpenAICompatibleAssistant:
             messages=messages, stream=True, **self._options(), **extra
         ) as response:
             model, finish_reason, usage = self.model, None, None
-            async for chunk in _sse_json(response.iter_lines()):
+            async for chunk in _sse_json(response.http_response.aiter_bytes()):
                 model = chunk.get("model") or model
                 if counts := chunk.get("usage"):
                     usage = _usage(counts)
@@ -187,33 +191,44 @@ class _MalformedChunk(Exception):
     """A chunk that is not what the protocol says, or an error the server sent mid-stream."""
 
 
-async def _sse_json(lines: AsyncIterator[str]) -> AsyncIterator[dict[str, Any]]:
+async def _sse_json(body: AsyncIterator[bytes]) -> AsyncIterator[dict[str, Any]]:
     """The JSON objects of a chat-completions event stream, up to `[DONE]`; the rest of the
     body is read (and ignored) so that the connection can be reused. Server-Sent Events as the
     SDK reads them: `data:` lines joined by newlines, dispatched at a blank line; comments and
-    other fields ignored."""
-    data: list[str] = []
+    other fields ignored. Read from the body's bytes as they come, without a text decoder and
+    a line iterator per read: lines end with LF or CRLF, and JSON is parsed from UTF-8 bytes."""
+    data: list[bytes] = []
     done = False
-    async for line in lines:
-        if line:
-            field, _, value = line.partition(":")
-            if field == "data" and not done:
-                data.append(value.removeprefix(" "))
-            continue
-        if not data:
-            continue
-        text = "\n".join(data)
-        data = []
-        if text.startswith("[DONE]"):
-            done = True
-            continue
-        chunk = json.loads(text)
-        if not isinstance(chunk, dict):
-            raise _MalformedChunk(f"a chunk that is not an object: {text[:200]}")
-        if error := chunk.get("error"):
-            message = error.get("message") if isinstance(error, dict) else None
-            raise _MalformedChunk(message or "an error occurred during streaming")
-        yield chunk
+    rest = b""
+    async for block in body:
+        lines = (rest + block).split(b"\n") if rest else block.split(b"\n")
+        rest = lines.pop()  # the part after the last newline: a line still coming
+        for line in lines:
+            if line.endswith(b"\r"):
+                line = line[:-1]
+            if line:
+                if not done and line.startswith(b"data:"):
+                    value = line[5:]
+                    data.append(value[1:] if value.startswith(b" ") else value)
+                continue
+            if not data:
+                continue
+            text = b"\n".join(data) if len(data) > 1 else data[0]
+            data = []
+            if text.startswith(b"[DONE]"):
+                done = True
+                continue
+            yield _chunk(text)
+
+
+def _chunk(text: bytes) -> dict[str, Any]:
+    chunk = json.loads(text)
+    if not isinstance(chunk, dict):
+        raise _MalformedChunk(f"a chunk that is not an object: {text[:200]!r}")
+    if error := chunk.get("error"):
+        message = error.get("message") if isinstance(error, dict) else None
+        raise _MalformedChunk(message or "an error occurred during streaming")
+    return chunk
 
 
 def _choices(chunk: dict[str, Any]) -> list[dict[str, Any]]:
