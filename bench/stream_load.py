@@ -820,12 +820,88 @@ async def sdk_chunk_cost(chunks: int, rounds: int = 3) -> None:
         print(f"  {label:<20} {sorted(values)[len(values) // 2]:7.1f}")
 
 
+async def reader_chunk_cost(streams: int, seconds: float, rate: float, rounds: int = 3) -> None:
+    """CPU time per chunk of reading paced streams as the service reads the model's: `streams`
+    at once, each `rate` chunks a second for `seconds`, so that each chunk is a read of its
+    own (at full speed many chunks share a read, and the cost per read is hidden). Through
+    httpx's own transport with its line iterator (before), httpx's transport read as bytes,
+    and the service's transport (app/kit/http/upstream.py) read as bytes (now)."""
+    import httpx2
+
+    from app.assistants.openai_compatible import _sse_json
+    from app.kit.http.upstream import UpstreamTransport
+
+    async def by_lines(response: Any) -> int:
+        seen = 0
+        async for line in response.aiter_lines():
+            if line.startswith("data: {"):
+                data = json.loads(line[6:])
+                seen += sum(1 for c in data["choices"] if c["delta"].get("content"))
+        return seen
+
+    async def by_bytes(response: Any) -> int:
+        seen = 0
+        async for data in _sse_json(response.aiter_bytes()):
+            seen += sum(1 for c in data["choices"] if c["delta"].get("content"))
+        return seen
+
+    variants = {
+        "httpx transport, lines": (None, by_lines),
+        "httpx transport, bytes": (None, by_bytes),
+        "service transport, bytes": (UpstreamTransport, by_bytes),
+    }
+    chunks = max(1, int(seconds * rate))
+    port = free_port()
+    results: dict[str, list[float]] = {label: [] for label in variants}
+    with tempfile.TemporaryDirectory(prefix="bench-reader-") as tmp:
+        async with run_process(
+            "upstream",
+            ["-m", "bench.upstream", "--paced", "--port", str(port)],
+            {},
+            Path(tmp),
+            port,
+            "/healthz",
+        ) as upstream:
+            body = {
+                "model": "paced",
+                "stream": True,
+                "messages": [{"role": "user", "content": paced_message(chunks, rate)}],
+            }
+            for _ in range(rounds):
+                for label, (transport, read) in variants.items():
+                    client = httpx2.AsyncClient(
+                        transport=transport() if transport else None,
+                        timeout=60.0,
+                        limits=httpx2.Limits(max_connections=None),
+                    )
+
+                    async def one(client: Any = client, read: Any = read) -> int:
+                        async with client.stream(
+                            "POST", f"{upstream.base_url}{COMPLETIONS}", json=body
+                        ) as response:
+                            return int(await read(response))
+
+                    before = time.process_time()
+                    seen = sum(await asyncio.gather(*(one() for _ in range(streams))))
+                    results[label].append((time.process_time() - before) / seen * 1e6)
+                    await client.aclose()
+    print(
+        f"\nReading {streams} paced streams at once ({rate:g} chunks/s for {seconds:g} s) in "
+        f"this process, CPU us per chunk (median of {rounds}):"
+    )
+    for label, values in results.items():
+        print(f"  {label:<26} {sorted(values)[len(values) // 2]:7.1f}   rounds {values}")
+
+
 async def run(args: argparse.Namespace) -> None:
     soft, hard = raise_open_files_limit()
     print(machine_line(), flush=True)
     print(f"open files limit (ulimit -n) raised to {soft} (hard {hard})", flush=True)
     if args.sdk_cost:
         await sdk_chunk_cost(args.sdk_cost)
+        return
+    if args.reader_cost:
+        await reader_chunk_cost(args.reader_cost, args.seconds, args.rate)
         return
     clients = Clients.start(args.clients)
     all_results: dict[int, list[StepResult]] = {}
@@ -925,6 +1001,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         type=int,
         metavar="CHUNKS",
         help="only measure the CPU per chunk of the OpenAI SDK's stream against raw lines",
+    )
+    parser.add_argument(
+        "--reader-cost",
+        type=int,
+        metavar="STREAMS",
+        help="only measure the CPU per chunk of reading STREAMS paced streams at once "
+        "(--seconds, --rate), through httpx's transport and through the service's",
     )
     parser.add_argument(
         "--postgres-url",
