@@ -129,3 +129,18 @@ async def test_no_server_is_a_connect_error() -> None:
         pass  # closed: nothing listens there any more
     with pytest.raises(httpx2.ConnectError):
         await _post(url, UpstreamTransport())
+
+
+def test_the_service_loop_uvloop_reads_it_too() -> None:
+    import uvloop
+
+    async def answer(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+
+    async def main() -> list[bytes]:
+        async with server(answer) as (url, _):
+            return await _post(url, UpstreamTransport())
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        assert runner.run(main()) == [b"ok"]
