@@ -37,7 +37,6 @@ import asyncio
 import hashlib
 import json
 import math
-import multiprocessing
 import os
 import pstats
 import re
@@ -50,7 +49,7 @@ import time
 import urllib.request
 from array import array
 from collections.abc import Sequence
-from contextlib import AsyncExitStack, suppress
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -58,7 +57,14 @@ from typing import Any, cast
 
 import asyncpg
 
-from bench.loadkit import CpuMeter, load_average, machine_line, raise_open_files_limit
+from bench.loadkit import (
+    ClientProcesses,
+    CpuMeter,
+    load_average,
+    machine_line,
+    raise_open_files_limit,
+    serve_plans,
+)
 from bench.stream_relay import free_port, fresh_database, percentile, run_process
 from bench.upstream import TIMESTAMP_MODULUS_US, end_marker, paced_message
 
@@ -324,14 +330,7 @@ async def _run_client_step(plan: StepPlan) -> ClientResult:
 
 def client_process(conn: Connection) -> None:
     """A load-generating process: runs each StepPlan it is sent, sends back its result."""
-    import uvloop
-
-    raise_open_files_limit()
-    while True:
-        plan = conn.recv()
-        if plan is None:
-            return
-        conn.send(uvloop.run(_run_client_step(plan)))
+    serve_plans(conn, _run_client_step)
 
 
 # --- Figures ---------------------------------------------------------------------------------
@@ -498,48 +497,9 @@ def step_row(step: StepResult) -> str:
 # --- Running ---------------------------------------------------------------------------------
 
 
-@dataclass
-class Clients:
-    processes: list[multiprocessing.process.BaseProcess]
-    pipes: list[Connection]
-
-    @staticmethod
-    def start(count: int) -> "Clients":
-        context = multiprocessing.get_context("spawn")
-        processes: list[multiprocessing.process.BaseProcess] = []
-        pipes: list[Connection] = []
-        for _ in range(count):
-            ours, theirs = context.Pipe()
-            process = context.Process(target=client_process, args=(theirs,), daemon=True)
-            process.start()
-            processes.append(process)
-            pipes.append(ours)
-        return Clients(processes, pipes)
-
-    def pids(self) -> list[int]:
-        return [p.pid for p in self.processes if p.pid is not None]
-
-    async def run(self, plans: list[StepPlan]) -> list[ClientResult]:
-        for pipe, plan in zip(self.pipes, plans, strict=True):
-            pipe.send(plan)
-        loop = asyncio.get_running_loop()
-        return list(
-            await asyncio.gather(*(loop.run_in_executor(None, pipe.recv) for pipe in self.pipes))
-        )
-
-    def stop(self) -> None:
-        for pipe in self.pipes:
-            with suppress(OSError):
-                pipe.send(None)
-        for process in self.processes:
-            process.join(5)
-            if process.is_alive():
-                process.kill()
-
-
 async def run_step(
     args: argparse.Namespace,
-    clients: Clients,
+    clients: ClientProcesses,
     cpu: CpuMeter,
     *,
     workers: int,
@@ -573,7 +533,7 @@ async def run_step(
         for c in range(count)
     ]
     cpu.restart()
-    running = asyncio.ensure_future(clients.run(plans))
+    running = asyncio.ensure_future(clients.ask(plans))
     # The service's own count of open streams, once every stream is open.
     await asyncio.sleep(1.0 + ramp + min(args.seconds / 2, 10))
     loop = asyncio.get_running_loop()
@@ -650,7 +610,7 @@ def service_env(
 
 
 async def run_configuration(
-    args: argparse.Namespace, workers: int, workdir: Path, clients: Clients
+    args: argparse.Namespace, workers: int, workdir: Path, clients: ClientProcesses
 ) -> list[StepResult]:
     upstream_port, backend_port = free_port(), free_port()
     async with AsyncExitStack() as stack:
@@ -903,7 +863,7 @@ async def run(args: argparse.Namespace) -> None:
     if args.reader_cost:
         await reader_chunk_cost(args.reader_cost, args.seconds, args.rate)
         return
-    clients = Clients.start(args.clients)
+    clients = ClientProcesses.start(args.clients, client_process)
     all_results: dict[int, list[StepResult]] = {}
     try:
         for workers in args.workers:

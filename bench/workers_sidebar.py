@@ -27,7 +27,6 @@ Run: `python -m bench.workers_sidebar [--keep bench_workers] [--rounds 3] [--dur
 import argparse
 import asyncio
 import json
-import multiprocessing
 import os
 import random
 import re
@@ -51,7 +50,13 @@ from sqlalchemy.engine import make_url
 from app.config import Settings
 from app.kit.db import migrate
 from bench.data import DataSpec, load, make_plan
-from bench.loadkit import CpuMeter, machine_line, raise_open_files_limit
+from bench.loadkit import (
+    ClientProcesses,
+    CpuMeter,
+    machine_line,
+    raise_open_files_limit,
+    serve_plans,
+)
 from bench.stream_relay import free_port, percentile, run_process
 
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
@@ -144,55 +149,28 @@ async def _run_client(plan: ClientPlan) -> ClientRun:
 
 
 def client_process(conn: Connection) -> None:
-    import uvloop
-
-    while True:
-        plan = conn.recv()
-        if plan is None:
-            return
-        conn.send(uvloop.run(_run_client(plan)))
+    serve_plans(conn, _run_client)
 
 
-@dataclass
-class Clients:
-    processes: list[multiprocessing.process.BaseProcess]
-    pipes: list[Connection]
-
-    @staticmethod
-    def start(count: int) -> "Clients":
-        context = multiprocessing.get_context("spawn")
-        clients = Clients([], [])
-        for _ in range(count):
-            ours, theirs = context.Pipe()
-            process = context.Process(target=client_process, args=(theirs,), daemon=True)
-            process.start()
-            clients.processes.append(process)
-            clients.pipes.append(ours)
-        return clients
-
-    def pids(self) -> list[int]:
-        return [p.pid for p in self.processes if p.pid is not None]
-
+class Clients(ClientProcesses):
     async def run(
         self, port: int, paths: list[str], in_flight: int, seconds: float
     ) -> list[ClientRun]:
         """`in_flight` connections spread over the processes (one process for one client)."""
-        used = self.pipes[: max(1, min(len(self.pipes), in_flight))]
+        used = max(1, min(len(self.pipes), in_flight))
         start_at = time.time() + 0.5 + in_flight * CONNECT_STAGGER
-        for index, pipe in enumerate(used):
-            share = in_flight // len(used) + (index < in_flight % len(used))
-            pipe.send(ClientPlan(port, paths, share, start_at, seconds, index * 104729))
-        loop = asyncio.get_running_loop()
-        return list(await asyncio.gather(*(loop.run_in_executor(None, p.recv) for p in used)))
-
-    def stop(self) -> None:
-        for pipe in self.pipes:
-            with suppress(OSError):
-                pipe.send(None)
-        for process in self.processes:
-            process.join(5)
-            if process.is_alive():
-                process.kill()
+        plans = [
+            ClientPlan(
+                port,
+                paths,
+                in_flight // used + (index < in_flight % used),
+                start_at,
+                seconds,
+                index * 104729,
+            )
+            for index in range(used)
+        ]
+        return await self.ask(plans)
 
 
 # --- Measuring -------------------------------------------------------------------------------
@@ -420,7 +398,7 @@ def report(results: Results, args: argparse.Namespace) -> str:
 async def run(args: argparse.Namespace) -> None:
     raise_open_files_limit()
     print(machine_line(), flush=True)
-    clients = Clients.start(args.clients)
+    clients = Clients.start(args.clients, client_process)
     results = Results()
     try:
         async with dataset(args) as (url, users):
