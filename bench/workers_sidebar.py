@@ -253,6 +253,66 @@ async def measure(
     )
 
 
+# wrk's script: the paths in turn, and the figures on one line at the end (latencies in us).
+_WRK_SCRIPT = """
+local paths = {%s}
+local i = 0
+request = function()
+  i = i + 1
+  return wrk.format("GET", paths[(i %% #paths) + 1], {["accept"] = "application/json"})
+end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("WRK %%d %%d %%d %%f %%f\\n", summary.requests, e.status,
+    e.connect + e.read + e.write + e.timeout, latency:percentile(50), latency:percentile(99)))
+end
+"""
+
+
+async def measure_wrk(
+    cpu: CpuMeter, port: int, paths: list[str], in_flight: int, seconds: float, workdir: Path
+) -> Figures:
+    """As `measure`, with Debian's wrk (C, one thread) as the load generator: its CPU is what
+    this process's children used meanwhile. wrk opens its connections all at once."""
+    script = workdir / "sidebar.lua"
+    script.write_text(_WRK_SCRIPT % ", ".join(json.dumps(path) for path in paths))
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu.restart()
+    started = time.perf_counter()
+    process = await asyncio.create_subprocess_exec(
+        "wrk",
+        "-t1",
+        f"-c{in_flight}",
+        f"-d{seconds:g}s",
+        "-s",
+        str(script),
+        f"http://127.0.0.1:{port}",
+        stdout=asyncio.subprocess.PIPE,
+    )
+    await asyncio.sleep(min(1.5, seconds / 2))
+    split = await asyncio.to_thread(connections_by_process, port)
+    out, _ = await process.communicate()
+    wall = time.perf_counter() - started
+    cores = cpu.cores()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cores["clients"] = (
+        (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    ) / wall
+    found = re.search(rb"WRK (\d+) (\d+) (\d+) ([\d.]+) ([\d.]+)", out)
+    if found is None:
+        raise RuntimeError(f"wrk said: {out.decode(errors='replace')}")
+    requests, bad, failed = (int(found[i]) for i in (1, 2, 3))
+    return Figures(
+        rate=requests / seconds,
+        p50=float(found[4]) / 1e6,
+        p99=float(found[5]) / 1e6,
+        errors=bad + failed,
+        cores=cores,
+        requests=requests,
+        split=split,
+    )
+
+
 def connections_by_process(port: int) -> list[int]:
     """How many of the established connections to `port` each server process holds (ss)."""
     out = subprocess.run(
@@ -436,9 +496,14 @@ async def run(args: argparse.Namespace) -> None:
                             )
                             await measure(clients, cpu, port, paths, args.concurrency, args.warmup)
                             for concurrency in (1, args.concurrency):
-                                figures = await measure(
-                                    clients, cpu, port, paths, concurrency, args.duration
-                                )
+                                if args.wrk:
+                                    figures = await measure_wrk(
+                                        cpu, port, paths, concurrency, args.duration, Path(tmp)
+                                    )
+                                else:
+                                    figures = await measure(
+                                        clients, cpu, port, paths, concurrency, args.duration
+                                    )
                                 results.add(workers, concurrency, figures)
                                 print(
                                     f"  round {round_ + 1}, {workers} worker(s), "
@@ -495,6 +560,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--clients", type=int, default=1, help="load-generating processes")
     parser.add_argument("--pool-size", type=int, default=10, help="DATABASE_POOL_SIZE")
     parser.add_argument("--results", help="also write the figures to this JSON file")
+    parser.add_argument(
+        "--wrk",
+        action="store_true",
+        help="measure with Debian's wrk (make wrk) instead of the Python client (the "
+        "warm-up stays the Python client's)",
+    )
     parser.add_argument(
         "--postgres-url",
         default=os.environ.get("BENCH_POSTGRES_URL", DEFAULT_POSTGRES_URL),
