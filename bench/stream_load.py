@@ -48,8 +48,8 @@ import tempfile
 import time
 import urllib.request
 from array import array
-from collections.abc import Sequence
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -733,14 +733,11 @@ def summary(all_results: dict[int, list[StepResult]], args: argparse.Namespace) 
     return "\n".join(lines)
 
 
-async def sdk_chunk_cost(chunks: int, rounds: int = 3) -> None:
-    """CPU time per chunk of reading a stream through the OpenAI SDK's own stream (a pydantic
-    model per chunk), against the same response's lines parsed as JSON (what the service does
-    since this benchmark measured it): in this process, from the paced upstream at full speed."""
-    import openai
-
+@asynccontextmanager
+async def one_paced_upstream() -> AsyncIterator[Any]:
+    """One paced upstream process, for the measurements made in this process."""
     port = free_port()
-    with tempfile.TemporaryDirectory(prefix="bench-sdk-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="bench-upstream-") as tmp:
         async with run_process(
             "upstream",
             ["-m", "bench.upstream", "--paced", "--port", str(port)],
@@ -749,32 +746,40 @@ async def sdk_chunk_cost(chunks: int, rounds: int = 3) -> None:
             port,
             "/healthz",
         ) as upstream:
-            client = openai.AsyncOpenAI(
-                base_url=f"{upstream.base_url}/v1", api_key="unused", max_retries=0
-            )
-            messages: Any = [{"role": "user", "content": paced_message(chunks, 1e6)}]
-            results: dict[str, list[float]] = {"SDK models": [], "raw lines + json": []}
-            for _ in range(rounds):
-                for label in results:
-                    before, seen = time.process_time(), 0
-                    if label == "SDK models":
-                        stream = await client.chat.completions.create(
-                            model="paced", messages=messages, stream=True
-                        )
-                        async for chunk in stream:
-                            seen += sum(1 for c in chunk.choices if c.delta.content)
-                    else:
-                        async with client.chat.completions.with_streaming_response.create(
-                            model="paced", messages=messages, stream=True
-                        ) as response:
-                            async for line in response.iter_lines():
-                                if line.startswith("data: {"):
-                                    data = json.loads(line[6:])
-                                    seen += sum(
-                                        1 for c in data["choices"] if c["delta"].get("content")
-                                    )
-                    results[label].append((time.process_time() - before) / seen * 1e6)
-            await client.close()
+            yield upstream
+
+
+async def sdk_chunk_cost(chunks: int, rounds: int = 3) -> None:
+    """CPU time per chunk of reading a stream through the OpenAI SDK's own stream (a pydantic
+    model per chunk), against the same response's lines parsed as JSON (what the service does
+    since this benchmark measured it): in this process, from the paced upstream at full speed."""
+    import openai
+
+    async with one_paced_upstream() as upstream:
+        client = openai.AsyncOpenAI(
+            base_url=f"{upstream.base_url}/v1", api_key="unused", max_retries=0
+        )
+        messages: Any = [{"role": "user", "content": paced_message(chunks, 1e6)}]
+        results: dict[str, list[float]] = {"SDK models": [], "raw lines + json": []}
+        for _ in range(rounds):
+            for label in results:
+                before, seen = time.process_time(), 0
+                if label == "SDK models":
+                    stream = await client.chat.completions.create(
+                        model="paced", messages=messages, stream=True
+                    )
+                    async for chunk in stream:
+                        seen += sum(1 for c in chunk.choices if c.delta.content)
+                else:
+                    async with client.chat.completions.with_streaming_response.create(
+                        model="paced", messages=messages, stream=True
+                    ) as response:
+                        async for line in response.iter_lines():
+                            if line.startswith("data: {"):
+                                data = json.loads(line[6:])
+                                seen += sum(1 for c in data["choices"] if c["delta"].get("content"))
+                results[label].append((time.process_time() - before) / seen * 1e6)
+        await client.close()
     print(f"\nReading {chunks} chunks in this process, CPU us per chunk (median of {rounds}):")
     for label, values in results.items():
         print(f"  {label:<20} {sorted(values)[len(values) // 2]:7.1f}")
@@ -811,40 +816,31 @@ async def reader_chunk_cost(streams: int, seconds: float, rate: float, rounds: i
         "service transport, bytes": (UpstreamTransport, by_bytes),
     }
     chunks = max(1, int(seconds * rate))
-    port = free_port()
     results: dict[str, list[float]] = {label: [] for label in variants}
-    with tempfile.TemporaryDirectory(prefix="bench-reader-") as tmp:
-        async with run_process(
-            "upstream",
-            ["-m", "bench.upstream", "--paced", "--port", str(port)],
-            {},
-            Path(tmp),
-            port,
-            "/healthz",
-        ) as upstream:
-            body = {
-                "model": "paced",
-                "stream": True,
-                "messages": [{"role": "user", "content": paced_message(chunks, rate)}],
-            }
-            for _ in range(rounds):
-                for label, (transport, read) in variants.items():
-                    client = httpx2.AsyncClient(
-                        transport=transport() if transport else None,
-                        timeout=60.0,
-                        limits=httpx2.Limits(max_connections=None),
-                    )
+    async with one_paced_upstream() as upstream:
+        body = {
+            "model": "paced",
+            "stream": True,
+            "messages": [{"role": "user", "content": paced_message(chunks, rate)}],
+        }
+        for _ in range(rounds):
+            for label, (transport, read) in variants.items():
+                client = httpx2.AsyncClient(
+                    transport=transport() if transport else None,
+                    timeout=60.0,
+                    limits=httpx2.Limits(max_connections=None),
+                )
 
-                    async def one(client: Any = client, read: Any = read) -> int:
-                        async with client.stream(
-                            "POST", f"{upstream.base_url}{COMPLETIONS}", json=body
-                        ) as response:
-                            return int(await read(response))
+                async def one(client: Any = client, read: Any = read) -> int:
+                    async with client.stream(
+                        "POST", f"{upstream.base_url}{COMPLETIONS}", json=body
+                    ) as response:
+                        return int(await read(response))
 
-                    before = time.process_time()
-                    seen = sum(await asyncio.gather(*(one() for _ in range(streams))))
-                    results[label].append((time.process_time() - before) / seen * 1e6)
-                    await client.aclose()
+                before = time.process_time()
+                seen = sum(await asyncio.gather(*(one() for _ in range(streams))))
+                results[label].append((time.process_time() - before) / seen * 1e6)
+                await client.aclose()
     print(
         f"\nReading {streams} paced streams at once ({rate:g} chunks/s for {seconds:g} s) in "
         f"this process, CPU us per chunk (median of {rounds}):"
