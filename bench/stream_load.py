@@ -849,12 +849,82 @@ async def reader_chunk_cost(streams: int, seconds: float, rate: float, rounds: i
         print(f"  {label:<26} {sorted(values)[len(values) // 2]:7.1f}   rounds {values}")
 
 
+async def save_cost(saves: int, database: str, postgres_url: str, rounds: int = 3) -> None:
+    """CPU time (this process: SQLAlchemy, the driver) per save of a growing reply, the way
+    the service saved before (a write transaction: BEGIN, the UPDATE built anew, COMMIT) and
+    now (`save_draft`: one prebuilt UPDATE sent by the driver, committed as it runs)."""
+    from sqlalchemy import select, update
+
+    from app.assistants.echo import EchoAssistant
+    from app.auth.access import Caller
+    from app.config import Settings
+    from app.kit.db.engine import Database, create_engine
+    from app.kit.db.tables import chat_messages, chat_replies_generating
+    from app.messages.schemas import ChatRequest
+    from app.messages.service import accept_user_message
+    from app.replies import queries as reply_queries
+    from app.replies.generation import ReplyStart, ReplyTasks
+
+    async def before(db: Database, message_id: Any, process_id: Any, text: str) -> None:
+        generating = chat_replies_generating.c
+        unasked = (
+            select(generating.message_id)
+            .where(
+                generating.message_id == message_id,
+                generating.process_id == process_id,
+                generating.stop_requested_at.is_(None),
+            )
+            .exists()
+        )
+        save = update(chat_messages).where(chat_messages.c.id == message_id)
+        async with db.write() as conn:
+            await conn.execute(save.where(unasked).values(content=text))
+
+    async def now(db: Database, message_id: Any, process_id: Any, text: str) -> None:
+        async with db.single_statements() as conn:
+            await reply_queries.save_draft(
+                conn, message_id=message_id, process_id=process_id, content=text
+            )
+
+    with tempfile.TemporaryDirectory(prefix="bench-save-") as tmp:
+        async with fresh_database(database, Path(tmp), postgres_url) as url:
+            settings = Settings(_env_file=None, database_url=url)
+            db = Database(create_engine(settings))
+            tasks = ReplyTasks()
+            accepted = await accept_user_message(
+                db,
+                Caller.open_mode(),
+                ChatRequest(message="hi", session_id="bench-save"),
+                history_max_messages=5,
+                reply_start=ReplyStart.of(EchoAssistant(), tasks),
+            )
+            assert accepted.reply is not None
+            ids = (accepted.reply.id, tasks.process_id)
+            results: dict[str, list[float]] = {"before": [], "now": []}
+            for _ in range(rounds):
+                for label, save in (("before", before), ("now", now)):
+                    started = time.process_time()
+                    for index in range(saves):
+                        await save(db, *ids, f"text so far {index}")
+                    results[label].append((time.process_time() - started) / saves * 1e6)
+            await db.dispose()
+    print(
+        f"\nSaving a growing reply {saves} times ({database}), CPU us per save "
+        f"(median of {rounds}):"
+    )
+    for label, values in results.items():
+        print(f"  {label:<8} {sorted(values)[len(values) // 2]:7.1f}   rounds {values}")
+
+
 async def run(args: argparse.Namespace) -> None:
     soft, hard = raise_open_files_limit()
     print(machine_line(), flush=True)
     print(f"open files limit (ulimit -n) raised to {soft} (hard {hard})", flush=True)
     if args.sdk_cost:
         await sdk_chunk_cost(args.sdk_cost)
+        return
+    if args.save_cost:
+        await save_cost(args.save_cost, args.database, args.postgres_url)
         return
     if args.reader_cost:
         await reader_chunk_cost(args.reader_cost, args.seconds, args.rate)
@@ -957,6 +1027,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         type=int,
         metavar="CHUNKS",
         help="only measure the CPU per chunk of the OpenAI SDK's stream against raw lines",
+    )
+    parser.add_argument(
+        "--save-cost",
+        type=int,
+        metavar="SAVES",
+        help="only measure the CPU per save of a growing reply, before and now (--database)",
     )
     parser.add_argument(
         "--reader-cost",
