@@ -683,14 +683,18 @@ async def run_configuration(
             print(step_row(step), flush=True)
             if step.errors or step.save_problems:
                 print(f"      errors: {step.errors}; not saved whole: {step.save_problems}")
-                problems = [
-                    line
-                    for line in backend.log_tail().splitlines()
-                    if "ERROR" in line or "Error" in line
-                ]
+                # Each different line once: a frequent harmless one hides no rare one.
+                problems = list(
+                    dict.fromkeys(
+                        line
+                        for line in backend.log.read_text(errors="replace").splitlines()
+                        if "ERROR" in line or "Error" in line
+                    )
+                )
                 if problems:
                     print(
-                        "      the service's log says:\n        " + "\n        ".join(problems[-8:])
+                        "      the service's log says:\n        "
+                        + "\n        ".join(problems[-12:])
                     )
             if not step.passed and not args.keep_going:
                 break
