@@ -1007,7 +1007,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--clients", type=int, default=2, help="load-generating processes")
     parser.add_argument("--direct", type=int, default=4, help="streams straight from upstream")
     parser.add_argument("--upstream-processes", type=int, default=2)
-    parser.add_argument("--pool-size", type=int, default=20, help="DATABASE_POOL_SIZE")
+    parser.add_argument("--pool-size", type=int, default=10, help="DATABASE_POOL_SIZE")
     parser.add_argument("--stream-timeout", type=float, default=60.0)
     parser.add_argument("--pause", type=float, default=3.0, help="seconds between steps")
     parser.add_argument(
