@@ -5,8 +5,11 @@ import asyncio
 import multiprocessing
 import os
 import platform
+import re
 import resource
+import subprocess
 import time
+from collections import Counter
 from collections.abc import Callable, Coroutine, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
@@ -80,6 +83,17 @@ class ClientProcesses:
             process.join(5)
             if process.is_alive():
                 process.kill()
+
+
+def connections_by_process(port: int) -> list[int]:
+    """How many of the established connections to `port` each server process holds (ss)."""
+    out = subprocess.run(
+        ["ss", "-tnpH", "state", "established", f"( sport = :{port} )"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout
+    return sorted(Counter(re.findall(r"pid=(\d+)", out)).values(), reverse=True)
 
 
 def descendants(pid: int) -> list[int]:

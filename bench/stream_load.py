@@ -60,6 +60,7 @@ import asyncpg
 from bench.loadkit import (
     ClientProcesses,
     CpuMeter,
+    connections_by_process,
     load_average,
     machine_line,
     raise_open_files_limit,
@@ -356,6 +357,7 @@ class StepResult:
     client_cpu_seconds: float
     seconds: float
     max_delay_ms: float
+    split: list[int] = field(default_factory=list)  # streams held by each service process
 
     @property
     def service_us_per_chunk(self) -> float:
@@ -472,10 +474,10 @@ def step_header() -> str:
     return (
         "  streams  held server | added delay ms, all held | whole step | direct ms     | "
         "upstream | errors  saved       | cores: service upstream clients machine | client "
-        "| service\n"
+        "| service       streams per\n"
         "                       |     p50      p99         |  p99       |  p50     p99  | "
         "late p99 |         whole       |                                         | lag p99"
-        "| us/chunk"
+        "| us/chunk       process"
     )
 
 
@@ -490,7 +492,7 @@ def step_row(step: StepResult) -> str:
         f"{step.checked:<5d} |   {cores.get('service', 0):5.2f}   {cores.get('upstream', 0):5.2f}"
         f"    {cores.get('clients', 0):5.2f}   {cores.get('machine', 0):5.2f}        |"
         f"{_ms(step.loop_lag_ms, 99)}| {step.service_us_per_chunk:6.0f}  "
-        f"{'PASS' if step.passed else 'FAIL'}"
+        f"{'PASS' if step.passed else 'FAIL'}  {'/'.join(map(str, step.split))}"
     )
 
 
@@ -538,6 +540,8 @@ async def run_step(
     await asyncio.sleep(1.0 + ramp + min(args.seconds / 2, 10))
     loop = asyncio.get_running_loop()
     server_streams = await loop.run_in_executor(None, scrape_streams, backend_url)
+    # Which worker holds how many of the streams (accept imbalance shows here).
+    split = await loop.run_in_executor(None, connections_by_process, backend_port)
     results = await running
     cores = cpu.cores()
     cores["clients"] = sum(r.cpu_seconds for r in results) / max(r.wall_seconds for r in results)
@@ -584,6 +588,7 @@ async def run_step(
         client_cpu_seconds=sum(r.cpu_seconds for r in results),
         seconds=max(r.wall_seconds for r in results),
         max_delay_ms=args.max_delay_ms,
+        split=split,
     )
 
 
@@ -970,6 +975,7 @@ def write_results(path: Path, all_results: dict[int, list[StepResult]]) -> None:
                         "saved_whole": s.saved_whole,
                         "checked": s.checked,
                         "cores": s.cores,
+                        "streams_per_process": s.split,
                         "passed": s.passed,
                     }
                     for s in steps

@@ -32,11 +32,9 @@ import random
 import re
 import resource
 import statistics
-import subprocess
 import tempfile
 import time
 import uuid
-from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
@@ -53,6 +51,7 @@ from bench.data import DataSpec, load, make_plan
 from bench.loadkit import (
     ClientProcesses,
     CpuMeter,
+    connections_by_process,
     machine_line,
     raise_open_files_limit,
     serve_plans,
@@ -311,17 +310,6 @@ async def measure_wrk(
         requests=requests,
         split=split,
     )
-
-
-def connections_by_process(port: int) -> list[int]:
-    """How many of the established connections to `port` each server process holds (ss)."""
-    out = subprocess.run(
-        ["ss", "-tnpH", "state", "established", f"( sport = :{port} )"],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout
-    return sorted(Counter(re.findall(r"pid=(\d+)", out)).values(), reverse=True)
 
 
 async def sidebar_paths(base_url: str, users: list[str]) -> list[str]:
