@@ -112,11 +112,12 @@ async def live_frames(
     """The stream of a reply this process generates, as sent: `first`, then its events. The
     events that came while the connection was busy are written together (one write for the
     lot, each its own event), and waiting for them takes no timeout per event (`Keepalive`)."""
+    keepalive: Keepalive | None = None
     with metrics.STREAMS_IN_PROGRESS.track_inprogress():
-        if first is not None:
-            yield encoded(first)
-        keepalive = Keepalive(followed.wake)
         try:
+            if first is not None:
+                yield encoded(first)
+            keepalive = Keepalive(followed.wake)
             while not followed.ended:
                 batch = await followed.batch()
                 if batch:
@@ -125,8 +126,9 @@ async def live_frames(
                     yield KEEPALIVE_COMMENT
                 keepalive.written()
         finally:
-            keepalive.cancel()
-            followed.close()
+            if keepalive is not None:
+                keepalive.cancel()
+            followed.close()  # a stream that went away follows no more
 
 
 def stream_frames(stream: "ReplyStream") -> AsyncIterator[bytes]:

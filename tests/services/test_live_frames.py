@@ -83,3 +83,12 @@ async def test_an_idle_stream_writes_keepalive_comments(monkeypatch: pytest.Monk
     assert delta["id"] == f"{REPLY}:1"
     await frames.aclose()
     assert not live._followers  # the stream that went away follows no more
+
+
+async def test_a_stream_closed_after_its_first_event_follows_no_more() -> None:
+    live = LiveReply("s", REPLY, uuid.uuid4())
+    first = ServerSentEvent(event="session", data={"a": 1}, id=f"{REPLY}:0")
+    frames = live_frames(REPLY, live.follow(), first)
+    assert await anext(frames) == encoded(first)
+    await frames.aclose()
+    assert not live._followers

@@ -138,12 +138,7 @@ class _Connection(asyncio.Protocol):
 
     @property
     def reusable(self) -> bool:
-        return (
-            self.complete
-            and self.error is None
-            and not self.closed
-            and self._keep_alive
-        )
+        return self.complete and self.error is None and not self.closed and self._keep_alive
 
     def reset(self) -> None:
         """Ready for the next request on the same connection."""
