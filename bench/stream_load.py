@@ -742,6 +742,15 @@ def summary(all_results: dict[int, list[StepResult]], args: argparse.Namespace) 
     return "\n".join(lines)
 
 
+def print_medians(heading: str, results: dict[str, list[float]]) -> None:
+    """Each variant's median over its rounds, and the rounds."""
+    rounds = max(len(values) for values in results.values())
+    print(f"\n{heading} (median of {rounds}):")
+    width = max(len(label) for label in results)
+    for label, values in results.items():
+        print(f"  {label:<{width}} {sorted(values)[len(values) // 2]:7.1f}   rounds {values}")
+
+
 @asynccontextmanager
 async def one_paced_upstream() -> AsyncIterator[Any]:
     """One paced upstream process, for the measurements made in this process."""
@@ -850,12 +859,11 @@ async def reader_chunk_cost(streams: int, seconds: float, rate: float, rounds: i
                 seen = sum(await asyncio.gather(*(one() for _ in range(streams))))
                 results[label].append((time.process_time() - before) / seen * 1e6)
                 await client.aclose()
-    print(
-        f"\nReading {streams} paced streams at once ({rate:g} chunks/s for {seconds:g} s) in "
-        f"this process, CPU us per chunk (median of {rounds}):"
+    print_medians(
+        f"Reading {streams} paced streams at once ({rate:g} chunks/s for {seconds:g} s) in "
+        f"this process, CPU us per chunk",
+        results,
     )
-    for label, values in results.items():
-        print(f"  {label:<26} {sorted(values)[len(values) // 2]:7.1f}   rounds {values}")
 
 
 async def save_cost(saves: int, database: str, postgres_url: str, rounds: int = 3) -> None:
@@ -917,12 +925,7 @@ async def save_cost(saves: int, database: str, postgres_url: str, rounds: int = 
                         await save(db, *ids, f"text so far {index}")
                     results[label].append((time.process_time() - started) / saves * 1e6)
             await db.dispose()
-    print(
-        f"\nSaving a growing reply {saves} times ({database}), CPU us per save "
-        f"(median of {rounds}):"
-    )
-    for label, values in results.items():
-        print(f"  {label:<8} {sorted(values)[len(values) // 2]:7.1f}   rounds {values}")
+    print_medians(f"Saving a growing reply {saves} times ({database}), CPU us per save", results)
 
 
 async def run(args: argparse.Namespace) -> None:
