@@ -808,11 +808,12 @@ async def reader_chunk_cost(streams: int, seconds: float, rate: float, rounds: i
     at once, each `rate` chunks a second for `seconds`, so that each chunk is a read of its
     own (at full speed many chunks share a read, and the cost per read is hidden). Through
     httpx's own transport with its line iterator (before), httpx's transport read as bytes,
-    and the service's transport (app/kit/http/upstream.py) read as bytes (now)."""
+    and the aiohttp transport the service now uses (`openai.DefaultAioHttpClient`) read as
+    bytes (now)."""
     import httpx2
+    from openai._vendor.httpx_aiohttp.transport import AiohttpTransport
 
     from app.assistants.openai_compatible import _sse_json
-    from app.kit.http.upstream import UpstreamTransport
 
     async def by_lines(response: Any) -> int:
         seen = 0
@@ -831,7 +832,7 @@ async def reader_chunk_cost(streams: int, seconds: float, rate: float, rounds: i
     variants = {
         "httpx transport, lines": (None, by_lines),
         "httpx transport, bytes": (None, by_bytes),
-        "service transport, bytes": (UpstreamTransport, by_bytes),
+        "aiohttp transport, bytes": (AiohttpTransport, by_bytes),
     }
     chunks = max(1, int(seconds * rate))
     results: dict[str, list[float]] = {label: [] for label in variants}

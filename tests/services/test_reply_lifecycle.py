@@ -220,6 +220,9 @@ class ManyPiecesAssistant:
     provider = "many"
     model = "many-1"
 
+    async def aclose(self) -> None:
+        """Holds nothing open."""
+
     async def reply(self, history: Sequence[Turn]) -> Reply:
         raise NotImplementedError
 
