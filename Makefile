@@ -11,7 +11,7 @@ export UV_PYTHON_DOWNLOADS := never
 export UV_PYTHON := $(PYTHON)
 
 .DEFAULT_GOAL := help
-.PHONY: help install browser nginx screenshots run migrate test lint format typecheck openapi migrations-sql bench bench-tree bench-stream bench-load bench-workers bench-import clean
+.PHONY: help install browser nginx wrk screenshots run migrate test lint format typecheck openapi migrations-sql bench bench-tree bench-stream bench-load bench-workers bench-import clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -77,6 +77,19 @@ nginx: ## Install Debian's nginx for the load-balancer tests (apt-get, as root)
 	    || { apt-get update -q >/dev/null && apt-get install -y -q nginx-light >/dev/null; } \
 	    || exit 1; \
 	  service nginx stop >/dev/null 2>&1 || true; \
+	fi
+
+# Only for the sidebar benchmark's `--wrk` (bench.workers_sidebar): a load generator in C.
+wrk: ## Install Debian's wrk for `python -m bench.workers_sidebar --wrk` (apt-get, as root)
+	@if ! command -v wrk >/dev/null; then \
+	  if [ "$$(id -u)" != 0 ]; then \
+	    echo "--wrk needs wrk: run 'sudo apt-get install -y wrk'." >&2; \
+	    exit 1; \
+	  fi; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get install -y -q wrk >/dev/null \
+	    || { apt-get update -q >/dev/null && apt-get install -y -q wrk >/dev/null; } \
+	    || exit 1; \
 	fi
 
 test: lint typecheck browser nginx ## Lint, type-check, and run the whole suite on SQLite and PostgreSQL

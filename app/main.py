@@ -85,7 +85,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.import_tasks = import_tasks
         app.state.settings = settings
         app.state.database = database
-        app.state.assistant = await build_assistant(settings)
+        app.state.assistant = assistant = await build_assistant(settings)
         app.state.reply_tasks = reply_tasks
         app.state.title_tasks = title_tasks
         app.state.reply_relay = relay
@@ -124,6 +124,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await liveness.stop()
             await relay.close()
             await database.dispose()
+            # The HTTP clients of the models, once no reply or title uses them.
+            await assistant.aclose()
+            if title_tasks.writer is not None:
+                await title_tasks.writer.aclose()
             for limiter in (rate_limiter, shared_read_limiter):
                 if limiter is not None:
                     await limiter.aclose()

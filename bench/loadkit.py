@@ -1,14 +1,23 @@
-"""What the load benchmarks share: CPU time of processes (from /proc), the machine's CPU use,
-the open-files limit, and a description of the machine."""
+"""What the load benchmarks share: their load-generating processes, CPU time of processes (from
+/proc), the machine's CPU use, the open-files limit, and a description of the machine."""
 
+import asyncio
+import multiprocessing
 import os
 import platform
+import re
 import resource
+import subprocess
 import time
+from collections import Counter
+from collections.abc import Callable, Coroutine, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata as package_metadata
+from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import Any, Self
 
 _TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -21,6 +30,70 @@ def raise_open_files_limit() -> tuple[int, int]:
         target = hard if hard != resource.RLIM_INFINITY else max(soft, 1_048_576)
         resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
     return resource.getrlimit(resource.RLIMIT_NOFILE)
+
+
+def serve_plans(conn: Connection, run: Callable[[Any], Coroutine[Any, Any, Any]]) -> None:
+    """The loop of a load-generating process: runs each plan it is sent on uvloop and sends
+    back the result, until it is sent None."""
+    import uvloop
+
+    raise_open_files_limit()
+    while True:
+        plan = conn.recv()
+        if plan is None:
+            return
+        conn.send(uvloop.run(run(plan)))
+
+
+@dataclass
+class ClientProcesses:
+    """Load-generating processes (spawned, each running `serve_plans`), and a pipe to each."""
+
+    processes: list[multiprocessing.process.BaseProcess]
+    pipes: list[Connection]
+
+    @classmethod
+    def start(cls, count: int, target: Callable[[Connection], None]) -> Self:
+        context = multiprocessing.get_context("spawn")
+        clients = cls([], [])
+        for _ in range(count):
+            ours, theirs = context.Pipe()
+            process = context.Process(target=target, args=(theirs,), daemon=True)
+            process.start()
+            clients.processes.append(process)
+            clients.pipes.append(ours)
+        return clients
+
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.processes if p.pid is not None]
+
+    async def ask(self, plans: Sequence[Any]) -> list[Any]:
+        """Run one plan in each of the first `len(plans)` processes; their results, in order."""
+        used = self.pipes[: len(plans)]
+        for pipe, plan in zip(used, plans, strict=True):
+            pipe.send(plan)
+        loop = asyncio.get_running_loop()
+        return list(await asyncio.gather(*(loop.run_in_executor(None, p.recv) for p in used)))
+
+    def stop(self) -> None:
+        for pipe in self.pipes:
+            with suppress(OSError):
+                pipe.send(None)
+        for process in self.processes:
+            process.join(5)
+            if process.is_alive():
+                process.kill()
+
+
+def connections_by_process(port: int) -> list[int]:
+    """How many of the established connections to `port` each server process holds (ss)."""
+    out = subprocess.run(
+        ["ss", "-tnpH", "state", "established", f"( sport = :{port} )"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout
+    return sorted(Counter(re.findall(r"pid=(\d+)", out)).values(), reverse=True)
 
 
 def descendants(pid: int) -> list[int]:

@@ -37,7 +37,6 @@ import asyncio
 import hashlib
 import json
 import math
-import multiprocessing
 import os
 import pstats
 import re
@@ -49,8 +48,8 @@ import tempfile
 import time
 import urllib.request
 from array import array
-from collections.abc import Sequence
-from contextlib import AsyncExitStack, suppress
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -58,7 +57,15 @@ from typing import Any, cast
 
 import asyncpg
 
-from bench.loadkit import CpuMeter, load_average, machine_line, raise_open_files_limit
+from bench.loadkit import (
+    ClientProcesses,
+    CpuMeter,
+    connections_by_process,
+    load_average,
+    machine_line,
+    raise_open_files_limit,
+    serve_plans,
+)
 from bench.stream_relay import free_port, fresh_database, percentile, run_process
 from bench.upstream import TIMESTAMP_MODULUS_US, end_marker, paced_message
 
@@ -324,14 +331,7 @@ async def _run_client_step(plan: StepPlan) -> ClientResult:
 
 def client_process(conn: Connection) -> None:
     """A load-generating process: runs each StepPlan it is sent, sends back its result."""
-    import uvloop
-
-    raise_open_files_limit()
-    while True:
-        plan = conn.recv()
-        if plan is None:
-            return
-        conn.send(uvloop.run(_run_client_step(plan)))
+    serve_plans(conn, _run_client_step)
 
 
 # --- Figures ---------------------------------------------------------------------------------
@@ -357,6 +357,7 @@ class StepResult:
     client_cpu_seconds: float
     seconds: float
     max_delay_ms: float
+    split: list[int] = field(default_factory=list)  # streams held by each service process
 
     @property
     def service_us_per_chunk(self) -> float:
@@ -473,10 +474,10 @@ def step_header() -> str:
     return (
         "  streams  held server | added delay ms, all held | whole step | direct ms     | "
         "upstream | errors  saved       | cores: service upstream clients machine | client "
-        "| service\n"
+        "| service       streams per\n"
         "                       |     p50      p99         |  p99       |  p50     p99  | "
         "late p99 |         whole       |                                         | lag p99"
-        "| us/chunk"
+        "| us/chunk       process"
     )
 
 
@@ -491,55 +492,16 @@ def step_row(step: StepResult) -> str:
         f"{step.checked:<5d} |   {cores.get('service', 0):5.2f}   {cores.get('upstream', 0):5.2f}"
         f"    {cores.get('clients', 0):5.2f}   {cores.get('machine', 0):5.2f}        |"
         f"{_ms(step.loop_lag_ms, 99)}| {step.service_us_per_chunk:6.0f}  "
-        f"{'PASS' if step.passed else 'FAIL'}"
+        f"{'PASS' if step.passed else 'FAIL'}  {'/'.join(map(str, step.split))}"
     )
 
 
 # --- Running ---------------------------------------------------------------------------------
 
 
-@dataclass
-class Clients:
-    processes: list[multiprocessing.process.BaseProcess]
-    pipes: list[Connection]
-
-    @staticmethod
-    def start(count: int) -> "Clients":
-        context = multiprocessing.get_context("spawn")
-        processes: list[multiprocessing.process.BaseProcess] = []
-        pipes: list[Connection] = []
-        for _ in range(count):
-            ours, theirs = context.Pipe()
-            process = context.Process(target=client_process, args=(theirs,), daemon=True)
-            process.start()
-            processes.append(process)
-            pipes.append(ours)
-        return Clients(processes, pipes)
-
-    def pids(self) -> list[int]:
-        return [p.pid for p in self.processes if p.pid is not None]
-
-    async def run(self, plans: list[StepPlan]) -> list[ClientResult]:
-        for pipe, plan in zip(self.pipes, plans, strict=True):
-            pipe.send(plan)
-        loop = asyncio.get_running_loop()
-        return list(
-            await asyncio.gather(*(loop.run_in_executor(None, pipe.recv) for pipe in self.pipes))
-        )
-
-    def stop(self) -> None:
-        for pipe in self.pipes:
-            with suppress(OSError):
-                pipe.send(None)
-        for process in self.processes:
-            process.join(5)
-            if process.is_alive():
-                process.kill()
-
-
 async def run_step(
     args: argparse.Namespace,
-    clients: Clients,
+    clients: ClientProcesses,
     cpu: CpuMeter,
     *,
     workers: int,
@@ -573,11 +535,13 @@ async def run_step(
         for c in range(count)
     ]
     cpu.restart()
-    running = asyncio.ensure_future(clients.run(plans))
+    running = asyncio.ensure_future(clients.ask(plans))
     # The service's own count of open streams, once every stream is open.
     await asyncio.sleep(1.0 + ramp + min(args.seconds / 2, 10))
     loop = asyncio.get_running_loop()
     server_streams = await loop.run_in_executor(None, scrape_streams, backend_url)
+    # Which worker holds how many of the streams (accept imbalance shows here).
+    split = await loop.run_in_executor(None, connections_by_process, backend_port)
     results = await running
     cores = cpu.cores()
     cores["clients"] = sum(r.cpu_seconds for r in results) / max(r.wall_seconds for r in results)
@@ -624,6 +588,7 @@ async def run_step(
         client_cpu_seconds=sum(r.cpu_seconds for r in results),
         seconds=max(r.wall_seconds for r in results),
         max_delay_ms=args.max_delay_ms,
+        split=split,
     )
 
 
@@ -650,7 +615,7 @@ def service_env(
 
 
 async def run_configuration(
-    args: argparse.Namespace, workers: int, workdir: Path, clients: Clients
+    args: argparse.Namespace, workers: int, workdir: Path, clients: ClientProcesses
 ) -> list[StepResult]:
     upstream_port, backend_port = free_port(), free_port()
     async with AsyncExitStack() as stack:
@@ -723,14 +688,18 @@ async def run_configuration(
             print(step_row(step), flush=True)
             if step.errors or step.save_problems:
                 print(f"      errors: {step.errors}; not saved whole: {step.save_problems}")
-                problems = [
-                    line
-                    for line in backend.log_tail().splitlines()
-                    if "ERROR" in line or "Error" in line
-                ]
+                # Each different line once: a frequent harmless one hides no rare one.
+                problems = list(
+                    dict.fromkeys(
+                        line
+                        for line in backend.log.read_text(errors="replace").splitlines()
+                        if "ERROR" in line or "Error" in line
+                    )
+                )
                 if problems:
                     print(
-                        "      the service's log says:\n        " + "\n        ".join(problems[-8:])
+                        "      the service's log says:\n        "
+                        + "\n        ".join(problems[-12:])
                     )
             if not step.passed and not args.keep_going:
                 break
@@ -773,14 +742,20 @@ def summary(all_results: dict[int, list[StepResult]], args: argparse.Namespace) 
     return "\n".join(lines)
 
 
-async def sdk_chunk_cost(chunks: int, rounds: int = 3) -> None:
-    """CPU time per chunk of reading a stream through the OpenAI SDK's own stream (a pydantic
-    model per chunk), against the same response's lines parsed as JSON (what the service does
-    since this benchmark measured it): in this process, from the paced upstream at full speed."""
-    import openai
+def print_medians(heading: str, results: dict[str, list[float]]) -> None:
+    """Each variant's median over its rounds, and the rounds."""
+    rounds = max(len(values) for values in results.values())
+    print(f"\n{heading} (median of {rounds}):")
+    width = max(len(label) for label in results)
+    for label, values in results.items():
+        print(f"  {label:<{width}} {sorted(values)[len(values) // 2]:7.1f}   rounds {values}")
 
+
+@asynccontextmanager
+async def one_paced_upstream() -> AsyncIterator[Any]:
+    """One paced upstream process, for the measurements made in this process."""
     port = free_port()
-    with tempfile.TemporaryDirectory(prefix="bench-sdk-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="bench-upstream-") as tmp:
         async with run_process(
             "upstream",
             ["-m", "bench.upstream", "--paced", "--port", str(port)],
@@ -789,35 +764,169 @@ async def sdk_chunk_cost(chunks: int, rounds: int = 3) -> None:
             port,
             "/healthz",
         ) as upstream:
-            client = openai.AsyncOpenAI(
-                base_url=f"{upstream.base_url}/v1", api_key="unused", max_retries=0
-            )
-            messages: Any = [{"role": "user", "content": paced_message(chunks, 1e6)}]
-            results: dict[str, list[float]] = {"SDK models": [], "raw lines + json": []}
-            for _ in range(rounds):
-                for label in results:
-                    before, seen = time.process_time(), 0
-                    if label == "SDK models":
-                        stream = await client.chat.completions.create(
-                            model="paced", messages=messages, stream=True
-                        )
-                        async for chunk in stream:
-                            seen += sum(1 for c in chunk.choices if c.delta.content)
-                    else:
-                        async with client.chat.completions.with_streaming_response.create(
-                            model="paced", messages=messages, stream=True
-                        ) as response:
-                            async for line in response.iter_lines():
-                                if line.startswith("data: {"):
-                                    data = json.loads(line[6:])
-                                    seen += sum(
-                                        1 for c in data["choices"] if c["delta"].get("content")
-                                    )
-                    results[label].append((time.process_time() - before) / seen * 1e6)
-            await client.close()
+            yield upstream
+
+
+async def sdk_chunk_cost(chunks: int, rounds: int = 3) -> None:
+    """CPU time per chunk of reading a stream through the OpenAI SDK's own stream (a pydantic
+    model per chunk), against the same response's lines parsed as JSON (what the service does
+    since this benchmark measured it): in this process, from the paced upstream at full speed."""
+    import openai
+
+    async with one_paced_upstream() as upstream:
+        client = openai.AsyncOpenAI(
+            base_url=f"{upstream.base_url}/v1", api_key="unused", max_retries=0
+        )
+        messages: Any = [{"role": "user", "content": paced_message(chunks, 1e6)}]
+        results: dict[str, list[float]] = {"SDK models": [], "raw lines + json": []}
+        for _ in range(rounds):
+            for label in results:
+                before, seen = time.process_time(), 0
+                if label == "SDK models":
+                    stream = await client.chat.completions.create(
+                        model="paced", messages=messages, stream=True
+                    )
+                    async for chunk in stream:
+                        seen += sum(1 for c in chunk.choices if c.delta.content)
+                else:
+                    async with client.chat.completions.with_streaming_response.create(
+                        model="paced", messages=messages, stream=True
+                    ) as response:
+                        async for line in response.iter_lines():
+                            if line.startswith("data: {"):
+                                data = json.loads(line[6:])
+                                seen += sum(1 for c in data["choices"] if c["delta"].get("content"))
+                results[label].append((time.process_time() - before) / seen * 1e6)
+        await client.close()
     print(f"\nReading {chunks} chunks in this process, CPU us per chunk (median of {rounds}):")
     for label, values in results.items():
         print(f"  {label:<20} {sorted(values)[len(values) // 2]:7.1f}")
+
+
+async def reader_chunk_cost(streams: int, seconds: float, rate: float, rounds: int = 3) -> None:
+    """CPU time per chunk of reading paced streams as the service reads the model's: `streams`
+    at once, each `rate` chunks a second for `seconds`, so that each chunk is a read of its
+    own (at full speed many chunks share a read, and the cost per read is hidden). Through
+    httpx's own transport with its line iterator (before), httpx's transport read as bytes,
+    and the aiohttp transport the service now uses (`openai.DefaultAioHttpClient`) read as
+    bytes (now)."""
+    import httpx2
+    from openai._vendor.httpx_aiohttp.transport import AiohttpTransport
+
+    from app.assistants.openai_compatible import _sse_json
+
+    async def by_lines(response: Any) -> int:
+        seen = 0
+        async for line in response.aiter_lines():
+            if line.startswith("data: {"):
+                data = json.loads(line[6:])
+                seen += sum(1 for c in data["choices"] if c["delta"].get("content"))
+        return seen
+
+    async def by_bytes(response: Any) -> int:
+        seen = 0
+        async for data in _sse_json(response.aiter_bytes()):
+            seen += sum(1 for c in data["choices"] if c["delta"].get("content"))
+        return seen
+
+    variants = {
+        "httpx transport, lines": (None, by_lines),
+        "httpx transport, bytes": (None, by_bytes),
+        "aiohttp transport, bytes": (AiohttpTransport, by_bytes),
+    }
+    chunks = max(1, int(seconds * rate))
+    results: dict[str, list[float]] = {label: [] for label in variants}
+    async with one_paced_upstream() as upstream:
+        body = {
+            "model": "paced",
+            "stream": True,
+            "messages": [{"role": "user", "content": paced_message(chunks, rate)}],
+        }
+        for _ in range(rounds):
+            for label, (transport, read) in variants.items():
+                client = httpx2.AsyncClient(
+                    transport=transport() if transport else None,
+                    timeout=60.0,
+                    limits=httpx2.Limits(max_connections=None),
+                )
+
+                async def one(client: Any = client, read: Any = read) -> int:
+                    async with client.stream(
+                        "POST", f"{upstream.base_url}{COMPLETIONS}", json=body
+                    ) as response:
+                        return int(await read(response))
+
+                before = time.process_time()
+                seen = sum(await asyncio.gather(*(one() for _ in range(streams))))
+                results[label].append((time.process_time() - before) / seen * 1e6)
+                await client.aclose()
+    print_medians(
+        f"Reading {streams} paced streams at once ({rate:g} chunks/s for {seconds:g} s) in "
+        f"this process, CPU us per chunk",
+        results,
+    )
+
+
+async def save_cost(saves: int, database: str, postgres_url: str, rounds: int = 3) -> None:
+    """CPU time (this process: SQLAlchemy, the driver) per save of a growing reply, the way
+    the service saved before (a write transaction: BEGIN, the UPDATE built anew, COMMIT) and
+    now (`save_draft`: one prebuilt UPDATE sent by the driver, committed as it runs)."""
+    from sqlalchemy import select, update
+
+    from app.assistants.echo import EchoAssistant
+    from app.auth.access import Caller
+    from app.config import Settings
+    from app.kit.db.engine import Database, create_engine
+    from app.kit.db.tables import chat_messages, chat_replies_generating
+    from app.messages.schemas import ChatRequest
+    from app.messages.service import accept_user_message
+    from app.replies import queries as reply_queries
+    from app.replies.generation import ReplyStart, ReplyTasks
+
+    async def before(db: Database, message_id: Any, process_id: Any, text: str) -> None:
+        generating = chat_replies_generating.c
+        unasked = (
+            select(generating.message_id)
+            .where(
+                generating.message_id == message_id,
+                generating.process_id == process_id,
+                generating.stop_requested_at.is_(None),
+            )
+            .exists()
+        )
+        save = update(chat_messages).where(chat_messages.c.id == message_id)
+        async with db.write() as conn:
+            await conn.execute(save.where(unasked).values(content=text))
+
+    async def now(db: Database, message_id: Any, process_id: Any, text: str) -> None:
+        async with db.single_statements() as conn:
+            await reply_queries.save_draft(
+                conn, message_id=message_id, process_id=process_id, content=text
+            )
+
+    with tempfile.TemporaryDirectory(prefix="bench-save-") as tmp:
+        async with fresh_database(database, Path(tmp), postgres_url) as url:
+            settings = Settings(_env_file=None, database_url=url)
+            db = Database(create_engine(settings))
+            tasks = ReplyTasks()
+            accepted = await accept_user_message(
+                db,
+                Caller.open_mode(),
+                ChatRequest(message="hi", session_id="bench-save"),
+                history_max_messages=5,
+                reply_start=ReplyStart.of(EchoAssistant(), tasks),
+            )
+            assert accepted.reply is not None
+            ids = (accepted.reply.id, tasks.process_id)
+            results: dict[str, list[float]] = {"before": [], "now": []}
+            for _ in range(rounds):
+                for label, save in (("before", before), ("now", now)):
+                    started = time.process_time()
+                    for index in range(saves):
+                        await save(db, *ids, f"text so far {index}")
+                    results[label].append((time.process_time() - started) / saves * 1e6)
+            await db.dispose()
+    print_medians(f"Saving a growing reply {saves} times ({database}), CPU us per save", results)
 
 
 async def run(args: argparse.Namespace) -> None:
@@ -827,7 +936,13 @@ async def run(args: argparse.Namespace) -> None:
     if args.sdk_cost:
         await sdk_chunk_cost(args.sdk_cost)
         return
-    clients = Clients.start(args.clients)
+    if args.save_cost:
+        await save_cost(args.save_cost, args.database, args.postgres_url)
+        return
+    if args.reader_cost:
+        await reader_chunk_cost(args.reader_cost, args.seconds, args.rate)
+        return
+    clients = ClientProcesses.start(args.clients, client_process)
     all_results: dict[int, list[StepResult]] = {}
     try:
         for workers in args.workers:
@@ -864,6 +979,7 @@ def write_results(path: Path, all_results: dict[int, list[StepResult]]) -> None:
                         "saved_whole": s.saved_whole,
                         "checked": s.checked,
                         "cores": s.cores,
+                        "streams_per_process": s.split,
                         "passed": s.passed,
                     }
                     for s in steps
@@ -901,7 +1017,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--clients", type=int, default=2, help="load-generating processes")
     parser.add_argument("--direct", type=int, default=4, help="streams straight from upstream")
     parser.add_argument("--upstream-processes", type=int, default=2)
-    parser.add_argument("--pool-size", type=int, default=20, help="DATABASE_POOL_SIZE")
+    parser.add_argument("--pool-size", type=int, default=10, help="DATABASE_POOL_SIZE")
     parser.add_argument("--stream-timeout", type=float, default=60.0)
     parser.add_argument("--pause", type=float, default=3.0, help="seconds between steps")
     parser.add_argument(
@@ -925,6 +1041,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         type=int,
         metavar="CHUNKS",
         help="only measure the CPU per chunk of the OpenAI SDK's stream against raw lines",
+    )
+    parser.add_argument(
+        "--save-cost",
+        type=int,
+        metavar="SAVES",
+        help="only measure the CPU per save of a growing reply, before and now (--database)",
+    )
+    parser.add_argument(
+        "--reader-cost",
+        type=int,
+        metavar="STREAMS",
+        help="only measure the CPU per chunk of reading STREAMS paced streams at once "
+        "(--seconds, --rate), through httpx's transport and through the service's",
     )
     parser.add_argument(
         "--postgres-url",

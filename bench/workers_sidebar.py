@@ -27,17 +27,14 @@ Run: `python -m bench.workers_sidebar [--keep bench_workers] [--rounds 3] [--dur
 import argparse
 import asyncio
 import json
-import multiprocessing
 import os
 import random
 import re
 import resource
 import statistics
-import subprocess
 import tempfile
 import time
 import uuid
-from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
@@ -51,7 +48,14 @@ from sqlalchemy.engine import make_url
 from app.config import Settings
 from app.kit.db import migrate
 from bench.data import DataSpec, load, make_plan
-from bench.loadkit import CpuMeter, machine_line, raise_open_files_limit
+from bench.loadkit import (
+    ClientProcesses,
+    CpuMeter,
+    connections_by_process,
+    machine_line,
+    raise_open_files_limit,
+    serve_plans,
+)
 from bench.stream_relay import free_port, percentile, run_process
 
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
@@ -144,55 +148,28 @@ async def _run_client(plan: ClientPlan) -> ClientRun:
 
 
 def client_process(conn: Connection) -> None:
-    import uvloop
-
-    while True:
-        plan = conn.recv()
-        if plan is None:
-            return
-        conn.send(uvloop.run(_run_client(plan)))
+    serve_plans(conn, _run_client)
 
 
-@dataclass
-class Clients:
-    processes: list[multiprocessing.process.BaseProcess]
-    pipes: list[Connection]
-
-    @staticmethod
-    def start(count: int) -> "Clients":
-        context = multiprocessing.get_context("spawn")
-        clients = Clients([], [])
-        for _ in range(count):
-            ours, theirs = context.Pipe()
-            process = context.Process(target=client_process, args=(theirs,), daemon=True)
-            process.start()
-            clients.processes.append(process)
-            clients.pipes.append(ours)
-        return clients
-
-    def pids(self) -> list[int]:
-        return [p.pid for p in self.processes if p.pid is not None]
-
+class Clients(ClientProcesses):
     async def run(
         self, port: int, paths: list[str], in_flight: int, seconds: float
     ) -> list[ClientRun]:
         """`in_flight` connections spread over the processes (one process for one client)."""
-        used = self.pipes[: max(1, min(len(self.pipes), in_flight))]
+        used = max(1, min(len(self.pipes), in_flight))
         start_at = time.time() + 0.5 + in_flight * CONNECT_STAGGER
-        for index, pipe in enumerate(used):
-            share = in_flight // len(used) + (index < in_flight % len(used))
-            pipe.send(ClientPlan(port, paths, share, start_at, seconds, index * 104729))
-        loop = asyncio.get_running_loop()
-        return list(await asyncio.gather(*(loop.run_in_executor(None, p.recv) for p in used)))
-
-    def stop(self) -> None:
-        for pipe in self.pipes:
-            with suppress(OSError):
-                pipe.send(None)
-        for process in self.processes:
-            process.join(5)
-            if process.is_alive():
-                process.kill()
+        plans = [
+            ClientPlan(
+                port,
+                paths,
+                in_flight // used + (index < in_flight % used),
+                start_at,
+                seconds,
+                index * 104729,
+            )
+            for index in range(used)
+        ]
+        return await self.ask(plans)
 
 
 # --- Measuring -------------------------------------------------------------------------------
@@ -275,15 +252,64 @@ async def measure(
     )
 
 
-def connections_by_process(port: int) -> list[int]:
-    """How many of the established connections to `port` each server process holds (ss)."""
-    out = subprocess.run(
-        ["ss", "-tnpH", "state", "established", f"( sport = :{port} )"],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout
-    return sorted(Counter(re.findall(r"pid=(\d+)", out)).values(), reverse=True)
+# wrk's script: the paths in turn, and the figures on one line at the end (latencies in us).
+_WRK_SCRIPT = """
+local paths = {%s}
+local i = 0
+request = function()
+  i = i + 1
+  return wrk.format("GET", paths[(i %% #paths) + 1], {["accept"] = "application/json"})
+end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("WRK %%d %%d %%d %%f %%f\\n", summary.requests, e.status,
+    e.connect + e.read + e.write + e.timeout, latency:percentile(50), latency:percentile(99)))
+end
+"""
+
+
+async def measure_wrk(
+    cpu: CpuMeter, port: int, paths: list[str], in_flight: int, seconds: float, workdir: Path
+) -> Figures:
+    """As `measure`, with Debian's wrk (C, one thread) as the load generator: its CPU is what
+    this process's children used meanwhile. wrk opens its connections all at once."""
+    script = workdir / "sidebar.lua"
+    script.write_text(_WRK_SCRIPT % ", ".join(json.dumps(path) for path in paths))
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu.restart()
+    started = time.perf_counter()
+    process = await asyncio.create_subprocess_exec(
+        "wrk",
+        "-t1",
+        f"-c{in_flight}",
+        f"-d{seconds:g}s",
+        "-s",
+        str(script),
+        f"http://127.0.0.1:{port}",
+        stdout=asyncio.subprocess.PIPE,
+    )
+    await asyncio.sleep(min(1.5, seconds / 2))
+    split = await asyncio.to_thread(connections_by_process, port)
+    out, _ = await process.communicate()
+    wall = time.perf_counter() - started
+    cores = cpu.cores()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cores["clients"] = (
+        (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    ) / wall
+    found = re.search(rb"WRK (\d+) (\d+) (\d+) ([\d.]+) ([\d.]+)", out)
+    if found is None:
+        raise RuntimeError(f"wrk said: {out.decode(errors='replace')}")
+    requests, bad, failed = (int(found[i]) for i in (1, 2, 3))
+    return Figures(
+        rate=requests / seconds,
+        p50=float(found[4]) / 1e6,
+        p99=float(found[5]) / 1e6,
+        errors=bad + failed,
+        cores=cores,
+        requests=requests,
+        split=split,
+    )
 
 
 async def sidebar_paths(base_url: str, users: list[str]) -> list[str]:
@@ -420,7 +446,7 @@ def report(results: Results, args: argparse.Namespace) -> str:
 async def run(args: argparse.Namespace) -> None:
     raise_open_files_limit()
     print(machine_line(), flush=True)
-    clients = Clients.start(args.clients)
+    clients = Clients.start(args.clients, client_process)
     results = Results()
     try:
         async with dataset(args) as (url, users):
@@ -458,9 +484,14 @@ async def run(args: argparse.Namespace) -> None:
                             )
                             await measure(clients, cpu, port, paths, args.concurrency, args.warmup)
                             for concurrency in (1, args.concurrency):
-                                figures = await measure(
-                                    clients, cpu, port, paths, concurrency, args.duration
-                                )
+                                if args.wrk:
+                                    figures = await measure_wrk(
+                                        cpu, port, paths, concurrency, args.duration, Path(tmp)
+                                    )
+                                else:
+                                    figures = await measure(
+                                        clients, cpu, port, paths, concurrency, args.duration
+                                    )
                                 results.add(workers, concurrency, figures)
                                 print(
                                     f"  round {round_ + 1}, {workers} worker(s), "
@@ -517,6 +548,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--clients", type=int, default=1, help="load-generating processes")
     parser.add_argument("--pool-size", type=int, default=10, help="DATABASE_POOL_SIZE")
     parser.add_argument("--results", help="also write the figures to this JSON file")
+    parser.add_argument(
+        "--wrk",
+        action="store_true",
+        help="measure with Debian's wrk (make wrk) instead of the Python client (the "
+        "warm-up stays the Python client's)",
+    )
     parser.add_argument(
         "--postgres-url",
         default=os.environ.get("BENCH_POSTGRES_URL", DEFAULT_POSTGRES_URL),

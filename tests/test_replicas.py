@@ -42,6 +42,9 @@ class FedAssistant:
     def end(self) -> None:
         self._pieces.put_nowait(None)
 
+    async def aclose(self) -> None:
+        """Holds nothing open."""
+
     async def reply(self, history: Sequence[Turn]) -> Reply:
         raise NotImplementedError
 

@@ -91,6 +91,10 @@ class Assistant(Protocol):
 
     def stream(self, history: Sequence[Turn]) -> AsyncIterator[ReplyEvent]: ...
 
+    async def aclose(self) -> None:
+        """Release what it holds open (an HTTP client's connections), at shutdown."""
+        ...
+
 
 async def collect(events: AsyncIterator[ReplyEvent]) -> Reply:
     """A whole reply from a stream, for providers whose plain reply is their stream joined."""

@@ -33,6 +33,9 @@ class EchoAssistant:
     async def reply(self, history: Sequence[Turn]) -> Reply:
         return await collect(self.stream(history))
 
+    async def aclose(self) -> None:
+        """Nothing to release: it holds no connection."""
+
     async def stream(self, history: Sequence[Turn]) -> AsyncIterator[ReplyEvent]:
         for chunk in WORDS_WITH_TRAILING_SPACE.findall(self.compose(history)):
             if self._chunk_delay_seconds:

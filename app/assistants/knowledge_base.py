@@ -68,6 +68,9 @@ class KnowledgeBaseAssistant:
     async def reply(self, history: Sequence[Turn]) -> Reply:
         return await collect(self.stream(history))
 
+    async def aclose(self) -> None:
+        """Nothing to release: it holds no connection."""
+
     async def stream(self, history: Sequence[Turn]) -> AsyncIterator[ReplyEvent]:
         text, sources = self.answer(history)
         for chunk in WORDS_WITH_TRAILING_SPACE.findall(text):

@@ -6,7 +6,7 @@ backoff (or the server's Retry-After), `OPENAI_MAX_RETRIES` times, as long as no
 been sent: that covers a stream whose first chunk never comes or that breaks before it, which
 the SDK's own retries (they end when the response headers arrive) do not. A failure after
 the first token ends the reply as incomplete. The SDK talks HTTP through `httpx2` (its fork
-of httpx), whose errors surface when a stream breaks mid-way.
+of httpx), over aiohttp; httpx2's errors surface when a stream breaks mid-way.
 """
 
 import asyncio
@@ -16,6 +16,7 @@ import random
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
+import aiohttp
 import httpx2
 import openai
 from openai.types.chat import ChatCompletionMessageParam
@@ -52,6 +53,10 @@ def openai_client(settings: Settings, *, timeout_seconds: float) -> openai.Async
         api_key=api_key or ("unused" if settings.openai_base_url else None),
         max_retries=0,  # the assistant retries itself, to cover the wait for the first token
         timeout=httpx2.Timeout(timeout_seconds, connect=10.0),
+        # The SDK's client settings over aiohttp, as its README recommends for concurrency: a
+        # streamed reply is one read per token, and httpx's own transport (h11 and an anyio
+        # timeout scope per read) cost 1.3x to 2x aiohttp's CPU per token (docs/performance.md).
+        http_client=openai.DefaultAioHttpClient(),
     )
 
 
@@ -76,6 +81,10 @@ class OpenAICompatibleAssistant:
         self._counter = counter
         self._knowledge = knowledge
         self._top_k = settings.knowledge_base_top_k
+
+    async def aclose(self) -> None:
+        """Close the client's connections (aiohttp warns of a session left open)."""
+        await self._client.close()
 
     async def reply(self, history: Sequence[Turn]) -> Reply:
         messages, sources = self._prompt(history)
@@ -133,7 +142,7 @@ class OpenAICompatibleAssistant:
             messages=messages, stream=True, **self._options(), **extra
         ) as response:
             model, finish_reason, usage = self.model, None, None
-            async for chunk in _sse_json(response.iter_lines()):
+            async for chunk in _sse_json(response.http_response.aiter_bytes()):
                 model = chunk.get("model") or model
                 if counts := chunk.get("usage"):
                     usage = _usage(counts)
@@ -187,33 +196,44 @@ class _MalformedChunk(Exception):
     """A chunk that is not what the protocol says, or an error the server sent mid-stream."""
 
 
-async def _sse_json(lines: AsyncIterator[str]) -> AsyncIterator[dict[str, Any]]:
+async def _sse_json(body: AsyncIterator[bytes]) -> AsyncIterator[dict[str, Any]]:
     """The JSON objects of a chat-completions event stream, up to `[DONE]`; the rest of the
     body is read (and ignored) so that the connection can be reused. Server-Sent Events as the
     SDK reads them: `data:` lines joined by newlines, dispatched at a blank line; comments and
-    other fields ignored."""
-    data: list[str] = []
+    other fields ignored. Read from the body's bytes as they come, without a text decoder and
+    a line iterator per read: lines end with LF or CRLF, and JSON is parsed from UTF-8 bytes."""
+    data: list[bytes] = []
     done = False
-    async for line in lines:
-        if line:
-            field, _, value = line.partition(":")
-            if field == "data" and not done:
-                data.append(value.removeprefix(" "))
-            continue
-        if not data:
-            continue
-        text = "\n".join(data)
-        data = []
-        if text.startswith("[DONE]"):
-            done = True
-            continue
-        chunk = json.loads(text)
-        if not isinstance(chunk, dict):
-            raise _MalformedChunk(f"a chunk that is not an object: {text[:200]}")
-        if error := chunk.get("error"):
-            message = error.get("message") if isinstance(error, dict) else None
-            raise _MalformedChunk(message or "an error occurred during streaming")
-        yield chunk
+    rest = b""
+    async for block in body:
+        lines = (rest + block).split(b"\n") if rest else block.split(b"\n")
+        rest = lines.pop()  # the part after the last newline: a line still coming
+        for line in lines:
+            if line.endswith(b"\r"):
+                line = line[:-1]
+            if line:
+                if not done and line.startswith(b"data:"):
+                    value = line[5:]
+                    data.append(value[1:] if value.startswith(b" ") else value)
+                continue
+            if not data:
+                continue
+            text = b"\n".join(data) if len(data) > 1 else data[0]
+            data = []
+            if text.startswith(b"[DONE]"):
+                done = True
+                continue
+            yield _chunk(text)
+
+
+def _chunk(text: bytes) -> dict[str, Any]:
+    chunk = json.loads(text)
+    if not isinstance(chunk, dict):
+        raise _MalformedChunk(f"a chunk that is not an object: {text[:200]!r}")
+    if error := chunk.get("error"):
+        message = error.get("message") if isinstance(error, dict) else None
+        raise _MalformedChunk(message or "an error occurred during streaming")
+    return chunk
 
 
 def _choices(chunk: dict[str, Any]) -> list[dict[str, Any]]:
@@ -241,6 +261,33 @@ def _retryable(exc: Exception) -> bool:
     return isinstance(exc, openai.APIConnectionError | httpx2.TransportError | _UnfinishedStream)
 
 
+def timed_out(exc: BaseException) -> bool:
+    """Whether a failure of an `openai_client` is a timeout (else the server is unavailable)."""
+    return isinstance(
+        exc, openai.APITimeoutError | httpx2.TimeoutException
+    ) and not _refused_connection(exc)
+
+
+def _refused_connection(exc: BaseException) -> bool:
+    """Whether a connection that could not be made (refused, no such host) is behind `exc`.
+
+    The SDK's aiohttp adapter (openai/_vendor/httpx_aiohttp/transport.py, `AIOHTTP_EXC_MAP`)
+    maps aiohttp's ClientConnectorError to httpx's ConnectTimeout, through its entry for the
+    parent ClientConnectionError, so the SDK reports a refused connection as a timeout. A
+    real connect timeout in aiohttp is ConnectionTimeoutError, a ServerTimeoutError.
+    """
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, aiohttp.ClientConnectorError) and not isinstance(
+            cause, aiohttp.ServerTimeoutError
+        ):
+            return True
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return False
+
+
 def _retry_delay(exc: Exception, attempt: int) -> float:
     """The server's Retry-After when it gives one, else exponential backoff with jitter."""
     if isinstance(exc, openai.APIStatusError):
@@ -258,8 +305,7 @@ def _retry_delay(exc: Exception, attempt: int) -> float:
 
 def _as_assistant_error(exc: Exception) -> AssistantError:
     """Any failure of the upstream, including chunks of the wrong shape, as the reply's error."""
-    timed_out = isinstance(exc, openai.APITimeoutError | httpx2.TimeoutException)
     logger.warning("assistant upstream failed: %r", exc)
     return AssistantError(
-        str(exc) or type(exc).__name__, kind="timeout" if timed_out else "unavailable"
+        str(exc) or type(exc).__name__, kind="timeout" if timed_out(exc) else "unavailable"
     )

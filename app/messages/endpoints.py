@@ -10,7 +10,7 @@ from starlette.responses import StreamingResponse
 from app.auth.dependencies import CallerDep
 from app.deps import AssistantDep, DatabaseDep, ReplyTasksDep, SettingsDep, TitleTasksDep
 from app.kit.error_responses import AUTH_ERRORS, error_responses, json_error_responses
-from app.kit.http.sse import SSE_CONTENT, event_stream_response
+from app.kit.http.sse import SSE_CONTENT, frames_response
 from app.kit.schemas import SessionIdPath
 from app.messages import service, tree
 from app.messages.schemas import BranchChoice, ChatResponse, SessionTree
@@ -18,9 +18,9 @@ from app.ratelimit.dependencies import RateLimitedChatRequest, count_message
 from app.replies.generation import ReplyStart
 from app.replies.streaming import (
     ReplyStream,
-    server_sent_events,
     start_chat_stream,
     start_reply_stream,
+    stream_frames,
 )
 from app.sessions.schemas import SessionDetail
 
@@ -110,7 +110,7 @@ async def chat_stream(stream: Annotated[ReplyStream, Depends(_start_stream)]) ->
     # client leaves mid-stream (its stream gauge and follower stay until garbage collection).
     # It also costs about 40 us less CPU per `delta` than a generator route's two memory
     # streams, task group and timeout per event (docs/performance.md, "Concurrent streams").
-    return event_stream_response(server_sent_events(stream))
+    return frames_response(stream_frames(stream))
 
 
 @router.post(
@@ -167,9 +167,7 @@ async def regenerate_reply(
     if not stream:
         reply = await service.answer(db, assistant, tasks, accepted)
         return Response(reply.model_dump_json(), media_type="application/json")
-    return event_stream_response(
-        server_sent_events(start_reply_stream(db, assistant, tasks, accepted))
-    )
+    return frames_response(stream_frames(start_reply_stream(db, assistant, tasks, accepted)))
 
 
 @router.put(

@@ -8,7 +8,7 @@ from starlette.responses import StreamingResponse
 from app.auth.dependencies import CallerDep
 from app.deps import DatabaseDep, ReplyRelayDep, ReplyTasksDep, TitleTasksDep
 from app.kit.error_responses import AUTH_ERRORS, error_responses, json_error_responses
-from app.kit.http.sse import SSE_CONTENT, event_stream_response
+from app.kit.http.sse import SSE_CONTENT, frames_response
 from app.kit.schemas import SessionIdPath
 from app.replies.live import EVENT_ID_PATTERN, EventId
 from app.replies.resume import resume_stream
@@ -88,4 +88,4 @@ async def resume_session_stream(
     events = await resume_stream(db, tasks, caller, session_id, last, relay=relay)
     if events is None:
         return Response(status_code=204)
-    return event_stream_response(events)
+    return frames_response(events)

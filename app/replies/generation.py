@@ -232,7 +232,7 @@ class ReplyDraft:
                 if self._closing.is_set():
                     return
                 count = len(self._parts)
-                async with self._db.write() as conn:
+                async with self._db.single_statements() as conn:
                     saved = await reply_queries.save_draft(
                         conn,
                         message_id=self._message_id,

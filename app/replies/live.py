@@ -51,22 +51,76 @@ class Sent:
     offset: int
 
 
-async def after_offset(sent: AsyncIterator[Sent], offset: int) -> AsyncIterator[Sent]:
-    """`sent` from `offset` on: deltas cut to the text after it, none twice. Stops after the
-    end (`done` or `error`). Deltas must come in order of their offsets, without gaps past
-    `offset` (each source here guarantees it)."""
-    async for item in sent:
-        event = item.event
-        if isinstance(event, StreamDelta):
-            if item.offset <= offset:
-                continue
-            start = item.offset - len(event.content)
-            if start < offset:
-                item = Sent(StreamDelta(content=event.content[offset - start :]), item.offset)
-            offset = item.offset
-        yield item
-        if isinstance(event, StreamEnd):
-            return
+class Follower:
+    """A stream's place in a `LiveReply`: what has come for it and not been taken yet.
+
+    `batch` hands over everything pending at once, so that a stream that fell behind writes
+    its events in one go (each still its own event, with its own id), and a reply's task
+    wakes its followers without a queue per event. Iterating gives the events one by one.
+    """
+
+    def __init__(self, reply: "LiveReply", after: int) -> None:
+        self._reply = reply
+        self._pending: list[Sent] = []
+        self._waiter: asyncio.Future[None] | None = None
+        self._offset = after
+        self.ended = False
+
+    def push(self, sent: Sent) -> None:
+        self._pending.append(sent)
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def wake(self) -> None:
+        """Return from a `batch` being awaited, with nothing if nothing came (a keep-alive)."""
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def batch(self) -> list[Sent]:
+        """The events that came since the last batch, from the offset followed on (deltas cut
+        to the text after it, none twice), waiting for one if there is none; empty after the
+        end, or when woken without news."""
+        if not self._pending and not self.ended:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        pending, self._pending = self._pending, []
+        taken: list[Sent] = []
+        for sent in pending:
+            if self.ended:
+                break
+            event = sent.event
+            if isinstance(event, StreamDelta):
+                if sent.offset <= self._offset:
+                    continue
+                start = sent.offset - len(event.content)
+                if start < self._offset:
+                    sent = Sent(
+                        StreamDelta(content=event.content[self._offset - start :]), sent.offset
+                    )
+                self._offset = sent.offset
+            elif isinstance(event, StreamEnd):
+                self.close()
+            taken.append(sent)
+        return taken
+
+    def close(self) -> None:
+        """Stop following (the end was taken, or the stream went away)."""
+        self.ended = True
+        self._reply.unfollow(self)
+
+    def __aiter__(self) -> AsyncIterator[Sent]:
+        return self._events()
+
+    async def _events(self) -> AsyncIterator[Sent]:
+        try:
+            while not self.ended:
+                for sent in await self.batch():
+                    yield sent
+        finally:
+            self.close()
 
 
 class LiveReply:
@@ -79,7 +133,7 @@ class LiveReply:
         self._parts: list[str] = []
         self.length = 0
         self.end: Sent | None = None
-        self._followers: set[asyncio.Queue[Sent]] = set()
+        self._followers: set[Follower] = set()
 
     @property
     def text(self) -> str:
@@ -107,28 +161,24 @@ class LiveReply:
             self._send(self.end)
             self._followers.clear()
 
-    def follow(self, after: int = 0) -> AsyncIterator[Sent]:
+    def follow(self, after: int = 0) -> Follower:
         """The stream from offset `after`: the text after it as one delta (if any), then each
         new piece, then the end. Following starts now, not when iteration does."""
-        queue: asyncio.Queue[Sent] = asyncio.Queue()
+        follower = Follower(self, after)
         if after < self.length:
-            queue.put_nowait(Sent(StreamDelta(content=self.text[after:]), self.length))
+            follower.push(Sent(StreamDelta(content=self.text[after:]), self.length))
         if self.end is not None:
-            queue.put_nowait(self.end)
+            follower.push(self.end)
         else:
-            self._followers.add(queue)
-        return after_offset(self._relay(queue), after)
+            self._followers.add(follower)
+        return follower
 
-    async def _relay(self, queue: asyncio.Queue[Sent]) -> AsyncIterator[Sent]:
-        try:
-            while True:
-                yield await queue.get()
-        finally:
-            self._followers.discard(queue)
+    def unfollow(self, follower: Follower) -> None:
+        self._followers.discard(follower)
 
     def _send(self, sent: Sent) -> None:
-        for queue in self._followers:
-            queue.put_nowait(sent)
+        for follower in self._followers:
+            follower.push(sent)
 
 
 class LiveReplies:

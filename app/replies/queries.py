@@ -8,9 +8,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, func, insert, or_, select, update
+from sqlalchemy import and_, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from app.kit.db.engine import DriverConnection
 from app.kit.db.tables import chat_messages, chat_processes, chat_replies_generating, chat_sessions
 from app.messages import queries as message_queries
 from app.messages.queries import StoredMessage
@@ -90,25 +91,37 @@ class DraftSaved(enum.Enum):
     GONE = "gone"
 
 
+def _draft_save(*, unless_stop_requested: bool) -> Any:
+    generating = chat_replies_generating.c
+    conditions = [
+        generating.message_id == bindparam("draft_id"),
+        generating.process_id == bindparam("draft_process_id"),
+    ]
+    if unless_stop_requested:
+        conditions.append(generating.stop_requested_at.is_(None))
+    return (
+        update(chat_messages)
+        .where(chat_messages.c.id == bindparam("draft_id"))
+        .where(select(generating.message_id).where(*conditions).exists())
+        .values(content=bindparam("draft_content"))
+    )
+
+
+# Built once: every reply being generated is saved twice a second (REPLY_SAVE_INTERVAL_MS).
+_SAVE_DRAFT = _draft_save(unless_stop_requested=True)
+_SAVE_DRAFT_STOPPING = _draft_save(unless_stop_requested=False)
+
+
 async def save_draft(
-    conn: AsyncConnection, *, message_id: uuid.UUID, process_id: uuid.UUID, content: str
+    conn: DriverConnection, *, message_id: uuid.UUID, process_id: uuid.UUID, content: str
 ) -> DraftSaved:
     """Save what was generated so far. One statement, unless the reply is not (or no longer)
-    the process's to save, or a stop was asked for it: a second one tells which."""
-    generating = chat_replies_generating.c
-    save = update(chat_messages).where(chat_messages.c.id == message_id).values(content=content)
-    unasked = (
-        select(generating.message_id)
-        .where(
-            generating.message_id == message_id,
-            generating.process_id == process_id,
-            generating.stop_requested_at.is_(None),
-        )
-        .exists()
-    )
-    if (await conn.execute(save.where(unasked))).rowcount:
+    the process's to save, or a stop was asked for it: a second one tells which. Each
+    statement saves the text or nothing, so it needs no transaction around it."""
+    values = {"draft_id": message_id, "draft_process_id": process_id, "draft_content": content}
+    if await conn.execute(_SAVE_DRAFT, values):
         return DraftSaved.SAVED
-    if (await conn.execute(save.where(_generated_by(message_id, process_id)))).rowcount:
+    if await conn.execute(_SAVE_DRAFT_STOPPING, values):
         return DraftSaved.STOP_REQUESTED
     return DraftSaved.GONE
 

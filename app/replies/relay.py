@@ -26,7 +26,7 @@ saves the reply's text (REPLY_SAVE_INTERVAL_MS) or reports its heartbeat.
 import asyncio
 import logging
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from contextlib import suppress
 from typing import Any
 
@@ -138,7 +138,7 @@ class ReplyRelay:
         if self._serving.get(follower) is task:
             del self._serving[follower]
 
-    async def _publish(self, message_id: uuid.UUID, followed: AsyncIterator[Sent]) -> None:
+    async def _publish(self, message_id: uuid.UUID, followed: AsyncIterable[Sent]) -> None:
         assert self.bus is not None
         channel = reply_channel(message_id)
         async for sent in followed:

@@ -13,7 +13,7 @@ from pathlib import Path
 import openai
 import regex
 
-from app.assistants.openai_compatible import openai_client
+from app.assistants.openai_compatible import openai_client, timed_out
 from app.config import Settings
 from app.kit.errors import TitleTimedOut, TitleUnavailable
 from app.kit.text import make_title, shorten
@@ -105,6 +105,10 @@ class TitleWriter:
         self._prompt = prompt
         self._timeout_seconds = timeout_seconds
 
+    async def aclose(self) -> None:
+        """Close the client's connections (aiohttp warns of a session left open)."""
+        await self._client.close()
+
     @classmethod
     def from_settings(cls, settings: Settings) -> "TitleWriter | None":
         """The writer the settings configure; None when no model writes titles. Reads the
@@ -139,10 +143,13 @@ class TitleWriter:
                     stream=False,
                     max_tokens=TITLE_MAX_TOKENS,
                 )
-        except (TimeoutError, openai.APITimeoutError) as exc:
+        except TimeoutError as exc:
             logger.warning("the title model did not answer in time: %r", exc)
             raise TitleTimedOut() from exc
         except openai.APIError as exc:
+            if timed_out(exc):
+                logger.warning("the title model did not answer in time: %r", exc)
+                raise TitleTimedOut() from exc
             logger.warning("the title model failed: %r", exc)
             raise TitleUnavailable() from exc
         answer = completion.choices[0].message.content if completion.choices else None

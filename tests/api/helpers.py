@@ -354,6 +354,9 @@ class ScriptedAssistant:
     provider = TEST_METADATA["provider"]
     model = TEST_METADATA["model"]
 
+    async def aclose(self) -> None:
+        """Holds nothing open."""
+
     async def reply(self, history: Sequence[Turn]) -> Reply:
         self.calls += 1
         self.asked.set()

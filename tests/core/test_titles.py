@@ -1,11 +1,13 @@
 """Cleaning a model's answer into a title (app/titles/writer.py `clean_title`), and the writer's
-configuration: pure functions, no database."""
+configuration and errors: no database."""
 
+import socket
 from pathlib import Path
 
 import pytest
 
 from app.config import PROJECT_ROOT, Settings
+from app.kit.errors import TitleUnavailable
 from app.kit.text import TITLE_MAX_CHARS, make_title
 from app.titles.writer import TitleWriter, clean_title
 
@@ -133,6 +135,29 @@ def test_the_writer_follows_the_settings(tmp_path: Path) -> None:
     assert writer is not None
     assert writer.model == "big-1"
     assert writer._prompt == "Name this chat."
+
+
+async def test_an_unreachable_title_model_is_unavailable_not_a_timeout(tmp_path: Path) -> None:
+    with socket.socket() as probe:  # a loopback port nothing listens on once it is closed
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    prompt = tmp_path / "prompt.txt"
+    prompt.write_text("Name this chat.\n", encoding="utf-8")
+    writer = TitleWriter.from_settings(
+        Settings(
+            _env_file=None,
+            assistant_provider="openai",
+            openai_base_url=f"http://127.0.0.1:{port}/v1",
+            openai_model="big-1",
+            title_prompt_file=str(prompt),
+        )
+    )
+    assert writer is not None
+    try:
+        with pytest.raises(TitleUnavailable):
+            await writer.write("Hi")
+    finally:
+        await writer.aclose()
 
 
 def test_the_shipped_prompt_is_the_default(tmp_path: Path) -> None:

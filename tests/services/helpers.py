@@ -26,6 +26,9 @@ class RecordingAssistant:
     def __init__(self) -> None:
         self.histories: list[list[Turn]] = []
 
+    async def aclose(self) -> None:
+        """Holds nothing open."""
+
     async def reply(self, history: Sequence[Turn]) -> Reply:
         self.histories.append(list(history))
         return Reply(content=f"reply {len(self.histories)}", end=ReplyEnd(model="recorder"))
@@ -46,6 +49,9 @@ class FailingAssistant:
         self.chunks_before_failure = chunks_before_failure
         self.error = error or AssistantError("upstream down", kind="unavailable")
 
+    async def aclose(self) -> None:
+        """Holds nothing open."""
+
     async def reply(self, history: Sequence[Turn]) -> Reply:
         raise self.error
 
@@ -64,6 +70,9 @@ class GatedAssistant:
 
     def __init__(self) -> None:
         self.gate = asyncio.Event()
+
+    async def aclose(self) -> None:
+        """Holds nothing open."""
 
     async def reply(self, history: Sequence[Turn]) -> Reply:
         await self.gate.wait()

@@ -15,11 +15,10 @@ from typing import Any
 
 import pytest
 from sqlalchemy import delete, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.assistants import Reply, ReplyEnd, ReplyEvent, TextDelta, Turn
 from app.auth.access import Caller
-from app.kit.db.engine import Database
+from app.kit.db.engine import Database, DriverConnection
 from app.kit.db.tables import chat_processes, chat_replies_generating, chat_search
 from app.kit.db.types import utc_now
 from app.messages import service as message_service
@@ -73,10 +72,11 @@ async def reply_in_progress(
             now=utc_now(),
         )
         assert stored is not None
+    async with database.single_statements() as driver:
         saved = await reply_queries.save_draft(
-            conn, message_id=stored.id, process_id=process_id, content=text
+            driver, message_id=stored.id, process_id=process_id, content=text
         )
-        assert saved is reply_queries.DraftSaved.SAVED
+    assert saved is reply_queries.DraftSaved.SAVED
     return stored.id
 
 
@@ -220,6 +220,9 @@ class ManyPiecesAssistant:
     provider = "many"
     model = "many-1"
 
+    async def aclose(self) -> None:
+        """Holds nothing open."""
+
     async def reply(self, history: Sequence[Turn]) -> Reply:
         raise NotImplementedError
 
@@ -237,7 +240,7 @@ async def test_a_growing_reply_is_saved_in_batches_not_per_piece(
     save_draft = reply_queries.save_draft
 
     async def recording_save_draft(
-        conn: AsyncConnection, **values: Any
+        conn: DriverConnection, **values: Any
     ) -> reply_queries.DraftSaved:
         saved.append(values["content"])
         return await save_draft(conn, **values)

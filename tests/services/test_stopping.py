@@ -3,6 +3,7 @@ stream ends with an incomplete `done`, and the upstream request is closed."""
 
 import asyncio
 from collections.abc import AsyncIterator, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -73,6 +74,9 @@ class SilentAssistant:
     def __init__(self) -> None:
         self.started = asyncio.Event()
         self.gate = asyncio.Event()
+
+    async def aclose(self) -> None:
+        """Holds nothing open."""
 
     async def reply(self, history: Sequence[Turn]) -> Reply:
         raise NotImplementedError
@@ -269,23 +273,27 @@ class WatchedFakeOpenAI(FakeOpenAI):
 
 async def test_stop_closes_the_upstream_stream(database: Database) -> None:
     fake = WatchedFakeOpenAI(default=Respond(chunks=["Partial ", "never ", "sent."]))
-    async with serve(cast(FastAPI, fake.app())) as upstream:
-        assistant = OpenAICompatibleAssistant(
-            Settings(
-                _env_file=None,
-                assistant_provider="openai",
-                openai_base_url=f"{upstream.base_url}/v1",
-                openai_model="gpt-4",
-                openai_api_key=None,
-                openai_max_retries=0,
-                openai_timeout_seconds=10,
-                openai_temperature=None,
-                openai_max_tokens=None,
-                openai_stream_usage=True,
-                assistant_rag=False,
-            ),
-            counter=counter_for_model("gpt-4"),
-        )
+    async with (
+        serve(cast(FastAPI, fake.app())) as upstream,
+        aclosing(
+            OpenAICompatibleAssistant(
+                Settings(
+                    _env_file=None,
+                    assistant_provider="openai",
+                    openai_base_url=f"{upstream.base_url}/v1",
+                    openai_model="gpt-4",
+                    openai_api_key=None,
+                    openai_max_retries=0,
+                    openai_timeout_seconds=10,
+                    openai_temperature=None,
+                    openai_max_tokens=None,
+                    openai_stream_usage=True,
+                    assistant_rag=False,
+                ),
+                counter=counter_for_model("gpt-4"),
+            )
+        ) as assistant,
+    ):
         tasks = ReplyTasks()
         events = await first_delta(await start(database, assistant, tasks))
 

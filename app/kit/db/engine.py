@@ -3,14 +3,16 @@
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
-from typing import Any
+from typing import Any, cast
 
 import pydantic_core
 from sqlalchemy import event
-from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.engine import Connection, Dialect, make_url
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry, QueuePool
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.expression import ClauseElement
 
 from app.config import Settings
 from app.kit.db.url import ensure_sqlite_directory
@@ -112,6 +114,57 @@ def _create_sqlite_engine(settings: Settings, database_url: str) -> AsyncEngine:
     return engine
 
 
+class DriverStatement:
+    """A statement compiled once for a dialect, to be run by the driver itself: its SQL, and
+    how to turn named values into the driver's positional arguments (SQLAlchemy's own bind
+    processing, a UUID as hex text on SQLite say)."""
+
+    def __init__(self, statement: ClauseElement, dialect: Dialect) -> None:
+        compiled = cast(SQLCompiler, statement.compile(dialect=dialect))
+        self.sql = compiled.string
+        self._names = tuple(compiled.positiontup or ())
+        self._processors = {
+            name: processor
+            for name, bind in compiled.binds.items()
+            if (processor := bind.type.dialect_impl(dialect).bind_processor(dialect)) is not None
+        }
+
+    def arguments(self, values: dict[str, Any]) -> list[Any]:
+        processors = self._processors
+        return [
+            processors[name](values[name]) if name in processors else values[name]
+            for name in self._names
+        ]
+
+
+class DriverConnection:
+    """A pooled connection on which each statement commits as it runs, sent by the driver
+    without SQLAlchemy's execution machinery: for a frequent write that is one statement,
+    atomic by itself (a growing reply's save). No BEGIN and COMMIT round trips either."""
+
+    def __init__(
+        self, driver: Any, dialect: Dialect, compiled: dict[ClauseElement, DriverStatement]
+    ):
+        self._driver = driver
+        self._dialect = dialect
+        self._compiled = compiled
+
+    async def execute(self, statement: ClauseElement, values: dict[str, Any]) -> int:
+        """Run a write statement built once (module level); how many rows it changed."""
+        prepared = self._compiled.get(statement)
+        if prepared is None:
+            prepared = self._compiled[statement] = DriverStatement(statement, self._dialect)
+        arguments = prepared.arguments(values)
+        if self._dialect.name == "postgresql":  # asyncpg: the command tag, "UPDATE 1"
+            tag: str = await self._driver.execute(prepared.sql, *arguments)
+            return int(tag.rpartition(" ")[2] or 0)
+        cursor = await self._driver.execute(prepared.sql, arguments)  # aiosqlite, autocommit
+        try:
+            return int(cursor.rowcount)
+        finally:
+            await cursor.close()
+
+
 class Database:
     """The engine plus the transaction scopes the service layer works in."""
 
@@ -126,6 +179,8 @@ class Database:
         self._write_turn: AbstractAsyncContextManager[Any] = (
             asyncio.Lock() if engine.dialect.name == "sqlite" else nullcontext()
         )
+        # What `DriverConnection` compiled, by statement (each built once, at module level).
+        self._driver_statements: dict[ClauseElement, DriverStatement] = {}
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
@@ -156,6 +211,20 @@ class Database:
             await conn.execution_options(**{_WRITE_OPTION: True})
             async with conn.begin():
                 yield conn
+
+    @asynccontextmanager
+    async def single_statements(self) -> AsyncIterator[DriverConnection]:
+        """A connection whose write statements each commit as they run (`DriverConnection`).
+        For writes that are one statement: several statements here are not one transaction.
+        On SQLite it takes this process's turn to write, as `write` does."""
+        async with self._write_turn, self.engine.connect() as conn:
+            # SQLAlchemy begins nothing until it runs a statement itself, so the connection is
+            # in autocommit (asyncpg outside a transaction; SQLite with isolation_level None),
+            # and returning it to the pool costs no rollback round trip.
+            raw = await conn.get_raw_connection()
+            yield DriverConnection(
+                raw.driver_connection, self.engine.dialect, self._driver_statements
+            )
 
     def pool_use(self, *, replica: bool = False) -> tuple[int | None, int | None]:
         """(connections in use, idle connections) of the pool (the read replica's with

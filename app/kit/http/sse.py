@@ -6,7 +6,7 @@ memory streams, a task group and a timeout scope per event: docs/performance.md,
 streams")."""
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import suppress
 
 from fastapi.sse import KEEPALIVE_COMMENT, ServerSentEvent, format_sse_event
@@ -33,12 +33,40 @@ SSE_CONTENT = {
 KEEPALIVE_SECONDS = 15.0
 
 
-def _encoded(event: ServerSentEvent) -> bytes:
+def encoded(event: ServerSentEvent) -> bytes:
     data = event.data.model_dump_json() if isinstance(event.data, BaseModel) else event.raw_data
     return format_sse_event(data_str=data, event=event.event, id=event.id)
 
 
-async def _with_keepalive(events: AsyncIterator[ServerSentEvent]) -> AsyncIterator[bytes]:
+class Keepalive:
+    """Calls `wake` when nothing was written for KEEPALIVE_SECONDS. One timer per stream,
+    moved at most every KEEPALIVE_SECONDS, for a stream that waits on its events itself:
+    cheaper than a timeout around every wait for an event (a timer made and cancelled per
+    event)."""
+
+    def __init__(self, wake: Callable[[], None]) -> None:
+        self._wake = wake
+        self._loop = asyncio.get_running_loop()
+        self._written_at = self._loop.time()
+        self._timer = self._loop.call_at(self._written_at + KEEPALIVE_SECONDS, self._check)
+
+    def written(self) -> None:
+        self._written_at = self._loop.time()
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+
+    def _check(self) -> None:
+        due = self._written_at + KEEPALIVE_SECONDS
+        if self._loop.time() >= due:
+            self._wake()
+            self._written_at = self._loop.time()
+            due = self._written_at + KEEPALIVE_SECONDS
+        self._timer = self._loop.call_at(due, self._check)
+
+
+async def keepalive_frames(events: AsyncIterator[ServerSentEvent]) -> AsyncIterator[bytes]:
+    """The events as sent, with a keep-alive comment after KEEPALIVE_SECONDS without one."""
     # A producer task reads the events, so that waiting for the next one can time out without
     # cancelling the iterator that produces them.
     queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=1)
@@ -46,7 +74,7 @@ async def _with_keepalive(events: AsyncIterator[ServerSentEvent]) -> AsyncIterat
     async def produce() -> None:
         try:
             async for event in events:
-                await queue.put(_encoded(event))
+                await queue.put(encoded(event))
         finally:
             await queue.put(None)
 
@@ -74,8 +102,13 @@ async def _with_keepalive(events: AsyncIterator[ServerSentEvent]) -> AsyncIterat
 
 
 def event_stream_response(events: AsyncIterator[ServerSentEvent]) -> StreamingResponse:
+    return frames_response(keepalive_frames(events))
+
+
+def frames_response(frames: AsyncIterator[bytes]) -> StreamingResponse:
+    """A stream of events already encoded, keep-alive comments included."""
     return StreamingResponse(
-        _with_keepalive(events),
+        frames,
         media_type="text/event-stream",
         # As FastAPI's own SSE routes: no caching, and no buffering by nginx.
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},

@@ -6,7 +6,12 @@ import socket
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, Literal
 
+import aiohttp
+import httpx2
+import openai
 import pytest
+from aiohttp.client_reqrep import ConnectionKey
+from openai._vendor.httpx_aiohttp.transport import map_aiohttp_exceptions
 
 from app.assistants import (
     AssistantError,
@@ -19,7 +24,7 @@ from app.assistants import (
 )
 from app.assistants.base import collect
 from app.assistants.knowledge import KnowledgeBase, Passage
-from app.assistants.openai_compatible import OpenAICompatibleAssistant
+from app.assistants.openai_compatible import OpenAICompatibleAssistant, timed_out
 from app.assistants.tokens import counter_for_model
 from app.config import PROJECT_ROOT, Settings
 from tests.fakes.fixtures import RunningFake, release, running_fake
@@ -51,6 +56,17 @@ def upstream(fake_server: RunningFake) -> RunningFake:
     return fake_server
 
 
+# The assistants a test made, closed after it (aiohttp warns of a client session left open).
+_made: list[OpenAICompatibleAssistant] = []
+
+
+@pytest.fixture(autouse=True)
+async def close_assistants() -> AsyncIterator[None]:
+    yield
+    while _made:
+        await _made.pop().aclose()
+
+
 def make_assistant(
     upstream: RunningFake, *, knowledge: KnowledgeBase | None = None, **overrides: Any
 ) -> OpenAICompatibleAssistant:
@@ -70,9 +86,11 @@ def make_assistant(
         "knowledge_base_top_k": 3,
     }
     values.update(overrides)
-    return OpenAICompatibleAssistant(
+    assistant = OpenAICompatibleAssistant(
         Settings(_env_file=None, **values), counter=COUNTER, knowledge=knowledge
     )
+    _made.append(assistant)
+    return assistant
 
 
 async def answer(
@@ -261,6 +279,29 @@ async def test_an_unreachable_server_makes_the_assistant_unavailable(
 
     assert error.kind == "unavailable"
     assert upstream.fake.requests == []
+
+
+def through_the_sdk(cause: Exception) -> Exception:
+    """`cause`, raised by aiohttp, as the SDK raises it: mapped by its aiohttp adapter, then
+    wrapped in an APIError."""
+    try:
+        try:
+            with map_aiohttp_exceptions():
+                raise cause
+        except httpx2.TimeoutException as mapped:
+            raise openai.APITimeoutError(request=httpx2.Request("POST", "http://x")) from mapped
+    except openai.APITimeoutError as exc:
+        return exc
+    raise AssertionError("the adapter no longer maps it to a timeout")
+
+
+def test_a_refused_connection_is_unavailable_and_a_connect_timeout_a_timeout() -> None:
+    key = ConnectionKey("127.0.0.1", 9, False, True, None, None, None)
+    refused = aiohttp.ClientConnectorError(key, ConnectionRefusedError(111, "refused"))
+    connect_timeout = aiohttp.ConnectionTimeoutError("Connection timeout to host")
+
+    assert not timed_out(through_the_sdk(refused))
+    assert timed_out(through_the_sdk(connect_timeout))
 
 
 # --- Timeouts -------------------------------------------------------------------------------
