@@ -203,6 +203,19 @@ def memory_kib(pid: int, field: str) -> int:
     return max(values, default=0)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of the process and its children, from /proc/<pid>/stat."""
+    total = 0
+    for each in [pid, *descendants(pid)]:
+        try:
+            with open(f"/proc/{each}/stat", encoding="ascii") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 async def import_once(client: httpx.AsyncClient, path: Path) -> tuple[dict[str, Any], float, float]:
     """Upload and poll to the end: (final status, upload seconds, total seconds)."""
     started = time.perf_counter()
@@ -259,15 +272,19 @@ async def run(args: argparse.Namespace) -> None:
             ):
                 pid = backend.process.pid
                 before = memory_kib(pid, "VmRSS")
+                cpu_before = cpu_seconds(pid)
                 status, uploaded, total = await import_once(client, export)
+                cpu = cpu_seconds(pid) - cpu_before
                 peak = memory_kib(pid, "VmHWM")
             assert status["status"] == "done", status
             assert status["imported"] == args.conversations, status
             print(
                 f"{database}: {status['imported']:,} imported in {total:.1f}s "
                 f"(upload {uploaded:.1f}s): {status['imported'] / total:,.0f} conversations/s, "
-                f"{messages / total:,.0f} messages/s; service RSS {before / 1024:.0f} MiB "
-                f"before, peak (VmHWM) {peak / 1024:.0f} MiB; load {os.getloadavg()[0]:.2f}",
+                f"{messages / total:,.0f} messages/s; service CPU {cpu:.1f}s "
+                f"({cpu / messages * 1000:.2f} ms per message); "
+                f"service RSS {before / 1024:.0f} MiB before, peak (VmHWM) {peak / 1024:.0f} MiB; "
+                f"load {os.getloadavg()[0]:.2f}",
                 flush=True,
             )
 

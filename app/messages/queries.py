@@ -5,10 +5,11 @@ import functools
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import (
     Integer,
+    String,
     Text,
     Uuid,
     and_,
@@ -23,7 +24,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
-from sqlalchemy.sql import CompoundSelect, Select
+from sqlalchemy.sql import CompoundSelect, Insert, Select, Update
 
 from app.domain import Role
 from app.feedback.queries import add_feedback
@@ -59,6 +60,130 @@ class StoredMessage:
 
 _INSERTED = ("id", "session_id", "parent_id", "seq", "ordinal", "role", "content", "metadata")
 _INSERTED_TOO = ("created_at", "branch_preview", "user_id")
+
+
+_Source = Literal["first", "leaf", "parent"]
+
+# Named apart from the columns: an INSERT or UPDATE reads execute-time keys that name its
+# table's columns as values to write.
+_APPEND_ID = bindparam("append_id", type_=Uuid())
+_APPEND_SESSION_ID = bindparam("append_session_id", type_=Text())
+_APPEND_OWNER = bindparam("append_owner", type_=Text())
+_APPEND_PARENT_ID = bindparam("append_parent_id", type_=Uuid())
+_APPEND_NOW = bindparam("append_now", type_=UTCDateTime())
+_APPEND_PREVIEW = bindparam("append_preview", type_=Text())
+
+
+@functools.cache
+def _append_insert(mode: _Source, *, owned: bool) -> Insert:
+    """`append_message`'s INSERT ... SELECT from the locked session row, built once per shape
+    (building and compiling it per message was most of an import's time, docs/performance.md)."""
+    sessions = chat_sessions
+    # The session's owner, read from the locked row like the rest (docs/scaling.md).
+    owned_by = func.coalesce(sessions.c.user_id, NO_OWNER)
+    fixed = (
+        bindparam("append_role", type_=Text()),
+        bindparam("append_content", type_=Text()),
+        bindparam("append_metadata", type_=JSONDocument),
+        # Never move backwards, whatever order concurrent writers' clocks were read in.
+        case((sessions.c.updated_at > _APPEND_NOW, sessions.c.updated_at), else_=_APPEND_NOW),
+    )
+    where = session_is(_APPEND_SESSION_ID, _APPEND_OWNER if owned else None)
+    source: Select[Any]
+    if mode == "first":
+        source = select(
+            _APPEND_ID,
+            sessions.c.session_id,
+            literal(None, type_=Uuid()),
+            literal(1, type_=Integer()),
+            sessions.c.node_count + 1,
+            *fixed,
+            _APPEND_PREVIEW,
+            owned_by,
+        ).where(where)
+    elif mode == "leaf":
+        source = select(
+            _APPEND_ID,
+            sessions.c.session_id,
+            sessions.c.current_leaf_id,
+            sessions.c.message_count + 1,
+            sessions.c.node_count + 1,
+            *fixed,
+            func.coalesce(_APPEND_PREVIEW, sessions.c.last_message),
+            owned_by,
+        ).where(where)
+    else:
+        parent = chat_messages.alias("parent")
+        source = (
+            select(
+                _APPEND_ID,
+                sessions.c.session_id,
+                parent.c.id,
+                parent.c.seq + 1,
+                sessions.c.node_count + 1,
+                *fixed,
+                func.coalesce(_APPEND_PREVIEW, parent.c.branch_preview),
+                owned_by,
+            )
+            .join_from(
+                sessions,
+                parent,
+                and_(
+                    parent.c.session_id == sessions.c.session_id,
+                    parent.c.id == _APPEND_PARENT_ID,
+                ),
+            )
+            .where(where)
+        )
+    return (
+        insert(chat_messages)
+        .from_select([*_INSERTED, *_INSERTED_TOO], source.with_for_update(of=chat_sessions))
+        .returning(
+            chat_messages.c.seq,
+            chat_messages.c.ordinal,
+            chat_messages.c.parent_id,
+            chat_messages.c.created_at,
+            chat_messages.c.branch_preview,
+            chat_messages.c.user_id,
+        )
+    )
+
+
+@functools.cache
+def _append_update(*, extends: bool, after_none: bool, titled: bool) -> Update:
+    """`append_message`'s UPDATE of the session, built once per shape. Unless `extends`, the
+    branch's end moves only if the parent (`after_none`: none) is the current branch's end:
+    `current_leaf_id` here is the value before this UPDATE (every SET reads the old row)."""
+    sessions = chat_sessions
+    values: dict[str, Any] = {
+        "node_count": bindparam("append_ordinal", type_=sessions.c.node_count.type),
+        "updated_at": bindparam("append_created_at", type_=sessions.c.updated_at.type),
+    }
+    ends_branch: dict[str, Any] = {
+        "current_leaf_id": bindparam("append_leaf", type_=sessions.c.current_leaf_id.type),
+        "message_count": bindparam("append_count", type_=sessions.c.message_count.type),
+        "last_message": bindparam("append_last", type_=sessions.c.last_message.type),
+    }
+    if extends:
+        values |= ends_branch
+    else:
+        continues = (
+            sessions.c.current_leaf_id.is_(None)
+            if after_none
+            else sessions.c.current_leaf_id == _APPEND_PARENT_ID
+        )
+        values |= {
+            name: case((continues, value), else_=sessions.c[name])
+            for name, value in ends_branch.items()
+        }
+    if titled:
+        values["title"] = func.coalesce(sessions.c.title, bindparam("append_title", type_=String()))
+    return (
+        update(sessions)
+        .where(sessions.c.session_id == _APPEND_SESSION_ID)
+        .values(values)
+        .returning(sessions.c.user_id, sessions.c.title, sessions.c.current_leaf_id)
+    )
 
 
 async def append_message(
@@ -100,109 +225,38 @@ async def append_message(
     along ordinals), and the session's `updated_at` is its newest message's `created_at`.
     """
     message_id = uuid.uuid4()
-    sessions = chat_sessions
-    now_value = literal(now, type_=UTCDateTime())
-    preview_value = literal(preview, type_=Text())
-    # The session's owner, read from the locked row like the rest (docs/scaling.md).
-    owned_by = func.coalesce(sessions.c.user_id, NO_OWNER)
-    fixed = (
-        literal(role, type_=Text()),
-        literal(content, type_=Text()),
-        literal(metadata, type_=JSONDocument),
-        # Never move backwards, whatever order concurrent writers' clocks were read in.
-        case((sessions.c.updated_at > now_value, sessions.c.updated_at), else_=now_value),
-    )
-    if first:
-        source = select(
-            literal(message_id, type_=Uuid()),
-            sessions.c.session_id,
-            literal(None, type_=Uuid()),
-            literal(1, type_=Integer()),
-            sessions.c.node_count + 1,
-            *fixed,
-            preview_value,
-            owned_by,
-        ).where(session_is(session_id, owner))
-    elif parent_id is None:
-        source = select(
-            literal(message_id, type_=Uuid()),
-            sessions.c.session_id,
-            sessions.c.current_leaf_id,
-            sessions.c.message_count + 1,
-            sessions.c.node_count + 1,
-            *fixed,
-            func.coalesce(preview_value, sessions.c.last_message),
-            owned_by,
-        ).where(session_is(session_id, owner))
-    else:
-        parent = chat_messages.alias("parent")
-        source = (
-            select(
-                literal(message_id, type_=Uuid()),
-                sessions.c.session_id,
-                parent.c.id,
-                parent.c.seq + 1,
-                sessions.c.node_count + 1,
-                *fixed,
-                func.coalesce(preview_value, parent.c.branch_preview),
-                owned_by,
-            )
-            .join_from(
-                sessions,
-                parent,
-                and_(parent.c.session_id == sessions.c.session_id, parent.c.id == parent_id),
-            )
-            .where(session_is(session_id, owner))
-        )
-    stmt = (
-        insert(chat_messages)
-        .from_select([*_INSERTED, *_INSERTED_TOO], source.with_for_update(of=sessions))
-        .returning(
-            chat_messages.c.seq,
-            chat_messages.c.ordinal,
-            chat_messages.c.parent_id,
-            chat_messages.c.created_at,
-            chat_messages.c.branch_preview,
-            chat_messages.c.user_id,
-        )
-    )
-    message = (await conn.execute(stmt)).one_or_none()
+    mode: _Source = "first" if first else "leaf" if parent_id is None else "parent"
+    parameters = {
+        "append_id": message_id,
+        "append_session_id": session_id,
+        "append_owner": owner,
+        "append_parent_id": parent_id,
+        "append_role": role,
+        "append_content": content,
+        "append_metadata": metadata,
+        "append_now": now,
+        "append_preview": preview,
+    }
+    message = (
+        await conn.execute(_append_insert(mode, owned=owner is not None), parameters)
+    ).one_or_none()
     if message is None:
         return None
     created_at: datetime = message.created_at
-    values: dict[str, Any] = {
-        "node_count": message.ordinal,
-        "updated_at": created_at,
-    }
-    ends_branch: dict[str, Any] = {
-        "current_leaf_id": message_id,
-        "message_count": message.seq,
-        "last_message": message.branch_preview,
-    }
-    if (parent_id is None and not first) or make_current:
-        values |= ends_branch
-    else:
-        # Only if the parent is the current branch's end: `current_leaf_id` here is the value
-        # before this UPDATE (every SET reads the old row).
-        continues = (
-            sessions.c.current_leaf_id.is_(None)
-            if parent_id is None
-            else sessions.c.current_leaf_id == parent_id
-        )
-        values |= {
-            name: case(
-                (continues, literal(value, type_=sessions.c[name].type)), else_=sessions.c[name]
-            )
-            for name, value in ends_branch.items()
-        }
-    if title is not None:
-        values["title"] = func.coalesce(sessions.c.title, title)
+    extends = (parent_id is None and not first) or make_current
     session = (
         await conn.execute(
-            update(sessions)
-            .where(sessions.c.session_id == session_id)
-            .values(values)
-            .returning(sessions.c.user_id, sessions.c.title, sessions.c.current_leaf_id)
+            _append_update(extends=extends, after_none=parent_id is None, titled=title is not None),
+            {
+                "append_session_id": session_id,
+                "append_ordinal": message.ordinal,
+                "append_created_at": created_at,
+                "append_leaf": message_id,
+                "append_count": message.seq,
+                "append_last": message.branch_preview,
+                "append_parent_id": parent_id,
+                "append_title": title,
+            },
         )
     ).one()
     # This message set the automatic title, unless the title already read the same (then
@@ -511,10 +565,27 @@ async def end_current_branch_at(conn: AsyncConnection, *, session_id: str, leaf:
     """Make the branch ending at `leaf` the current one: the session's count and preview are
     the leaf's seq and branch preview (O(1), nothing counted). `updated_at` stays the time of
     the newest message written."""
-    await conn.execute(
-        update(chat_sessions)
-        .where(chat_sessions.c.session_id == session_id)
-        .values(current_leaf_id=leaf.id, message_count=leaf.seq, last_message=leaf.branch_preview)
+    parameters = {
+        "end_session_id": session_id,
+        "end_leaf_id": leaf.id,
+        "end_seq": leaf.seq,
+        "end_preview": leaf.branch_preview,
+    }
+    await conn.execute(_end_current_branch(), parameters)
+
+
+@functools.cache
+def _end_current_branch() -> Update:
+    # Parameters named apart from the columns, which an UPDATE would read as values to write.
+    sessions = chat_sessions
+    return (
+        update(sessions)
+        .where(sessions.c.session_id == bindparam("end_session_id", type_=Text()))
+        .values(
+            current_leaf_id=bindparam("end_leaf_id", type_=sessions.c.current_leaf_id.type),
+            message_count=bindparam("end_seq", type_=sessions.c.message_count.type),
+            last_message=bindparam("end_preview", type_=sessions.c.last_message.type),
+        )
     )
 
 

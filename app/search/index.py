@@ -2,9 +2,10 @@
 words, added in the transaction that stores the text. SQLite's FTS5 table follows chat_search
 by triggers (migrations 0004 and 0015)."""
 
+import functools
 from typing import Any
 
-from sqlalchemy import delete, func, literal_column
+from sqlalchemy import Insert, String, bindparam, delete, func, literal_column
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -26,22 +27,46 @@ async def index_text(
     words = fulltext.document(text)
     if not words:
         return
+    postgres = conn.dialect.name == "postgresql"
+    stmt = _insert(postgres=postgres, title=seq == SEARCH_TITLE_SEQ, if_absent=if_absent)
     # SQLite's document holds the owned words too; PostgreSQL's index derives them (0005).
-    document: Any = fulltext.owned_document(words, user_id)
-    if conn.dialect.name == "postgresql":
-        document = func.to_tsvector(literal_column("'simple'::regconfig"), words)
-        if seq == SEARCH_TITLE_SEQ:
+    document = words if postgres else fulltext.owned_document(words, user_id)
+    parameters = {
+        "index_session_id": session_id,
+        "index_user_id": user_id,
+        "index_seq": seq,
+        "index_document": document,
+    }
+    await conn.execute(stmt, parameters)
+
+
+@functools.cache
+def _insert(*, postgres: bool, title: bool, if_absent: bool) -> Insert:
+    """`index_text`'s INSERT, built once per shape (per message, building it was a good part
+    of an import's time, docs/performance.md). Its parameters are named apart from the columns:
+    an INSERT reads execute-time keys that name columns as values to write."""
+    document: Any
+    if postgres:
+        document = func.to_tsvector(
+            literal_column("'simple'::regconfig"), bindparam("index_document", type_=String())
+        )
+        if title:
             # Weight A against the default D: a match in the title ranks above one in a message.
             document = func.setweight(document, literal_column("'A'"))
-    dialect_insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    else:
+        document = bindparam("index_document", type_=chat_search.c.document.type)
+    dialect_insert = postgresql.insert if postgres else sqlite.insert
     stmt = dialect_insert(chat_search).values(
-        session_id=session_id, user_id=user_id, seq=seq, document=document
+        session_id=bindparam("index_session_id", type_=chat_search.c.session_id.type),
+        user_id=bindparam("index_user_id", type_=chat_search.c.user_id.type),
+        seq=bindparam("index_seq", type_=chat_search.c.seq.type),
+        document=document,
     )
     if if_absent:
         stmt = stmt.on_conflict_do_nothing(
             index_elements=[chat_search.c.session_id, chat_search.c.seq]
         )
-    await conn.execute(stmt)
+    return stmt
 
 
 async def index_message(
