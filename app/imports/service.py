@@ -48,13 +48,22 @@ INTERRUPTED = (
 )
 
 
+# How long shutdown waits for the imports to stop between two conversations before it
+# cancels them: one conversation's transaction takes milliseconds, reading the next one from
+# the file a little more. Cancelling a write midway is the fallback only: on SQLite the
+# cancelled transaction can hold the database's lock past shutdown's own write.
+STOP_WAIT_SECONDS = 5.0
+
+
 class ImportTasks:
     """The imports this process is running: strong references (the event loop keeps only
-    weak ones), and at shutdown, cancelled and recorded as failed."""
+    weak ones), and at shutdown, stopped between two conversations and recorded as failed."""
 
     def __init__(self, process_id: uuid.UUID) -> None:
         self.process_id = process_id
         self._tasks: set[asyncio.Task[None]] = set()
+        # Set at shutdown: each import stops before its next conversation.
+        self.stopping = asyncio.Event()
 
     def start(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coroutine)
@@ -66,9 +75,12 @@ class ImportTasks:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def shutdown(self, db: Database) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.stopping.set()
+        if self._tasks:
+            _, late = await asyncio.wait(set(self._tasks), timeout=STOP_WAIT_SECONDS)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
         try:
             async with db.write() as conn:
                 await queries.fail_imports_of(conn, self.process_id, error=STOPPED, now=utc_now())
@@ -120,7 +132,15 @@ async def start_import(
         export.close()
         raise ImportRunning() from None
     tasks.start(
-        _run(db, import_id, export, kind, owner=owner, message_max_chars=limits.message_max_chars)
+        _run(
+            db,
+            import_id,
+            export,
+            kind,
+            owner=owner,
+            message_max_chars=limits.message_max_chars,
+            stopping=tasks.stopping,
+        )
     )
     return _status(row)
 
@@ -200,12 +220,13 @@ async def _run(
     *,
     owner: str | None,
     message_max_chars: int,
+    stopping: asyncio.Event,
 ) -> None:
     progress = _Progress()
     with export:
         try:
             error = await _import_all(
-                db, import_id, export, kind, progress, owner, message_max_chars
+                db, import_id, export, kind, progress, owner, message_max_chars, stopping
             )
         except Exception as exc:
             logger.error("import %s stopped by an unexpected error", import_id, exc_info=exc)
@@ -221,10 +242,11 @@ async def _import_all(
     progress: _Progress,
     owner: str | None,
     message_max_chars: int,
+    stopping: asyncio.Event,
 ) -> str | None:
     """Read the file through once (count it; a file whose JSON breaks off fails before
-    anything is written), then import its conversations one by one; why it stopped, if it
-    did."""
+    anything is written), then import its conversations one by one, until the end or
+    `stopping`; why it stopped, if it did."""
     try:
         progress.total = await asyncio.to_thread(formats.count, export, kind)
     except NotAnExport as exc:
@@ -232,6 +254,8 @@ async def _import_all(
     await _save_progress(db, import_id, progress)
     conversations = formats.items(export, kind)
     while (item := await asyncio.to_thread(next, conversations, _END)) is not _END:
+        if stopping.is_set():
+            return STOPPED
         await _import_one(db, import_id, item, kind, progress, owner, message_max_chars)
     return None
 
