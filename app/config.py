@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     database_echo: bool = False
     database_pool_size: int = Field(default=10, ge=1)
     database_pool_recycle_seconds: int = Field(default=300, ge=1)
+    # How long a request waits for a pooled connection before it is answered 503 (SQLAlchemy's
+    # default, 30 s).
+    database_pool_timeout_seconds: float = Field(default=30.0, gt=0)
     sqlite_busy_timeout_ms: int = Field(default=30_000, ge=0)
     migrate_on_startup: bool = True
 

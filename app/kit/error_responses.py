@@ -27,10 +27,12 @@ _DESCRIPTIONS = {
     429: "Too many messages; the `Retry-After` header says how many seconds to wait.",
     422: "The request is invalid: its fields (`detail` lists each problem), or what it asks "
     "of the data it names (`detail` says what).",
-    500: "Unexpected server error, such as the database being unreachable; `request_id` "
-    "names its log line.",
+    500: "Unexpected server error; `request_id` names its log line.",
     502: "The assistant failed to answer; the user's message was saved.",
-    503: "The token signing keys (AUTH_JWKS_URL) cannot be fetched.",
+    503: "Temporarily unavailable, worth retrying: the database is overloaded (no free "
+    "pooled connection within DATABASE_POOL_TIMEOUT_SECONDS, or too many connections), starting "
+    "or down (then `Retry-After` says how many seconds to wait), or the token signing keys "
+    "(AUTH_JWKS_URL) cannot be fetched.",
     504: "The assistant did not answer in time; the user's message was saved.",
 }
 # Always sent with these statuses: required, so that a response without them breaks the schema.
@@ -47,6 +49,13 @@ _HEADERS = {
             "schema": {"type": "integer", "minimum": 1},
             "required": True,
             "description": "Seconds to wait.",
+        }
+    },
+    503: {
+        "Retry-After": {
+            "schema": {"type": "integer", "minimum": 1},
+            "required": False,
+            "description": "Seconds to wait (sent when the database is unavailable).",
         }
     },
     500: {
@@ -90,11 +99,13 @@ def error_responses(
             _EITHER_422 if status == 422 else {"model": _MODELS.get(status, ErrorResponse)},
             descriptions,
         )
-        for status in statuses
+        for status in _with_503(statuses)
     }
 
 
-def json_error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+def json_error_responses(
+    *statuses: int, descriptions: dict[int, str] | None = None
+) -> dict[int | str, dict[str, Any]]:
     """The same, for routes whose success response is not JSON (Server-Sent Events):
     FastAPI would otherwise document the error bodies under the route's own media type."""
     return {
@@ -103,9 +114,16 @@ def json_error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
             _EITHER_422
             if status == 422
             else {"content": {"application/json": {"schema": _ref(status)}}},
+            descriptions,
         )
-        for status in statuses
+        for status in _with_503(statuses)
     }
+
+
+def _with_503(statuses: tuple[int, ...]) -> tuple[int, ...]:
+    """A route that can fail with a 500 reads the database, so it can also find it
+    unavailable (app/kit/db/unavailable.py): 503 goes with 500, documented in this one place."""
+    return (*statuses, 503) if 500 in statuses and 503 not in statuses else statuses
 
 
 def _ref(status: int) -> dict[str, str]:

@@ -68,6 +68,12 @@ RATE_LIMITED = Counter(
     "Requests refused by a rate limit (429), by limit.",
     ["limit"],
 )
+DB_UNAVAILABLE = Counter(
+    "chat_db_unavailable",
+    "Requests answered 503 because the database was unavailable, by reason (pool_timeout, "
+    "too_many_connections, starting, unreachable, locked).",
+    ["reason"],
+)
 DB_POOL_CONNECTIONS = Gauge(
     "chat_db_pool_connections",
     "Database connections of the pool, by state (in_use, idle), read at each scrape.",

@@ -27,11 +27,13 @@ from app.sessions.schemas import SessionDetail
 router = APIRouter(prefix="/api/v1/chat", tags=["chat"])
 
 
-# Every route here can also fail unexpectedly (a database outage, say): 500.
+# Every route here can also fail unexpectedly: 500 (and 503 with it, app/kit/error_responses.py).
 _SEND_ERRORS = (400, 403, 404, 413, 422, 429, 500, *AUTH_ERRORS)
 _REPLY_ERRORS = {
-    503: "The token signing keys (AUTH_JWKS_URL) cannot be fetched, or the service shut down "
-    "before the reply was done (the message was saved, and the reply as failed)."
+    503: "The database is overloaded, starting or down (then `Retry-After` says how many "
+    "seconds to wait), the token signing keys (AUTH_JWKS_URL) cannot be fetched, or the "
+    "service shut down before the reply was done (the message was saved, and the reply as "
+    "failed)."
 }
 _STREAM_EVENTS = """Events: `session` (`{session_id, user_message_id, message_id}`), then
 `delta` (`{content}`) for each piece of the reply, then `done` (`{session_id, message_id,
@@ -126,13 +128,9 @@ async def chat_stream(stream: Annotated[ReplyStream, Depends(_start_stream)]) ->
                 "application/json": {"schema": {"$ref": "#/components/schemas/ChatResponse"}},
             },
         },
-        **json_error_responses(404, 422, 429, 500, *AUTH_ERRORS, 502, 504),
-        503: {
-            "description": _REPLY_ERRORS[503],
-            "content": {
-                "application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}
-            },
-        },
+        **json_error_responses(
+            404, 422, 429, 500, *AUTH_ERRORS, 502, 504, descriptions=_REPLY_ERRORS
+        ),
     },
     description="The assistant answers the same message again, seeing only the conversation "
     "up to it; the new reply becomes a sibling of `message_id` (an assistant message; a user "

@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.assistants import Assistant, ReplyEnd, TextDelta, Turn
 from app.kit import metrics
+from app.kit.db import unavailable
 from app.kit.db.engine import Database
 from app.kit.db.types import utc_now
 from app.kit.errors import AssistantUnavailable, ChatError, ReplyLost, ShuttingDown
@@ -369,8 +370,10 @@ async def _generate_live(
             history=history,
             on_delta=live.add if streamed else None,
         )
-    except BaseException:
-        live.finish(StreamError(detail=ChatError.detail))
+    except BaseException as exc:
+        # Its followers learn the database's trouble as a plain request would (its 503).
+        detail = unavailable.DETAIL if unavailable.unavailable_reason(exc) else ChatError.detail
+        live.finish(StreamError(detail=detail))
         raise
     else:
         if not streamed and isinstance(outcome, Finished):

@@ -19,6 +19,7 @@ from fastapi.sse import KEEPALIVE_COMMENT, ServerSentEvent
 from app.assistants import Assistant
 from app.auth.access import Caller
 from app.kit import metrics
+from app.kit.db import unavailable
 from app.kit.db.engine import Database
 from app.kit.errors import SessionNotFound
 from app.kit.http.sse import Keepalive, encoded
@@ -210,8 +211,19 @@ def start_reply_stream(
 
 def _log_failure(session_id: str, task: "asyncio.Task[ReplyOutcome]") -> None:
     # Its stream ended with `error` already; nobody else awaits the task.
-    if not task.cancelled() and (exc := task.exception()) is not None:
-        logger.error("saving the streamed reply failed for session %s", session_id, exc_info=exc)
+    if task.cancelled() or (exc := task.exception()) is None:
+        return
+    if (reason := unavailable.unavailable_reason(exc)) is not None:
+        # Overload or an outage, as a plain request's 503 (app/kit/http/request_context.py).
+        metrics.DB_UNAVAILABLE.labels(reason).inc()
+        logger.warning(
+            "saving the streamed reply failed for session %s: database unavailable (%s): %s",
+            session_id,
+            reason,
+            exc,
+        )
+        return
+    logger.error("saving the streamed reply failed for session %s", session_id, exc_info=exc)
 
 
 async def stop_reply(

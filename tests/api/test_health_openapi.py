@@ -38,9 +38,9 @@ IMPORT_STATUS = "/api/v1/chat/imports/{import_id}"
 OBSERVED_STATUSES: dict[tuple[str, str], set[int]] = {
     ("GET", "/healthz"): {200},
     ("GET", "/readyz"): {200, 503},
-    ("POST", CHAT): {200, 400, 422, 502},
-    ("POST", STREAM): {200, 400, 422},
-    ("GET", SESSIONS): {200, 422},
+    ("POST", CHAT): {200, 400, 422, 502, 503},
+    ("POST", STREAM): {200, 400, 422, 503},
+    ("GET", SESSIONS): {200, 422, 503},
     ("DELETE", SESSIONS): {200, 400, 403, 422},
     ("GET", SESSION): {200, 404, 422},
     ("PATCH", SESSION): {200, 404, 422},
@@ -223,6 +223,24 @@ async def test_error_responses_are_documented_as_json(
     assert errors
     for status, documented in errors.items():
         assert set(documented["content"]) == {"application/json"}, (status, documented)
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    CHAT_ROUTES,
+)
+async def test_every_route_that_reads_the_database_documents_its_503(
+    client: httpx.AsyncClient, method: str, path: str
+) -> None:
+    """An overloaded or unreachable database is a 503 with `Retry-After`, not a 500
+    (tests/api/test_db_unavailable.py)."""
+    spec = await _spec(client)
+
+    responses = spec["paths"][path][method.lower()]["responses"]
+    assert "500" in responses
+    documented = responses["503"]
+    assert "database" in documented["description"]
+    assert documented["headers"]["Retry-After"]["schema"] == {"type": "integer", "minimum": 1}
 
 
 async def test_non_validation_errors_are_documented_as_detail_strings(

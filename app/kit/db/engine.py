@@ -44,6 +44,7 @@ def create_engine(settings: Settings, database_url: str | None = None) -> AsyncE
         pool_size=settings.database_pool_size,
         max_overflow=settings.database_pool_size,
         pool_recycle=settings.database_pool_recycle_seconds,
+        pool_timeout=settings.database_pool_timeout_seconds,
         json_deserializer=_json_loads,
     )
     event.listen(engine.sync_engine, "checkout", _replace_if_closed)
@@ -89,7 +90,10 @@ def _replace_if_closed(_dbapi_connection: Any, record: ConnectionPoolEntry, _pro
 def _create_sqlite_engine(settings: Settings, database_url: str) -> AsyncEngine:
     ensure_sqlite_directory(database_url)
     engine = create_async_engine(
-        database_url, echo=settings.database_echo, json_deserializer=_json_loads
+        database_url,
+        echo=settings.database_echo,
+        pool_timeout=settings.database_pool_timeout_seconds,
+        json_deserializer=_json_loads,
     )
     busy_timeout_ms = settings.sqlite_busy_timeout_ms
 

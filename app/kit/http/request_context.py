@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.kit import logging as app_logging
 from app.kit import metrics
+from app.kit.db import unavailable
 
 logger = logging.getLogger(__name__)
 access_logger = logging.getLogger("app.access")
@@ -71,7 +72,12 @@ class RequestContextMiddleware:
         token = app_logging.request_facts.set(facts)
         try:
             await self.app(scope, receive, send_with_id)
-        except Exception:
+        except Exception as exc:
+            # Before the response has started only: later, a stream reports its own errors.
+            reason = None if response_started else unavailable.unavailable_reason(exc)
+            if reason is not None:
+                await self._database_unavailable(scope, receive, send_with_id, reason, exc)
+                return
             logger.exception(
                 "unhandled error on %s %s (request %s)",
                 scope["method"],
@@ -89,6 +95,26 @@ class RequestContextMiddleware:
         finally:
             self._record(scope, status_code, time.perf_counter() - started)
             app_logging.request_facts.reset(token)
+
+    async def _database_unavailable(
+        self, scope: Scope, receive: Receive, send: Send, reason: str, exc: Exception
+    ) -> None:
+        """Overload or an outage, not a bug: a warning without a traceback, and a 503 the
+        client (or a load balancer) may retry after `Retry-After` seconds."""
+        metrics.DB_UNAVAILABLE.labels(reason).inc()
+        logger.warning(
+            "database unavailable (%s) on %s %s: %s",
+            reason,
+            scope["method"],
+            scope["path"],
+            exc,
+        )
+        response = JSONResponse(
+            {"detail": unavailable.DETAIL},
+            status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+            headers={"Retry-After": str(unavailable.RETRY_AFTER_SECONDS)},
+        )
+        await response(scope, receive, send)
 
     def _record(self, scope: Scope, status_code: int, seconds: float) -> None:
         method = scope["method"]

@@ -1,0 +1,226 @@
+"""A database that is overloaded (no free pooled connection, too many connections), starting
+or down is answered 503 with `Retry-After` and a readable JSON body, never a 500."""
+
+import asyncio
+import socket
+import sqlite3
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+import sqlalchemy.exc
+from prometheus_client import REGISTRY
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
+
+from app.kit.db.engine import Database
+from app.kit.db.unavailable import DETAIL, RETRY_AFTER_SECONDS, unavailable_reason
+from app.main import create_app
+from tests.api.helpers import (
+    CHAT,
+    SESSIONS,
+    STREAM,
+    ScriptedAssistant,
+    count_rows,
+    open_stream,
+    send,
+    use_assistant,
+)
+from tests.conftest import POSTGRES_ADMIN_URL, LiveServer, make_settings, serve
+
+# Short, so that each refused request waits this long and no more.
+POOL_TIMEOUT_SECONDS = 0.2
+
+# What each of these routes is sent while the database cannot serve it.
+REQUESTS = [
+    pytest.param("POST", CHAT, {"message": "hello"}, id="chat"),
+    pytest.param("POST", STREAM, {"message": "hello"}, id="stream"),
+    pytest.param("GET", SESSIONS, None, id="list"),
+]
+
+
+def _assert_unavailable(response: httpx.Response) -> None:
+    assert response.status_code == 503, response.text
+    assert response.headers["retry-after"] == str(RETRY_AFTER_SECONDS)
+    assert response.headers["content-type"] == "application/json"
+    assert set(response.json()) == {"detail"}
+    assert "database" in response.json()["detail"]
+
+
+def _refusals(reason: str) -> float:
+    value = REGISTRY.get_sample_value("chat_db_unavailable_total", {"reason": reason})
+    return value or 0.0
+
+
+@asynccontextmanager
+async def _small_pool_server(migrated_url: str) -> AsyncIterator[LiveServer]:
+    settings = make_settings(
+        migrated_url,
+        database_pool_size=1,
+        database_pool_timeout_seconds=POOL_TIMEOUT_SECONDS,
+    )
+    async with serve(create_app(settings)) as live:
+        yield live
+
+
+async def _hold_every_connection(database: Database, stack: AsyncExitStack) -> None:
+    """Check out as many connections as the pool may open (its size and its overflow)."""
+    pool = database.engine.pool
+    limit = pool.size() + pool._max_overflow  # type: ignore[attr-defined]
+    for _ in range(limit):
+        conn: AsyncConnection = await stack.enter_async_context(database.engine.connect())
+        await conn.execute(text("SELECT 1"))
+
+
+@pytest.mark.parametrize(("method", "path", "body"), REQUESTS)
+async def test_an_exhausted_pool_is_answered_503_and_nothing_is_written(
+    migrated_url: str, database: Database, method: str, path: str, body: dict[str, str] | None
+) -> None:
+    async with _small_pool_server(migrated_url) as live:
+        app_database: Database = live.app.state.database
+        before = _refusals("pool_timeout")
+        async with AsyncExitStack() as held:
+            await _hold_every_connection(app_database, held)
+
+            response = await live.client.request(method, path, json=body)
+
+            _assert_unavailable(response)
+            assert _refusals("pool_timeout") == before + 1
+        assert await count_rows(database) == (0, 0)
+
+        # The connections are back: the same request succeeds.
+        response = await live.client.request(method, path, json=body)
+        assert response.status_code == 200, response.text
+        await live.app.state.reply_tasks.wait_idle()
+
+
+async def test_an_exhausted_pool_is_logged_as_a_warning_without_a_traceback(
+    migrated_url: str, database: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with _small_pool_server(migrated_url) as live:
+        async with AsyncExitStack() as held:
+            await _hold_every_connection(live.app.state.database, held)
+            with caplog.at_level("WARNING", logger="app.kit.http.request_context"):
+                response = await live.client.post(CHAT, json={"message": "hello"})
+        assert response.status_code == 503
+        [record] = [r for r in caplog.records if r.name == "app.kit.http.request_context"]
+        assert record.levelname == "WARNING"
+        assert "pool_timeout" in record.getMessage()
+        assert record.exc_info is None
+        await send(live.client, "hello again")
+        await live.app.state.reply_tasks.wait_idle()
+
+
+async def test_a_stream_that_cannot_save_its_reply_ends_with_an_error_event(
+    migrated_url: str, database: Database
+) -> None:
+    """Once the stream has started it is too late for a 503: its `error` event says why."""
+    gate = asyncio.Event()
+    assistant = ScriptedAssistant(["Hel", "lo"], gate=gate)
+    async with _small_pool_server(migrated_url) as live, AsyncExitStack() as held:
+        with use_assistant(live, assistant):
+            async with open_stream(live, {"message": "hello"}) as stream:
+                await stream.read_until("delta")
+                before = _refusals("pool_timeout")
+                await _hold_every_connection(live.app.state.database, held)
+                gate.set()
+                [*_, end] = await stream.read_until("error")
+            assert end.data == {"detail": DETAIL}
+            await held.aclose()
+            await live.app.state.reply_tasks.wait_idle()
+            assert _refusals("pool_timeout") == before + 1
+
+
+@asynccontextmanager
+async def _role(database_url: str) -> AsyncIterator[tuple[str, asyncpg.Connection]]:
+    """A role of its own with the service's privileges on the test database: the URL of
+    `database_url` as that role, and an administrator's connection to change its limits."""
+    role = f"chat_limited_{uuid.uuid4().hex[:12]}"
+    password = uuid.uuid4().hex
+    url = make_url(database_url)
+    admin = await asyncpg.connect(
+        make_url(POSTGRES_ADMIN_URL).set(database=url.database).render_as_string(False)
+    )
+    try:
+        await admin.execute(
+            f"CREATE ROLE {role} LOGIN PASSWORD '{password}';"
+            f"GRANT ALL ON ALL TABLES IN SCHEMA public TO {role};"
+            f"GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO {role}"
+        )
+        yield url.set(username=role, password=password).render_as_string(False), admin
+    finally:
+        await admin.execute(
+            f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{role}'"
+        )
+        await admin.execute(f"DROP OWNED BY {role}; DROP ROLE {role}")
+        await admin.close()
+
+
+async def test_postgresql_refusing_connections_is_answered_503(
+    backend: str, migrated_url: str, database: Database
+) -> None:
+    if backend != "postgresql":
+        pytest.skip("a connection limit is PostgreSQL's")
+    async with _role(migrated_url) as (url, admin):
+        role = make_url(url).username
+        async with serve(create_app(make_settings(url))) as live:
+            # The pool's connections are closed, and the role may open no more: PostgreSQL
+            # refuses it as it refuses connections past max_connections (SQLSTATE 53300).
+            # The connection the app listens on (messages between processes) stays open.
+            await live.app.state.database.engine.dispose()
+            await admin.execute(f"ALTER ROLE {role} CONNECTION LIMIT 0")
+            before = _refusals("too_many_connections")
+
+            response = await live.client.post(CHAT, json={"message": "hello"})
+
+            _assert_unavailable(response)
+            assert _refusals("too_many_connections") == before + 1
+            assert await count_rows(database) == (0, 0)
+
+            await admin.execute(f"ALTER ROLE {role} CONNECTION LIMIT -1")
+            await send(live.client, "hello again")
+            await live.app.state.reply_tasks.wait_idle()
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def test_a_postgresql_server_that_is_down_is_unreachable() -> None:
+    engine = create_async_engine(f"postgresql+asyncpg://chat:x@127.0.0.1:{_closed_port()}/chat")
+    try:
+        with pytest.raises(ConnectionRefusedError) as raised:
+            async with engine.connect():
+                pass
+    finally:
+        await engine.dispose()
+    assert unavailable_reason(raised.value) == "unreachable"
+
+
+async def test_a_locked_sqlite_database_is_an_overload(tmp_path: Path) -> None:
+    path = tmp_path / "locked.db"
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("CREATE TABLE t (x INTEGER)")
+    holder.execute("BEGIN IMMEDIATE")
+    engine = create_async_engine(f"sqlite+aiosqlite:///{path}", connect_args={"timeout": 0})
+    try:
+        with pytest.raises(sqlalchemy.exc.OperationalError, match="database is locked") as raised:
+            async with engine.begin() as conn:
+                await conn.execute(text("INSERT INTO t VALUES (1)"))
+    finally:
+        await engine.dispose()
+        holder.close()
+    assert unavailable_reason(raised.value) == "locked"
+
+
+def test_other_errors_are_not_unavailability() -> None:
+    assert unavailable_reason(ValueError("no")) is None
+    assert unavailable_reason(OSError("a file, not the database")) is None
+    assert unavailable_reason(sqlite3.OperationalError("no such table: t")) is None
