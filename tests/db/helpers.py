@@ -17,7 +17,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from app.kit.db import migrate
-from app.kit.db.engine import Database
+from app.kit.db.engine import Database, create_engine
 from app.kit.db.tables import (
     chat_feedback,
     chat_folders,
@@ -39,6 +39,7 @@ from app.kit.text import make_title
 from app.messages import queries as message_queries
 from app.search.fulltext import FTS_TABLE
 from app.sessions import queries as session_queries
+from tests.conftest import make_settings
 
 BASE_REVISION = "0001_base_schema"
 METADATA_REVISION = "0002_session_metadata"
@@ -395,3 +396,14 @@ async def store_text(database: Database, session_id: str, user_id: str | None, t
             preview=None,
             now=now,
         )
+
+
+@asynccontextmanager
+async def app_database(url: str) -> AsyncIterator[Database]:
+    """The application's Database on `url` (on SQLite it turns foreign keys on for every
+    connection), disposed at the end."""
+    database = Database(create_engine(make_settings(url)))
+    try:
+        yield database
+    finally:
+        await database.dispose()

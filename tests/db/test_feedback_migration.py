@@ -15,6 +15,7 @@ from app.sessions import service as session_service
 from tests.db.helpers import (
     FEEDBACK_REVISION,
     alembic_versions,
+    app_database,
     assert_schema_matches_tables,
     column_names,
     down_revision_of,
@@ -23,7 +24,6 @@ from tests.db.helpers import (
     table_names,
     upgrade,
 )
-from tests.db.test_search_migration import app_database
 from tests.db.test_tree_migration import seed_at_reply_lifecycle
 from tests.services.helpers import message_rows
 

@@ -12,9 +12,8 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.kit.db.engine import Database, create_engine
+from app.kit.db.engine import Database
 from app.kit.db.tables import chat_folders, chat_messages, chat_session_tags, chat_tags
-from tests.conftest import make_settings
 from tests.db.helpers import (
     FOLDER_COLUMN,
     FOLDER_LIST_INDEX,
@@ -23,6 +22,7 @@ from tests.db.helpers import (
     FOLDERS_TAGS_TABLES,
     SIDEBAR_INDEX_KEYS,
     alembic_versions,
+    app_database,
     assert_schema_matches_tables,
     column_names,
     down_revision_of,
@@ -66,11 +66,8 @@ async def test_upgrade_adds_the_tables_the_column_and_its_index(
     fresh_url: str, fresh_engine: AsyncEngine
 ) -> None:
     await upgrade(fresh_url, previous_revision())
-    database = Database(create_engine(make_settings(fresh_url)))
-    try:
+    async with app_database(fresh_url) as database:
         await insert_session(database, "before")
-    finally:
-        await database.dispose()
     async with fresh_engine.connect() as conn:
         tables_before = await table_names(conn)
         session_columns = await column_names(conn, "chat_sessions")
@@ -93,8 +90,7 @@ async def test_tag_links_go_with_their_session_and_names_are_unique_per_parent(
     fresh_url: str,
 ) -> None:
     await upgrade(fresh_url)
-    database = Database(create_engine(make_settings(fresh_url)))
-    try:
+    async with app_database(fresh_url) as database:
         await insert_session(database, "s")
         await insert_session(database, "t")
         tag_id = uuid.uuid4()
@@ -135,16 +131,13 @@ async def test_tag_links_go_with_their_session_and_names_are_unique_per_parent(
                         created_at=T0,
                     )
                 )
-    finally:
-        await database.dispose()
 
 
 async def test_downgrade_drops_it_all_and_keeps_the_sessions(
     fresh_url: str, fresh_engine: AsyncEngine
 ) -> None:
     await upgrade(fresh_url, FOLDERS_TAGS_REVISION)
-    database = Database(create_engine(make_settings(fresh_url)))
-    try:
+    async with app_database(fresh_url) as database:
         await insert_session(database, "s")
         folder = folder_row("Work")
         async with database.write() as conn:
@@ -162,8 +155,6 @@ async def test_downgrade_drops_it_all_and_keeps_the_sessions(
                     created_at=T0,
                 )
             )
-    finally:
-        await database.dispose()
 
     await downgrade(fresh_url, previous_revision())
 

@@ -11,13 +11,13 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.kit.db.engine import Database, create_engine
+from app.kit.db.engine import Database
 from app.kit.db.tables import chat_import_sources, chat_imports
-from tests.conftest import make_settings
 from tests.db.helpers import (
     IMPORTS_REVISION,
     IMPORTS_TABLES,
     alembic_versions,
+    app_database,
     assert_schema_matches_tables,
     down_revision_of,
     downgrade,
@@ -62,11 +62,8 @@ async def test_upgrade_adds_the_tables_over_existing_sessions(
     fresh_url: str, fresh_engine: AsyncEngine
 ) -> None:
     await upgrade(fresh_url, previous_revision())
-    database = Database(create_engine(make_settings(fresh_url)))
-    try:
+    async with app_database(fresh_url) as database:
         await insert_session(database, "before")
-    finally:
-        await database.dispose()
     async with fresh_engine.connect() as conn:
         tables_before = await table_names(conn)
 
@@ -85,8 +82,7 @@ async def test_one_running_import_per_owner_and_sources_go_with_their_session(
     fresh_url: str,
 ) -> None:
     await upgrade(fresh_url)
-    database = Database(create_engine(make_settings(fresh_url)))
-    try:
+    async with app_database(fresh_url) as database:
         await insert_session(database, "s")
         async with database.write() as conn:
             await conn.execute(
@@ -111,16 +107,13 @@ async def test_one_running_import_per_owner_and_sources_go_with_their_session(
         async with database.read() as conn:
             left = await conn.execute(sa.select(sa.func.count()).select_from(chat_import_sources))
             assert left.scalar() == 0
-    finally:
-        await database.dispose()
 
 
 async def test_downgrade_drops_both_tables_and_keeps_the_sessions(
     fresh_url: str, fresh_engine: AsyncEngine
 ) -> None:
     await upgrade(fresh_url, IMPORTS_REVISION)
-    database = Database(create_engine(make_settings(fresh_url)))
-    try:
+    async with app_database(fresh_url) as database:
         await insert_session(database, "s")
         async with database.write() as conn:
             await conn.execute(sa.insert(chat_imports).values(import_row("alice", "done")))
@@ -129,8 +122,6 @@ async def test_downgrade_drops_both_tables_and_keeps_the_sessions(
                     user_id="alice", source_id="chatgpt:c1", session_id="s"
                 )
             )
-    finally:
-        await database.dispose()
 
     await downgrade(fresh_url, previous_revision())
 

@@ -12,6 +12,7 @@ from tests.db.helpers import (
     IMPORTS_REVISION,
     SEARCH_FOLDING_REVISION,
     alembic_versions,
+    app_database,
     assert_schema_matches_tables,
     down_revision_of,
     upgrade,
@@ -19,7 +20,6 @@ from tests.db.helpers import (
 from tests.db.helpers import downgrade as downgrade_to
 from tests.db.seed import T0, SeedMessage, SeedSession
 from tests.db.test_search_migration import (
-    app_database,
     assert_sqlite_index_consistent,
     expected_entries,
     found,

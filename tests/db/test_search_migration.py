@@ -5,8 +5,7 @@ machinery; and a one-user search reads that user's entries through an index."""
 import itertools
 import re
 import uuid
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -17,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.auth.access import Caller
 from app.kit.db import migrate
-from app.kit.db.engine import Database, create_engine
+from app.kit.db.engine import Database
 from app.kit.db.tables import SEARCH_TITLE_SEQ, chat_search
 from app.messages import queries as message_queries
 from app.search import queries as search_queries
@@ -31,7 +30,6 @@ from app.search.fulltext import (
 )
 from app.sessions.queries import SessionFilter
 from app.sessions.service import get_sessions_list
-from tests.conftest import make_settings
 from tests.db.helpers import (
     BASE_REVISION,
     OWNED_WORDS_REVISION,
@@ -40,6 +38,7 @@ from tests.db.helpers import (
     SEARCH_TRIGGERS,
     SIDEBAR_REVISION,
     alembic_versions,
+    app_database,
     assert_schema_matches_tables,
     base_messages,
     captured_statements,
@@ -189,15 +188,6 @@ async def assert_sqlite_index_consistent(conn: AsyncConnection) -> None:
         await conn.exec_driver_sql(
             f"INSERT INTO {FTS_TABLE}({FTS_TABLE}, rank) VALUES ('integrity-check', 1)"
         )
-
-
-@asynccontextmanager
-async def app_database(url: str) -> AsyncIterator[Database]:
-    database = Database(create_engine(make_settings(url)))
-    try:
-        yield database
-    finally:
-        await database.dispose()
 
 
 async def found(database: Database, q: str, user_id: str | None = None) -> list[str]:

@@ -7,13 +7,13 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.kit.db.engine import Database, create_engine
+from app.kit.db.engine import Database
 from app.kit.db.tables import chat_share_messages, chat_shares
-from tests.conftest import make_settings
 from tests.db.helpers import (
     SHARE_TABLES,
     SHARES_REVISION,
     alembic_versions,
+    app_database,
     assert_schema_matches_tables,
     column_names,
     down_revision_of,
@@ -96,8 +96,7 @@ async def test_links_go_with_their_session_and_messages_with_their_link(
 ) -> None:
     await upgrade(fresh_url)
     # The application's engine: on SQLite it turns foreign keys on for every connection.
-    database = Database(create_engine(make_settings(fresh_url)))
-    try:
+    async with app_database(fresh_url) as database:
         await insert_session_and_share(database, "s", "link-of-s", at_head=True)
         await insert_session_and_share(database, "t", "link-of-t", at_head=True)
         await insert_session_and_share(database, "u", "link-of-u", at_head=True)
@@ -112,17 +111,12 @@ async def test_links_go_with_their_session_and_messages_with_their_link(
             assert {row.share_id for row in left} == {"link-of-u"}
             owners = await conn.execute(sa.select(chat_share_messages.c.share_id).distinct())
             assert {row.share_id for row in owners} == {"link-of-u"}
-    finally:
-        await database.dispose()
 
 
 async def test_downgrade_drops_the_tables(fresh_url: str, fresh_engine: AsyncEngine) -> None:
     await upgrade(fresh_url, SHARES_REVISION)
-    database = Database(create_engine(make_settings(fresh_url)))
-    try:
+    async with app_database(fresh_url) as database:
         await insert_session_and_share(database, "s", "link-of-s")
-    finally:
-        await database.dispose()
 
     await downgrade(fresh_url, previous_revision())
 

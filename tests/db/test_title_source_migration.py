@@ -18,6 +18,7 @@ from tests.db.helpers import (
     TITLE_SOURCE_COLUMNS,
     TITLE_SOURCE_REVISION,
     alembic_versions,
+    app_database,
     assert_schema_matches_tables,
     column_names,
     down_revision_of,
@@ -27,7 +28,6 @@ from tests.db.helpers import (
     upgrade,
 )
 from tests.db.seed import SEED, T0, SeedMessage, SeedSession, insert_base_data
-from tests.db.test_search_migration import app_database
 from tests.db.test_sql_export import backfill_with_exported_sql, offline_sql, run_script
 
 OPEN = Caller.open_mode()

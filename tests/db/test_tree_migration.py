@@ -18,6 +18,7 @@ from tests.db.helpers import (
     TREE_COLUMNS,
     TREE_REVISION,
     alembic_versions,
+    app_database,
     assert_schema_matches_tables,
     base_messages,
     column_names,
@@ -33,7 +34,7 @@ from tests.db.seed import (
     insert_base_data,
     session_metadata_by_id,
 )
-from tests.db.test_search_migration import app_database, stored_entries
+from tests.db.test_search_migration import stored_entries
 from tests.services.helpers import (
     assert_tree_matches_session,
     expected_branch_previews,
