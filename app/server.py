@@ -1,6 +1,7 @@
 """Serving the app with uvicorn: in this process, or in WORKERS processes that share one
 listening socket, started and kept running by this one."""
 
+import functools
 import gc
 import logging
 import math
@@ -35,6 +36,10 @@ _UVICORN_MARGIN_SECONDS = 2
 # uvicorn's margin) it waits for one to exit before killing it.
 _SUPERVISE_INTERVAL_SECONDS = 0.5
 _EXIT_MARGIN_SECONDS = 5.0
+# How often a worker checks that its supervisor is still its parent: a worker outlives a
+# supervisor killed without its `finally` (SIGKILL, the OOM killer) by at most this plus its
+# shutdown (the grace period and _UVICORN_MARGIN_SECONDS).
+_SUPERVISOR_CHECK_SECONDS = 1.0
 
 
 class AppServer(uvicorn.Server):
@@ -91,18 +96,41 @@ def serve(app: FastAPI, settings: Settings) -> None:
     AppServer(server_config(app, settings), app, settings.shutdown_grace_seconds).run()
 
 
-def _run_worker(sockets: list[socket.socket]) -> None:
-    """A worker process: the app, from the same settings as its parent, on the shared socket.
-    Module-level, so that the spawned process finds it by name."""
+def _run_worker(sockets: list[socket.socket], supervisor_pid: int) -> None:
+    """A worker process: the app, from the same settings as its parent, on the shared socket,
+    until SIGTERM or until its supervisor is gone. Module-level, so that the spawned process
+    finds it by name."""
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_format)
     app = create_app(settings)
+    # Before uvicorn's signal handlers are in place, SIGTERM ends the worker at once: it
+    # serves nothing yet.
+    _stop_when_orphaned(supervisor_pid)
     AppServer(server_config(app, settings), app, settings.shutdown_grace_seconds).run(sockets)
+
+
+def _stop_when_orphaned(supervisor_pid: int) -> None:
+    """SIGTERM to this worker, so that it shuts down as it would when told to, once its parent
+    is no longer `supervisor_pid` (the supervisor died without stopping it): checked every
+    _SUPERVISOR_CHECK_SECONDS, as gunicorn's workers do.
+
+    Not prctl(PR_SET_PDEATHSIG): Linux only, and it fires when the thread that started the
+    worker exits, not the supervisor process."""
+
+    def watch() -> None:
+        while os.getppid() == supervisor_pid:
+            time.sleep(_SUPERVISOR_CHECK_SECONDS)
+        logger.warning("supervisor [%s] is gone; worker [%s] stopping", supervisor_pid, os.getpid())
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="supervisor-watch", daemon=True).start()
 
 
 class WorkerSupervisor:
     """`workers` processes serving one socket that this process binds: a worker that dies is
-    replaced; SIGTERM or SIGINT stops them all, each with its grace period.
+    replaced; SIGTERM or SIGINT stops them all, each with its grace period. If this process is
+    killed outright, each worker begins the same shutdown by itself within a second (so it
+    exits within about SHUTDOWN_GRACE_SECONDS + 3 s: _stop_when_orphaned).
 
     Metrics: each worker writes its values under PROMETHEUS_MULTIPROC_DIR (a fresh directory
     unless the operator named one), and a scrape of any worker adds up all of them.
@@ -166,7 +194,10 @@ class WorkerSupervisor:
 
     @staticmethod
     def _start(config: uvicorn.Config, sock: socket.socket) -> SpawnProcess:
-        process = get_subprocess(config, target=_run_worker, sockets=[sock])
+        # The supervisor's pid from here, not the worker's first getppid(): a supervisor killed
+        # while the worker starts would otherwise go unnoticed.
+        worker = functools.partial(_run_worker, supervisor_pid=os.getpid())
+        process = get_subprocess(config, target=worker, sockets=[sock])
         process.start()
         return process
 

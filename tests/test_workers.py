@@ -1,6 +1,7 @@
 """WORKERS: several server processes on one port (issue 15). The real service, `python -m app`,
 on both databases: requests spread over the workers and metadata stays exact; metrics add up
-over the workers; a worker that dies is replaced; SIGTERM stops them all, as one process does.
+over the workers; a worker that dies is replaced; SIGTERM stops them all, as one process does;
+workers whose supervisor was killed stop themselves, as gracefully.
 
 A killed process tells nothing, so what the workers write in the background (each registers in
 chat_processes as it starts) is polled, bounded.
@@ -11,6 +12,7 @@ import os
 import signal
 import time
 from collections.abc import Set as AbstractSet
+from contextlib import suppress
 from pathlib import Path
 
 import httpx
@@ -20,9 +22,25 @@ from sqlalchemy import select
 
 from app.kit.db.engine import Database, create_engine
 from app.kit.db.tables import chat_processes
-from tests.api.helpers import CHAT, SESSIONS
+from tests.api.helpers import CHAT, SESSIONS, STREAM
 from tests.conftest import BACKENDS, DatabaseFactory, make_settings
-from tests.service_process import IO_TIMEOUT, Service, exit_code_of, migrated_database, run_service
+from tests.fakes.openai_server import Respond
+from tests.service_process import (
+    CHUNKS,
+    IO_TIMEOUT,
+    GatedFakeOpenAI,
+    Service,
+    exit_code_of,
+    fake_upstream,
+    migrated_database,
+    next_event,
+    remaining_events,
+    run_service,
+    sse_events,
+    stored,
+    upstream_env,
+    wait_refusing_connections,
+)
 
 WORKERS = 2
 POLL_TIMEOUT = 30.0
@@ -61,11 +79,26 @@ async def wait_for_workers(
         await asyncio.sleep(0.1)
 
 
+async def wait_for_exit(pids: AbstractSet[int], within: float) -> None:
+    """Every one of `pids` exited, polled, bounded; the ones left are killed before failing."""
+    deadline = time.monotonic() + within
+    while alive := {pid for pid in pids if _alive(pid)}:
+        if time.monotonic() > deadline:
+            for pid in alive:
+                os.kill(pid, signal.SIGKILL)
+            pytest.fail(f"workers {alive} still running {within}s later")
+        await asyncio.sleep(0.1)
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
+    with suppress(OSError):
+        # An orphan that exited stays a zombie until its new parent reaps it, which a
+        # container's PID 1 may never do: it has exited all the same.
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     return True
 
 
@@ -125,3 +158,42 @@ async def test_a_worker_that_dies_is_replaced(
             for _ in range(4):
                 assert (await client.get("/readyz")).status_code == 200
         assert f"worker [{killed}] exited" in service.output()
+
+
+async def test_workers_stop_gracefully_when_the_supervisor_is_killed(
+    database_factory: DatabaseFactory, tmp_path: Path
+) -> None:
+    database_url = await migrated_database(database_factory, BACKENDS[-1])
+    fake = GatedFakeOpenAI(default=Respond(chunks=CHUNKS))
+    try:
+        async with (
+            fake_upstream(fake) as upstream_url,
+            run_service(tmp_path, database_url, upstream_env(upstream_url, 20, **ENV)) as service,
+            httpx.AsyncClient(base_url=service.base_url, timeout=IO_TIMEOUT) as client,
+        ):
+            pids = await wait_for_workers(database_url, service, count=WORKERS)
+            async with client.stream("POST", STREAM, json={"message": "Hello"}) as response:
+                events = sse_events(response)
+                started = await next_event(events)
+                assert (await next_event(events)).event == "delta"
+
+                # The reply is mid-stream (the fake holds the rest): the supervisor dies
+                # without a word to its workers.
+                service.process.kill()
+                await service.process.wait()
+                await wait_refusing_connections(service.base_url)
+                fake.gate.set()
+                rest = [event async for event in remaining_events(events)]
+            await wait_for_exit(pids, within=IO_TIMEOUT)
+    finally:
+        fake.gate.set()
+
+    # The stream in flight finished and was saved, as on SIGTERM.
+    assert [event.event for event in rest] == ["delta"] * (len(CHUNKS) - 1) + ["done"]
+    messages = await stored(database_url, started.data["session_id"])
+    assert [m["content"] for m in messages] == ["Hello", "".join(CHUNKS)]
+    assert messages[1]["metadata"]["status"] == "complete"
+    output = service.output()
+    for pid in pids:
+        assert f"Finished server process [{pid}]" in output, output
+    assert "Traceback" not in output
