@@ -90,7 +90,7 @@ async def wait_refusing_connections(base_url: str) -> None:
                 # refused: the shutdown has begun, but only a refused connect proves it.
                 pass
             if time.monotonic() > deadline:
-                pytest.fail("the server kept accepting connections after SIGTERM")
+                pytest.fail("the server kept accepting connections after it was told to stop")
             await asyncio.sleep(0.02)
 
 
@@ -114,8 +114,8 @@ async def run_service(
     tmp_path: Path, database_url: str, env: Mapping[str, str]
 ) -> AsyncIterator[Service]:
     """`python -m app` from a directory without `.env`, on `database_url` (already migrated),
-    configured only by `env` on top of a minimal environment; ready when yielded, always killed
-    on the way out. Its output goes to `tmp_path/service-<port>.log`."""
+    configured only by `env` on top of a minimal environment; ready when yielded, always stopped
+    on the way out (`stop`). Its output goes to `tmp_path/service-<port>.log`."""
     port = free_port()
     env = {
         "PATH": os.environ.get("PATH", ""),
@@ -144,11 +144,24 @@ async def run_service(
         await wait_ready(service)
         yield service
     finally:
-        if process.returncode is None:
-            process.kill()
-            with suppress(TimeoutError):
-                async with asyncio.timeout(IO_TIMEOUT):
-                    await process.wait()
+        await stop(process)
+
+
+async def stop(process: asyncio.subprocess.Process) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within IO_TIMEOUT: a supervisor killed
+    outright would leave its workers behind until they notice."""
+    if process.returncode is not None:
+        return
+    with suppress(ProcessLookupError):
+        process.terminate()
+    try:
+        async with asyncio.timeout(IO_TIMEOUT):
+            await process.wait()
+    except TimeoutError:
+        process.kill()
+        with suppress(TimeoutError):
+            async with asyncio.timeout(IO_TIMEOUT):
+                await process.wait()
 
 
 @asynccontextmanager
