@@ -1,5 +1,6 @@
-"""Search result snippets: the text around the first matching word, cut between grapheme
-clusters, with ellipses where text was left out."""
+"""Search result snippets: the text as written around the first place the search matches it,
+by the index's rules (folded words, parts of unspaced runs), cut between grapheme clusters,
+with ellipses where text was left out."""
 
 import pytest
 import regex
@@ -11,6 +12,7 @@ from app.kit.text import (
     SNIPPET_MAX_CHARS,
     make_snippet,
 )
+from app.search.fulltext import query_words
 
 FAMILY = "\U0001f469\u200d\U0001f469\u200d\U0001f467\u200d\U0001f466"  # one cluster, 7 code points
 FLAG = "\U0001f1eb\U0001f1f7"
@@ -96,11 +98,93 @@ def test_no_match_gives_the_start_of_the_text() -> None:
     assert len(snippet) <= SNIPPET_MAX_CHARS
 
 
-def test_a_match_in_another_normal_form_gives_the_start() -> None:
-    """Query words are NFKC-normalised; the text is shown as written, so full-width text
-    matched by its ASCII form falls back to the start rather than failing."""
-    text = "intro " * 40 + "\uff44\uff45\uff50\uff4c\uff4f\uff59"
-    assert make_snippet(text, ["deploy"]).startswith("intro intro")
+FILLER = " ".join(f"word{n}" for n in range(100))
+TOKYO_SENTENCE = "\u6211\u4f4f\u5728\u6771\u4eac\u90fd"  # 我住在東京都
+THAI = "\u0e20\u0e32\u0e29\u0e32\u0e44\u0e17\u0e22"  # ภาษาไทย
+
+
+@pytest.mark.parametrize(
+    ("written", "query"),
+    [
+        pytest.param("Caf\u00e9", "cafe", id="accent"),
+        pytest.param("cafe\u0301", "CAF\u00c9", id="combining-accent"),
+        pytest.param("Stra\u00dfe", "strasse", id="sharp-s"),
+        pytest.param(
+            "\u03c3\u03bf\u03c6\u03af\u03b1\u03c2",
+            "\u03a3\u039f\u03a6\u0399\u0391\u03a3",
+            id="final-sigma",
+        ),
+        pytest.param(
+            "\u03a3\u039f\u03a6\u0399\u0391\u03a3",
+            "\u03c3\u03bf\u03c6\u03b9\u03b1\u03c2",
+            id="capital-sigma",
+        ),
+        pytest.param("\uff24\uff45\uff50\uff4c\uff4f\uff59", "deploy", id="full-width"),
+        pytest.param("\ufb01nance", "finance", id="ligature"),
+        pytest.param("\u6771\u4eac", "\u6771\u4eac", id="cjk-inside-a-run"),
+        pytest.param("\u0e44\u0e17\u0e22", "\u0e44\u0e17\u0e22", id="thai-inside-a-run"),
+    ],
+)
+def test_a_folded_or_unspaced_match_centres_the_snippet_on_the_text_as_written(
+    written: str, query: str
+) -> None:
+    """As the index matches: folded, and anywhere inside a run of an unspaced script (the
+    match is glued to the text before it, `...我住在東京都`). Folding before the match
+    (ß, ligatures) does not shift the window."""
+    glued = "\u6211\u4f4f\u5728" if written[0] in "\u6771\u0e44" else "The "
+    text = f"Ma\u00dfe \ufb03 {FILLER} {glued}{written} and then {FILLER}"
+    snippet = make_snippet(text, query_words(query))
+
+    assert snippet.startswith(ELLIPSIS)
+    assert snippet.endswith(ELLIPSIS)
+    assert len(snippet) <= SNIPPET_MAX_CHARS
+    shown = body(snippet)
+    assert f"{glued}{written} and then word0" in shown
+    assert 0 < shown.index(written) <= SNIPPET_LEAD_CHARS
+
+
+@pytest.mark.parametrize(
+    ("filler", "written", "query"),
+    [
+        pytest.param("Stra\u00dfe und \ufb01sh, ", "Zw\u00f6lf", "zwolf", id="folded"),
+        pytest.param(
+            "\u6211\u4f4f\u5728\u5317\u4eac\u3002", TOKYO_SENTENCE, "\u6771\u4eac", id="cjk"
+        ),
+        pytest.param(
+            "\u6211\u4f4f\u5728\u5317\u4eac", TOKYO_SENTENCE, "\u6771\u4eac", id="cjk-one-run"
+        ),
+        pytest.param(
+            "\u0e2a\u0e27\u0e31\u0e2a\u0e14\u0e35 ", THAI, "\u0e44\u0e17\u0e22", id="thai"
+        ),
+    ],
+)
+def test_a_match_far_into_a_long_message(filler: str, written: str, query: str) -> None:
+    """200 KB before the match: the window is around it, not at the start."""
+    text = filler * (200_000 // len(filler)) + written + filler * 20
+    snippet = make_snippet(text, query_words(query))
+
+    assert snippet.startswith(ELLIPSIS)
+    assert len(snippet) <= SNIPPET_MAX_CHARS
+    shown = body(snippet)
+    assert written in shown
+    assert shown.index(written) <= SNIPPET_LEAD_CHARS
+
+
+@pytest.mark.parametrize(
+    ("written", "query"),
+    [
+        pytest.param("redeploy", "deploy", id="inside-a-word"),
+        pytest.param("\u6771\u4eactower", "wer", id="inside-a-spaced-piece"),
+        pytest.param(TOKYO_SENTENCE, "\u6771\u90fd", id="characters-not-adjacent"),
+        pytest.param("Stra\u00dfe", "strassen", id="longer-than-the-word"),
+        pytest.param("caf\u00e9", "cafes", id="accent-then-more"),
+    ],
+)
+def test_text_the_query_does_not_match_gives_the_start(written: str, query: str) -> None:
+    text = f"First words here. {FILLER} {written} {FILLER}"
+    snippet = make_snippet(text, query_words(query))
+    assert snippet.startswith("First words here.")
+    assert snippet.endswith(ELLIPSIS)
 
 
 def test_query_words_are_taken_literally() -> None:
