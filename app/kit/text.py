@@ -140,17 +140,32 @@ def make_snippet(text: str, query_words: list[str]) -> str:
     `Café`, `東京` inside `我住在東京都`), from the start when nothing does: what a search
     result shows of the message that matched. The text is shown as written. A label like a
     preview: "" when nothing in it is visible."""
-    collapsed: str = _WHITESPACE_RUN.sub(" ", text).strip()
-    match = first_match(collapsed, query_words)
-    start = 0
-    if match is not None and match > SNIPPET_LEAD_CHARS:
-        start = _cluster_boundary(collapsed, match - SNIPPET_LEAD_CHARS)
-        space = collapsed.find(" ", start, match)
-        if space != -1:
-            start = space + 1
-    if start == 0:
-        return shorten(collapsed, SNIPPET_MAX_CHARS)
-    return ELLIPSIS + shorten(collapsed[start:], SNIPPET_MAX_CHARS - len(ELLIPSIS))
+    match = first_match(text, query_words)
+    if match is not None:
+        before = _shown_before(text, match)
+        if len(before) > SNIPPET_LEAD_CHARS:
+            start = _cluster_boundary(before, len(before) - SNIPPET_LEAD_CHARS)
+            space = before.find(" ", start)
+            if space != -1:
+                start = space + 1
+            shown = before[start:] + text[match:]
+            return ELLIPSIS + shorten(shown, SNIPPET_MAX_CHARS - len(ELLIPSIS))
+    return shorten(text, SNIPPET_MAX_CHARS)
+
+
+def _shown_before(text: str, position: int) -> str:
+    """What comes before `position` in `text` as a label shows it (whitespace runs one space,
+    none leading), or when that is longer, at least its last 2 * SNIPPET_LEAD_CHARS
+    characters: only what the snippet may show is collapsed, not a long message's start."""
+    window = 4 * SNIPPET_LEAD_CHARS
+    while True:
+        start = max(0, position - window)
+        before: str = _WHITESPACE_RUN.sub(" ", text[start:position])
+        if start == 0:
+            return before.lstrip()
+        if len(before) > 2 * SNIPPET_LEAD_CHARS:
+            return before
+        window *= 4
 
 
 def _cluster_boundary(text: str, position: int) -> int:

@@ -13,6 +13,7 @@ match. `first_match` finds where in a text a search matches by the same rules, f
 result's snippet.
 """
 
+import functools
 import hashlib
 import re
 import unicodedata
@@ -64,11 +65,11 @@ PAIR_MAX_POSITION = 16_383
 PAIR_MAX_OCCURRENCES = 255
 
 # Where a search matches a text (a search result's snippet, `first_match`) is found by folding
-# the text a block at a time from its start, and stops at the first match: folding 200 KB
-# takes about 15 ms, and the match is usually near the start.
+# the text a block at a time from its start, and stops at the first match: folding 200 KB of
+# text that is not ASCII takes about 10 ms, and the match is usually near the start.
 MATCH_BLOCK_CHARS = 2_048
 # Where a block may end (see `_blocks`).
-_BLOCK_END = regex.compile(r"[\p{P}\p{Zs}]")
+_BLOCK_END = regex.compile(r"[\p{P}\s]")
 _LAST_BLOCK_END = regex.compile(_BLOCK_END.pattern, flags=regex.REVERSE)
 # What ends a word (`_WORD`), searched from a position backwards.
 _LAST_SEPARATOR = regex.compile(r"[^\p{L}\p{N}\p{M}]", flags=regex.REVERSE)
@@ -176,7 +177,7 @@ def first_match(text: str, query_words: list[str]) -> int | None:
     in `text` of the first word that starts with a query word once folded, or of the first
     place in a run of an unspaced script that holds a query's run (its first
     QUERY_MAX_PAIRS + 1 units); None when nothing matches."""
-    candidates = _candidates(query_words)
+    candidates = _candidates(tuple(query_words))
     if candidates is None:
         return None
     for start, end in _blocks(text):
@@ -188,15 +189,17 @@ def first_match(text: str, query_words: list[str]) -> int | None:
     return None
 
 
-def _candidates(query_words: list[str]) -> regex.Pattern[str] | None:
+# A page of results asks for the same query's up to 100 times.
+@functools.lru_cache(maxsize=64)
+def _candidates(query_words: tuple[str, ...]) -> regex.Pattern[str] | None:
     """Where in folded text a query word may match: a word (group `word`) where no letter or
     digit of a spaced script is just before it, which `_starts_a_word` then checks; a run's
     units (group `run`), which match wherever they are found (see below)."""
     spaced = [regex.escape(word) for word in query_words if not is_unspaced(word)]
-    # The units of a query's run are found in the text only inside a run (they are letters
-    # of unspaced scripts and marks), starting a unit (the first is not a mark); and as the
-    # text has the same characters, its units are the same but for the last, which may have
-    # more marks: which is the phrase of the run's pairs, the last as a prefix.
+    # A query's run matches wherever its units are found: they are letters of unspaced
+    # scripts and marks, so they are found only inside a run, starting a unit (the first is
+    # not a mark), and the text's units there are the query's but for the last, which may
+    # carry more marks: the phrase of the run's pairs, the last as a prefix.
     runs = [
         regex.escape("".join(_units(word)[: QUERY_MAX_PAIRS + 1]))
         for word in query_words
@@ -211,7 +214,8 @@ def _candidates(query_words: list[str]) -> regex.Pattern[str] | None:
 
 
 def _starts_a_word(folded: str, position: int) -> bool:
-    """Whether one of the words of `words(folded)` starts at `position` (a letter or digit)."""
+    """Whether a word of the index (see `words`) starts at `position` of folded text, a
+    letter or digit: a word's start, or a spaced piece's after a run (`東京tower`)."""
     separator = _LAST_SEPARATOR.search(folded, 0, position)
     # The word holding `position`: only letters, digits and marks come between.
     word = _WORD.search(folded, separator.end() if separator is not None else 0)
@@ -222,7 +226,7 @@ def _starts_a_word(folded: str, position: int) -> bool:
 
 
 def _blocks(text: str) -> Iterator[tuple[int, int]]:
-    """`text` as (start, end) blocks of about MATCH_BLOCK_CHARS, cut before a space or
+    """`text` as (start, end) blocks of about MATCH_BLOCK_CHARS, cut before whitespace or
     punctuation: each is folded and split into words as it would be within the whole text
     (those fold to characters of their kind, join no neighbour, and end any word). A longer
     stretch without either is one block."""
@@ -242,9 +246,9 @@ def _original_offset(text: str, folded: str, offset: int) -> int:
     """The offset in `text` of the character that `folded[offset]` comes from (`folded` is
     `fold(text)`): folding changes lengths (`ß` is `ss`, `e` and a combining accent `e`)."""
     start = 0
-    # A space folds to itself, and folding adds one only for a spacing accent (`¨`, U+00B4):
-    # when the counts agree, the segments between spaces are those of `text`, folded, and
-    # only the one holding `offset` is looked at.
+    # A space folds to itself, and folding adds one only for another space (no-break, en) or
+    # a spacing accent (`¨`): when the counts agree, the segments between spaces are those
+    # of `text`, folded, and only the one holding `offset` is looked at.
     if text.count(" ") == folded.count(" "):
         segment = folded.count(" ", 0, offset)
         start = len(text) - len(text.split(" ", segment)[-1])
@@ -252,8 +256,13 @@ def _original_offset(text: str, folded: str, offset: int) -> int:
         end = text.find(" ", start)
         text = text[start:] if end == -1 else text[start:end]
     # The longest prefix that folds to at most `offset` characters ends where that character
-    # starts (`e` + accent and `e` fold alike, so the accent's end, not the `e`'s).
+    # starts (`e` + accent and `e` fold alike, so the accent's end, not the `e`'s). Most text
+    # folds character for character, which two folds confirm.
     low, high = 0, len(text)
+    if len(fold(text[:offset])) <= offset:
+        low = min(offset, high)
+        if len(fold(text[: offset + 1])) > offset:
+            high = low
     while low < high:
         middle = (low + high + 1) // 2
         if len(fold(text[:middle])) <= offset:

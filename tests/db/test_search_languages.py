@@ -35,29 +35,29 @@ TOKYO_SENTENCE = "\u6211\u4f4f\u5728\u6771\u4eac\u90fd"  # 我住在東京都
 TOKYO = "\u6771\u4eac"  # 東京
 
 
-@pytest.mark.parametrize(
-    ("text", "query"),
-    [
-        pytest.param("Caf\u00e9", "cafe", id="accent"),
-        pytest.param("cafe", "CAF\u00c9", id="accent-in-query"),
-        pytest.param("Stra\u00dfe", "strasse", id="sharp-s"),
-        pytest.param(
-            "\u03c3\u03bf\u03c6\u03af\u03b1", "\u03a3\u039f\u03a6\u0399\u0391", id="greek"
-        ),
-        pytest.param(
-            "\u03a3\u039f\u03a6\u0399\u0391\u03a3",
-            "\u03c3\u03bf\u03c6\u03b9\u03b1\u03c2",
-            id="final-sigma",
-        ),
-        pytest.param("\u0130stanbul", "istanbul", id="dotted-i"),
-        pytest.param("\uff2b\uff35\uff22\uff25", "kube", id="full-width"),
-        pytest.param(
-            "\u0416\u0401\u041b\u0422\u042b\u0419",
-            "\u0436\u0435\u043b\u0442\u044b\u0438",
-            id="cyrillic",
-        ),
-    ],
-)
+# Text and a query that finds it only once both are folded. Shared with
+# tests/services/test_snippet.py.
+FOLDED = [
+    pytest.param("Caf\u00e9", "cafe", id="accent"),
+    pytest.param("cafe", "CAF\u00c9", id="accent-in-query"),
+    pytest.param("Stra\u00dfe", "strasse", id="sharp-s"),
+    pytest.param("\u03c3\u03bf\u03c6\u03af\u03b1", "\u03a3\u039f\u03a6\u0399\u0391", id="greek"),
+    pytest.param(
+        "\u03a3\u039f\u03a6\u0399\u0391\u03a3",
+        "\u03c3\u03bf\u03c6\u03b9\u03b1\u03c2",
+        id="final-sigma",
+    ),
+    pytest.param("\u0130stanbul", "istanbul", id="dotted-i"),
+    pytest.param("\uff2b\uff35\uff22\uff25", "kube", id="full-width"),
+    pytest.param(
+        "\u0416\u0401\u041b\u0422\u042b\u0419",
+        "\u0436\u0435\u043b\u0442\u044b\u0438",
+        id="cyrillic",
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "query"), FOLDED)
 def test_folded_text_and_query_give_the_same_words(text: str, query: str) -> None:
     assert query_words(query) == words(text)
 
@@ -165,16 +165,17 @@ def test_first_match_is_where_the_index_matches_in_the_text_as_written(
     assert text[found:].startswith(expected)
 
 
-@pytest.mark.parametrize(
-    ("text", "query"),
-    [
-        pytest.param("redeploy", "deploy", id="inside-a-word"),
-        pytest.param("\u6771\u4eactower", "wer", id="inside-a-spaced-piece"),
-        pytest.param(TOKYO_SENTENCE, "\u6771\u90fd", id="pairs-must-be-adjacent"),
-        pytest.param("Stra\u00dfe", "strassen", id="longer-than-the-word"),
-        pytest.param("some text", "", id="no-words"),
-    ],
-)
+# Text and a query that does not find it. Shared with tests/services/test_snippet.py.
+NOT_FOUND = [
+    pytest.param("redeploy", "deploy", id="inside-a-word"),
+    pytest.param("\u6771\u4eactower", "wer", id="inside-a-spaced-piece"),
+    pytest.param(TOKYO_SENTENCE, "\u6771\u90fd", id="pairs-must-be-adjacent"),
+    pytest.param("Stra\u00dfe", "strassen", id="longer-than-the-word"),
+    pytest.param("some text", "", id="no-words"),
+]
+
+
+@pytest.mark.parametrize(("text", "query"), NOT_FOUND)
 def test_first_match_is_none_where_the_index_finds_nothing(text: str, query: str) -> None:
     assert not any(index_finds(text, word) for word in query_words(query))
     assert first_match(text, query_words(query)) is None
@@ -290,12 +291,14 @@ _TEXT = st.text(_ALPHABET, min_size=1, max_size=24)
 
 # And what folding changes the length of or splits: ligatures, full-width and half-width
 # forms, a parenthesised letter, a spacing accent, kana with a separate voicing mark, Thai
-# SARA AM, Hangul jamo that compose, punctuation that ends a block.
+# SARA AM, Hangul jamo that compose; punctuation and whitespace, which end a block.
 _FOLDING_ALPHABET = st.one_of(
     _ALPHABET,
     st.sampled_from(
         [
-            *"\ufb01\ufb03\uff44\uff24\u249c\u00a8\uff76\uff9e\u304b\u3099,\u3001\u3002\u01c5\u338f\u00c5\u0e33\u1100\u1161"
+            *"\ufb01\ufb03\uff44\uff24\u249c\u00a8\u01c5\u338f\u00c5",
+            *"\uff76\uff9e\u304b\u3099\u0e33\u1100\u1161",
+            *",\u3001\u3002\n\t\u00a0",
         ]
     ),
 )
