@@ -125,18 +125,9 @@ def words(text: str) -> list[str]:
         # Most words hold no unspaced script: one test, not a split (a tenth of the time).
         if word.isascii() or _HAS_UNSPACED.search(word) is None:
             found.append(word[:WORD_MAX_CHARS])
-        else:
-            found.extend(piece for _, piece in _pieces(word))
-    return found
-
-
-def _pieces(word: str) -> list[tuple[int, str]]:
-    """The words of `words` in one run of letters, digits and marks that holds an unspaced
-    script, with their offsets in it: its runs of that script (whole) and the rest (cut)."""
-    found: list[tuple[int, str]] = []
-    for match in _PIECE.finditer(word):
-        piece = match.group()
-        found.append((match.start(), piece if is_unspaced(piece) else piece[:WORD_MAX_CHARS]))
+            continue
+        for piece in _PIECE.findall(word):
+            found.append(piece if is_unspaced(piece) else piece[:WORD_MAX_CHARS])
     return found
 
 
@@ -189,7 +180,7 @@ def first_match(text: str, query_words: list[str]) -> int | None:
     return None
 
 
-# A page of results asks for the same query's up to 100 times.
+# A page of results asks for the same query's pattern up to 100 times.
 @functools.lru_cache(maxsize=64)
 def _candidates(query_words: tuple[str, ...]) -> regex.Pattern[str] | None:
     """Where in folded text a query word may match: a word (group `word`) where no letter or
@@ -215,14 +206,20 @@ def _candidates(query_words: tuple[str, ...]) -> regex.Pattern[str] | None:
 
 def _starts_a_word(folded: str, position: int) -> bool:
     """Whether a word of the index (see `words`) starts at `position` of folded text, a
-    letter or digit: a word's start, or a spaced piece's after a run (`東京tower`)."""
+    letter or digit: a word's start, or a piece's start after a run (`tower` in
+    `東京tower`)."""
     separator = _LAST_SEPARATOR.search(folded, 0, position)
     # The word holding `position`: only letters, digits and marks come between.
     word = _WORD.search(folded, separator.end() if separator is not None else 0)
     if word is None:
         return False
-    offset = position - word.start()
-    return offset == 0 or any(start == offset for start, _ in _pieces(word.group()))
+    offset: int = position - word.start()
+    # A word's pieces follow each other, from its start to its end.
+    for piece in _PIECE.findall(word.group()):
+        if offset <= 0:
+            return offset == 0
+        offset -= len(piece)
+    return False
 
 
 def _blocks(text: str) -> Iterator[tuple[int, int]]:
