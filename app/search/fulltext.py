@@ -66,7 +66,7 @@ PAIR_MAX_OCCURRENCES = 255
 
 # Where a search matches a text (a search result's snippet, `first_match`) is found by folding
 # the text a block at a time from its start, and stops at the first match: folding 200 KB of
-# text that is not ASCII takes about 10 ms, and the match is usually near the start.
+# text that is not ASCII takes 5 to 10 ms, and the match is usually near the start.
 MATCH_BLOCK_CHARS = 2_048
 # Where a block may end (see `_blocks`).
 _BLOCK_END = regex.compile(r"[\p{P}\s]")
