@@ -21,6 +21,8 @@ user messages does.
 
 import regex
 
+from app.search.fulltext import first_match
+
 # What a session without a title (no user message yet) is called.
 UNTITLED = "New chat"
 
@@ -128,28 +130,42 @@ def make_preview(message: str) -> str:
 
 
 SNIPPET_MAX_CHARS = 160
-# How much text a snippet shows before the first matching word.
+# How much text a snippet shows before the first match.
 SNIPPET_LEAD_CHARS = 40
-_WORD_CHARS = r"\p{L}\p{N}\p{M}"
 
 
 def make_snippet(text: str, query_words: list[str]) -> str:
-    """An excerpt of `text` around its first word that starts with one of `query_words`
-    (from the start when none is found as written, e.g. in a different normal form): what a
-    search result shows of the message that matched. A label like a preview: "" when nothing
-    in it is visible."""
-    collapsed: str = _WHITESPACE_RUN.sub(" ", text).strip()
-    pattern = "|".join(regex.escape(word) for word in query_words)
-    match = regex.search(rf"(?<![{_WORD_CHARS}])(?:{pattern})", collapsed, flags=regex.IGNORECASE)
-    start = 0
-    if match is not None and match.start() > SNIPPET_LEAD_CHARS:
-        start = _cluster_boundary(collapsed, match.start() - SNIPPET_LEAD_CHARS)
-        space = collapsed.find(" ", start, match.start())
-        if space != -1:
-            start = space + 1
-    if start == 0:
-        return shorten(collapsed, SNIPPET_MAX_CHARS)
-    return ELLIPSIS + shorten(collapsed[start:], SNIPPET_MAX_CHARS - len(ELLIPSIS))
+    """An excerpt of `text` around the first place a search for `query_words` (folded, as
+    `query_words` makes them) matches it, by the index's rules (`first_match`: `cafe` in
+    `Café`, `東京` inside `我住在東京都`), from the start when nothing does: what a search
+    result shows of the message that matched. The text is shown as written. A label like a
+    preview: "" when nothing in it is visible."""
+    match = first_match(text, query_words)
+    if match is not None:
+        before = _shown_before(text, match)
+        if len(before) > SNIPPET_LEAD_CHARS:
+            start = _cluster_boundary(before, len(before) - SNIPPET_LEAD_CHARS)
+            space = before.find(" ", start)
+            if space != -1:
+                start = space + 1
+            shown = before[start:] + text[match:]
+            return ELLIPSIS + shorten(shown, SNIPPET_MAX_CHARS - len(ELLIPSIS))
+    return shorten(text, SNIPPET_MAX_CHARS)
+
+
+def _shown_before(text: str, position: int) -> str:
+    """What comes before `position` in `text` as a label shows it (whitespace runs one space,
+    none leading), or when that is longer, at least its last 2 * SNIPPET_LEAD_CHARS
+    characters: only what the snippet may show is collapsed, not a long message's start."""
+    window = 4 * SNIPPET_LEAD_CHARS
+    while True:
+        start = max(0, position - window)
+        before: str = _WHITESPACE_RUN.sub(" ", text[start:position])
+        if start == 0:
+            return before.lstrip()
+        if len(before) > 2 * SNIPPET_LEAD_CHARS:
+            return before
+        window *= 4
 
 
 def _cluster_boundary(text: str, position: int) -> int:

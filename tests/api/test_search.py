@@ -716,6 +716,32 @@ async def test_the_snippet_is_an_excerpt_of_the_best_matching_message(
     assert len(item["snippet"]) <= 160
 
 
+async def test_the_snippet_shows_a_folded_or_unspaced_match_far_into_a_message(
+    client: httpx.AsyncClient, database: Database
+) -> None:
+    """Centred where the index matched, in the text as written: `strasse` on `Straße`, and
+    `東京` in the middle of a run of Chinese, each after 20,000 characters."""
+    folded = "Background, " * 1_700 + "the Stra\u00dfe is closed. " + "More text. " * 20
+    unspaced = (
+        "\u6211\u4f4f\u5728\u5317\u4eac\u3002" * 3_400
+        + "\u6211\u4f4f\u5728\u6771\u4eac\u90fd\u3002" * 2
+    )
+    await store(database, "folded", ("user", "Directions"), ("assistant", folded))
+    await store(database, "unspaced", ("user", "Where"), ("assistant", unspaced))
+
+    by_folding = snippets_of(await search(client, "STRASSE"))
+    by_pairs = snippets_of(await search(client, "\u6771\u4eac"))
+
+    assert set(by_folding) == {"folded"}
+    assert by_folding["folded"] is not None
+    assert by_folding["folded"].startswith("...")
+    assert "the Stra\u00dfe is closed." in by_folding["folded"]
+    assert set(by_pairs) == {"unspaced"}
+    assert by_pairs["unspaced"] is not None
+    assert by_pairs["unspaced"].startswith("...")
+    assert "\u6211\u4f4f\u5728\u6771\u4eac\u90fd" in by_pairs["unspaced"]
+
+
 async def test_the_snippet_comes_from_the_message_with_every_word(
     client: httpx.AsyncClient, database: Database
 ) -> None:

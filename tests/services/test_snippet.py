@@ -1,5 +1,6 @@
-"""Search result snippets: the text around the first matching word, cut between grapheme
-clusters, with ellipses where text was left out."""
+"""Search result snippets: the text as written around the first place the search matches it,
+by the index's rules (folded words, parts of unspaced runs), cut between grapheme clusters,
+with ellipses where text was left out."""
 
 import pytest
 import regex
@@ -10,6 +11,15 @@ from app.kit.text import (
     SNIPPET_LEAD_CHARS,
     SNIPPET_MAX_CHARS,
     make_snippet,
+)
+from app.search.fulltext import query_words
+from tests.db.test_search_languages import (
+    FOLDED,
+    NOT_FOUND,
+    THAI,
+    THAI_WORD,
+    TOKYO,
+    TOKYO_SENTENCE,
 )
 
 FAMILY = "\U0001f469\u200d\U0001f469\u200d\U0001f467\u200d\U0001f466"  # one cluster, 7 code points
@@ -96,11 +106,88 @@ def test_no_match_gives_the_start_of_the_text() -> None:
     assert len(snippet) <= SNIPPET_MAX_CHARS
 
 
-def test_a_match_in_another_normal_form_gives_the_start() -> None:
-    """Query words are NFKC-normalised; the text is shown as written, so full-width text
-    matched by its ASCII form falls back to the start rather than failing."""
-    text = "intro " * 40 + "\uff44\uff45\uff50\uff4c\uff4f\uff59"
-    assert make_snippet(text, ["deploy"]).startswith("intro intro")
+FILLER = " ".join(f"word{n}" for n in range(100))
+
+
+@pytest.mark.parametrize(
+    ("written", "query"),
+    [
+        *FOLDED,
+        pytest.param("cafe\u0301", "CAF\u00c9", id="combining-accent"),
+        pytest.param(
+            "\u03c3\u03bf\u03c6\u03af\u03b1\u03c2",
+            "\u03a3\u039f\u03a6\u0399\u0391\u03a3",
+            id="final-sigma-in-text",
+        ),
+        pytest.param("\ufb01nance", "finance", id="ligature"),
+        pytest.param(TOKYO, TOKYO, id="cjk-inside-a-run"),
+        pytest.param(THAI_WORD, THAI_WORD, id="thai-inside-a-run"),
+    ],
+)
+def test_a_folded_or_unspaced_match_centres_the_snippet_on_the_text_as_written(
+    written: str, query: str
+) -> None:
+    """As the index matches: folded, and anywhere inside a run of an unspaced script (the
+    match is glued to the text before it, `...我住在東京都`). Folding before the match
+    (ß, ligatures) does not shift the window."""
+    glued = "\u6211\u4f4f\u5728" if written in (TOKYO, THAI_WORD) else "The "
+    text = f"Ma\u00dfe \ufb03 {FILLER} {glued}{written} and then {FILLER}"
+    snippet = make_snippet(text, query_words(query))
+
+    assert snippet.startswith(ELLIPSIS)
+    assert snippet.endswith(ELLIPSIS)
+    assert len(snippet) <= SNIPPET_MAX_CHARS
+    shown = body(snippet)
+    assert f"{glued}{written} and then word0" in shown
+    assert 0 < shown.index(written) <= SNIPPET_LEAD_CHARS
+
+
+@pytest.mark.parametrize(
+    ("filler", "written", "query"),
+    [
+        pytest.param("Stra\u00dfe und \ufb01sh, ", "Zw\u00f6lf", "zwolf", id="folded"),
+        pytest.param(
+            "\u6211\u4f4f\u5728\u5317\u4eac\u3002", TOKYO_SENTENCE, "\u6771\u4eac", id="cjk"
+        ),
+        pytest.param(
+            "\u6211\u4f4f\u5728\u5317\u4eac", TOKYO_SENTENCE, "\u6771\u4eac", id="cjk-one-run"
+        ),
+        pytest.param(
+            "\u0e2a\u0e27\u0e31\u0e2a\u0e14\u0e35 ", THAI, "\u0e44\u0e17\u0e22", id="thai"
+        ),
+    ],
+)
+def test_a_match_far_into_a_long_message(filler: str, written: str, query: str) -> None:
+    """200 KB before the match: the window is around it, not at the start."""
+    text = filler * (200_000 // len(filler)) + written + filler * 20
+    snippet = make_snippet(text, query_words(query))
+
+    assert snippet.startswith(ELLIPSIS)
+    assert len(snippet) <= SNIPPET_MAX_CHARS
+    shown = body(snippet)
+    assert written in shown
+    assert shown.index(written) <= SNIPPET_LEAD_CHARS
+
+
+@pytest.mark.parametrize(
+    ("written", "query"),
+    [*NOT_FOUND, pytest.param("caf\u00e9", "cafes", id="accent-then-more")],
+)
+def test_text_the_query_does_not_match_gives_the_start(written: str, query: str) -> None:
+    text = f"First words here. {FILLER} {written} {FILLER}"
+    snippet = make_snippet(text, query_words(query))
+    assert snippet.startswith("First words here.")
+    assert snippet.endswith(ELLIPSIS)
+
+
+@pytest.mark.parametrize("gap", [" ", "\n\n", " \n\t " * 60, "\u3000" * 2_000])
+@pytest.mark.parametrize("words_before", [0, 3, 30, 300])
+def test_a_whitespace_run_counts_as_one_space_however_long(gap: str, words_before: int) -> None:
+    """Only what comes just before the match is collapsed, with the same result."""
+    text = f"{gap}intro{gap}" + f"word{gap}" * words_before + f"deploy{gap}" + "tail " * 40
+    collapsed = regex.sub(r"\s+", " ", text).strip()
+    assert make_snippet(text, ["deploy"]) == make_snippet(collapsed, ["deploy"])
+    assert "deploy" in make_snippet(text, ["deploy"])
 
 
 def test_query_words_are_taken_literally() -> None:
