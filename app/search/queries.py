@@ -5,9 +5,10 @@ does not own."""
 import functools
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     ColumnElement,
     Integer,
@@ -50,6 +51,20 @@ _OWNED_TERMS = bindparam("search_owned_terms", type_=Text())
 _SESSIONS = bindparam("search_sessions", expanding=True, type_=Text())
 _LIMIT = bindparam("search_limit", type_=Integer())
 _OFFSET = bindparam("search_offset", type_=Integer())
+_SINCE = bindparam("search_since", type_=BigInteger())
+
+# Best match first is ranked among a user's newest RANKING_WINDOW_ENTRIES search entries
+# (messages and titles, by when they were written): the sessions with a match there come
+# first, ranked; the sessions whose matches are all older follow, ranked among themselves.
+# A user with fewer entries (nearly everyone: the median user of the benchmark's data has
+# about 575) gets the plain ranking of every match. Ranking every match cost the user with
+# 28,445 matching sessions half a second on each search (docs/performance.md); within the
+# window a search reads at most this many of the user's entries, whoever asks, and a deep
+# page past the window's matches pays for the rest only when it is asked for.
+RANKING_WINDOW_ENTRIES = 20_000
+# The entries a statement ranks: every match; those written after `search_since` (the
+# window); or every match of the sessions with none after it (the older ones).
+Tier = Literal["all", "recent", "older"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +108,7 @@ def _read_first(name: str, *conditions: ColumnElement[bool]) -> Any:
     word, against 0.1 ms without), and the plain GIN index reads everyone's matches."""
     return (
         select(
+            chat_search.c.id,
             chat_search.c.session_id,
             chat_search.c.seq,
             chat_search.c.user_id,
@@ -104,28 +120,42 @@ def _read_first(name: str, *conditions: ColumnElement[bool]) -> Any:
     )
 
 
-def _matching_entries(dialect: str, *, for_user: bool, in_sessions: bool) -> Select[Any]:
+def _matching_entries(
+    dialect: str, *, for_user: bool, in_sessions: bool, recent: bool = False
+) -> Select[Any]:
     """Search entries matching every word (`search_terms`), with a relevance score (higher is
     better), of the user `search_user` if `for_user`; if `in_sessions`, only the messages of
-    the sessions `search_sessions`."""
+    the sessions `search_sessions`; if `recent`, only the entries after `search_since` (one
+    user's: the ranking window)."""
     if dialect == "postgresql":
         tsquery = func.to_tsquery(literal_column("'simple'::regconfig"), _TERMS)
         entries: Any = chat_search
         matches: list[ColumnElement[bool]] = []
         if in_sessions:
             # The entries of a page's sessions (the user's own already).
-            entries = _read_first(
-                "scoped",
-                chat_search.c.session_id.in_(_SESSIONS),
-                chat_search.c.seq != SEARCH_TITLE_SEQ,
-            )
+            scope = [chat_search.c.session_id.in_(_SESSIONS), chat_search.c.seq != SEARCH_TITLE_SEQ]
+            if recent:
+                scope.append(chat_search.c.id > _SINCE)
+            entries = _read_first("scoped", *scope)
             matches.append(entries.c.document.op("@@")(tsquery))
         elif for_user:
             # The owner's words (migration 0005): the index yields only this user's matches.
             owned_words = func.chat_search_owned_words(
                 chat_search.c.user_id, chat_search.c.document
             )
-            entries = _read_first("owned", owned_words.op("@@")(cast(_OWNED_TERMS, TSQUERY)))
+            owned_match = owned_words.op("@@")(cast(_OWNED_TERMS, TSQUERY))
+            if recent:
+                # The window is one range of idx_chat_search_user, which the planner
+                # intersects with the owned words' matches: only the matches in the window
+                # are read from the table.
+                entries = _read_first(
+                    "owned_recent",
+                    owned_match,
+                    chat_search.c.user_id == _USER,
+                    chat_search.c.id > _SINCE,
+                )
+            else:
+                entries = _read_first("owned", owned_match)
             # The owned words have no positions: the order of a phrase's pairs (a run of
             # Chinese, Japanese, Thai) is checked on the plain words of those entries.
             matches.append(entries.c.document.op("@@")(tsquery))
@@ -137,6 +167,7 @@ def _matching_entries(dialect: str, *, for_user: bool, in_sessions: bool) -> Sel
             matches.append(entries.c.user_id == _USER)
         # Ranked on the plain words, which carry the positions and the title's weight.
         return select(
+            entries.c.id,
             entries.c.session_id,
             entries.c.seq,
             func.ts_rank(entries.c.document, tsquery).label("score"),
@@ -146,6 +177,7 @@ def _matching_entries(dialect: str, *, for_user: bool, in_sessions: bool) -> Sel
     weight = case((chat_search.c.seq == SEARCH_TITLE_SEQ, 10.0), else_=1.0)
     stmt = (
         select(
+            chat_search.c.id,
             chat_search.c.session_id,
             chat_search.c.seq,
             (-func.bm25(literal_column(fulltext.FTS_TABLE)) * weight).label("score"),
@@ -156,6 +188,9 @@ def _matching_entries(dialect: str, *, for_user: bool, in_sessions: bool) -> Sel
         # query that runs the MATCH.
         .offset(0)
     )
+    if recent:
+        # On the FTS5 table's rowid, FTS5 starts reading each word's entries at the window.
+        stmt = stmt.where(_fts.c.rowid > _SINCE)
     if in_sessions:
         stmt = stmt.where(
             chat_search.c.session_id.in_(_SESSIONS), chat_search.c.seq != SEARCH_TITLE_SEQ
@@ -173,23 +208,26 @@ def _matching_entries(dialect: str, *, for_user: bool, in_sessions: bool) -> Sel
 
 
 @functools.cache
-def _matching_sessions(dialect: str, shape: FilterShape) -> Select[Any]:
+def _matching_sessions(dialect: str, shape: FilterShape, tier: Tier = "all") -> Select[Any]:
     """The sessions with a matching entry, best first; `search_user`'s if `for_user`, active
-    or archived as `search_active` says, in the folder and with the tags the shape asks for."""
+    or archived as `search_active` says, in the folder and with the tags the shape asks for;
+    of the `tier` (see RANKING_WINDOW_ENTRIES; a tier other than "all" is one user's)."""
     for_user = shape.for_user
-    entries = _matching_entries(dialect, for_user=for_user, in_sessions=False).subquery("entries")
-    ranked = (
-        select(
-            entries.c.session_id,
-            # Title matches first, whatever the scores: a weight only scales a score, and a
-            # prefix that many different words of a message start with (search as you type:
-            # "p") adds up past any title's score on PostgreSQL (ts_rank sums them).
-            func.max(case((entries.c.seq == SEARCH_TITLE_SEQ, 1), else_=0)).label("in_title"),
-            func.max(entries.c.score).label("rank"),
-        )
-        .group_by(entries.c.session_id)
-        .subquery("ranked")
-    )
+    entries = _matching_entries(
+        dialect, for_user=for_user, in_sessions=False, recent=tier == "recent"
+    ).subquery("entries")
+    grouped = select(
+        entries.c.session_id,
+        # Title matches first, whatever the scores: a weight only scales a score, and a
+        # prefix that many different words of a message start with (search as you type:
+        # "p") adds up past any title's score on PostgreSQL (ts_rank sums them).
+        func.max(case((entries.c.seq == SEARCH_TITLE_SEQ, 1), else_=0)).label("in_title"),
+        func.max(entries.c.score).label("rank"),
+    ).group_by(entries.c.session_id)
+    if tier == "older":
+        # The sessions the window's ranking has already placed are not placed again.
+        grouped = grouped.having(func.max(entries.c.id) <= _SINCE)
+    ranked = grouped.subquery("ranked")
     stmt = (
         select(*SUMMARY_COLUMNS)
         .join_from(chat_sessions, ranked, ranked.c.session_id == chat_sessions.c.session_id)
@@ -206,36 +244,78 @@ def _matching_sessions(dialect: str, shape: FilterShape) -> Select[Any]:
 
 
 @functools.cache
-def _search_page(dialect: str, shape: FilterShape) -> Select[Any]:
-    return _matching_sessions(dialect, shape).limit(_LIMIT).offset(_OFFSET)
+def _search_page(dialect: str, shape: FilterShape, tier: Tier) -> Select[Any]:
+    return _matching_sessions(dialect, shape, tier).limit(_LIMIT).offset(_OFFSET)
 
 
 @functools.cache
-def _search_count(dialect: str, shape: FilterShape) -> Select[Any]:
-    matching = _matching_sessions(dialect, shape)
+def _search_count(dialect: str, shape: FilterShape, tier: Tier) -> Select[Any]:
+    matching = _matching_sessions(dialect, shape, tier)
     return select(func.count()).select_from(matching.order_by(None).subquery())
 
 
+def _tier_parameters(tier: Tier, since: int | None) -> dict[str, Any]:
+    if tier == "all":
+        return {}
+    if since is None:
+        raise ValueError(f"the {tier!r} tier needs the window's start")
+    return {"search_since": since}
+
+
 async def search_session_summaries(
-    conn: AsyncConnection, search: SearchQuery, *, limit: int, offset: int = 0
+    conn: AsyncConnection,
+    search: SearchQuery,
+    *,
+    limit: int,
+    offset: int = 0,
+    tier: Tier = "all",
+    since: int | None = None,
 ) -> list[dict[str, Any]]:
     """Sessions whose title or messages contain every word (as prefixes), best match first,
-    then newest activity first."""
+    then newest activity first; of `tier`, whose window starts after the entry `since`."""
     dialect = conn.dialect.name
-    stmt = _search_page(dialect, search.shape)
+    stmt = _search_page(dialect, search.shape, tier)
     parameters = search.parameters(dialect) | {"search_limit": limit, "search_offset": offset}
-    return as_dicts(await conn.execute(stmt, parameters))
+    return as_dicts(await conn.execute(stmt, parameters | _tier_parameters(tier, since)))
 
 
-async def count_search_results(conn: AsyncConnection, search: SearchQuery) -> int:
+async def count_search_results(
+    conn: AsyncConnection, search: SearchQuery, *, tier: Tier = "all", since: int | None = None
+) -> int:
     dialect = conn.dialect.name
-    stmt = _search_count(dialect, search.shape)
-    return int((await conn.execute(stmt, search.parameters(dialect))).scalar_one())
+    stmt = _search_count(dialect, search.shape, tier)
+    parameters = search.parameters(dialect) | _tier_parameters(tier, since)
+    return int((await conn.execute(stmt, parameters)).scalar_one())
+
+
+_WINDOW_OFFSET = bindparam("search_window_offset", type_=Integer())
 
 
 @functools.cache
-def _best_messages(dialect: str, *, for_user: bool) -> Select[Any]:
-    entries = _matching_entries(dialect, for_user=for_user, in_sessions=True).subquery("entries")
+def _ranking_window_start() -> Select[Any]:
+    # A walk of idx_chat_search_user (user_id, id) the window's length, from its newest end.
+    return (
+        select(chat_search.c.id)
+        .where(chat_search.c.user_id == _USER)
+        .order_by(chat_search.c.id.desc())
+        .limit(1)
+        .offset(_WINDOW_OFFSET)
+    )
+
+
+async def ranking_window_start(conn: AsyncConnection, user_id: str) -> int | None:
+    """The id of the entry just before `user_id`'s ranking window (RANKING_WINDOW_ENTRIES),
+    the window being the entries after it; None when all of the user's entries fit in it."""
+    parameters = {"search_user": user_id, "search_window_offset": RANKING_WINDOW_ENTRIES}
+    row = (await conn.execute(_ranking_window_start(), parameters)).first()
+    return None if row is None else int(row.id)
+
+
+@functools.cache
+def _best_messages(dialect: str, *, for_user: bool, recent: bool) -> Select[Any]:
+    entries = _matching_entries(
+        dialect, for_user=for_user, in_sessions=True, recent=recent
+    ).subquery("entries")
     best = select(
         entries.c.session_id,
         entries.c.seq,
@@ -285,15 +365,20 @@ class BestMatch:
 
 
 async def best_matching_messages(
-    conn: AsyncConnection, search: SearchQuery, session_ids: list[str]
+    conn: AsyncConnection, search: SearchQuery, session_ids: list[str], *, since: int | None = None
 ) -> dict[str, BestMatch]:
-    """For each of `session_ids`, its message that matches best (the newest of equals);
+    """For each of `session_ids`, its message that matches best (the newest of equals), among
+    those after the entry `since` if given (the ranking window: the match that placed it);
     sessions that match only by title are left out."""
     if not session_ids:
         return {}
     dialect = conn.dialect.name
-    stmt = _best_messages(dialect, for_user=search.for_user)
+    stmt = _best_messages(dialect, for_user=search.for_user, recent=since is not None)
     parameters = search.parameters(dialect) | {"search_sessions": session_ids}
+    if since is not None:
+        # On SQLite, FTS5 then reads each word's entries from the window on, not all of the
+        # user's matches.
+        parameters["search_since"] = since
     return {
         row.session_id: BestMatch(row.id, row.content, bool(row.straight))
         for row in await conn.execute(stmt, parameters)

@@ -3,7 +3,10 @@ of a query, ranked, each with a snippet of the message that matched best."""
 
 import math
 import uuid
+from dataclasses import dataclass
 from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.kit.db.engine import Database
 from app.kit.text import make_snippet
@@ -20,6 +23,50 @@ from app.sessions.cursor import (
 from app.sessions.queries import ListPosition, SessionFilter
 from app.sessions.schemas import SessionsListResponse
 from app.tags import queries as tag_queries
+
+
+@dataclass(frozen=True, slots=True)
+class RankedPage:
+    """A page of results; its first `recent` rows were placed by their matches in the ranking
+    window, which starts after the entry `since` (None: every match was ranked)."""
+
+    rows: list[dict[str, Any]]
+    since: int | None = None
+    recent: int = 0
+
+
+async def _ranked_page(
+    conn: AsyncConnection, search: SearchQuery, *, limit: int, offset: int
+) -> RankedPage:
+    """`limit` results from `offset`, best match first: for a user with more entries than
+    the ranking window (queries.RANKING_WINDOW_ENTRIES), the sessions matched within it,
+    ranked, then the others, ranked; for everyone else, every match ranked."""
+    user_id = search.where.user_id
+    since = None if user_id is None else await queries.ranking_window_start(conn, user_id)
+    if since is None:
+        rows = await queries.search_session_summaries(conn, search, limit=limit, offset=offset)
+        return RankedPage(rows)
+    rows = await queries.search_session_summaries(
+        conn, search, limit=limit, offset=offset, tier="recent", since=since
+    )
+    recent = len(rows)
+    if recent == limit:
+        return RankedPage(rows, since, recent)
+    # The page reaches past the window's sessions: how many there are is known from this
+    # page unless it starts past them all.
+    if rows or offset == 0:
+        in_window = offset + recent
+    else:
+        in_window = await queries.count_search_results(conn, search, tier="recent", since=since)
+    rows += await queries.search_session_summaries(
+        conn,
+        search,
+        limit=limit - recent,
+        offset=max(0, offset - in_window),
+        tier="older",
+        since=since,
+    )
+    return RankedPage(rows, since, recent)
 
 
 async def search_sessions(
@@ -57,19 +104,22 @@ async def search_sessions(
             if include_total:
                 total = await queries.count_search_results(conn, search)
             if shown:
-                rows = await queries.search_session_summaries(
-                    conn, search, limit=shown + 1, offset=offset
-                )
+                ranked = await _ranked_page(conn, search, limit=shown + 1, offset=offset)
+                rows = ranked.rows
+                page_ids = [row["session_id"] for row in rows[:shown]]
+                # Each snippet is of the match that placed its session: in the window for
+                # those it placed.
                 matches = await queries.best_matching_messages(
-                    conn, search, [row["session_id"] for row in rows[:shown]]
+                    conn, search, page_ids[: ranked.recent], since=ranked.since
+                )
+                matches |= await queries.best_matching_messages(
+                    conn, search, page_ids[ranked.recent :]
                 )
                 # Only sessions with forks need the walk; in the others every message is on
                 # the current branch.
                 forked = [match.id for match in matches.values() if not match.straight]
                 on_branch = await queries.messages_on_current_branch(conn, forked)
-                tags = await tag_queries.tags_of_sessions(
-                    conn, [row["session_id"] for row in rows[:shown]]
-                )
+                tags = await tag_queries.tags_of_sessions(conn, page_ids)
     next_offset = offset + shown
     has_more = len(rows) > shown and next_offset < SEARCH_MAX_OFFSET
     rows = rows[:shown]

@@ -22,7 +22,7 @@ Downgrade rewrites every entry with the words of 0004 (app/search/legacy.py) the
 and restores SQLite's FTS5 table of 0004.
 
 Revision ID: 0015_search_folding
-Revises: 0012_folders_tags
+Revises: 0014_imports
 Create Date: 2026-12-07
 """
 

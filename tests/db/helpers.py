@@ -83,6 +83,8 @@ TITLE_SOURCE_COLUMNS = {"title_source"}
 FOLDERS_TAGS_REVISION = "0012_folders_tags"
 # Revision 0015_search_folding (issue 17) reindexes every entry (renumbered at merge: use it).
 SEARCH_FOLDING_REVISION = "0015_search_folding"
+# Revision 0016_search_ranking_window (issue 17): idx_chat_search_user becomes (user_id, id).
+RANKING_WINDOW_REVISION = "0016_search_ranking_window"
 FOLDERS_TAGS_TABLES = (chat_folders, chat_tags, chat_session_tags)
 FOLDER_COLUMN = "folder_id"
 FOLDER_LIST_INDEX = "idx_chat_sessions_user_folder_list"

@@ -459,7 +459,9 @@ async def test_an_index_built_beforehand_without_blocking_is_kept(
 
     async with fresh_engine.connect() as conn:
         assert await alembic_versions(conn) == [head_revision()]
-        assert await index_definitions(conn, "chat_search") == built
+        # The index built beforehand, as it was built (later revisions change others).
+        after = await index_definitions(conn, "chat_search")
+        assert after["idx_chat_search_owned"] == built["idx_chat_search_owned"]
         await assert_schema_matches_tables(conn)
     async with app_database(fresh_url) as database:
         assert await found(database, "send me", user_id="alice") == ["no-user"]

@@ -161,7 +161,9 @@ chat_search = Table(
     Column("seq", Integer, nullable=False),
     Column("document", SearchDocument, nullable=False),
     UniqueConstraint("session_id", "seq", name="uq_chat_search_session_seq"),
-    Index("idx_chat_search_user", "user_id"),
+    # One user's entries, newest first: a search's ranking window (app/search/queries.py,
+    # migration 0016).
+    Index("idx_chat_search_user", "user_id", "id"),
     Index("idx_chat_search_document", "document", postgresql_using="gin").ddl_if(
         dialect="postgresql"
     ),

@@ -1,0 +1,126 @@
+"""Best match first within a user's ranking window (app/search/queries.py,
+RANKING_WINDOW_ENTRIES), over HTTP on SQLite and PostgreSQL: a user with more entries than the
+window sees the sessions matched among their newest entries first, ranked, then the others,
+ranked; a user within it sees every match ranked; every way to page shows each matching session
+exactly once, across the boundary too.
+
+The window is made small here (monkeypatched) so that a few sessions cross it.
+"""
+
+import httpx
+import pytest
+
+from app.kit.db.engine import Database
+from app.search import queries as search_queries
+from tests.api.test_search import ids_of, scroll, search, store
+
+USER = "ranking-user"
+
+
+@pytest.fixture
+def window(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A window of six entries: `seed` writes eleven, the last six being those of `new-1` and
+    `new-2` (a title and two messages each)."""
+    monkeypatch.setattr(search_queries, "RANKING_WINDOW_ENTRIES", 6)
+
+
+async def seed(database: Database) -> None:
+    # Older: a title match (which ranks first when every match is ranked) and a message match.
+    await store(database, "old-title", ("user", "Payment overview"), user_id=USER, at=0)
+    await store(
+        database, "old-body", ("user", "hello"), ("assistant", "payment one"), user_id=USER, at=1
+    )
+    # Newer: message matches only, ranked below the title match by any relevance.
+    await store(
+        database,
+        "new-1",
+        ("user", "nothing here"),
+        ("assistant", "one payment among many other words here"),
+        user_id=USER,
+        at=10,
+    )
+    await store(
+        database, "new-2", ("user", "still nothing"), ("assistant", "payment"), user_id=USER, at=11
+    )
+    # Another user's entries count neither in this user's window nor in their results.
+    await store(database, "other", ("user", "Payment elsewhere"), user_id="someone-else", at=12)
+
+
+async def all_results(client: httpx.AsyncClient, q: str) -> list[str]:
+    page = await search(client, q, user_id=USER, page=1, page_size=100)
+    assert page["has_more"] is False
+    return ids_of(page)
+
+
+async def test_a_user_within_the_window_gets_every_match_ranked(
+    client: httpx.AsyncClient, database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(search_queries, "RANKING_WINDOW_ENTRIES", 11)
+    await seed(database)
+
+    results = await all_results(client, "payment")
+
+    assert results[0] == "old-title"
+    assert set(results) == {"old-title", "old-body", "new-1", "new-2"}
+
+
+@pytest.mark.usefixtures("window")
+async def test_matches_in_the_window_come_first_then_the_older_ones_each_ranked(
+    client: httpx.AsyncClient, database: Database
+) -> None:
+    await seed(database)
+
+    results = await all_results(client, "payment")
+
+    assert set(results[:2]) == {"new-1", "new-2"}
+    # The older sessions are ranked among themselves: the title match first.
+    assert results[2:] == ["old-title", "old-body"]
+    page = await search(client, "payment", user_id=USER, page=1, page_size=100)
+    assert page["total"] == 4
+
+
+@pytest.mark.usefixtures("window")
+async def test_a_session_matched_in_both_is_placed_once_with_the_window(
+    client: httpx.AsyncClient, database: Database
+) -> None:
+    await seed(database)
+    # A new message in an old session: the newest entry, in the window; the window now
+    # starts one entry later, after new-1's title.
+    await store(database, "old-body", ("user", "payment again"), user_id=USER, at=20)
+
+    results = await all_results(client, "payment")
+
+    assert set(results[:3]) == {"new-1", "new-2", "old-body"}
+    # Ranked with every match, the title match would come first.
+    assert results[3:] == ["old-title"]
+
+
+@pytest.mark.usefixtures("window")
+async def test_a_word_found_only_before_the_window_is_still_found(
+    client: httpx.AsyncClient, database: Database
+) -> None:
+    await seed(database)
+
+    assert await all_results(client, "overview") == ["old-title"]
+    assert await all_results(client, "hello") == ["old-body"]
+
+
+@pytest.mark.usefixtures("window")
+@pytest.mark.parametrize("size", [1, 2, 3])
+async def test_every_way_to_page_shows_each_session_once_across_the_boundary(
+    client: httpx.AsyncClient, database: Database, size: int
+) -> None:
+    await seed(database)
+    expected = await all_results(client, "payment")
+
+    pages = [
+        await search(client, "payment", user_id=USER, page=n, page_size=size) for n in range(1, 6)
+    ]
+    scrolled = await scroll(client, "payment", limit=size, user_id=USER)
+
+    by_page = [session_id for page in pages for session_id in ids_of(page)]
+    assert by_page == expected
+    assert [session_id for page in scrolled for session_id in ids_of(page)] == expected
+    # Pages wholly past the window's sessions are found by counting them.
+    assert {page["total"] for page in pages} == {4}
+    assert ids_of(pages[-1]) == []
