@@ -18,6 +18,7 @@ Run: `python -m bench.sidebar [--sessions 1000000] [--database postgresql] ...` 
 
 import argparse
 import asyncio
+import contextlib
 import functools
 import json
 import math
@@ -28,7 +29,7 @@ import statistics
 import tempfile
 import threading
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata as package_metadata
@@ -52,6 +53,8 @@ from app.messages import service as message_service
 from app.messages.schemas import ChatRequest
 from app.replies.metadata import ReplyTimer, reply_metadata
 from app.search import fulltext
+from app.search import queries as search_queries
+from app.search import service as search_service
 from app.sessions import queries as session_queries
 from app.sessions import service as session_service
 from app.sessions.cursor import decode_cursor, encode_cursor
@@ -70,7 +73,7 @@ from bench.sqlcapture import (
     write_sqlite,
 )
 from bench.stream_relay import free_port, fresh_database, percentile, run_process
-from bench.texts import Search
+from bench.texts import COMMON_WORD, PREFIX, TWO_WORDS, Search
 from bench.writes import WriteRun
 
 LIST = "/api/v1/chat/sessions"
@@ -600,6 +603,7 @@ class DatabaseResult:
     size: dict[str, tuple[float, float]] = field(default_factory=dict)  # metric: (api, sql) s
     plans: list[tuple[str, str]] = field(default_factory=list)
     breakdown: list[str] = field(default_factory=list)
+    ranking: list[str] = field(default_factory=list)  # the ranking window, before and after
     writes: dict[str, WriteRun] = field(default_factory=dict)
     metadata_checked: int = 0
     seconds: float = 0.0
@@ -699,6 +703,7 @@ async def run_service(
                     )
                 await check_pages(bench, result)
                 await check_search(bench, result)
+                await compare_ranking(bench, result)
                 await explain_plans(bench, result)
                 await measure_breakdown(bench, result, args)
                 await measure_profile(bench, result, args, depth_series=True)
@@ -879,6 +884,80 @@ async def check_search(bench: Bench, result: DatabaseResult) -> None:
             expected = search.expected[user]
             same = same and body["total"] == len(expected) and bool(found) and found <= expected
         result.search_totals[search.key] = same
+
+
+RANKING_RUNS = 5
+
+
+async def _search_page(db: Database, user_id: str, q: str) -> tuple[float, list[Any]]:
+    started = time.perf_counter()
+    page = await search_service.search_sessions(
+        db,
+        SessionFilter(user_id, archived=False),
+        query_words=fulltext.query_words(q),
+        size=SEARCH_PAGE,
+        page=1,
+        cursor=None,
+        include_total=False,
+    )
+    return time.perf_counter() - started, page.sessions
+
+
+async def compare_ranking(bench: Bench, result: DatabaseResult) -> None:
+    """The biggest user's first page of each search, ranked within the ranking window (as the
+    service ranks, app/search/queries.py RANKING_WINDOW_ENTRIES) and over every match (as it
+    ranked before): what the user sees, and what each costs (in process, one client, p50 of
+    RANKING_RUNS after one run to warm the cache)."""
+    db, user = bench.db, bench.data.biggest_user
+    lines = result.ranking
+    lines.append(
+        f"Ranking window ({search_queries.RANKING_WINDOW_ENTRIES:,} entries), the biggest "
+        "user's first page: within the "
+        "window (now) | every match ranked (before)"
+    )
+    for q in (COMMON_WORD, TWO_WORDS, PREFIX):
+        timings: dict[str, list[float]] = {"window": [], "every": []}
+        pages: dict[str, list[Any]] = {}
+        for _run in range(RANKING_RUNS + 1):
+            for mode in ("window", "every"):
+                if mode == "window":
+                    seconds, pages[mode] = await _search_page(db, user, q)
+                else:
+                    # Ranking every match: as for a user whose entries all fit in the window.
+                    with _every_match_ranked():
+                        seconds, pages[mode] = await _search_page(db, user, q)
+                timings[mode].append(seconds)
+        now, before = pages["window"], pages["every"]
+        shared = len({s.session_id for s in now} & {s.session_id for s in before})
+        lines.append(
+            f"  {q!r}: within the window {_ms(statistics.median(timings['window'][1:]))} ms, "
+            f"every match {_ms(statistics.median(timings['every'][1:]))} ms (p50); "
+            f"{shared} of {len(now)} sessions on both first pages"
+        )
+        for n, (a, b) in enumerate(zip(now[:10], before[:10], strict=False), start=1):
+            lines.append(f"    {n:>2} {_ranked(a):<58} | {_ranked(b)}")
+    print("\n".join(lines), flush=True)
+
+
+@contextlib.contextmanager
+def _every_match_ranked() -> Iterator[None]:
+    """The search service as it was before the ranking window (migration 0016)."""
+    window_start = search_queries.ranking_window_start
+
+    async def no_window(_conn: Any, _user_id: str) -> None:
+        return None
+
+    search_queries.ranking_window_start = no_window  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        search_queries.ranking_window_start = window_start
+
+
+def _ranked(summary: Any) -> str:
+    """A result as the comparison prints it: last activity, title, where it matched."""
+    where = "title" if summary.snippet is None else "message"
+    return f"{summary.updated_at:%Y-%m-%d} {summary.title[:32]!r} ({where})"
 
 
 async def verify_search_index(db: Database, session_ids: list[str]) -> int:
@@ -1312,6 +1391,8 @@ def report_database(result: DatabaseResult, args: argparse.Namespace) -> str:
         )
     if result.breakdown:
         lines += ["", *result.breakdown]
+    if result.ranking:
+        lines += ["", *result.ranking]
     if result.plans:
         lines += ["", "Plans (one execution, server-side time):"]
         lines += [f"  {name}: {plan}" for name, plan in result.plans]
