@@ -21,6 +21,7 @@ from app.kit.db.engine import Database, create_engine
 from app.kit.db.tables import (
     chat_feedback,
     chat_folders,
+    chat_idempotency_keys,
     chat_import_sources,
     chat_imports,
     chat_messages,
@@ -98,6 +99,10 @@ SIDEBAR_INDEX_KEYS = {
 # another revision: its name is written here only.
 IMPORTS_REVISION = "0014_imports"
 IMPORTS_TABLES = (chat_imports, chat_import_sources)
+# What the idempotency-keys revision adds: a table. Renumbered when it is merged after another
+# revision: its name is written here only.
+IDEMPOTENCY_REVISION = "0016_idempotency_keys"
+IDEMPOTENCY_TABLE = chat_idempotency_keys
 FOLDER_LIST_INDEX_KEYS = [("user_id", False), ("active", False), ("folder_id", False), *SORT_KEY]
 
 # The tables as revision 0001_base_schema creates them: bound with the application's types so
@@ -339,6 +344,7 @@ async def assert_schema_matches_tables(conn: AsyncConnection) -> None:
         FEEDBACK_TABLE,
         *FOLDERS_TAGS_TABLES,
         *IMPORTS_TABLES,
+        IDEMPOTENCY_TABLE,
     ):
         assert await nullability(conn, table.name) == {
             column.name: column.nullable for column in table.columns
