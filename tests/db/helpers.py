@@ -161,6 +161,29 @@ async def insert_base_session(
     )
 
 
+async def store_base_session(database: Database, session_id: str, *, at: datetime) -> None:
+    """`insert_base_session` (for alice) in a transaction of its own."""
+    async with database.write() as conn:
+        await insert_base_session(conn, session_id, at=at)
+
+
+async def tables_added_over_a_session(
+    url: str, engine: AsyncEngine, revision: str, *, at: datetime
+) -> set[str]:
+    """Upgrade to `revision` from the revision before it, over a session ("before") written
+    there: the tables the upgrade added. The session is still there after it."""
+    await upgrade(url, down_revision_of(revision))
+    async with app_database(url) as database:
+        await store_base_session(database, "before", at=at)
+    async with engine.connect() as conn:
+        tables_before = await table_names(conn)
+    await upgrade(url, revision)
+    async with engine.connect() as conn:
+        sessions = await conn.execute(sa.text("SELECT session_id FROM chat_sessions"))
+        assert sessions.scalars().all() == ["before"]
+        return await table_names(conn) - tables_before
+
+
 def plain_engine(url: str) -> AsyncEngine:
     """An engine without a pool, so no connection outlives the block that used it."""
     return create_async_engine(url, poolclass=pool.NullPool)

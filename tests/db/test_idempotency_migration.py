@@ -21,8 +21,9 @@ from tests.db.helpers import (
     assert_schema_matches_tables,
     down_revision_of,
     downgrade,
-    insert_base_session,
+    store_base_session,
     table_names,
+    tables_added_over_a_session,
     upgrade,
 )
 
@@ -31,11 +32,6 @@ T0 = datetime(2026, 12, 7, 9, 0, tzinfo=UTC)
 
 def previous_revision() -> str:
     return down_revision_of(IDEMPOTENCY_REVISION)
-
-
-async def insert_session(database: Database, session_id: str) -> None:
-    async with database.write() as conn:
-        await insert_base_session(conn, session_id, at=T0)
 
 
 def key_row(user_id: str, key: str, session_id: str) -> dict[str, Any]:
@@ -59,26 +55,18 @@ async def key_count(database: Database) -> int:
 async def test_upgrade_adds_the_table_over_existing_sessions(
     fresh_url: str, fresh_engine: AsyncEngine
 ) -> None:
-    await upgrade(fresh_url, previous_revision())
-    async with app_database(fresh_url) as database:
-        await insert_session(database, "before")
-    async with fresh_engine.connect() as conn:
-        tables_before = await table_names(conn)
+    added = await tables_added_over_a_session(fresh_url, fresh_engine, IDEMPOTENCY_REVISION, at=T0)
 
-    await upgrade(fresh_url, IDEMPOTENCY_REVISION)
-
+    assert added == {IDEMPOTENCY_TABLE.name}
     async with fresh_engine.connect() as conn:
-        assert await table_names(conn) - tables_before == {IDEMPOTENCY_TABLE.name}
-        sessions = await conn.execute(sa.text("SELECT session_id FROM chat_sessions"))
-        assert sessions.scalars().all() == ["before"]
         await assert_schema_matches_tables(conn)
 
 
 async def test_one_row_per_owner_and_key_and_keys_go_with_their_session(fresh_url: str) -> None:
     await upgrade(fresh_url, IDEMPOTENCY_REVISION)
     async with app_database(fresh_url) as database:
-        await insert_session(database, "s")
-        await insert_session(database, "t")
+        await store_base_session(database, "s", at=T0)
+        await store_base_session(database, "t", at=T0)
         async with database.write() as conn:
             # Another owner's same key, and another key of the same owner, are other rows.
             await conn.execute(
@@ -104,7 +92,7 @@ async def test_downgrade_drops_the_table_and_keeps_the_sessions(
 ) -> None:
     await upgrade(fresh_url, IDEMPOTENCY_REVISION)
     async with app_database(fresh_url) as database:
-        await insert_session(database, "s")
+        await store_base_session(database, "s", at=T0)
         async with database.write() as conn:
             await conn.execute(sa.insert(chat_idempotency_keys).values(key_row("alice", "k", "s")))
         assert await key_count(database) == 1
