@@ -13,6 +13,7 @@ owner (another user's same key is another key) and kept IDEMPOTENCY_KEY_TTL_HOUR
 
 import hashlib
 import json
+import re
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -33,14 +34,17 @@ from app.kit.errors import IdempotencyKeyBusy, IdempotencyKeyReused
 KEY_MAX_CHARS = 255
 # Printable ASCII, without a space at either end (HTTP drops those from a header's value).
 KEY_PATTERN = r"^[!-~](?:[ -~]*[!-~])?$"
+_KEY = re.compile(KEY_PATTERN)
 
 
 def _valid_key(value: str | None) -> str | None:
+    """The schema's rule (KEY_PATTERN, KEY_MAX_CHARS), with a message that says which part
+    a key breaks."""
     if value is None:
         return None
     if not 1 <= len(value) <= KEY_MAX_CHARS:
         raise ValueError(f"must be 1 to {KEY_MAX_CHARS} characters (got {len(value)})")
-    if not (value.isascii() and value.isprintable()):
+    if not _KEY.fullmatch(value):
         raise ValueError("must be printable ASCII characters (a UUID will do)")
     return value
 
@@ -57,9 +61,9 @@ IdempotencyKeyHeader = Annotated[
         description=(
             'Makes the request safe to send again (docs/api.md, "Idempotency keys"): a new '
             "random value (a UUID) for each message sent, the same one when the same request "
-            "is sent again. 1 to 255 printable ASCII characters. Sent again with the same "
-            "body within IDEMPOTENCY_KEY_TTL_HOURS (24 by default), the request stores nothing "
-            "new and answers what the first one did; with another body: 422."
+            "is sent again. 1 to 255 printable ASCII characters. Sent again as it was within "
+            "IDEMPOTENCY_KEY_TTL_HOURS (24 by default), the request stores nothing new and "
+            "answers what the first one did; the key with another request: 422."
         ),
     ),
 ]
