@@ -143,7 +143,6 @@ async def _start_stream(
     started = await idempotency.once(
         key,
         db,
-        caller.acting_for(body.user_id),
         lambda: start_chat_stream(
             db,
             assistant,
@@ -242,7 +241,6 @@ async def regenerate_reply(
     accepted = await idempotency.once(
         key,
         db,
-        caller.owner_filter,
         lambda: service.accept_regeneration(
             db,
             caller,

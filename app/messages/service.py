@@ -237,7 +237,6 @@ async def process_chat(
     accepted = await idempotency.once(
         key,
         db,
-        caller.acting_for(request.user_id),
         lambda: accept_user_message(
             db,
             caller,
