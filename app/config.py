@@ -88,6 +88,9 @@ class Settings(BaseSettings):
     # REDIS_URL is set, else PostgreSQL's LISTEN/NOTIFY; none on SQLite.
     reply_bus: Literal["auto", "postgres", "redis", "off"] = "auto"
     reply_stop_wait_seconds: float = Field(default=10.0, gt=0)
+    # How long an `Idempotency-Key` is remembered (app/idempotency/keys.py): a request sent
+    # again later stores its message again.
+    idempotency_key_ttl_hours: int = Field(default=24, ge=1, le=24 * 365)
 
     # Authentication: on when a verification key is configured (a secret, a JWKS URL, or both).
     auth_jwt_secret: SecretStr | None = None

@@ -4,6 +4,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -79,6 +80,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             stale_seconds=settings.process_stale_seconds,
             on_stop_requested=relay.stop_requested,
             on_interrupted=relay.announce_ended,
+            idempotency_key_ttl=timedelta(hours=settings.idempotency_key_ttl_hours),
         )
         liveness.start()
         import_tasks = ImportTasks(reply_tasks.process_id)
@@ -159,7 +161,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             else None
         ),
         allow_methods=["GET", "POST", "PUT", "DELETE", "PATCH"],
-        allow_headers=["Authorization", "Content-Type", "Last-Event-ID", "X-Request-ID"],
+        allow_headers=[
+            "Authorization",
+            "Content-Type",
+            "Idempotency-Key",
+            "Last-Event-ID",
+            "X-Request-ID",
+        ],
         expose_headers=["Retry-After", "X-Request-ID"],
         max_age=600,
     )

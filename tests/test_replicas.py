@@ -20,7 +20,14 @@ from app.assistants import Reply, ReplyEnd, ReplyEvent, TextDelta, Turn
 from app.kit.db import migrate
 from app.kit.db.engine import Database, create_engine
 from app.main import create_app
-from tests.api.helpers import OpenStream, open_stream, session_url, stored_messages
+from tests.api.helpers import (
+    STREAM,
+    OpenStream,
+    open_stream,
+    parse_sse,
+    session_url,
+    stored_messages,
+)
 from tests.conftest import DatabaseFactory, LiveServer, make_settings, serve
 from tests.redis_helpers import redis_answers, redis_url
 
@@ -251,3 +258,51 @@ async def test_stopping_through_the_other_instance_ends_its_followers_too(
     assert follower.events[-1].data == first.events[-1].data
     assert follower.events[-1].data["status"] == "incomplete"
     assert follower.text == first.text == reply["content"]
+
+
+async def test_a_stream_sent_again_through_the_other_instance_follows_the_first_reply(
+    replicas: Pair,
+) -> None:
+    """The same Idempotency-Key reaches the other instance (a proxy's retry, a client's):
+    it finds the key in the shared database and follows the reply the first instance writes."""
+    assistant = replicas.feed_first()
+    assistant.feed("first ")
+    body = {"message": "hello", "session_id": "s"}
+    key = {"Idempotency-Key": "sent-twice"}
+    async with open_stream(replicas.first, body, key) as first:
+        await first.read_until("delta")
+        async with open_stream(replicas.second, body, key) as again:
+            [started] = await again.read_until("session")
+            assistant.feed("second")
+            assistant.end()
+            await again.read_until()
+            await first.read_until()
+
+    assert started.data == first.events[0].data
+    assert again.text == first.text == "first second"
+    assert again.events[-1].data == first.events[-1].data
+    assert len(await stored_messages(replicas.database, "s")) == 2
+
+
+async def test_the_same_request_at_once_on_both_instances_stores_one_message(
+    replicas: Pair,
+) -> None:
+    assistant = replicas.feed_first()
+    assistant.feed("the reply")
+    assistant.end()
+    body = {"message": "hello", "session_id": "s"}
+    key = {"Idempotency-Key": "at-once"}
+
+    answers = await asyncio.gather(
+        *(
+            live.client.post(STREAM, json=body, headers=key)
+            for live in (replicas.first, replicas.second)
+        )
+    )
+
+    # Whichever instance's key committed first writes the reply; both streams are of it.
+    streams = [parse_sse(answer.text) for answer in answers]
+    assert [answer.status_code for answer in answers] == [200, 200]
+    assert streams[0][0].data == streams[1][0].data
+    assert [s[-1].event for s in streams] == ["done", "done"]
+    assert len(await stored_messages(replicas.database, "s")) == 2

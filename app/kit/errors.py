@@ -60,6 +60,36 @@ class ReplyNotFinished(ChatError):
     detail = "This reply is still being written; rate it once it has finished"
 
 
+class IdempotencyKeyReused(ChatError):
+    """An `Idempotency-Key` sent before with another request (body, route or path)."""
+
+    status_code = status.HTTP_422_UNPROCESSABLE_CONTENT
+    detail = (
+        "This Idempotency-Key was used for a different request; use a new key for each new message"
+    )
+
+
+class IdempotencyKeyBusy(ChatError):
+    """A request whose `Idempotency-Key` was recorded by another request at the same moment,
+    and gone again before it could be read (expired, or its session deleted)."""
+
+    status_code = status.HTTP_409_CONFLICT
+    detail = "Another request with this Idempotency-Key was being processed; send it again"
+
+
+class ReplyInProgress(ChatError):
+    """A plain request sent again under its `Idempotency-Key` while its reply is generated."""
+
+    status_code = status.HTTP_409_CONFLICT
+
+    def __init__(self, session_id: str) -> None:
+        super().__init__(
+            "The request sent earlier with this Idempotency-Key is still being answered; send "
+            "it again later, or follow its reply: GET "
+            f"/api/v1/chat/sessions/{session_id}/stream"
+        )
+
+
 class UserRequired(ChatError):
     """An operation on a user's sessions by a caller who is not one user (service, open mode)."""
 

@@ -17,20 +17,26 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from app.assistants import Assistant, Turn
 from app.auth.access import Caller
 from app.domain import Role
+from app.idempotency import keys as idempotency
+from app.idempotency.keys import IdempotencyKey
+from app.idempotency.queries import KeyedRequest
 from app.kit.db.engine import Database
 from app.kit.db.types import utc_now
 from app.kit.errors import (
     MessageNotFound,
     NotAnAssistantMessage,
     NotAUserMessage,
+    ReplyInProgress,
+    ReplyLost,
     SessionNotFound,
 )
 from app.kit.text import make_preview, make_title
 from app.messages import queries
 from app.messages.queries import MessageRef, StoredMessage
 from app.messages.schemas import ChatRequest, ChatResponse
+from app.replies import queries as reply_queries
 from app.replies.generation import Failed, ReplyStart, ReplyTasks, start_generating
-from app.replies.metadata import FAILED, GENERATING
+from app.replies.metadata import FAILED, GENERATING, plain_reply_error
 from app.sessions import queries as session_queries
 from app.titles.service import TitleTasks
 
@@ -223,17 +229,24 @@ async def process_chat(
     history_max_messages: int,
     tasks: ReplyTasks,
     titles: TitleTasks | None = None,
+    key: IdempotencyKey | None = None,
 ) -> ChatResponse:
     """Save the user's message, ask the assistant with the session's history, save the reply.
     The session's title is asked for beside the reply when this message starts the session;
-    the answer does not wait for it."""
-    accepted = await accept_user_message(
+    the answer does not wait for it. Sent again under its `key`: `answer_again`."""
+    accepted = await idempotency.once(
+        key,
         db,
-        caller,
-        request,
-        history_max_messages=history_max_messages,
-        reply_start=ReplyStart.of(assistant, tasks),
+        lambda: accept_user_message(
+            db,
+            caller,
+            request,
+            history_max_messages=history_max_messages,
+            reply_start=ReplyStart.of(assistant, tasks, key),
+        ),
     )
+    if isinstance(accepted, KeyedRequest):
+        return await answer_again(db, accepted)
     if titles is not None:
         titles.begin(
             db, accepted.session_id, ordinal=accepted.message.ordinal, question=request.message
@@ -270,4 +283,24 @@ async def answer(
         response=outcome.content,
         message_id=outcome.message_id,
         user_message_id=accepted.message.id,
+    )
+
+
+async def answer_again(db: Database, earlier: KeyedRequest) -> ChatResponse:
+    """The answer to a plain request sent again under its Idempotency-Key: what the first
+    sending answered once its reply has ended (the stored reply, or the same error), or
+    ReplyInProgress (409) while the reply is generated."""
+    async with db.read() as conn:
+        reply = await reply_queries.find_reply(conn, earlier.session_id, earlier.reply_id)
+    if reply is None:  # the key goes with its session; deleted since it was read
+        raise ReplyLost()
+    if reply.process_id is not None:
+        raise ReplyInProgress(earlier.session_id)
+    if reply.status != "complete":
+        raise plain_reply_error(reply.error)
+    return ChatResponse(
+        session_id=earlier.session_id,
+        response=reply.content,
+        message_id=reply.message_id,
+        user_message_id=earlier.question_id,
     )

@@ -20,6 +20,7 @@ from typing import Any, Literal, TypeVar
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.assistants import Assistant, ReplyEnd, TextDelta, Turn
+from app.idempotency.keys import IdempotencyKey
 from app.kit import metrics
 from app.kit.db import unavailable
 from app.kit.db.engine import Database
@@ -281,12 +282,17 @@ class ReplyStart:
 
     process_id: uuid.UUID
     metadata: dict[str, Any]
+    # The request's Idempotency-Key, recorded with the reply (app/idempotency/keys.py).
+    key: IdempotencyKey | None = None
 
     @classmethod
-    def of(cls, assistant: Assistant, tasks: ReplyTasks) -> "ReplyStart":
+    def of(
+        cls, assistant: Assistant, tasks: ReplyTasks, key: IdempotencyKey | None = None
+    ) -> "ReplyStart":
         return cls(
             tasks.process_id,
             generating_metadata(provider=assistant.provider, model=assistant.model),
+            key,
         )
 
     async def store(
@@ -297,8 +303,9 @@ class ReplyStart:
         question_id: uuid.UUID,
         make_current: bool = False,
     ) -> StoredMessage | None:
-        """The reply, stored empty as a child of `question_id`; None if there is no session."""
-        return await reply_queries.start_reply(
+        """The reply, stored empty as a child of `question_id`; None if there is no session.
+        With a key, the key is recorded with it: `KeyTaken` if another request has it."""
+        stored = await reply_queries.start_reply(
             conn,
             session_id=session_id,
             question_id=question_id,
@@ -307,6 +314,15 @@ class ReplyStart:
             now=utc_now(),
             make_current=make_current,
         )
+        if stored is not None and self.key is not None:
+            await self.key.record(
+                conn,
+                owner=stored.owner,
+                session_id=session_id,
+                question_id=question_id,
+                reply_id=stored.id,
+            )
+        return stored
 
 
 def start_generating(

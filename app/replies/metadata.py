@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from app.assistants import AssistantError, ReplyEnd
-from app.kit.errors import AssistantTimedOut, AssistantUnavailable, ChatError
+from app.kit.errors import AssistantTimedOut, AssistantUnavailable, ChatError, ShuttingDown
 
 logger = logging.getLogger(__name__)
 
@@ -103,3 +103,11 @@ def as_assistant_error(exc: Exception, session_id: str) -> AssistantError:
 def client_error(exc: AssistantError) -> ChatError:
     """The HTTP-facing error for a failed reply."""
     return AssistantTimedOut() if exc.kind == "timeout" else AssistantUnavailable()
+
+
+def plain_reply_error(error: str | None) -> ChatError:
+    """The error a plain request answers for its reply that ended as stored with `error`
+    (not complete): the one it answered when the reply ended (app/replies/generation.py)."""
+    if error == SHUTDOWN:
+        return ShuttingDown()
+    return AssistantTimedOut() if error == "timeout" else AssistantUnavailable()

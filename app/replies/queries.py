@@ -323,6 +323,9 @@ class ReplyState:
     content: str
     status: str
     process_id: uuid.UUID | None
+    # Why it ended short (app/replies/metadata.py: "stopped", "shutdown", a provider error's
+    # kind); None for a complete reply, or one still generated.
+    error: str | None = None
 
 
 def _reply_states(session_id: str) -> Any:
@@ -351,6 +354,7 @@ def _reply_state(row: Any) -> ReplyState:
         content=row.content,
         status=str(row.metadata.get("status", "complete")),
         process_id=row.process_id,
+        error=row.metadata.get("error"),
     )
 
 

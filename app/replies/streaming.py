@@ -18,6 +18,7 @@ from fastapi.sse import KEEPALIVE_COMMENT, ServerSentEvent
 
 from app.assistants import Assistant
 from app.auth.access import Caller
+from app.idempotency.keys import IdempotencyKey
 from app.kit import metrics
 from app.kit.db import unavailable
 from app.kit.db.engine import Database
@@ -160,15 +161,18 @@ async def start_chat_stream(
     *,
     history_max_messages: int,
     titles: TitleTasks | None = None,
+    key: IdempotencyKey | None = None,
 ) -> ReplyStream:
     """Store the user's message with the start of its reply, then generate the reply in the
-    background, and the session's title beside it when this message starts the session."""
+    background, and the session's title beside it when this message starts the session.
+    `key` is recorded with the message: `KeyTaken` if it is another request's
+    (app/idempotency/keys.py, `once`)."""
     accepted = await accept_user_message(
         db,
         caller,
         request,
         history_max_messages=history_max_messages,
-        reply_start=ReplyStart.of(assistant, tasks),
+        reply_start=ReplyStart.of(assistant, tasks, key),
     )
     stream = start_reply_stream(db, assistant, tasks, accepted)
     if titles is not None:

@@ -83,6 +83,12 @@ async def test_configured_origin_is_allowed(unused_database_url: str) -> None:
         )
         assert_preflight_allowed(rate, FRONTEND)
         assert "PUT" in rate.headers["Access-Control-Allow-Methods"]
+        # A frontend elsewhere sends its messages with an Idempotency-Key.
+        keyed = await preflight(
+            live.client, FRONTEND, headers="authorization,content-type,idempotency-key"
+        )
+        assert_preflight_allowed(keyed, FRONTEND)
+        assert "idempotency-key" in header_list(keyed, "Access-Control-Allow-Headers")
         # A simple request from the origin gets the header on the response itself.
         health = await live.client.get("/healthz", headers={"Origin": FRONTEND})
         assert health.headers["Access-Control-Allow-Origin"] == FRONTEND

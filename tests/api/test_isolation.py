@@ -632,6 +632,38 @@ async def test_after_all_of_bobs_attempts_alices_session_is_unchanged(world: Wor
     assert [s["session_id"] for s in listed.json()["sessions"]] == [alices]
 
 
+async def test_an_idempotency_key_is_its_users_own(world: World) -> None:
+    """Bob sending the key alice sent gets neither her reply (nothing of hers shows) nor a
+    422 for a different request: his key is another key. Each replays only their own."""
+    key = {"Idempotency-Key": "the-same-key"}
+    alice, bob = {**world.headers("owner"), **key}, {**world.headers("other-user"), **key}
+    alices = await world.client.post(CHAT, json={"message": "alice's plans"}, headers=alice)
+    bobs = await world.client.post(CHAT, json={"message": "bob's plans"}, headers=bob)
+    bobs_stream = await world.client.post(
+        STREAM, json={"message": "alice's plans"}, headers={**bob, "Idempotency-Key": "k2"}
+    )
+    alices_stream = await world.client.post(
+        STREAM, json={"message": "alice's plans"}, headers={**alice, "Idempotency-Key": "k2"}
+    )
+    await world.settled()
+
+    assert alices.status_code == bobs.status_code == 200, bobs.text
+    assert bobs.json()["session_id"] != alices.json()["session_id"]
+    assert served_session_id(bobs_stream) != served_session_id(alices_stream)
+    for response in (bobs_stream, alices_stream):
+        assert response.status_code == 200, response.text
+    for headers, first in ((alice, alices), (bob, bobs)):
+        again = await world.client.post(
+            CHAT, json=json.loads(first.request.content), headers=headers
+        )
+        assert again.status_code == 200, again.text
+        assert again.json() == first.json()
+    as_bob = await world.client.get(
+        session_url(bobs.json()["session_id"]), headers=world.headers("other-user")
+    )
+    assert as_bob.json()["messages"][0]["content"] == "bob's plans"
+
+
 # --- Lists --------------------------------------------------------------------------------
 
 

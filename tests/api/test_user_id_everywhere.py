@@ -48,6 +48,7 @@ _MISMATCHES = {
         "chat_feedback": "JOIN chat_sessions s ON s.session_id = t.session_id",
         "chat_shares": "JOIN chat_sessions s ON s.session_id = t.session_id",
         "chat_session_tags": "JOIN chat_sessions s ON s.session_id = t.session_id",
+        "chat_idempotency_keys": "JOIN chat_sessions s ON s.session_id = t.session_id",
         "chat_share_messages": "JOIN chat_shares h ON h.share_id = t.share_id"
         " JOIN chat_sessions s ON s.session_id = h.session_id",
         "chat_replies_generating": "JOIN chat_messages m ON m.id = t.message_id"
@@ -74,9 +75,11 @@ async def write_everything(client: httpx.AsyncClient, user_id: str | None) -> st
     assert_stream_succeeded(
         await send_stream(client, {"message": "And then?", "session_id": session_id, **owner})
     )
+    # With an Idempotency-Key: a key's owner is the session's, whoever sends it.
     regenerated = await client.post(
         f"{session_url(session_id)}/messages/{first['message_id']}/regenerate",
         params={"stream": "false"},
+        headers={"Idempotency-Key": f"regenerate-{session_id}"},
     )
     assert regenerated.status_code == 200, regenerated.text
     edited = await client.post(
@@ -87,6 +90,7 @@ async def write_everything(client: httpx.AsyncClient, user_id: str | None) -> st
             "edit_of": first["user_message_id"],
             **owner,
         },
+        headers={"Idempotency-Key": "edit"},
     )
     assert edited.status_code == 200, edited.text
     switched = await client.put(

@@ -21,6 +21,7 @@ from app.kit.db.engine import Database, create_engine
 from app.kit.db.tables import (
     chat_feedback,
     chat_folders,
+    chat_idempotency_keys,
     chat_import_sources,
     chat_imports,
     chat_messages,
@@ -100,6 +101,10 @@ SIDEBAR_INDEX_KEYS = {
 # another revision: its name is written here only.
 IMPORTS_REVISION = "0014_imports"
 IMPORTS_TABLES = (chat_imports, chat_import_sources)
+# What the idempotency-keys revision adds: a table. Renumbered when it is merged after another
+# revision: its name is written here only.
+IDEMPOTENCY_REVISION = "0017_idempotency_keys"
+IDEMPOTENCY_TABLE = chat_idempotency_keys
 FOLDER_LIST_INDEX_KEYS = [("user_id", False), ("active", False), ("folder_id", False), *SORT_KEY]
 
 # The tables as revision 0001_base_schema creates them: bound with the application's types so
@@ -156,6 +161,29 @@ async def insert_base_session(
             updated_at=at,
         )
     )
+
+
+async def store_base_session(database: Database, session_id: str, *, at: datetime) -> None:
+    """`insert_base_session` (for alice) in a transaction of its own."""
+    async with database.write() as conn:
+        await insert_base_session(conn, session_id, at=at)
+
+
+async def tables_added_over_a_session(
+    url: str, engine: AsyncEngine, revision: str, *, at: datetime
+) -> set[str]:
+    """Upgrade to `revision` from the revision before it, over a session ("before") written
+    there: the tables the upgrade added. The session is still there after it."""
+    await upgrade(url, down_revision_of(revision))
+    async with app_database(url) as database:
+        await store_base_session(database, "before", at=at)
+    async with engine.connect() as conn:
+        tables_before = await table_names(conn)
+    await upgrade(url, revision)
+    async with engine.connect() as conn:
+        sessions = await conn.execute(sa.text("SELECT session_id FROM chat_sessions"))
+        assert sessions.scalars().all() == ["before"]
+        return await table_names(conn) - tables_before
 
 
 def plain_engine(url: str) -> AsyncEngine:
@@ -341,6 +369,7 @@ async def assert_schema_matches_tables(conn: AsyncConnection) -> None:
         FEEDBACK_TABLE,
         *FOLDERS_TAGS_TABLES,
         *IMPORTS_TABLES,
+        IDEMPOTENCY_TABLE,
     ):
         assert await nullability(conn, table.name) == {
             column.name: column.nullable for column in table.columns

@@ -12,7 +12,6 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.kit.db.engine import Database
 from app.kit.db.tables import chat_folders, chat_messages, chat_session_tags, chat_tags
 from tests.db.helpers import (
     FOLDER_COLUMN,
@@ -29,7 +28,7 @@ from tests.db.helpers import (
     downgrade,
     index_keys,
     index_names,
-    insert_base_session,
+    store_base_session,
     table_names,
     upgrade,
 )
@@ -43,11 +42,6 @@ SESSION_FOLDER = sa.table(
 
 def previous_revision() -> str:
     return down_revision_of(FOLDERS_TAGS_REVISION)
-
-
-async def insert_session(database: Database, session_id: str) -> None:
-    async with database.write() as conn:
-        await insert_base_session(conn, session_id, at=T0)
 
 
 def folder_row(name: str, parent_id: uuid.UUID | None = None) -> dict[str, Any]:
@@ -67,7 +61,7 @@ async def test_upgrade_adds_the_tables_the_column_and_its_index(
 ) -> None:
     await upgrade(fresh_url, previous_revision())
     async with app_database(fresh_url) as database:
-        await insert_session(database, "before")
+        await store_base_session(database, "before", at=T0)
     async with fresh_engine.connect() as conn:
         tables_before = await table_names(conn)
         session_columns = await column_names(conn, "chat_sessions")
@@ -91,8 +85,8 @@ async def test_tag_links_go_with_their_session_and_names_are_unique_per_parent(
 ) -> None:
     await upgrade(fresh_url)
     async with app_database(fresh_url) as database:
-        await insert_session(database, "s")
-        await insert_session(database, "t")
+        await store_base_session(database, "s", at=T0)
+        await store_base_session(database, "t", at=T0)
         tag_id = uuid.uuid4()
         top = folder_row("Work")
         async with database.write() as conn:
@@ -138,7 +132,7 @@ async def test_downgrade_drops_it_all_and_keeps_the_sessions(
 ) -> None:
     await upgrade(fresh_url, FOLDERS_TAGS_REVISION)
     async with app_database(fresh_url) as database:
-        await insert_session(database, "s")
+        await store_base_session(database, "s", at=T0)
         folder = folder_row("Work")
         async with database.write() as conn:
             await conn.execute(sa.insert(chat_folders).values(folder))

@@ -11,7 +11,6 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.kit.db.engine import Database
 from app.kit.db.tables import chat_import_sources, chat_imports
 from tests.db.helpers import (
     IMPORTS_REVISION,
@@ -21,8 +20,9 @@ from tests.db.helpers import (
     assert_schema_matches_tables,
     down_revision_of,
     downgrade,
-    insert_base_session,
+    store_base_session,
     table_names,
+    tables_added_over_a_session,
     upgrade,
 )
 
@@ -32,11 +32,6 @@ NEW_TABLES = {table.name for table in IMPORTS_TABLES}
 
 def previous_revision() -> str:
     return down_revision_of(IMPORTS_REVISION)
-
-
-async def insert_session(database: Database, session_id: str) -> None:
-    async with database.write() as conn:
-        await insert_base_session(conn, session_id, at=T0)
 
 
 def import_row(owner_key: str, status: str) -> dict[str, Any]:
@@ -61,18 +56,9 @@ def import_row(owner_key: str, status: str) -> dict[str, Any]:
 async def test_upgrade_adds_the_tables_over_existing_sessions(
     fresh_url: str, fresh_engine: AsyncEngine
 ) -> None:
-    await upgrade(fresh_url, previous_revision())
-    async with app_database(fresh_url) as database:
-        await insert_session(database, "before")
-    async with fresh_engine.connect() as conn:
-        tables_before = await table_names(conn)
+    added = await tables_added_over_a_session(fresh_url, fresh_engine, IMPORTS_REVISION, at=T0)
 
-    await upgrade(fresh_url, IMPORTS_REVISION)
-
-    async with fresh_engine.connect() as conn:
-        assert await table_names(conn) - tables_before == NEW_TABLES
-        sessions = await conn.execute(sa.text("SELECT session_id FROM chat_sessions"))
-        assert sessions.scalars().all() == ["before"]
+    assert added == NEW_TABLES
     await upgrade(fresh_url)
     async with fresh_engine.connect() as conn:
         await assert_schema_matches_tables(conn)
@@ -83,7 +69,7 @@ async def test_one_running_import_per_owner_and_sources_go_with_their_session(
 ) -> None:
     await upgrade(fresh_url)
     async with app_database(fresh_url) as database:
-        await insert_session(database, "s")
+        await store_base_session(database, "s", at=T0)
         async with database.write() as conn:
             await conn.execute(
                 sa.insert(chat_imports),
@@ -114,7 +100,7 @@ async def test_downgrade_drops_both_tables_and_keeps_the_sessions(
 ) -> None:
     await upgrade(fresh_url, IMPORTS_REVISION)
     async with app_database(fresh_url) as database:
-        await insert_session(database, "s")
+        await store_base_session(database, "s", at=T0)
         async with database.write() as conn:
             await conn.execute(sa.insert(chat_imports).values(import_row("alice", "done")))
             await conn.execute(

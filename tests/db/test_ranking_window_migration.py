@@ -11,8 +11,8 @@ from tests.db.helpers import (
     SEARCH_FOLDING_REVISION,
     alembic_versions,
     app_database,
-    assert_schema_matches_tables,
     down_revision_of,
+    index_definitions,
     index_keys,
     upgrade,
 )
@@ -22,6 +22,13 @@ from tests.db.test_search_migration import found, seed_at_sidebar_revision
 
 INDEX = "idx_chat_search_user"
 BUILDING = "idx_chat_search_user_building"
+CHAT_SEARCH_INDEXES = {
+    "pk_chat_search",
+    "uq_chat_search_session_seq",
+    "idx_chat_search_document",
+    "idx_chat_search_owned",
+    INDEX,
+}
 SEED = tuple(
     SeedSession(f"s-{n}", f"user-{n % 2}", T0, (SeedMessage(1, "user", f"Payment plan {n}", T0),))
     for n in range(4)
@@ -49,7 +56,6 @@ async def test_upgrade_adds_id_to_the_users_index_and_downgrade_removes_it(
     assert await key_columns(fresh_engine) == ["user_id", "id"]
     async with fresh_engine.connect() as conn:
         assert await alembic_versions(conn) == [RANKING_WINDOW_REVISION]
-        await assert_schema_matches_tables(conn)
     async with app_database(fresh_url) as database:
         assert sorted(await found(database, "payment", "user-1")) == ["s-1", "s-3"]
 
@@ -88,4 +94,4 @@ async def test_an_interrupted_upgrade_runs_again(
             " AND indrelid = 'chat_search'::regclass"
         )
         assert invalid.scalar_one() == 0
-        await assert_schema_matches_tables(conn)
+        assert set(await index_definitions(conn, "chat_search")) == CHAT_SEARCH_INDEXES

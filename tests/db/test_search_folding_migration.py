@@ -74,6 +74,9 @@ async def test_upgrade_rewrites_every_entry_and_downgrade_restores_the_old_ones(
         assert await alembic_versions(conn) == [SEARCH_FOLDING_REVISION]
         assert await stored_entries(conn) == await expected_entries(conn)
         await assert_sqlite_index_consistent(conn)
+    # app.kit.db.tables is the head's schema: later revisions add tables of their own.
+    await upgrade(fresh_url)
+    async with fresh_engine.connect() as conn:
         await assert_schema_matches_tables(conn)
     async with app_database(fresh_url) as database:
         for q, user_id, expected in [

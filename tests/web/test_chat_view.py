@@ -4,7 +4,7 @@ messages that try to inject markup."""
 import re
 from typing import Any
 
-from playwright.async_api import Page, expect
+from playwright.async_api import Page, Route, expect
 
 from tests.fakes.openai_server import Fail, Respond
 from tests.web.conftest import CHAT, SESSIONS, Upstream, WebApp, seed
@@ -152,6 +152,46 @@ async def test_a_failed_reply_shows_an_alert_whose_retry_works(
     await expect(replies(page).last).to_have_attribute("data-status", "complete")
     await expect(page.get_by_role("alert")).to_have_count(0)
     assert len(upstream.fake.requests) == 2
+
+
+async def test_a_send_whose_answer_was_lost_is_retried_under_its_key(
+    page: Page, web: WebApp, upstream: Upstream
+) -> None:
+    """The server stored the message, but its answer never reached the page: the retry sends
+    the same Idempotency-Key, so the server answers the stored reply and stores nothing."""
+    upstream.fake.queue(Respond(chunks=["Stored ", "once."]))
+    keys: list[str | None] = []
+
+    async def lose_the_first_answer(route: Route) -> None:
+        keys.append(await route.request.header_value("Idempotency-Key"))
+        if len(keys) == 1:
+            await route.fetch()  # the server answers in full
+            await route.abort("connectionreset")
+        else:
+            await route.continue_()
+
+    await page.route("**/api/v1/chat/stream", lose_the_first_answer)
+    await page.goto("/")
+
+    await send(page, "Only once, please")
+    alert = page.get_by_role("alert")
+    await expect(alert).to_be_visible()
+    await alert.get_by_role("button", name="Retry", exact=True).click()
+
+    await expect(replies(page).last).to_contain_text("Stored once.")
+    await expect(replies(page).last).to_have_attribute("data-status", "complete")
+    assert len(keys) == 2
+    assert keys[0] is not None
+    assert keys[1] == keys[0]
+    assert len(upstream.fake.requests) == 1
+    stored = (await web.client.get(f"{SESSIONS}/{await only_session_id(web)}")).json()
+    assert [m["role"] for m in stored["messages"]] == ["user", "assistant"]
+    # The next message gets a key of its own.
+    upstream.fake.queue(Respond(chunks=["Another."]))
+    await send(page, "And another")
+    await expect(replies(page).last).to_contain_text("Another.")
+    assert len(keys) == 3
+    assert keys[2] not in (None, keys[0])
 
 
 async def test_markup_in_messages_renders_as_inert_text(

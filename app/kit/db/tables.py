@@ -393,3 +393,34 @@ chat_import_sources = Table(
     ),
     Index("idx_chat_import_sources_session", "session_id"),
 )
+
+# Idempotency keys (migration 0017, app/idempotency): a request that started a reply under the
+# client's `Idempotency-Key` header, written in the transaction that stored its message, so
+# that the same request sent again answers what was stored instead of storing it twice. One
+# row per owner and key (the primary key: of two requests with the same key at once, one
+# commits and the other finds its row). Kept IDEMPOTENCY_KEY_TTL_HOURS after `created_at`,
+# then deleted by the liveness sweep (app/replies/liveness.py); deleting the session deletes
+# them (cascade).
+chat_idempotency_keys = Table(
+    "chat_idempotency_keys",
+    metadata,
+    # The session's owner, or NO_OWNER: the key's scope.
+    Column("user_id", Text, primary_key=True),
+    Column("key", Text, primary_key=True),
+    # What the request asked (app/idempotency/keys.py): the same key with another request is
+    # refused.
+    Column("fingerprint", Text, nullable=False),
+    Column(
+        "session_id",
+        Text,
+        ForeignKey("chat_sessions.session_id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    # The message answered (the user's message the request stored, or the one a regeneration
+    # answers again) and the reply the request started.
+    Column("question_id", Uuid, nullable=False),
+    Column("reply_id", Uuid, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Index("idx_chat_idempotency_keys_session", "session_id"),
+    Index("idx_chat_idempotency_keys_created", "created_at"),
+)

@@ -100,17 +100,28 @@ function formatWait(seconds) {
 }
 
 /**
- * Sends a message and calls `onEvent({event, data})` for each event of the streamed reply
- * (`session`, `delta`..., then `done` or `error`). Resolves when the stream ends.
+ * A new Idempotency-Key: one per message sent (or reply regenerated), the same when that
+ * request is sent again, so that the server stores it once (docs/api.md, Idempotency keys).
+ * crypto.randomUUID needs a secure context (HTTPS or localhost); getRandomValues does not.
  */
-export function streamChat(body, options) {
-  return streamFrom('/stream', body, options);
+export function newIdempotencyKey() {
+  if (crypto.randomUUID) return crypto.randomUUID();
+  return Array.from(crypto.getRandomValues(new Uint8Array(16)), (byte) => byte.toString(16).padStart(2, '0')).join('');
 }
 
-/** Regenerates the assistant reply `messageId`: the same events as streamChat. */
-export function streamRegenerate(sessionId, messageId, options) {
+/**
+ * Sends a message under the Idempotency-Key `key` and calls `onEvent({event, data})` for each
+ * event of the streamed reply (`session`, `delta`..., then `done` or `error`). Resolves when
+ * the stream ends.
+ */
+export function streamChat(body, key, options) {
+  return streamFrom('/stream', body, { ...options, headers: { 'Idempotency-Key': key } });
+}
+
+/** Regenerates the assistant reply `messageId` under `key`: the same events as streamChat. */
+export function streamRegenerate(sessionId, messageId, key, options) {
   const path = `/sessions/${encodeURIComponent(sessionId)}/messages/${encodeURIComponent(messageId)}/regenerate`;
-  return streamFrom(path, undefined, options);
+  return streamFrom(path, undefined, { ...options, headers: { 'Idempotency-Key': key } });
 }
 
 /**

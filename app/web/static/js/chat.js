@@ -2,7 +2,7 @@
 // sending a message and streaming the reply into its bubble, stopping it, and retrying.
 // Editing, regenerating and the versions of a message are branches.js's.
 
-import { ApiError, isAbort, request, resumeStream, streamChat, streamRegenerate } from './api.js';
+import { ApiError, isAbort, newIdempotencyKey, request, resumeStream, streamChat, streamRegenerate } from './api.js';
 import { Branches } from './branches.js';
 import { copyText, h, icon } from './dom.js';
 import { feedbackControls } from './feedback.js';
@@ -354,7 +354,7 @@ export class Chat {
    * of it: the new message takes its place and the conversation below it goes (it stays on
    * the old branch, a version away).
    */
-  async send(text, { editOf = null } = {}) {
+  async send(text, { editOf = null, key = newIdempotencyKey() } = {}) {
     this.clearError();
     this.emptyState.hidden = true;
     this.lastMessage = text;
@@ -370,35 +370,39 @@ export class Chat {
       this.list.append(userItem, reply);
     }
     const stream = this.newStream({ message: text, userItem, userSiblings: editOf?.siblingIds ?? [], reply, restore });
+    // Sent again only while no `session` event said it was saved: under the same key, so that
+    // a message the server did store (its answer lost) is not stored twice.
     stream.again = () => {
       if (!editOf) {
         // One the server never got is taken off the screen first.
         if (!stream.saved) {
           stream.userItem.remove();
           stream.reply.remove();
+          this.send(text, { key });
+        } else {
+          this.send(text);
         }
-        this.send(text);
       } else if (!stream.saved) {
-        this.send(text, { editOf }); // the edited message is back on screen
+        this.send(text, { editOf, key }); // the edited message is back on screen
       } else {
         this.regenerateFailed(stream, () => this.send(text, { editOf: { ...editOf, item: stream.userItem } }));
       }
     };
-    await this.run(stream, (options) => streamChat(body, options));
+    await this.run(stream, (options) => streamChat(body, key, options));
   }
 
   /** Regenerates the reply `target` (a reply on screen: {item, id, siblingIds}) in its place. */
-  async regenerate(target) {
+  async regenerate(target, key = newIdempotencyKey()) {
     if (this.busy || !this.sessionId) return;
     this.clearError();
     const reply = this.pendingReply();
     const restore = this.replaceFrom(target.item, reply);
     const stream = this.newStream({ reply, replySiblings: target.siblingIds, restore });
     stream.again = () => {
-      if (!stream.saved) this.regenerate(target);
+      if (!stream.saved) this.regenerate(target, key);
       else this.regenerateFailed(stream, () => this.regenerate({ ...target, item: stream.reply }));
     };
-    await this.run(stream, (options) => streamRegenerate(this.sessionId, target.id, options));
+    await this.run(stream, (options) => streamRegenerate(this.sessionId, target.id, key, options));
   }
 
   /** Retries a failed reply of an edit or a regeneration: regenerates it, once its id is known. */
