@@ -35,13 +35,11 @@ from app.config import Settings
 from app.kit.db import migrate
 from app.kit.db.engine import Database, create_engine
 from app.kit.db.tables import chat_sessions
-from app.search import fulltext
 from app.search import queries as search_queries
-from app.search import service as search_service
 from app.sessions import queries as session_queries
 from app.sessions.queries import SessionFilter
 from bench.data import Dataset, DataSpec, _describe, load, make_plan
-from bench.sidebar import SEARCH_PAGE, compare_ranking
+from bench.sidebar import SEARCH_PAGE, compare_ranking, search_first_page
 from bench.stream_relay import DEFAULT_POSTGRES_URL, percentile
 
 USERS_PER_KIND = 100
@@ -51,18 +49,6 @@ async def timed(op: Awaitable[Any]) -> float:
     started = time.perf_counter()
     await op
     return time.perf_counter() - started
-
-
-async def search_once(db: Database, user_id: str, q: str) -> None:
-    await search_service.search_sessions(
-        db,
-        SessionFilter(user_id, archived=False),
-        query_words=fulltext.query_words(q),
-        size=SEARCH_PAGE,
-        page=1,
-        cursor=None,
-        include_total=False,
-    )
 
 
 async def list_once(db: Database, user_id: str) -> None:
@@ -96,7 +82,7 @@ async def measure(database: str, data: Dataset, url: str) -> None:
             if search.key == "search_common_big":
                 continue
             kind_users = search.users[:USERS_PER_KIND]
-            now = [await timed(search_once(db, u, search.query)) for u in kind_users]
+            now = [(await search_first_page(db, u, search.query))[0] for u in kind_users]
             print(_row(search.label, now), flush=True)
         result = SimpleNamespace(ranking=[])
         await compare_ranking(SimpleNamespace(db=db, data=data), result)  # type: ignore[arg-type]

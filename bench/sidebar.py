@@ -889,7 +889,7 @@ async def check_search(bench: Bench, result: DatabaseResult) -> None:
 RANKING_RUNS = 5
 
 
-async def _search_page(db: Database, user_id: str, q: str) -> tuple[float, list[Any]]:
+async def search_first_page(db: Database, user_id: str, q: str) -> tuple[float, list[Any]]:
     started = time.perf_counter()
     page = await search_service.search_sessions(
         db,
@@ -921,11 +921,11 @@ async def compare_ranking(bench: Bench, result: DatabaseResult) -> None:
         for _run in range(RANKING_RUNS + 1):
             for mode in ("window", "every"):
                 if mode == "window":
-                    seconds, pages[mode] = await _search_page(db, user, q)
+                    seconds, pages[mode] = await search_first_page(db, user, q)
                 else:
                     # Ranking every match: as for a user whose entries all fit in the window.
                     with _every_match_ranked():
-                        seconds, pages[mode] = await _search_page(db, user, q)
+                        seconds, pages[mode] = await search_first_page(db, user, q)
                 timings[mode].append(seconds)
         now, before = pages["window"], pages["every"]
         shared = len({s.session_id for s in now} & {s.session_id for s in before})
