@@ -12,8 +12,8 @@ import functools
 import time
 from collections.abc import Callable
 
-from app.kit.text import make_snippet
 from app.search.fulltext import query_words
+from app.search.snippets import make_snippet
 
 ASCII_TEXT = "Deploy the cluster, then the Kubernetes service with a node.\n"
 ACCENTED_TEXT = "Un café à Zürich; die Straße ist lang, η σοφία und naïve résumé. "

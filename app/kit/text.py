@@ -1,5 +1,5 @@
-"""How message text becomes the sidebar's one-line labels: titles, last-message previews and
-search snippets.
+"""How message text becomes the sidebar's one-line labels: titles and last-message previews
+(and, with these rules, search snippets: app/search/snippets.py).
 
 A label is made of the text's grapheme clusters, with four rules on top of the length cut:
 - whitespace runs (newlines too) become one space, and the ends are trimmed;
@@ -21,8 +21,6 @@ user messages does.
 
 import regex
 
-from app.search.fulltext import first_match
-
 # What a session without a title (no user message yet) is called.
 UNTITLED = "New chat"
 
@@ -33,8 +31,9 @@ ELLIPSIS = "..."
 # real script with its marks, an Indic conjunct included, is almost always shorter.
 LABEL_MAX_CLUSTER_CHARS = 12
 
-_WHITESPACE_RUN = regex.compile(r"\s+")
-_GRAPHEME = regex.compile(r"\X")
+# Label rules shared with search snippets (app/search/snippets.py).
+WHITESPACE_RUN = regex.compile(r"\s+")
+GRAPHEME_CLUSTER = regex.compile(r"\X")
 _SPACE = regex.compile(r"\s")
 _BIDI_CONTROL = regex.compile(r"\p{Bidi_Control}+")
 # What draws nothing: controls, format characters (zero-width ones included), separators,
@@ -76,7 +75,7 @@ def _shorten_plain(text: str, max_chars: int | None) -> str | None:
     """`shorten` of text whose head is plain (each character a cluster that shows); None when
     the cluster walk is needed. Only the head that can reach the label is looked at."""
     head = text if max_chars is None else text[: 2 * max_chars + 16]
-    collapsed: str = _WHITESPACE_RUN.sub(" ", head).strip()
+    collapsed: str = WHITESPACE_RUN.sub(" ", head).strip()
     if _NOT_PLAIN.search(collapsed) is not None:
         return None
     if max_chars is not None and len(collapsed) > max_chars:
@@ -127,51 +126,3 @@ def make_preview(message: str) -> str:
     """The sidebar's `last_message`: "" when nothing in it is visible, as for a session
     without messages."""
     return shorten(message, PREVIEW_MAX_CHARS)
-
-
-SNIPPET_MAX_CHARS = 160
-# How much text a snippet shows before the first match.
-SNIPPET_LEAD_CHARS = 40
-
-
-def make_snippet(text: str, query_words: list[str]) -> str:
-    """An excerpt of `text` around the first place a search for `query_words` (folded, as
-    `query_words` makes them) matches it, by the index's rules (`first_match`: `cafe` in
-    `Café`, `東京` inside `我住在東京都`), from the start when nothing does: what a search
-    result shows of the message that matched. The text is shown as written. A label like a
-    preview: "" when nothing in it is visible."""
-    match = first_match(text, query_words)
-    if match is not None:
-        before = _shown_before(text, match)
-        if len(before) > SNIPPET_LEAD_CHARS:
-            start = _cluster_boundary(before, len(before) - SNIPPET_LEAD_CHARS)
-            space = before.find(" ", start)
-            if space != -1:
-                start = space + 1
-            shown = before[start:] + text[match:]
-            return ELLIPSIS + shorten(shown, SNIPPET_MAX_CHARS - len(ELLIPSIS))
-    return shorten(text, SNIPPET_MAX_CHARS)
-
-
-def _shown_before(text: str, position: int) -> str:
-    """What comes before `position` in `text` as a label shows it (whitespace runs one space,
-    none leading), or when that is longer, at least its last 2 * SNIPPET_LEAD_CHARS
-    characters: only what the snippet may show is collapsed, not a long message's start."""
-    window = 4 * SNIPPET_LEAD_CHARS
-    while True:
-        start = max(0, position - window)
-        before: str = _WHITESPACE_RUN.sub(" ", text[start:position])
-        if start == 0:
-            return before.lstrip()
-        if len(before) > 2 * SNIPPET_LEAD_CHARS:
-            return before
-        window *= 4
-
-
-def _cluster_boundary(text: str, position: int) -> int:
-    """The first grapheme cluster boundary at or after `position`."""
-    # Segmenting from a little earlier: a start inside a cluster resynchronises within it.
-    for cluster in _GRAPHEME.finditer(text, max(0, position - 16)):
-        if cluster.start() >= position:
-            return int(cluster.start())
-    return len(text)

@@ -9,9 +9,9 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.kit.db.engine import Database
-from app.kit.text import make_snippet
 from app.search import queries
 from app.search.queries import SearchQuery
+from app.search.snippets import make_snippet
 from app.sessions.cursor import (
     SEARCH_MAX_OFFSET,
     InvalidCursor,

@@ -25,11 +25,12 @@ from app.assistants import AssistantError
 from app.domain import Role
 from app.kit.db.engine import Database
 from app.kit.db.tables import SEARCH_TITLE_SEQ, chat_search
-from app.kit.text import make_preview, make_snippet, make_title
+from app.kit.text import make_preview, make_title
 from app.messages import queries as message_queries
 from app.search import fulltext
 from app.search import service as search_service
 from app.search.fulltext import FTS_TABLE, query_words, words
+from app.search.snippets import make_snippet
 from app.sessions import queries as session_queries
 from tests.api.conftest import bearer
 from tests.api.helpers import (

@@ -5,14 +5,9 @@ with ellipses where text was left out."""
 import pytest
 import regex
 
-from app.kit.text import (
-    ELLIPSIS,
-    LABEL_MAX_CLUSTER_CHARS,
-    SNIPPET_LEAD_CHARS,
-    SNIPPET_MAX_CHARS,
-    make_snippet,
-)
+from app.kit.text import ELLIPSIS, LABEL_MAX_CLUSTER_CHARS
 from app.search.fulltext import query_words
+from app.search.snippets import SNIPPET_LEAD_CHARS, SNIPPET_MAX_CHARS, make_snippet
 from tests.db.test_search_languages import (
     FOLDED,
     NOT_FOUND,

@@ -13,11 +13,11 @@ from app.kit.text import (
     UNTITLED,
     make_chosen_title,
     make_preview,
-    make_snippet,
     make_title,
     shorten,
 )
 from app.kit.text import _shorten_clusters as shorten_by_clusters
+from app.search.snippets import make_snippet
 from tests.labels import BIDI_CONTROLS, INVISIBLE, has_visible, label_texts, zalgo
 
 FAMILY = "\U0001f469\u200d\U0001f469\u200d\U0001f467\u200d\U0001f466"  # one grapheme, 7 code points
