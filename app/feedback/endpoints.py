@@ -15,7 +15,7 @@ from app.feedback.cursor import InvalidCursor, decode_cursor
 from app.feedback.queries import FeedbackPosition
 from app.feedback.schemas import FeedbackList, FeedbackRequest, MessageFeedback
 from app.kit.error_responses import AUTH_ERRORS, error_responses
-from app.kit.schemas import SessionIdPath
+from app.kit.schemas import IsoDateTime, SessionIdPath
 
 router = APIRouter(tags=["feedback"])
 
@@ -113,7 +113,7 @@ async def list_feedback(
     caller: CallerDep,
     db: DatabaseDep,
     since: Annotated[
-        datetime | None,
+        IsoDateTime | None,
         Query(
             description=(
                 "Only feedback set or changed at or after this time (ISO 8601; without a time "

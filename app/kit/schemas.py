@@ -2,11 +2,19 @@
 body, and the field types several features use (session ids, user ids, timestamps) with the
 text rules their JSON Schema states."""
 
+import re
 from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import Path
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+)
 
 from app.domain import USER_ID_MAX_CHARS, unstorable_reason
 
@@ -35,6 +43,23 @@ UTCTimestamp = Annotated[
     AfterValidator(_in_utc),
     Field(examples=["2025-11-03T10:45:23.512000Z"]),
 ]
+
+
+_NUMBER = re.compile(r"\s*[+-]?(\d+\.?\d*|\.\d+)\s*")
+
+
+def _not_a_number(value: object) -> object:
+    # Pydantic reads a number as seconds since 1970, and `20261207` (ISO 8601's basic date)
+    # as such a number: the schema says a date-time string, so neither is one.
+    if isinstance(value, int | float) or (isinstance(value, str) and _NUMBER.fullmatch(value)):
+        raise ValueError(
+            "expected an ISO 8601 date-time such as 2026-12-07T18:00:00Z, not a number"
+        )
+    return value
+
+
+# A date-time a client sends (a query parameter): ISO 8601 text only.
+IsoDateTime = Annotated[datetime, BeforeValidator(_not_a_number)]
 
 
 def storable(value: str) -> str:

@@ -463,7 +463,15 @@ async def test_the_export_refuses_cursors_it_did_not_issue(client: httpx.AsyncCl
         response = await client.get(FEEDBACK_LIST, params={"cursor": cursor})
         assert response.status_code == 422, (cursor, response.text)
         assert response.json()["detail"][0]["loc"] == ["query", "cursor"]
-    for params in ({"limit": 0}, {"limit": 501}, {"since": "yesterday"}):
+    for params in (
+        {"limit": 0},
+        {"limit": 501},
+        {"since": "yesterday"},
+        # Pydantic would read these as seconds since 1970; the schema asks for ISO 8601 text.
+        {"since": "1052994"},
+        {"since": "20261207"},
+        {"since": "1.5"},
+    ):
         response = await client.get(FEEDBACK_LIST, params=params)
         assert response.status_code == 422, (params, response.text)
 
