@@ -153,6 +153,9 @@ class LiveServer:
     base_url: str
 
 
+KEEPALIVE_EXPIRY_SECONDS = 1.0
+
+
 def _listening_socket() -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -172,7 +175,11 @@ async def serve(app: FastAPI, **config: Any) -> AsyncIterator[LiveServer]:
     base_url = f"http://127.0.0.1:{port}"
     try:
         # The socket listens already, so this waits for start-up without polling.
-        async with httpx.AsyncClient(base_url=base_url, timeout=30) as client:
+        # Idle connections are dropped by the client well before uvicorn closes them
+        # (`timeout_keep_alive`, 5 s, httpx's default expiry too): at equal times a request
+        # could go out on a connection the server was closing (httpx.ReadError, seen once).
+        limits = httpx.Limits(keepalive_expiry=KEEPALIVE_EXPIRY_SECONDS)
+        async with httpx.AsyncClient(base_url=base_url, timeout=30, limits=limits) as client:
             (await client.get("/healthz")).raise_for_status()
             yield LiveServer(app=app, server=server, client=client, base_url=base_url)
     finally:
