@@ -137,6 +137,9 @@ async def stored_reply(database: Database, session_id: str) -> dict[str, Any]:
     return reply
 
 
+STOP_ARRIVES_SECONDS = 30
+
+
 async def stop_through(
     live: LiveServer, assistant: FedAssistant, *streams: OpenStream
 ) -> httpx.Response:
@@ -145,10 +148,13 @@ async def stop_through(
     saves its text. The answer, once the streams have ended."""
     stopping = asyncio.create_task(live.client.post(f"{session_url('s')}/stop"))
     ended = False
-    while not ended:
-        assistant.feed(".")
-        for stream in streams:
-            ended = (await stream.read_until("delta"))[-1].event != "delta" or ended
+    # Bounded: a stop that never arrives fails here instead of feeding the reply forever
+    # (seen once in a full run, on the first PostgreSQL-with-Redis test: not understood yet).
+    async with asyncio.timeout(STOP_ARRIVES_SECONDS):
+        while not ended:
+            assistant.feed(".")
+            for stream in streams:
+                ended = (await stream.read_until("delta"))[-1].event != "delta" or ended
     return await stopping
 
 
