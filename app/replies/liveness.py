@@ -9,6 +9,11 @@ on the same host, at once when its pid is no longer running. So a crashed replic
 are finished by the others within PROCESS_STALE_SECONDS + PROCESS_HEARTBEAT_SECONDS, and by
 the next process to start on its host at start-up. This relies on the hosts' clocks agreeing
 to well within PROCESS_STALE_SECONDS.
+
+"The same host" means the same pid namespace of the same boot of the same machine
+(`this_host()`), the only place where a pid names one process: containers that share a
+hostname (host networking) or machines that share one (cloned images) each have pids of their
+own, and a pid there says nothing here.
 """
 
 import asyncio
@@ -31,6 +36,24 @@ from app.replies import queries as reply_queries
 from app.replies.metadata import interrupted_metadata
 
 logger = logging.getLogger(__name__)
+
+# The instances running in this OS process (tests and embedders run several apps in one): they
+# share its pid, and are alive for as long as they are here.
+_INSTANCES_HERE: set[uuid.UUID] = set()
+
+
+def this_host() -> str:
+    """Where this process's pid means something: hostname, boot and pid namespace on Linux
+    (a restarted container gets a new namespace, and its old pids are left to go stale);
+    the hostname alone elsewhere."""
+    parts = [socket.gethostname()]
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as boot:
+            parts.append(boot.read().strip())
+        parts.append(os.readlink("/proc/self/ns/pid"))
+    except OSError:
+        return parts[0]
+    return " ".join(parts)
 
 
 class ProcessLiveness:
@@ -57,7 +80,7 @@ class ProcessLiveness:
         self._stale = timedelta(seconds=stale_seconds)
         # Idempotency keys older than this are deleted by each sweep (None: not here).
         self._key_ttl = idempotency_key_ttl
-        self._host = socket.gethostname()
+        self._host = this_host()
         self._pid = os.getpid()
         self._started_at = utc_now()
         self._loop: asyncio.Task[None] | None = None
@@ -66,6 +89,7 @@ class ProcessLiveness:
         """Register and finish what dead processes left (a restart after a crash) at once,
         then keep reporting and sweeping, all in the background: a database that is not
         migrated yet must not keep the service from starting (GET /readyz says why)."""
+        _INSTANCES_HERE.add(self.process_id)
         self._loop = asyncio.create_task(self._run())
 
     async def stop(self) -> None:
@@ -73,6 +97,7 @@ class ProcessLiveness:
         if self._loop is not None:
             self._loop.cancel()
             await asyncio.gather(self._loop, return_exceptions=True)
+        _INSTANCES_HERE.discard(self.process_id)
         try:
             async with self._db.write() as conn:
                 await reply_queries.forget_process(conn, self.process_id)
@@ -155,12 +180,14 @@ class ProcessLiveness:
 
     async def _dead_on_this_host(self, conn: AsyncConnection) -> list[uuid.UUID]:
         """Processes registered from this host whose pid is not running, or is this process's
-        own (an earlier process with the pid that this one reuses, as in a restarted
-        container): dead without waiting for their heartbeat to go stale."""
+        own (an earlier process with the pid that this one reuses) without being one of the
+        instances in it: dead without waiting for their heartbeat to go stale."""
         return [
             process_id
             for process_id, pid in await reply_queries.processes_on_host(conn, self._host)
-            if process_id != self.process_id and (pid == self._pid or not _running(pid))
+            if process_id not in _INSTANCES_HERE
+            and process_id != self.process_id
+            and (pid == self._pid or not _running(pid))
         ]
 
 

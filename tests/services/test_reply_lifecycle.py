@@ -25,7 +25,7 @@ from app.messages import service as message_service
 from app.messages.schemas import ChatRequest
 from app.replies import queries as reply_queries
 from app.replies.generation import ReplyTasks
-from app.replies.liveness import ProcessLiveness
+from app.replies.liveness import ProcessLiveness, this_host
 from app.replies.metadata import generating_metadata
 from app.replies.schemas import StreamDelta, StreamDone
 from app.replies.streaming import start_chat_stream
@@ -128,7 +128,7 @@ async def test_a_reply_with_no_text_yet_is_finished_as_failed_and_keeps_the_prev
 async def test_the_replies_of_live_processes_are_left_alone(database: Database) -> None:
     elsewhere = await register(database, host="elsewhere", pid=1, seconds_ago=1)
     # Another live process on this host (this one's parent).
-    here = await register(database, host=socket.gethostname(), pid=os.getppid(), seconds_ago=1)
+    here = await register(database, host=this_host(), pid=os.getppid(), seconds_ago=1)
     await reply_in_progress(database, elsewhere, "one", session_id="a")
     await reply_in_progress(database, here, "two", session_id="b")
 
@@ -140,7 +140,7 @@ async def test_the_replies_of_live_processes_are_left_alone(database: Database) 
 
 
 async def test_a_dead_pid_on_this_host_is_finished_at_once(database: Database) -> None:
-    process = await register(database, host=socket.gethostname(), pid=dead_pid(), seconds_ago=0)
+    process = await register(database, host=this_host(), pid=dead_pid(), seconds_ago=0)
     await reply_in_progress(database, process, "cut")
 
     assert await sweeper(database).sweep() == 1
@@ -150,6 +150,51 @@ async def test_a_dead_pid_on_this_host_is_finished_at_once(database: Database) -
         "incomplete",
         "interrupted",
     )
+
+
+async def test_another_instance_in_this_process_is_alive(database: Database) -> None:
+    """Two apps in one OS process (as the replica tests run them) share its pid: neither
+    takes the other for an earlier process whose pid this one reuses."""
+    other = ProcessLiveness(database, uuid.uuid4(), heartbeat_seconds=60, stale_seconds=300)
+    other.start()
+    try:
+        async with asyncio.timeout(10):
+            while not await registered(database, other.process_id):
+                await asyncio.sleep(0.01)
+        await reply_in_progress(database, other.process_id, "still writing")
+
+        assert await sweeper(database).sweep() == 0
+    finally:
+        await other.stop()
+    [_, reply] = await message_rows(database, "s")
+    assert reply["metadata"]["status"] == "generating"
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="pid namespaces are Linux's")
+async def test_a_pid_registered_under_this_hostname_from_elsewhere_is_left_to_go_stale(
+    database: Database,
+) -> None:
+    """A container sharing this hostname (host networking), or a machine cloned from the same
+    image, has pids of its own: one not running here may be running there."""
+    process = await register(database, host=socket.gethostname(), pid=dead_pid(), seconds_ago=0)
+    await reply_in_progress(database, process, "elsewhere")
+
+    assert await sweeper(database).sweep() == 0
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="pid namespaces are Linux's")
+def test_this_host_is_the_machine_its_boot_and_pid_namespace() -> None:
+    with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as boot:
+        boot_id = boot.read().strip()
+    assert this_host() == f"{socket.gethostname()} {boot_id} {os.readlink('/proc/self/ns/pid')}"
+
+
+async def registered(database: Database, process_id: uuid.UUID) -> bool:
+    async with database.read() as conn:
+        rows = await conn.execute(
+            select(chat_processes.c.id).where(chat_processes.c.id == process_id)
+        )
+        return bool(rows.all())
 
 
 async def test_an_unregistered_process_counts_as_dead_once_its_reply_is_old(
