@@ -119,7 +119,9 @@ async def search_sessions(
                 # the current branch.
                 forked = [match.id for match in matches.values() if not match.straight]
                 on_branch = await queries.messages_on_current_branch(conn, forked)
-                tags = await tag_queries.tags_of_sessions(conn, page_ids)
+                tags = await tag_queries.tags_of_sessions(
+                    conn, [row["session_id"] for row in rows[:shown] if row["tagged"]]
+                )
     next_offset = offset + shown
     has_more = len(rows) > shown and next_offset < SEARCH_MAX_OFFSET
     rows = rows[:shown]

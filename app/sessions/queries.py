@@ -35,7 +35,7 @@ from app.kit.db.tables import chat_sessions
 from app.kit.db.types import UTCDateTime
 from app.kit.text import UNTITLED
 from app.search import index as search_index
-from app.tags.queries import has_tag
+from app.tags.queries import has_tag, is_tagged
 
 SUMMARY_COLUMNS = (
     chat_sessions.c.session_id,
@@ -49,6 +49,7 @@ SUMMARY_COLUMNS = (
     (~chat_sessions.c.active).label("archived"),
     chat_sessions.c.folder_id,
     chat_sessions.c.id,
+    is_tagged().label("tagged"),
 )
 # The sidebar's order, all descending; `id` makes it total, so pages neither overlap nor skip.
 LIST_ORDER = (chat_sessions.c.pinned, chat_sessions.c.updated_at, chat_sessions.c.id)

@@ -31,7 +31,9 @@ from app.tags.schemas import name_key
 
 async def with_tags(conn: AsyncConnection, rows: Sequence[Any]) -> list[dict[str, Any]]:
     """The session rows (dicts or mappings), each with its `tags`: one query for them all."""
-    tags = await tag_queries.tags_of_sessions(conn, [row["session_id"] for row in rows])
+    tags = await tag_queries.tags_of_sessions(
+        conn, [row["session_id"] for row in rows if row["tagged"]]
+    )
     return [{**row, "tags": tags.get(row["session_id"], [])} for row in rows]
 
 
