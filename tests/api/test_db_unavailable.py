@@ -16,7 +16,7 @@ import sqlalchemy.exc
 from prometheus_client import REGISTRY
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.kit.db.engine import Database
 from app.kit.db.unavailable import DETAIL, RETRY_AFTER_SECONDS, unavailable_reason
@@ -32,9 +32,7 @@ from tests.api.helpers import (
     use_assistant,
 )
 from tests.conftest import POSTGRES_ADMIN_URL, LiveServer, make_settings, serve
-
-# Short, so that each refused request waits this long and no more.
-POOL_TIMEOUT_SECONDS = 0.2
+from tests.outage import hold_every_connection, small_pool_settings
 
 # What each of these routes is sent while the database cannot serve it.
 REQUESTS = [
@@ -59,22 +57,8 @@ def _refusals(reason: str) -> float:
 
 @asynccontextmanager
 async def _small_pool_server(migrated_url: str) -> AsyncIterator[LiveServer]:
-    settings = make_settings(
-        migrated_url,
-        database_pool_size=1,
-        database_pool_timeout_seconds=POOL_TIMEOUT_SECONDS,
-    )
-    async with serve(create_app(settings)) as live:
+    async with serve(create_app(small_pool_settings(migrated_url))) as live:
         yield live
-
-
-async def _hold_every_connection(database: Database, stack: AsyncExitStack) -> None:
-    """Check out as many connections as the pool may open (its size and its overflow)."""
-    pool = database.engine.pool
-    limit = pool.size() + pool._max_overflow  # type: ignore[attr-defined]
-    for _ in range(limit):
-        conn: AsyncConnection = await stack.enter_async_context(database.engine.connect())
-        await conn.execute(text("SELECT 1"))
 
 
 @pytest.mark.parametrize(("method", "path", "body"), REQUESTS)
@@ -85,7 +69,7 @@ async def test_an_exhausted_pool_is_answered_503_and_nothing_is_written(
         app_database: Database = live.app.state.database
         before = _refusals("pool_timeout")
         async with AsyncExitStack() as held:
-            await _hold_every_connection(app_database, held)
+            await hold_every_connection(app_database, held)
 
             response = await live.client.request(method, path, json=body)
 
@@ -104,7 +88,7 @@ async def test_an_exhausted_pool_is_logged_as_a_warning_without_a_traceback(
 ) -> None:
     async with _small_pool_server(migrated_url) as live:
         async with AsyncExitStack() as held:
-            await _hold_every_connection(live.app.state.database, held)
+            await hold_every_connection(live.app.state.database, held)
             with caplog.at_level("WARNING", logger="app.kit.http.request_context"):
                 response = await live.client.post(CHAT, json={"message": "hello"})
         assert response.status_code == 503
@@ -127,7 +111,7 @@ async def test_a_stream_that_cannot_save_its_reply_ends_with_an_error_event(
             async with open_stream(live, {"message": "hello"}) as stream:
                 await stream.read_until("delta")
                 before = _refusals("pool_timeout")
-                await _hold_every_connection(live.app.state.database, held)
+                await hold_every_connection(live.app.state.database, held)
                 gate.set()
                 [*_, end] = await stream.read_until("error")
             assert end.data == {"detail": DETAIL}
