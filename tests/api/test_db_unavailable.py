@@ -28,7 +28,9 @@ from tests.api.helpers import (
     ScriptedAssistant,
     count_rows,
     open_stream,
+    resumed,
     send,
+    stored_messages,
     use_assistant,
 )
 from tests.conftest import POSTGRES_ADMIN_URL, LiveServer, make_settings, serve
@@ -118,6 +120,69 @@ async def test_a_stream_that_cannot_save_its_reply_ends_with_an_error_event(
             await held.aclose()
             await live.app.state.reply_tasks.wait_idle()
             assert _refusals("pool_timeout") == before + 1
+
+
+async def test_a_reply_whose_end_could_not_be_saved_answers_its_key_once_saved(
+    migrated_url: str, database: Database
+) -> None:
+    """Its end is written again by the next heartbeat: a request sent again with its key
+    then gets the stored reply, where until then it would get a 409 (still generating)."""
+    gate = asyncio.Event()
+    assistant = ScriptedAssistant(["Hello ", "there"], gate=gate, hold_reply=True)
+    body = {"message": "hello", "session_id": "s"}
+    key = {"Idempotency-Key": "k"}
+    async with _small_pool_server(migrated_url) as live, AsyncExitStack() as held:
+        with use_assistant(live, assistant):
+            first = asyncio.create_task(live.client.post(CHAT, json=body, headers=key))
+            await assistant.asked.wait()
+            await hold_every_connection(live.app.state.database, held)
+            gate.set()
+            _assert_unavailable(await first)
+            await held.aclose()
+            generating = await live.client.post(CHAT, json=body, headers=key)
+            assert generating.status_code == 409, generating.text
+
+            await live.app.state.liveness.beat()
+
+            again = await live.client.post(CHAT, json=body, headers=key)
+    assert again.status_code == 200, again.text
+    assert again.json()["response"] == "Hello there"
+    [question, reply] = await stored_messages(database, "s")
+    assert again.json()["message_id"] == str(reply["id"])
+    assert again.json()["user_message_id"] == str(question["id"])
+    assert (reply["content"], reply["metadata"]["status"]) == ("Hello there", "complete")
+
+
+async def test_a_stream_resumed_after_its_end_could_not_be_saved_ends_once_saved(
+    migrated_url: str, database: Database
+) -> None:
+    gate = asyncio.Event()
+    assistant = ScriptedAssistant(["Hel", "lo"], gate=gate)
+    async with _small_pool_server(migrated_url) as live, AsyncExitStack() as held:
+        with use_assistant(live, assistant):
+            async with open_stream(live, {"message": "hello", "session_id": "s"}) as stream:
+                await assistant.asked.wait()
+                await hold_every_connection(live.app.state.database, held)
+                gate.set()
+                [*_, end] = await stream.read_until("error")
+            assert end.data == {"detail": DETAIL}
+            await live.app.state.reply_tasks.wait_idle()
+            await held.aclose()
+            # Generating still: the reader follows it until it ends.
+            async with resumed(live, "s") as reader:
+                [started] = await reader.read_until("session")
+
+                await live.app.state.liveness.beat()
+
+                [*_, done] = await reader.read_until("done")
+    assert done.data == {
+        "session_id": "s",
+        "message_id": started.data["message_id"],
+        "status": "complete",
+    }
+    assert reader.text == "Hello"
+    [_, reply] = await stored_messages(database, "s")
+    assert (reply["content"], reply["metadata"]["status"]) == ("Hello", "complete")
 
 
 @asynccontextmanager
