@@ -153,12 +153,19 @@ async def test_a_reply_whose_end_could_not_be_saved_answers_its_key_once_saved(
     assert (reply["content"], reply["metadata"]["status"]) == ("Hello there", "complete")
 
 
+@pytest.mark.parametrize("elsewhere", [False, True], ids=["same-process", "other-process"])
 async def test_a_stream_resumed_after_its_end_could_not_be_saved_ends_once_saved(
-    migrated_url: str, database: Database
+    migrated_url: str, database: Database, elsewhere: bool
 ) -> None:
+    """Resumed through the process that generates the reply, or through another one on the
+    same database (another replica: it learns the end over the bus, or from the database)."""
     gate = asyncio.Event()
     assistant = ScriptedAssistant(["Hel", "lo"], gate=gate)
-    async with _small_pool_server(migrated_url) as live, AsyncExitStack() as held:
+    async with (
+        _small_pool_server(migrated_url) as live,
+        _small_pool_server(migrated_url) as other,
+        AsyncExitStack() as held,
+    ):
         with use_assistant(live, assistant):
             async with open_stream(live, {"message": "hello", "session_id": "s"}) as stream:
                 await assistant.asked.wait()
@@ -169,7 +176,7 @@ async def test_a_stream_resumed_after_its_end_could_not_be_saved_ends_once_saved
             await live.app.state.reply_tasks.wait_idle()
             await held.aclose()
             # Generating still: the reader follows it until it ends.
-            async with resumed(live, "s") as reader:
+            async with resumed(other if elsewhere else live, "s") as reader:
                 [started] = await reader.read_until("session")
 
                 await live.app.state.liveness.beat()
