@@ -79,10 +79,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             heartbeat_seconds=settings.process_heartbeat_seconds,
             stale_seconds=settings.process_stale_seconds,
             on_stop_requested=relay.stop_requested,
-            on_interrupted=relay.announce_ended,
+            on_ended=relay.announce_ended,
             idempotency_key_ttl=timedelta(hours=settings.idempotency_key_ttl_hours),
+            replies=reply_tasks,
         )
         liveness.start()
+        app.state.liveness = liveness
         import_tasks = ImportTasks(reply_tasks.process_id)
         app.state.import_tasks = import_tasks
         app.state.settings = settings

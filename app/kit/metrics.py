@@ -48,6 +48,12 @@ REPLIES_IN_PROGRESS = Gauge(
     "Replies being generated (streamed or plain), whether or not a client still listens.",
     multiprocess_mode="livesum",
 )
+REPLY_ENDS_UNSAVED = Gauge(
+    "chat_reply_ends_unsaved",
+    "Replies whose end could not be saved (the database was unavailable), kept in memory and "
+    "written again at each heartbeat: generating in the database until then.",
+    multiprocess_mode="livesum",
+)
 TIME_TO_FIRST_TOKEN = Histogram(
     "chat_time_to_first_token_seconds",
     "Time from the start of a reply's generation to its first token from the model.",

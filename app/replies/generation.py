@@ -12,8 +12,8 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
-from contextlib import asynccontextmanager, suppress
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
@@ -26,10 +26,10 @@ from app.kit.db import unavailable
 from app.kit.db.engine import Database
 from app.kit.db.types import utc_now
 from app.kit.errors import AssistantUnavailable, ChatError, ReplyLost, ShuttingDown
-from app.kit.text import make_preview
 from app.messages.queries import StoredMessage
 from app.replies import metadata as replies
 from app.replies import queries as reply_queries
+from app.replies.ends import ReplyFinish, UnsavedEnds
 from app.replies.live import LiveReplies, LiveReply, StreamEnd
 from app.replies.metadata import (
     SHUTDOWN,
@@ -62,7 +62,9 @@ class ReplyTasks:
     shutdown can let them finish and then stop the rest.
 
     `process_id` names this process in the database (app/replies/liveness.py): the replies
-    it generates are recorded under it.
+    it generates are recorded under it. Those it answers for there are the ones it produces
+    and those whose end it keeps to write again (`unsaved_ends`): any other reply under its
+    id is an orphan (`holds`).
     """
 
     def __init__(
@@ -81,6 +83,9 @@ class ReplyTasks:
         self._deadline: asyncio.Task[None] | None = None
         # What their streams follow, and what a stream that resumes joins.
         self.live = LiveReplies()
+        # The replies being produced (from their task's start to their end's write), by id.
+        self._producing: set[uuid.UUID] = set()
+        self.unsaved_ends = UnsavedEnds()
 
     def start(self, coroutine: Coroutine[Any, Any, T]) -> "asyncio.Task[T]":
         task = asyncio.create_task(coroutine)
@@ -90,6 +95,20 @@ class ReplyTasks:
 
     def __len__(self) -> int:
         return len(self._tasks)
+
+    @contextmanager
+    def producing(self, message_id: uuid.UUID) -> Iterator[None]:
+        """The block in which a reply's task produces and finishes it."""
+        self._producing.add(message_id)
+        try:
+            yield
+        finally:
+            self._producing.discard(message_id)
+
+    def holds(self, message_id: uuid.UUID) -> bool:
+        """Whether this process still has a reply of its own to finish: it is producing it,
+        or keeps its end to write again."""
+        return message_id in self._producing or message_id in self.unsaved_ends
 
     @asynccontextmanager
     async def generating(self, session_id: str | None) -> AsyncIterator[None]:
@@ -429,6 +448,22 @@ async def generate_reply(
             )
     if stored is None:
         return Failed(ReplyLost())
+    with tasks.producing(stored.id):
+        return await _generate_stored(
+            db, assistant, tasks, stored, session_id, history, timer, on_delta
+        )
+
+
+async def _generate_stored(
+    db: Database,
+    assistant: Assistant,
+    tasks: ReplyTasks,
+    stored: StoredMessage,
+    session_id: str,
+    history: Sequence[Turn],
+    timer: ReplyTimer,
+    on_delta: Callable[[str], None] | None,
+) -> ReplyOutcome:
     draft = ReplyDraft(
         db,
         stored.id,
@@ -533,18 +568,20 @@ def _cut_short(assistant: Assistant, timer: ReplyTimer, text: str, error: str) -
 async def _finish(
     db: Database, tasks: ReplyTasks, message_id: uuid.UUID, text: str, metadata: dict[str, Any]
 ) -> bool:
-    """Write the reply's end in one transaction; False if it was no longer this process's."""
-    async with db.write() as conn:
-        finished = await reply_queries.finish_reply(
-            conn,
-            message_id=message_id,
-            process_id=tasks.process_id,
-            content=text,
-            metadata=metadata,
-            # A reply without text (failed) leaves the session's preview as it was.
-            preview=make_preview(text) if text.strip() else None,
-        )
-    return finished is not None
+    """Write the reply's end in one transaction; False if it was no longer this process's.
+
+    If the write fails, the end is kept and written again later (app/replies/ends.py), and the
+    error goes on: whoever waits for the reply hears of the trouble now (a 503, an `error`
+    event), and nothing else is lost.
+    """
+    finish = ReplyFinish(message_id, tasks.process_id, text, metadata)
+    try:
+        return await finish.write(db)
+    except BaseException as exc:
+        # A cancellation too: the write may or may not have committed, and a retry of what
+        # did is found finished and dropped.
+        tasks.unsaved_ends.keep(finish, exc)
+        raise
 
 
 async def _finish_cut_short(

@@ -10,6 +10,14 @@ are finished by the others within PROCESS_STALE_SECONDS + PROCESS_HEARTBEAT_SECO
 the next process to start on its host at start-up. This relies on the hosts' clocks agreeing
 to well within PROCESS_STALE_SECONDS.
 
+A process also answers for its own replies, which no other process sweeps while it reports:
+each round first writes again the ends it could not save (app/replies/ends.py), and its sweep
+finishes, as interrupted, the replies recorded under its id that it neither produces nor keeps
+an end of (an orphan: a task that died without writing its end). Only those started before
+PROCESS_STALE_SECONDS ago: a reply's row commits before its task starts, and a task that
+takes that long to start is one the other processes would have swept anyway (it cannot have
+reported meanwhile).
+
 "The same host" means the same pid namespace of the same boot of the same machine
 (`this_host()`), the only place where a pid names one process: containers that share a
 hostname (host networking) or machines that share one (cloned images) each have pids of their
@@ -22,7 +30,7 @@ import os
 import socket
 import uuid
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -33,6 +41,7 @@ from app.kit.db.engine import Database
 from app.kit.db.types import utc_now
 from app.kit.text import make_preview
 from app.replies import queries as reply_queries
+from app.replies.generation import ReplyTasks
 from app.replies.metadata import interrupted_metadata
 
 logger = logging.getLogger(__name__)
@@ -67,14 +76,19 @@ class ProcessLiveness:
         heartbeat_seconds: float,
         stale_seconds: float,
         on_stop_requested: Callable[[list[str]], object] | None = None,
-        on_interrupted: Callable[[uuid.UUID], object] | None = None,
+        on_ended: Callable[[uuid.UUID], object] | None = None,
         idempotency_key_ttl: timedelta | None = None,
+        replies: ReplyTasks | None = None,
     ) -> None:
         self._db = db
-        # Stops marked in the database for this process's replies (sessions), and replies of
-        # dead processes finished here: for app/replies/relay.py.
+        # Stops marked in the database for this process's replies (sessions), and replies
+        # finished here by a sweep or by a late write of their end: for app/replies/relay.py.
         self._on_stop_requested = on_stop_requested
-        self._on_interrupted = on_interrupted
+        self._on_ended = on_ended
+        if replies is not None and replies.process_id != process_id:
+            raise ValueError("the replies are another process's")
+        # This process's replies (None: it generates none, as a sweeper in tests).
+        self._replies = replies
         self.process_id = process_id
         self._heartbeat = heartbeat_seconds
         self._stale = timedelta(seconds=stale_seconds)
@@ -93,11 +107,21 @@ class ProcessLiveness:
         self._loop = asyncio.create_task(self._run())
 
     async def stop(self) -> None:
-        """Stop reporting and unregister (after this process's replies are finished)."""
+        """Stop reporting, write once more the ends not saved yet, and unregister (after this
+        process's replies are finished)."""
         if self._loop is not None:
             self._loop.cancel()
             await asyncio.gather(self._loop, return_exceptions=True)
         _INSTANCES_HERE.discard(self.process_id)
+        await self.save_unsaved_ends()
+        if self._replies is not None and (left := self._replies.unsaved_ends.abandon()):
+            # Unregistered, this process is dead to the others: they finish those replies as
+            # interrupted, with the text saved as they grew.
+            logger.warning(
+                "shutting down with %d reply ends unsaved: other processes finish those "
+                "replies as interrupted",
+                left,
+            )
         try:
             async with self._db.write() as conn:
                 await reply_queries.forget_process(conn, self.process_id)
@@ -107,14 +131,29 @@ class ProcessLiveness:
 
     async def _run(self) -> None:
         while True:
-            try:
-                await self._report()
-                await self.sweep()
-                await self._look_for_stops()
-            except Exception as exc:
-                # The database may be away for a while; the next round tries again.
-                logger.warning("heartbeat or sweep of replies failed: %r", exc)
+            await self.beat()
             await asyncio.sleep(self._heartbeat)
+
+    async def beat(self) -> None:
+        """One round: report, write the ends not saved yet, sweep, look for stops."""
+        try:
+            await self._report()
+            await self.save_unsaved_ends()
+            await self.sweep()
+            await self._look_for_stops()
+        except Exception as exc:
+            # The database may be away for a while; the next round tries again.
+            logger.warning("heartbeat or sweep of replies failed: %r", exc)
+
+    async def save_unsaved_ends(self) -> None:
+        """Write again the ends of this process's replies that could not be saved; their
+        followers, here and elsewhere, learn of each end saved (a failure waits for the
+        next round)."""
+        if self._replies is None:
+            return
+        for message_id in await self._replies.unsaved_ends.save(self._db):
+            if self._on_ended is not None:
+                self._on_ended(message_id)
 
     async def _report(self) -> None:
         async with self._db.write() as conn:
@@ -136,16 +175,23 @@ class ProcessLiveness:
             self._on_stop_requested(sessions)
 
     async def sweep(self) -> int:
-        """Finish the replies of dead processes; how many there were."""
+        """Finish the replies of dead processes, and this process's orphans; how many there
+        were."""
         stale_before = utc_now() - self._stale
         async with self._db.read() as conn:
             dead = await self._dead_on_this_host(conn)
             abandoned = await reply_queries.abandoned_replies(
                 conn, stale_before=stale_before, dead=dead
             )
+            orphans = await self._orphans(conn, stale_before)
         finished = 0
         for reply in abandoned:
             finished += await self._finish_interrupted(reply)
+        orphaned = 0
+        for reply in orphans:
+            # Looked at again just before: its task may have kept its end meanwhile.
+            if self._replies is not None and not self._replies.holds(reply.message_id):
+                orphaned += await self._finish_interrupted(reply)
         async with self._db.write() as conn:
             # Their imports too: the upload was on the dead process's disk (app/imports).
             await import_queries.fail_abandoned_imports(
@@ -160,7 +206,25 @@ class ProcessLiveness:
                 )
         if finished:
             logger.warning("finished %d replies of processes that died, as interrupted", finished)
-        return finished
+        if orphaned:
+            logger.warning(
+                "finished %d replies of this process that no task was producing, as interrupted",
+                orphaned,
+            )
+        return finished + orphaned
+
+    async def _orphans(
+        self, conn: AsyncConnection, started_before: datetime
+    ) -> list[reply_queries.AbandonedReply]:
+        """This process's replies, started before `started_before`, that it does not hold."""
+        if self._replies is None:
+            return []
+        replies = self._replies
+        ids = await reply_queries.replies_of_process(
+            conn, self.process_id, started_before=started_before
+        )
+        orphans = [message_id for message_id in ids if not replies.holds(message_id)]
+        return await reply_queries.abandoned_by_id(conn, orphans) if orphans else []
 
     async def _finish_interrupted(self, reply: reply_queries.AbandonedReply) -> bool:
         has_text = bool(reply.content)
@@ -174,8 +238,8 @@ class ProcessLiveness:
                 metadata=interrupted_metadata(reply.metadata, has_text=has_text),
                 preview=make_preview(reply.content) if reply.content.strip() else None,
             )
-        if finished is not None and self._on_interrupted is not None:
-            self._on_interrupted(reply.message_id)
+        if finished is not None and self._on_ended is not None:
+            self._on_ended(reply.message_id)
         return finished is not None
 
     async def _dead_on_this_host(self, conn: AsyncConnection) -> list[uuid.UUID]:

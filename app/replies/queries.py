@@ -284,6 +284,29 @@ async def abandoned_replies(
     )
     if dead:
         abandoned = or_(abandoned, generating.process_id.in_(dead))
+    return await _abandoned(conn, abandoned)
+
+
+async def replies_of_process(
+    conn: AsyncConnection, process_id: uuid.UUID, *, started_before: datetime
+) -> list[uuid.UUID]:
+    """The replies generating under `process_id` that started before `started_before`: their
+    ids only (the process's own, to tell its orphans from the replies it produces)."""
+    generating = chat_replies_generating.c
+    stmt = select(generating.message_id).where(
+        generating.process_id == process_id, generating.started_at < started_before
+    )
+    return [row.message_id for row in await conn.execute(stmt)]
+
+
+async def abandoned_by_id(
+    conn: AsyncConnection, message_ids: list[uuid.UUID]
+) -> list[AbandonedReply]:
+    """The replies among `message_ids` still generating, as a sweep finishes them."""
+    return await _abandoned(conn, chat_replies_generating.c.message_id.in_(message_ids))
+
+
+async def _abandoned(conn: AsyncConnection, condition: Any) -> list[AbandonedReply]:
     stmt = (
         select(
             chat_replies_generating.c.message_id,
@@ -292,7 +315,7 @@ async def abandoned_replies(
             chat_messages.c.metadata,
         )
         .join(chat_messages, chat_messages.c.id == chat_replies_generating.c.message_id)
-        .where(abandoned)
+        .where(condition)
     )
     return [
         AbandonedReply(row.message_id, row.process_id, row.content, row.metadata)

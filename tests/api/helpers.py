@@ -323,6 +323,30 @@ async def open_stream(
         yield OpenStream(response.aiter_lines())
 
 
+def resume_url(session_id: str) -> str:
+    return f"{session_url(session_id)}/stream"
+
+
+@asynccontextmanager
+async def resumed(
+    live_server: LiveServer,
+    session_id: str,
+    last_event_id: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> AsyncIterator[OpenStream]:
+    """GET .../stream on a connection of its own, read as the test goes."""
+    sent = dict(headers or {})
+    if last_event_id is not None:
+        sent["Last-Event-ID"] = last_event_id
+    async with (
+        httpx.AsyncClient(base_url=live_server.base_url, timeout=10) as stream_client,
+        stream_client.stream("GET", resume_url(session_id), headers=sent) as response,
+    ):
+        assert response.status_code == 200, await response.aread()
+        assert response.headers["content-type"].split(";")[0] == "text/event-stream"
+        yield OpenStream(response.aiter_lines())
+
+
 # --- Test assistants ----------------------------------------------------------------------
 
 TEST_METADATA = {"provider": "test", "model": "test-1"}

@@ -16,7 +16,7 @@ import sqlalchemy.exc
 from prometheus_client import REGISTRY
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.kit.db.engine import Database
 from app.kit.db.unavailable import DETAIL, RETRY_AFTER_SECONDS, unavailable_reason
@@ -28,13 +28,13 @@ from tests.api.helpers import (
     ScriptedAssistant,
     count_rows,
     open_stream,
+    resumed,
     send,
+    stored_messages,
     use_assistant,
 )
 from tests.conftest import POSTGRES_ADMIN_URL, LiveServer, make_settings, serve
-
-# Short, so that each refused request waits this long and no more.
-POOL_TIMEOUT_SECONDS = 0.2
+from tests.outage import hold_every_connection, small_pool_settings
 
 # What each of these routes is sent while the database cannot serve it.
 REQUESTS = [
@@ -59,22 +59,8 @@ def _refusals(reason: str) -> float:
 
 @asynccontextmanager
 async def _small_pool_server(migrated_url: str) -> AsyncIterator[LiveServer]:
-    settings = make_settings(
-        migrated_url,
-        database_pool_size=1,
-        database_pool_timeout_seconds=POOL_TIMEOUT_SECONDS,
-    )
-    async with serve(create_app(settings)) as live:
+    async with serve(create_app(small_pool_settings(migrated_url))) as live:
         yield live
-
-
-async def _hold_every_connection(database: Database, stack: AsyncExitStack) -> None:
-    """Check out as many connections as the pool may open (its size and its overflow)."""
-    pool = database.engine.pool
-    limit = pool.size() + pool._max_overflow  # type: ignore[attr-defined]
-    for _ in range(limit):
-        conn: AsyncConnection = await stack.enter_async_context(database.engine.connect())
-        await conn.execute(text("SELECT 1"))
 
 
 @pytest.mark.parametrize(("method", "path", "body"), REQUESTS)
@@ -85,7 +71,7 @@ async def test_an_exhausted_pool_is_answered_503_and_nothing_is_written(
         app_database: Database = live.app.state.database
         before = _refusals("pool_timeout")
         async with AsyncExitStack() as held:
-            await _hold_every_connection(app_database, held)
+            await hold_every_connection(app_database, held)
 
             response = await live.client.request(method, path, json=body)
 
@@ -104,7 +90,7 @@ async def test_an_exhausted_pool_is_logged_as_a_warning_without_a_traceback(
 ) -> None:
     async with _small_pool_server(migrated_url) as live:
         async with AsyncExitStack() as held:
-            await _hold_every_connection(live.app.state.database, held)
+            await hold_every_connection(live.app.state.database, held)
             with caplog.at_level("WARNING", logger="app.kit.http.request_context"):
                 response = await live.client.post(CHAT, json={"message": "hello"})
         assert response.status_code == 503
@@ -127,13 +113,83 @@ async def test_a_stream_that_cannot_save_its_reply_ends_with_an_error_event(
             async with open_stream(live, {"message": "hello"}) as stream:
                 await stream.read_until("delta")
                 before = _refusals("pool_timeout")
-                await _hold_every_connection(live.app.state.database, held)
+                await hold_every_connection(live.app.state.database, held)
                 gate.set()
                 [*_, end] = await stream.read_until("error")
             assert end.data == {"detail": DETAIL}
             await held.aclose()
             await live.app.state.reply_tasks.wait_idle()
             assert _refusals("pool_timeout") == before + 1
+
+
+async def test_a_reply_whose_end_could_not_be_saved_answers_its_key_once_saved(
+    migrated_url: str, database: Database
+) -> None:
+    """Its end is written again by the next heartbeat: a request sent again with its key
+    then gets the stored reply, where until then it would get a 409 (still generating)."""
+    gate = asyncio.Event()
+    assistant = ScriptedAssistant(["Hello ", "there"], gate=gate, hold_reply=True)
+    body = {"message": "hello", "session_id": "s"}
+    key = {"Idempotency-Key": "k"}
+    async with _small_pool_server(migrated_url) as live, AsyncExitStack() as held:
+        with use_assistant(live, assistant):
+            first = asyncio.create_task(live.client.post(CHAT, json=body, headers=key))
+            await assistant.asked.wait()
+            await hold_every_connection(live.app.state.database, held)
+            gate.set()
+            _assert_unavailable(await first)
+            await held.aclose()
+            generating = await live.client.post(CHAT, json=body, headers=key)
+            assert generating.status_code == 409, generating.text
+
+            await live.app.state.liveness.beat()
+
+            again = await live.client.post(CHAT, json=body, headers=key)
+    assert again.status_code == 200, again.text
+    assert again.json()["response"] == "Hello there"
+    [question, reply] = await stored_messages(database, "s")
+    assert again.json()["message_id"] == str(reply["id"])
+    assert again.json()["user_message_id"] == str(question["id"])
+    assert (reply["content"], reply["metadata"]["status"]) == ("Hello there", "complete")
+
+
+@pytest.mark.parametrize("elsewhere", [False, True], ids=["same-process", "other-process"])
+async def test_a_stream_resumed_after_its_end_could_not_be_saved_ends_once_saved(
+    migrated_url: str, database: Database, elsewhere: bool
+) -> None:
+    """Resumed through the process that generates the reply, or through another one on the
+    same database (another replica: it learns the end over the bus, or from the database)."""
+    gate = asyncio.Event()
+    assistant = ScriptedAssistant(["Hel", "lo"], gate=gate)
+    async with (
+        _small_pool_server(migrated_url) as live,
+        _small_pool_server(migrated_url) as other,
+        AsyncExitStack() as held,
+    ):
+        with use_assistant(live, assistant):
+            async with open_stream(live, {"message": "hello", "session_id": "s"}) as stream:
+                await assistant.asked.wait()
+                await hold_every_connection(live.app.state.database, held)
+                gate.set()
+                [*_, end] = await stream.read_until("error")
+            assert end.data == {"detail": DETAIL}
+            await live.app.state.reply_tasks.wait_idle()
+            await held.aclose()
+            # Generating still: the reader follows it until it ends.
+            async with resumed(other if elsewhere else live, "s") as reader:
+                [started] = await reader.read_until("session")
+
+                await live.app.state.liveness.beat()
+
+                [*_, done] = await reader.read_until("done")
+    assert done.data == {
+        "session_id": "s",
+        "message_id": started.data["message_id"],
+        "status": "complete",
+    }
+    assert reader.text == "Hello"
+    [_, reply] = await stored_messages(database, "s")
+    assert (reply["content"], reply["metadata"]["status"]) == ("Hello", "complete")
 
 
 @asynccontextmanager

@@ -2,20 +2,19 @@
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 import httpx
 
 from app.kit.db.engine import Database
 from tests.api.conftest import bearer
 from tests.api.helpers import (
-    OpenStream,
     ScriptedAssistant,
     SseEvent,
     assert_stream_succeeded,
     get_session,
     open_stream,
+    resume_url,
+    resumed,
     send,
     send_stream,
     session_url,
@@ -28,10 +27,6 @@ from tests.tokens import hs256_token
 CHUNKS = ["first ", "second ", "third"]
 
 
-def resume_url(session_id: str) -> str:
-    return f"{session_url(session_id)}/stream"
-
-
 def stop_url(session_id: str) -> str:
     return f"{session_url(session_id)}/stop"
 
@@ -41,26 +36,6 @@ def offset_of(event: SseEvent) -> int:
     message_id, _, offset = event.id.partition(":")
     uuid.UUID(message_id)
     return int(offset)
-
-
-@asynccontextmanager
-async def resumed(
-    live_server: LiveServer,
-    session_id: str,
-    last_event_id: str | None = None,
-    headers: dict[str, str] | None = None,
-) -> AsyncIterator[OpenStream]:
-    """GET .../stream on a connection of its own, read as the test goes."""
-    sent = dict(headers or {})
-    if last_event_id is not None:
-        sent["Last-Event-ID"] = last_event_id
-    async with (
-        httpx.AsyncClient(base_url=live_server.base_url, timeout=10) as stream_client,
-        stream_client.stream("GET", resume_url(session_id), headers=sent) as response,
-    ):
-        assert response.status_code == 200, await response.aread()
-        assert response.headers["content-type"].split(";")[0] == "text/event-stream"
-        yield OpenStream(response.aiter_lines())
 
 
 async def stored_reply(database: Database, session_id: str) -> dict[str, object]:

@@ -10,26 +10,34 @@ import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 from sqlalchemy import delete, select, update
 
 from app.assistants import Reply, ReplyEnd, ReplyEvent, TextDelta, Turn
 from app.auth.access import Caller
-from app.kit.db.engine import Database, DriverConnection
+from app.kit.db.engine import Database, DriverConnection, create_engine
 from app.kit.db.tables import chat_processes, chat_replies_generating, chat_search
 from app.kit.db.types import utc_now
+from app.kit.db.unavailable import DETAIL
 from app.messages import service as message_service
 from app.messages.schemas import ChatRequest
 from app.replies import queries as reply_queries
 from app.replies.generation import ReplyTasks
+from app.replies.live import StreamEvent
 from app.replies.liveness import ProcessLiveness, this_host
 from app.replies.metadata import generating_metadata
-from app.replies.schemas import StreamDelta, StreamDone
+from app.replies.schemas import StreamDelta, StreamDone, StreamError
 from app.replies.streaming import start_chat_stream
+from app.search import service as search_service
 from app.sessions import service as session_service
+from app.sessions.queries import SessionFilter
+from tests.outage import hold_every_connection, small_pool_settings
 from tests.services.helpers import GatedAssistant, message_rows, session_row
 
 OPEN = Caller.open_mode()
@@ -158,9 +166,8 @@ async def test_another_instance_in_this_process_is_alive(database: Database) -> 
     other = ProcessLiveness(database, uuid.uuid4(), heartbeat_seconds=60, stale_seconds=300)
     other.start()
     try:
-        async with asyncio.timeout(10):
-            while not await registered(database, other.process_id):
-                await asyncio.sleep(0.01)
+        await other.beat()  # registered once it returns, whatever its own loop has done
+        assert await registered(database, other.process_id)
         await reply_in_progress(database, other.process_id, "still writing")
 
         assert await sweeper(database).sweep() == 0
@@ -308,3 +315,220 @@ async def test_a_growing_reply_is_saved_in_batches_not_per_piece(
     assert all(later.startswith(earlier) for earlier, later in itertools.pairwise(saved))
     [_, reply] = await message_rows(database, "s")
     assert reply["content"] == "".join(f"{index} " for index in range(200))
+
+
+# --- Ends that could not be saved, and this process's orphans -----------------------------
+
+
+@asynccontextmanager
+async def small_pool(migrated_url: str) -> AsyncIterator[Database]:
+    """A database of its own for the replies' process, whose pool a test can use up."""
+    db = Database(create_engine(small_pool_settings(migrated_url)))
+    try:
+        yield db
+    finally:
+        await db.dispose()
+
+
+@dataclass
+class UnsavedReply:
+    """A reply whose end could not be written, its process's database and heartbeat."""
+
+    db: Database
+    tasks: ReplyTasks
+    liveness: ProcessLiveness
+    message_id: uuid.UUID
+    # What the stream of the reply got, and the replies whose end the heartbeat announced.
+    streamed: list[StreamEvent]
+    ended: list[uuid.UUID]
+
+
+@asynccontextmanager
+async def reply_whose_end_fails(migrated_url: str) -> AsyncIterator[UnsavedReply]:
+    """A streamed reply, "first second third", whose end comes while the database cannot
+    take it; the database serves again when this is entered."""
+    async with small_pool(migrated_url) as db:
+        # Nothing saved as it grows: only its end holds the text.
+        tasks = ReplyTasks(save_interval_seconds=3600)
+        ended: list[uuid.UUID] = []
+        liveness = ProcessLiveness(
+            db,
+            tasks.process_id,
+            heartbeat_seconds=1.0,
+            stale_seconds=STALE_SECONDS,
+            on_ended=ended.append,
+            replies=tasks,
+        )
+        await liveness.beat()  # registered
+        assistant = GatedAssistant()
+        stream = await start_chat_stream(
+            db,
+            assistant,
+            tasks,
+            OPEN,
+            ChatRequest(message="the question", session_id="s"),
+            history_max_messages=5,
+        )
+        events = stream.events()
+        streamed = [await anext(events)]
+        async with AsyncExitStack() as held:
+            await hold_every_connection(db, held)
+            assistant.gate.set()
+            streamed += [event async for event in events]
+            await tasks.wait_idle()
+        yield UnsavedReply(db, tasks, liveness, stream.message_id, streamed, ended)
+
+
+async def test_an_end_that_could_not_be_saved_is_saved_by_the_next_heartbeat(
+    migrated_url: str, database: Database
+) -> None:
+    unsaved_before = REGISTRY.get_sample_value("chat_reply_ends_unsaved") or 0.0
+    async with reply_whose_end_fails(migrated_url) as unsaved:
+        # The stream ended as it does today: the database's trouble, as an `error`.
+        assert unsaved.streamed[-1] == StreamError(detail=DETAIL)
+        [_, reply] = await message_rows(database, "s")
+        assert reply["metadata"]["status"] == "generating"
+        assert REGISTRY.get_sample_value("chat_reply_ends_unsaved") == unsaved_before + 1
+        # A kept end is not an orphan, however old.
+        await age_replies(database)
+        assert await unsaved.liveness.sweep() == 0
+
+        await unsaved.liveness.beat()
+
+        [question, reply] = await message_rows(database, "s")
+        assert reply["id"] == unsaved.message_id
+        assert reply["content"] == "first second third"
+        assert reply["metadata"]["status"] == "complete"
+        assert "error" not in reply["metadata"]
+        assert (reply["metadata"]["provider"], reply["metadata"]["model"]) == ("gated", "gate-1")
+        session = await session_row(database, "s")
+        assert session["message_count"] == 2
+        assert session["last_message"] == "first second third"
+        assert session["updated_at"] == reply["created_at"] >= question["created_at"]
+        found = await search_service.search_sessions(
+            database,
+            SessionFilter(user_id=None, archived=False),
+            query_words=["third"],
+            size=10,
+            page=1,
+            cursor=None,
+            include_total=False,
+        )
+        assert [summary.session_id for summary in found.sessions] == ["s"]
+        assert unsaved.ended == [unsaved.message_id]
+        assert len(unsaved.tasks.unsaved_ends) == 0
+        assert REGISTRY.get_sample_value("chat_reply_ends_unsaved") == unsaved_before
+        # Saved once: the next round has nothing to write.
+        await unsaved.liveness.beat()
+        assert unsaved.ended == [unsaved.message_id]
+
+
+async def test_a_kept_end_does_not_overwrite_a_reply_finished_meanwhile_elsewhere(
+    migrated_url: str, database: Database
+) -> None:
+    async with reply_whose_end_fails(migrated_url) as unsaved:
+        # The process stalled long enough for another to take it for dead.
+        stalled_at = utc_now() - timedelta(seconds=STALE_SECONDS + 5)
+        async with database.write() as conn:
+            await conn.execute(
+                update(chat_processes)
+                .where(chat_processes.c.id == unsaved.tasks.process_id)
+                .values(heartbeat_at=stalled_at)
+            )
+        assert await sweeper(database).sweep() == 1
+
+        await unsaved.liveness.beat()
+
+        [_, reply] = await message_rows(database, "s")
+        assert (reply["metadata"]["status"], reply["metadata"]["error"]) == (
+            "failed",
+            "interrupted",
+        )
+        assert reply["content"] == ""
+        assert (await session_row(database, "s"))["last_message"] == "the question"
+        # Dropped, not announced (the sweep that finished it did).
+        assert len(unsaved.tasks.unsaved_ends) == 0
+        assert unsaved.ended == []
+
+
+async def test_an_end_still_unsaved_is_kept_for_the_next_round(
+    migrated_url: str, database: Database
+) -> None:
+    async with reply_whose_end_fails(migrated_url) as unsaved, AsyncExitStack() as held:
+        await hold_every_connection(unsaved.db, held)
+        await unsaved.liveness.beat()
+        assert len(unsaved.tasks.unsaved_ends) == 1
+        await held.aclose()
+
+        await unsaved.liveness.beat()
+
+        [_, reply] = await message_rows(database, "s")
+        assert reply["metadata"]["status"] == "complete"
+
+
+async def test_shutdown_writes_the_ends_left_unsaved(migrated_url: str, database: Database) -> None:
+    async with reply_whose_end_fails(migrated_url) as unsaved:
+        await unsaved.liveness.stop()
+
+        [_, reply] = await message_rows(database, "s")
+        assert (reply["content"], reply["metadata"]["status"]) == ("first second third", "complete")
+        assert unsaved.ended == [unsaved.message_id]
+
+
+async def age_replies(database: Database) -> None:
+    """Every reply being generated started longer than PROCESS_STALE_SECONDS ago."""
+    async with database.write() as conn:
+        await conn.execute(
+            update(chat_replies_generating).values(
+                started_at=utc_now() - timedelta(seconds=STALE_SECONDS + 5)
+            )
+        )
+
+
+async def test_a_reply_of_this_process_that_no_task_produces_is_swept_once_old(
+    database: Database,
+) -> None:
+    tasks = ReplyTasks()
+    liveness = ProcessLiveness(
+        database,
+        tasks.process_id,
+        heartbeat_seconds=1.0,
+        stale_seconds=STALE_SECONDS,
+        replies=tasks,
+    )
+    await liveness.beat()  # registered, and alive from now on
+    # Its task died without writing its end.
+    await reply_in_progress(database, tasks.process_id, "half", session_id="orphan")
+    assistant = GatedAssistant()
+    stream = await start_chat_stream(
+        database,
+        assistant,
+        tasks,
+        OPEN,
+        ChatRequest(message="the question", session_id="running"),
+        history_max_messages=5,
+    )
+    events = stream.events()
+    assert isinstance(await anext(events), StreamDelta)
+
+    # Just started: a reply's row commits before its task begins.
+    assert await liveness.sweep() == 0
+    [_, orphan] = await message_rows(database, "orphan")
+    assert orphan["metadata"]["status"] == "generating"
+
+    await age_replies(database)
+    assert await liveness.sweep() == 1
+
+    [_, orphan] = await message_rows(database, "orphan")
+    assert (orphan["content"], orphan["metadata"]["status"], orphan["metadata"]["error"]) == (
+        "half",
+        "incomplete",
+        "interrupted",
+    )
+    # The reply its task produces is left to it.
+    [_, running] = await message_rows(database, "running")
+    assert running["metadata"]["status"] == "generating"
+    assistant.gate.set()
+    assert [event async for event in events][-1] == StreamDone(
+        session_id="running", message_id=stream.message_id, status="complete"
+    )
