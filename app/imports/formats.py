@@ -253,7 +253,7 @@ def _chatgpt_node(
     if (
         role not in ("user", "assistant", "tool")
         or metadata.get("is_visually_hidden_from_conversation")
-        or content.get("content_type") in _HIDDEN_CONTENT
+        or _str(content.get("content_type")) in _HIDDEN_CONTENT
     ):
         return None
     text, attachments = _chatgpt_content(content)
@@ -306,7 +306,7 @@ def _chatgpt_content(content: dict[str, Any]) -> tuple[str, list[dict[str, Any]]
         elif isinstance(part, dict):
             if isinstance(part.get("text"), str):  # an audio transcription
                 texts.append(part["text"])
-            elif "asset_pointer" in part or part.get("content_type", "").endswith("_pointer"):
+            elif "asset_pointer" in part or _str(part.get("content_type")).endswith("_pointer"):
                 attachments.append(_asset(part))
     if not parts and isinstance(content.get("text"), str):
         texts.append(content["text"])  # tether_browsing_display and the like

@@ -520,3 +520,44 @@ async def test_an_import_running_when_the_service_stops_is_marked_failed(
     assert row.status == "failed"
     assert "The service stopped during the import" in row.error
     assert row.imported == sessions < 500
+
+
+# --- Hostile input: each malformed conversation fails alone, nothing is lost silently ----------
+
+
+def with_part(conversation: ChatGPTConversation, node: str, part: Json) -> Json:
+    exported = conversation.as_json()
+    exported["mapping"][node]["message"]["content"]["parts"].append(part)
+    return exported
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [None, 7, ["text"], {"kind": "text"}],
+    ids=["null", "number", "list", "object"],
+)
+async def test_a_content_type_of_the_wrong_type_stops_nothing(
+    client: httpx.AsyncClient, database: Database, content_type: Any
+) -> None:
+    """A `content_type` that is not a string, on a message or on one of its parts, is read as
+    absent (as every other field of the wrong type is): the text is imported, and the
+    conversations after it too (it stopped the whole import: an AttributeError, a TypeError)."""
+    on_message = simple_conversation("c1", "On the message", 0).as_json()
+    on_message["mapping"]["q"]["message"]["content"]["content_type"] = content_type
+    on_part = with_part(
+        simple_conversation("c2", "On a part", 10), "r", {"content_type": content_type}
+    )
+    after = simple_conversation("c3", "After them", 20).as_json()
+
+    status = await finished(
+        client, await upload(client, export_bytes([on_message, on_part, after]))
+    )
+
+    assert (status["status"], status["error"], status["failed"]) == ("done", None, [])
+    assert (status["imported"], status["done"]) == (3, 3)
+    sessions = await imported_sessions(client)
+    assert set(sessions) == {"On the message", "On a part", "After them"}
+    assert sessions["On the message"]["message_count"] == 2
+    assert sessions["On a part"]["last_message"] == "On a part!"
+    for session in sessions.values():
+        await assert_tree_matches_session(database, session["session_id"])
