@@ -476,11 +476,18 @@ def _aware(moment: datetime) -> datetime:
 
 def check_storable(conversation: Conversation) -> None:
     """BrokenConversation if a text or metadata value is one the databases cannot store
-    (NUL, unpaired surrogates): such a conversation fails whole rather than changed."""
+    (NUL, unpaired surrogates): such a conversation fails whole rather than changed. Its id
+    too (the session's source, and in its metadata), and its feedback comments."""
+    for text in (conversation.source_id, *_strings(conversation.origin)):
+        if (reason := unstorable_reason(text)) is not None:
+            raise BrokenConversation(f"the conversation's id {reason}")
     for node in conversation.nodes:
         for text in (node.content, *_strings(node.metadata)):
             if (reason := unstorable_reason(text)) is not None:
                 raise BrokenConversation(f"a {node.role} message {reason}")
+        comment = None if node.feedback is None else node.feedback.comment
+        if comment is not None and (reason := unstorable_reason(comment)) is not None:
+            raise BrokenConversation(f"a feedback comment {reason}")
     if conversation.title is not None and unstorable_reason(conversation.title):
         raise BrokenConversation(f"the title {unstorable_reason(conversation.title)}")
 

@@ -561,3 +561,43 @@ async def test_a_content_type_of_the_wrong_type_stops_nothing(
     assert sessions["On a part"]["last_message"] == "On a part!"
     for session in sessions.values():
         await assert_tree_matches_session(database, session["session_id"])
+
+
+async def test_a_nul_in_a_source_id_or_a_comment_fails_its_conversation_on_both_databases(
+    client: httpx.AsyncClient, database: Database
+) -> None:
+    """The conversation's id (kept as its source and in the session's metadata) and a reply's
+    feedback comment are stored text too: with a NUL, SQLite stored them and PostgreSQL
+    refused the conversation as "the database refused it"."""
+    await branched_session(client, "original")
+    exported = await export_of(client, "original")
+    commented = {
+        **exported,
+        "session_id": "with a bad comment",
+        "messages": [
+            {**m, "feedback": {**m["feedback"], "comment": "bad\u0000comment"}}
+            if m["feedback"]
+            else m
+            for m in exported["messages"]
+        ],
+    }
+    renamed = {**exported, "session_id": "bad\u0000id", "title": "Bad id"}
+    bad_id = simple_conversation("conv\u0000nul", "Bad ChatGPT id", 0).as_json()
+
+    sessions = await finished(
+        client, await upload(client, json.dumps([commented, renamed]).encode())
+    )
+    chatgpt = await finished(client, await upload(client, export_bytes([bad_id])))
+
+    assert (sessions["status"], sessions["imported"], sessions["done"]) == ("done", 0, 2)
+    assert [f["reason"] for f in sessions["failed"]] == [
+        "a feedback comment must not contain NUL (\\u0000) characters",
+        "the conversation's id must not contain NUL (\\u0000) characters",
+    ]
+    assert (chatgpt["status"], chatgpt["imported"]) == ("done", 0)
+    assert [f["reason"] for f in chatgpt["failed"]] == [
+        "the conversation's id must not contain NUL (\\u0000) characters"
+    ]
+    assert [s["session_id"] for s in (await client.get(SESSIONS)).json()["sessions"]] == [
+        "original"
+    ]
