@@ -206,6 +206,12 @@ def from_chatgpt(conversation: dict[str, Any]) -> Conversation:
         if not isinstance(children, list):
             raise BrokenConversation(f"message {key!r} has no list of `children`")
         stack.extend((str(child), below, time) for child in reversed(children))
+    # A node the walk never reached would be left out without a word.
+    if unreached := next((key for key in mapping if key not in seen), None):
+        raise BrokenConversation(
+            f"message {unreached!r} cannot be reached from the conversation's start: the "
+            "messages' `parent` and `children` disagree or form a cycle"
+        )
     current = conversation.get("current_node")
     return Conversation(
         source_id=f"chatgpt:{source}" if source else f"chatgpt:{started.isoformat()}",

@@ -601,3 +601,45 @@ async def test_a_nul_in_a_source_id_or_a_comment_fails_its_conversation_on_both_
     assert [s["session_id"] for s in (await client.get(SESSIONS)).json()["sessions"]] == [
         "original"
     ]
+
+
+def with_cycle_aside(conversation_id: str, title: str) -> Json:
+    """A conversation whose two last messages name each other as `parent` (and child): no
+    walk from its start reaches them."""
+    conversation = simple_conversation(conversation_id, title, 0)
+    conversation.add("x", None, "user", "lost question", at=T0 + 3)
+    conversation.add("y", "x", "assistant", "lost answer", at=T0 + 4)
+    exported = conversation.as_json()
+    exported["mapping"]["x"]["parent"] = "y"
+    exported["mapping"]["y"]["children"] = ["x"]
+    return exported
+
+
+def with_orphan(conversation_id: str, title: str) -> Json:
+    """A conversation with a reply whose parent does not list it among its `children`."""
+    exported = simple_conversation(conversation_id, title, 0).as_json()
+    exported["mapping"]["q"]["children"] = []
+    return exported
+
+
+@pytest.mark.parametrize("broken", [with_cycle_aside, with_orphan], ids=["cycle-aside", "orphan"])
+async def test_messages_out_of_the_tree_fail_their_conversation_rather_than_vanish(
+    client: httpx.AsyncClient, broken: Any
+) -> None:
+    """Messages that the walk down from the conversation's start cannot reach were left out
+    without a word: the session was imported without them (a cycle of every message: an
+    empty session)."""
+    everything_in_a_cycle = with_cycle_aside("c2", "All in a cycle")
+    everything_in_a_cycle["mapping"] = {
+        key: node for key, node in everything_in_a_cycle["mapping"].items() if key in ("x", "y")
+    }
+    export = [broken("c1", "Broken tree")]
+    export += [everything_in_a_cycle, simple_conversation("c3", "Whole", 10).as_json()]
+
+    status = await finished(client, await upload(client, export_bytes(export)))
+
+    assert (status["status"], status["imported"], status["done"]) == ("done", 1, 3)
+    assert [f["title"] for f in status["failed"]] == ["Broken tree", "All in a cycle"]
+    for failure in status["failed"]:
+        assert "`parent` and `children`" in failure["reason"], failure
+    assert set(await imported_sessions(client)) == {"Whole"}
