@@ -72,12 +72,19 @@ class Conversation:
 # --- Which export, and how many conversations ------------------------------------------------
 
 
+# JSON nested deeper than this is refused (NotAnExport). ijson's `parse` builds the path of
+# every event it reads, so N levels cost N² memory: 10,000 levels (a 20 KB file) took 270 MB,
+# 100,000 (200 KB) got the process killed. The file is first read with `basic_parse`, which
+# builds no paths, and the depth checked. A ChatGPT conversations.json is about 8 levels deep.
+MAX_DEPTH = 64
+
+
 def sniff(stream: IO[bytes]) -> ExportKind:
     """The kind of export, from its start (the first conversation at most); NotAnExport if it
     is not one. Rewinds the stream."""
     stream.seek(0)
     try:
-        kind = _sniff_events(ijson.parse(stream, use_float=True))
+        kind = _sniff_events(_events(stream))
     except ijson.JSONError as exc:
         raise NotAnExport(f"The file is not valid JSON: {exc}") from None
     finally:
@@ -85,10 +92,26 @@ def sniff(stream: IO[bytes]) -> ExportKind:
     return kind
 
 
-def _sniff_events(events: Iterator[tuple[str, str, Any]]) -> ExportKind:
-    _, event, _ = next(events, ("", "", None))
+def _events(stream: IO[bytes]) -> Iterator[tuple[int, str, Any]]:
+    """The file's JSON events, each with its depth (0: the top value; its keys and items: 1);
+    NotAnExport past MAX_DEPTH."""
+    depth = 0
+    for event, value in ijson.basic_parse(stream, use_float=True):
+        if event in ("end_map", "end_array"):
+            depth -= 1
+        yield depth, event, value
+        if event in ("start_map", "start_array"):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise NotAnExport(
+                    f"This JSON is not an export: it is nested more than {MAX_DEPTH} levels deep"
+                )
+
+
+def _sniff_events(events: Iterator[tuple[int, str, Any]]) -> ExportKind:
+    _, event, _ = next(events, (0, "", None))
     if event == "start_map":
-        keys = _keys_of(events, "")
+        keys = _keys_of(events, 1)
         if {"session_id", "messages"} <= keys:
             return "session"
         raise NotAnExport(
@@ -99,12 +122,12 @@ def _sniff_events(events: Iterator[tuple[str, str, Any]]) -> ExportKind:
         raise NotAnExport(
             "This JSON is not an export: expected an array of conversations or a session"
         )
-    _, event, _ = next(events, ("", "", None))
+    _, event, _ = next(events, (0, "", None))
     if event == "end_array":
         return "chatgpt"  # an empty export: nothing to import either way
     if event != "start_map":
         raise NotAnExport("This JSON is not an export: the array does not hold conversations")
-    keys = _keys_of(events, "item")
+    keys = _keys_of(events, 2)
     if "mapping" in keys:
         return "chatgpt"
     if {"session_id", "messages"} <= keys:
@@ -115,28 +138,28 @@ def _sniff_events(events: Iterator[tuple[str, str, Any]]) -> ExportKind:
     )
 
 
-def _keys_of(events: Iterator[tuple[str, str, Any]], prefix: str) -> set[str]:
-    """The keys of the object at `prefix` whose start was just read, up to its end."""
+def _keys_of(events: Iterator[tuple[int, str, Any]], depth: int) -> set[str]:
+    """The keys of the object whose start was just read (its keys at `depth`), up to its end."""
     keys: set[str] = set()
     for at, event, value in events:
-        if at == prefix and event == "map_key":
+        if at == depth and event == "map_key":
             keys.add(value)
-        elif at == prefix and event == "end_map":
+        elif at == depth - 1 and event == "end_map":
             break
     return keys
 
 
 def count(stream: IO[bytes], kind: ExportKind) -> int:
     """How many conversations the file holds, read through once without building them: so
-    a file whose JSON breaks off late is refused before anything is written. NotAnExport if
-    it is not valid JSON."""
+    a file whose JSON breaks off late, or nests too deep, is refused before anything is
+    written. NotAnExport if it is not valid JSON."""
     if kind == "session":
-        return 1
+        return 1  # sniff read the whole object
     stream.seek(0)
     total = 0
     try:
-        for prefix, event, _ in ijson.parse(stream, use_float=True):
-            if prefix == "item" and event == "start_map":
+        for depth, event, _ in _events(stream):
+            if depth == 1 and event == "start_map":
                 total += 1
     except ijson.JSONError as exc:
         raise NotAnExport(f"The file is not valid JSON: {exc}") from None

@@ -643,3 +643,31 @@ async def test_messages_out_of_the_tree_fail_their_conversation_rather_than_vani
     for failure in status["failed"]:
         assert "`parent` and `children`" in failure["reason"], failure
     assert set(await imported_sessions(client)) == {"Whole"}
+
+
+def nested(conversation: Json, levels: int) -> bytes:
+    """The conversation as JSON, with a value `levels` lists deep in its first question's
+    metadata (built as text: json.dumps stops at about 1,000 levels)."""
+    conversation["mapping"]["q"]["message"]["metadata"]["x"] = "here"
+    return json.dumps(conversation).replace('"here"', "[" * levels + "]" * levels).encode()
+
+
+async def test_json_nested_too_deep_is_refused_before_it_is_read_into_memory(
+    client: httpx.AsyncClient, database: Database
+) -> None:
+    """Reading N levels of nesting with ijson's paths costs N² memory: a 200 KB file of
+    100,000 levels got the process killed; it is refused (MAX_DEPTH), whichever conversation
+    holds it. Nesting an export really has is imported."""
+    deep = nested(simple_conversation("c1", "Deep", 0).as_json(), 3_000)
+    refused = await upload(client, b"[" + deep + b"]", expect=422)
+    assert "nested more than 64 levels deep" in refused["detail"]
+
+    fine = nested(simple_conversation("c2", "Fine", 0).as_json(), 40)
+    status = await finished(client, await upload(client, b"[" + fine + b"," + deep + b"]"))
+    assert status["status"] == "failed"
+    assert "nested more than 64 levels deep" in status["error"]
+    assert (status["done"], status["imported"]) == (0, 0)
+    assert await imported_sessions(client) == {}
+
+    status = await finished(client, await upload(client, b"[" + fine + b"]"))
+    assert (status["status"], status["imported"]) == ("done", 1)
