@@ -77,6 +77,12 @@ class Conversation:
 # 100,000 (200 KB) got the process killed. The file is first read with `basic_parse`, which
 # builds no paths, and the depth checked. A ChatGPT conversations.json is about 8 levels deep.
 MAX_DEPTH = 64
+# ijson's C parser turns a low surrogate escaped on its own (`\\udc00`) into bytes that are not
+# UTF-8, and raises UnicodeDecodeError for them: not the JSONError of other bad JSON.
+_UNPAIRED = (
+    "The file is not valid JSON: a string holds an unpaired surrogate (an escape from \\udc00 "
+    "to \\udfff on its own)"
+)
 
 
 def sniff(stream: IO[bytes]) -> ExportKind:
@@ -87,6 +93,8 @@ def sniff(stream: IO[bytes]) -> ExportKind:
         kind = _sniff_events(_events(stream))
     except ijson.JSONError as exc:
         raise NotAnExport(f"The file is not valid JSON: {exc}") from None
+    except UnicodeDecodeError:
+        raise NotAnExport(_UNPAIRED) from None
     finally:
         stream.seek(0)
     return kind
@@ -163,6 +171,8 @@ def count(stream: IO[bytes], kind: ExportKind) -> int:
                 total += 1
     except ijson.JSONError as exc:
         raise NotAnExport(f"The file is not valid JSON: {exc}") from None
+    except UnicodeDecodeError:
+        raise NotAnExport(_UNPAIRED) from None
     finally:
         stream.seek(0)
     return total

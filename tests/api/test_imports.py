@@ -671,3 +671,23 @@ async def test_json_nested_too_deep_is_refused_before_it_is_read_into_memory(
 
     status = await finished(client, await upload(client, b"[" + fine + b"]"))
     assert (status["status"], status["imported"]) == ("done", 1)
+
+
+async def test_an_unpaired_low_surrogate_escape_is_bad_json_not_a_500(
+    client: httpx.AsyncClient, database: Database
+) -> None:
+    """`\\udc00` alone in a JSON string: ijson's C parser raises UnicodeDecodeError, which was
+    not read as bad JSON: a 500 in the first conversation, "an unexpected error" later."""
+    marked = simple_conversation("c2", "Surrogate", 10).as_json()
+    marked["mapping"]["q"]["message"]["content"]["parts"] = ["before here after"]
+    bad = export_bytes([marked]).replace(b"here", b"\\udc00")
+    first = export_bytes([simple_conversation("c1", "First", 0).as_json()])
+
+    refused = await upload(client, bad, expect=422)
+    status = await finished(client, await upload(client, first[:-1] + b"," + bad[1:]))
+
+    assert "unpaired surrogate" in refused["detail"]
+    assert status["status"] == "failed"
+    assert "unpaired surrogate" in status["error"]
+    assert (status["done"], status["imported"]) == (0, 0)
+    assert await imported_sessions(client) == {}
