@@ -98,8 +98,10 @@ async def search_sessions(
     on_branch: set[uuid.UUID] = set()
     # A search without a single word (only punctuation, say) matches nothing.
     if query_words:
-        # On the read replica if any, as the sidebar's list (docs/scaling.md).
-        async with db.replica_read() as conn:
+        # On the read replica if any, as the sidebar's list (docs/scaling.md). One snapshot:
+        # a page past the window's sessions takes two statements (its tiers), and a session
+        # whose window match went away between them would be placed by both.
+        async with db.replica_read(snapshot=True) as conn:
             search = SearchQuery(query_words, where)
             if include_total:
                 total = await queries.count_search_results(conn, search)
