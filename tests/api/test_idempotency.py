@@ -398,3 +398,37 @@ async def test_a_failed_stream_sent_again_asks_nothing_and_ends_failed(
     )
     assert regenerate.status_code == 422, regenerate.text
     assert len(await stored_messages(database, "s")) == 2
+
+
+async def test_ten_regenerations_with_the_same_key_at_once_make_one_reply(
+    live_server: LiveServer, client: httpx.AsyncClient, database: Database
+) -> None:
+    sent = (await client.post(CHAT, json={"message": "one", "session_id": "s"})).json()
+    url = regenerate_url("s", sent["message_id"])
+    gate = asyncio.Event()
+    assistant = ScriptedAssistant(["again"], gate=gate, hold_reply=True)
+    with use_assistant(live_server, assistant):
+        racing = [
+            asyncio.create_task(
+                client.post(url, params={"stream": "false"}, headers=keyed("regen"))
+            )
+            for _ in range(10)
+        ]
+        async with asyncio.timeout(60):
+            await assistant.asked.wait()
+            pending = set(racing)
+            while len(pending) > 1:
+                _, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+        gate.set()
+        responses = await asyncio.gather(*racing)
+
+    assert sorted(r.status_code for r in responses) == [200] + [409] * 9, [
+        r.text for r in responses
+    ]
+    assert assistant.calls == 1
+    [done] = [r.json() for r in responses if r.status_code == 200]
+    rows = await stored_messages(database, "s")
+    assert [row["content"] for row in rows] == ["one", sent["response"], "again"]
+    detail = (await client.get(session_url("s"))).json()
+    assert (detail["message_count"], detail["last_message"]) == (2, "again")
+    assert detail["current_message_id"] == done["message_id"]
