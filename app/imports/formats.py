@@ -157,6 +157,9 @@ def _keys_of(events: Iterator[tuple[int, str, Any]], depth: int) -> set[str]:
     return keys
 
 
+_VALUE_ENDS = frozenset({"end_map", "end_array"})
+
+
 def count(stream: IO[bytes], kind: ExportKind) -> int:
     """How many conversations the file holds, read through once without building them: so
     a file whose JSON breaks off late, or nests too deep, is refused before anything is
@@ -167,7 +170,8 @@ def count(stream: IO[bytes], kind: ExportKind) -> int:
     total = 0
     try:
         for depth, event, _ in _events(stream):
-            if depth == 1 and event == "start_map":
+            # Each item starts a value at depth 1: what is not an object is tried, and fails.
+            if depth == 1 and event not in _VALUE_ENDS:
                 total += 1
     except ijson.JSONError as exc:
         raise NotAnExport(f"The file is not valid JSON: {exc}") from None

@@ -691,3 +691,19 @@ async def test_an_unpaired_low_surrogate_escape_is_bad_json_not_a_500(
     assert "unpaired surrogate" in status["error"]
     assert (status["done"], status["imported"]) == (0, 0)
     assert await imported_sessions(client) == {}
+
+
+async def test_total_counts_every_item_of_the_array_not_only_the_objects(
+    client: httpx.AsyncClient,
+) -> None:
+    """Items that are not objects are tried (and fail) as conversations: the counting pass
+    left them out, and `done` ended above `total`."""
+    export = [simple_conversation("c1", "Kept", 0).as_json(), [1, 2], "text", 7, None]
+
+    status = await finished(client, await upload(client, json.dumps(export).encode()))
+
+    assert (status["status"], status["total"], status["done"]) == ("done", 5, 5)
+    assert status["imported"] == 1
+    assert [f["reason"] for f in status["failed"]] == [
+        "not a conversation (a JSON object was expected)"
+    ] * 4
