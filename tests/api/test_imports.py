@@ -6,6 +6,7 @@ and PostgreSQL."""
 import asyncio
 import io
 import json
+import struct
 import uuid
 import zipfile
 from datetime import UTC, datetime, timedelta
@@ -707,3 +708,42 @@ async def test_total_counts_every_item_of_the_array_not_only_the_objects(
     assert [f["reason"] for f in status["failed"]] == [
         "not a conversation (a JSON object was expected)"
     ] * 4
+
+
+def with_headers_patched(archive: bytes, *, flag: int = 0, method: int | None = None) -> bytes:
+    """The zip with `flag` set in its members' general purpose flags and, if given, their
+    compression method replaced, in the local and the central headers (what another zip tool
+    writes: zipfile writes neither encryption nor Deflate64)."""
+    patched = bytearray(archive)
+    for signature, flag_at, method_at in ((b"PK\x03\x04", 6, 8), (b"PK\x01\x02", 8, 10)):
+        start = 0
+        while (start := patched.find(signature, start)) != -1:
+            flags = struct.unpack_from("<H", patched, start + flag_at)[0]
+            struct.pack_into("<H", patched, start + flag_at, flags | flag)
+            if method is not None:
+                struct.pack_into("<H", patched, start + method_at, method)
+            start += len(signature)
+    return bytes(patched)
+
+
+@pytest.mark.parametrize(
+    ("patch", "detail"),
+    [
+        ({"flag": 0x1}, "is encrypted"),
+        ({"method": 9}, "compressed with a method this service cannot unpack"),
+        ({"method": 99}, "compressed with a method this service cannot unpack"),
+    ],
+    ids=["encrypted", "deflate64", "aes"],
+)
+async def test_a_zip_member_zipfile_cannot_open_is_a_422_not_a_500(
+    client: httpx.AsyncClient, database: Database, patch: dict[str, int], detail: str
+) -> None:
+    """zipfile raises RuntimeError (encrypted) and NotImplementedError (Deflate64, which some
+    zip tools write; AES) when opening such a member: a 500."""
+    archive = with_headers_patched(export_zip(chatgpt_export()), **patch)
+
+    refused = await upload(client, archive, "export.zip", expect=422)
+
+    assert detail in refused["detail"]
+    async with database.read() as conn:
+        assert (await conn.execute(select(func.count()).select_from(chat_imports))).scalar() == 0
