@@ -110,12 +110,14 @@ async def search_sessions(
                 rows = ranked.rows
                 page_ids = [row["session_id"] for row in rows[:shown]]
                 # Each snippet is of the match that placed its session: in the window for
-                # those it placed.
+                # those it placed, unless its title did (its message matches are older).
+                placed = page_ids[: ranked.recent]
                 matches = await queries.best_matching_messages(
-                    conn, search, page_ids[: ranked.recent], since=ranked.since
+                    conn, search, placed, since=ranked.since
                 )
+                by_title = [session_id for session_id in placed if session_id not in matches]
                 matches |= await queries.best_matching_messages(
-                    conn, search, page_ids[ranked.recent :]
+                    conn, search, by_title + page_ids[ranked.recent :]
                 )
                 # Only sessions with forks need the walk; in the others every message is on
                 # the current branch.

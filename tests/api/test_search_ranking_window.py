@@ -158,3 +158,21 @@ async def test_a_page_places_each_session_once_while_its_window_match_is_renamed
     # Read as one snapshot: as before the rename, its title match in the window placed it.
     assert set(results[:3]) == {"both", "new-1", "new-2"}
     assert page["total"] == 5
+
+
+@pytest.mark.usefixtures("window")
+async def test_a_session_placed_by_its_title_in_the_window_has_its_older_message_as_snippet(
+    client: httpx.AsyncClient, database: Database
+) -> None:
+    """Renamed lately, a session is placed in the window by its title; its matching message
+    is older. It had no snippet (null is for a session that matches by its title only),
+    where a user with fewer entries sees that message."""
+    await seed(database)
+    await patch(client, "old-body", {"title": "Payment memo"})
+
+    page = await search(client, "payment", user_id=USER, page=1, page_size=100)
+
+    [placed] = [item for item in page["sessions"] if item["session_id"] == "old-body"]
+    assert ids_of(page).index("old-body") < ids_of(page).index("old-title")
+    assert placed["snippet"] == "payment one"
+    assert placed["match_message_id"] is not None
