@@ -747,3 +747,23 @@ async def test_a_zip_member_zipfile_cannot_open_is_a_422_not_a_500(
     assert detail in refused["detail"]
     async with database.read() as conn:
         assert (await conn.execute(select(func.count()).select_from(chat_imports))).scalar() == 0
+
+
+async def test_an_empty_conversation_is_never_updated_before_it_was_created(
+    client: httpx.AsyncClient,
+) -> None:
+    """A conversation without a message to import takes its time of last activity from the
+    file: an `update_time` before its `create_time` made a session updated before it was
+    created."""
+    empty = ChatGPTConversation("c1", "Empty", create_time=T0 + 100)
+    empty.root()
+    exported = {**empty.as_json(), "update_time": T0}
+
+    status = await finished(client, await upload(client, export_bytes([exported])))
+
+    assert status["imported"] == 1, status
+    session = (await imported_sessions(client))["Empty"]
+    assert (
+        session["created_at"] == session["updated_at"] == at(100).isoformat().replace("+00:00", "Z")
+    )
+    assert (session["message_count"], session["last_message"]) == (0, "")
