@@ -12,10 +12,10 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import IO, Any
+from typing import IO, Annotated, Any
 
 import ijson  # type: ignore[import-untyped]
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
 
 from app.domain import ExportKind, Rating, Role, TitleSource, unstorable_reason
 
@@ -420,6 +420,20 @@ def _text_or_none(value: Any) -> str | None:
 # --- This service's export ----------------------------------------------------------------------
 
 
+def _in_utc(moment: datetime) -> datetime:
+    """The time in UTC (one without an offset is taken as UTC); a ValueError for one outside
+    years 1 to 9999 there (datetime raised OverflowError, which stopped the whole import)."""
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(f"{moment.isoformat()} is out of range in UTC") from None
+
+
+_UTCTime = Annotated[datetime, AfterValidator(_in_utc)]
+
+
 class _Lenient(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
@@ -427,7 +441,7 @@ class _Lenient(BaseModel):
 class _ExportedFeedback(_Lenient):
     rating: Rating
     comment: str | None = None
-    updated_at: datetime
+    updated_at: _UTCTime
 
 
 class _ExportedMessage(_Lenient):
@@ -435,7 +449,7 @@ class _ExportedMessage(_Lenient):
     role: Role
     content: str
     metadata: dict[str, Any] = {}
-    created_at: datetime
+    created_at: _UTCTime
     parent_id: uuid.UUID | None = None
     feedback: _ExportedFeedback | None = None
 
@@ -444,8 +458,8 @@ class _ExportedSession(_Lenient):
     session_id: str
     title: str | None = None
     title_source: TitleSource = "message"
-    created_at: datetime
-    updated_at: datetime
+    created_at: _UTCTime
+    updated_at: _UTCTime
     pinned: bool = False
     archived: bool = False
     current_message_id: uuid.UUID | None = None
@@ -470,13 +484,13 @@ def from_session_export(item: dict[str, Any]) -> Conversation:
             role=message.role,
             content=message.content,
             metadata=message.metadata,
-            created_at=_aware(message.created_at),
+            created_at=message.created_at,
             feedback=None
             if message.feedback is None
             else Feedback(
                 message.feedback.rating,
                 message.feedback.comment,
-                _aware(message.feedback.updated_at),
+                message.feedback.updated_at,
             ),
         )
         for message in session.messages
@@ -488,8 +502,8 @@ def from_session_export(item: dict[str, Any]) -> Conversation:
         source_id=f"export:{session.session_id}",
         title=session.title,
         title_source=session.title_source,
-        created_at=_aware(session.created_at),
-        updated_at=_aware(session.updated_at),
+        created_at=session.created_at,
+        updated_at=session.updated_at,
         # Written in the order they were exported: the order they were written.
         nodes=_parents_first(nodes),
         current=None if current is None else str(current),
@@ -508,10 +522,6 @@ def _parents_first(nodes: list[Node]) -> list[Node]:
             return _oldest_first(nodes)
         seen.add(node.key)
     return nodes
-
-
-def _aware(moment: datetime) -> datetime:
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 # --- What every conversation must satisfy ---------------------------------------------------------

@@ -767,3 +767,34 @@ async def test_an_empty_conversation_is_never_updated_before_it_was_created(
         session["created_at"] == session["updated_at"] == at(100).isoformat().replace("+00:00", "Z")
     )
     assert (session["message_count"], session["last_message"]) == (0, "")
+
+
+@pytest.mark.parametrize(
+    "moment", ["9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00+01:00"], ids=["late", "early"]
+)
+async def test_a_date_that_is_out_of_range_in_utc_fails_its_conversation(
+    client: httpx.AsyncClient, moment: str
+) -> None:
+    """A valid date whose UTC time falls outside years 1 to 9999: converting it raised
+    OverflowError, which stopped the whole import on "an unexpected error"."""
+    await send(client, "hello", session_id="original")
+    exported = await export_of(client, "original")
+    out_of_range = {**exported, "session_id": "out of range", "created_at": moment}
+    message_out_of_range = {
+        **exported,
+        "session_id": "message out of range",
+        "messages": [{**exported["messages"][0], "created_at": moment}, *exported["messages"][1:]],
+    }
+    fine = {**exported, "session_id": "fine"}
+
+    status = await finished(
+        client,
+        await upload(client, json.dumps([out_of_range, message_out_of_range, fine]).encode()),
+    )
+
+    assert (status["status"], status["error"]) == ("done", None)
+    assert (status["imported"], status["done"]) == (1, 3)
+    assert [f["reason"] for f in status["failed"]] == [
+        f"created_at: Value error, {moment} is out of range in UTC",
+        f"messages.0.created_at: Value error, {moment} is out of range in UTC",
+    ]
