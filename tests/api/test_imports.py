@@ -798,3 +798,26 @@ async def test_a_date_that_is_out_of_range_in_utc_fails_its_conversation(
         f"created_at: Value error, {moment} is out of range in UTC",
         f"messages.0.created_at: Value error, {moment} is out of range in UTC",
     ]
+
+
+async def test_of_several_conversations_json_in_a_zip_the_top_one_is_read_and_none_unpacked(
+    client: httpx.AsyncClient,
+) -> None:
+    """Names with `..` or a leading `/` are never paths (the member is read into a temporary
+    file of its own, never extracted by name); the one nearest the top is the export (a
+    probe that held)."""
+    top = export_bytes([simple_conversation("c1", "Top", 0).as_json()])
+    other = export_bytes([simple_conversation("c2", "Elsewhere", 0).as_json()])
+    archive = zip_of(
+        {
+            "../../deeper/conversations.json": other,
+            "/abs/path/conversations.json": other,
+            "folder/conversations.json": other,
+            "conversations.json": top,
+        }
+    )
+
+    status = await finished(client, await upload(client, archive, "export.zip"))
+
+    assert (status["status"], status["imported"]) == ("done", 1)
+    assert set(await imported_sessions(client)) == {"Top"}
