@@ -60,7 +60,7 @@ ImportTasksDep = Annotated[ImportTasks, Depends(get_import_tasks)]
             "IMPORT_MAX_BYTES.",
             422: "The request is invalid, or the file is not an export this service reads "
             "(not JSON, not a zip with a conversations.json, a zip that unpacks suspiciously "
-            "large): `detail` says why.",
+            "large, JSON nested more than 64 levels deep): `detail` says why.",
         },
     ),
 )

@@ -12,10 +12,10 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import IO, Any
+from typing import IO, Annotated, Any
 
 import ijson  # type: ignore[import-untyped]
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
 
 from app.domain import ExportKind, Rating, Role, TitleSource, unstorable_reason
 
@@ -72,23 +72,53 @@ class Conversation:
 # --- Which export, and how many conversations ------------------------------------------------
 
 
+# JSON nested deeper than this is refused (NotAnExport). ijson's `parse` builds the path of
+# every event it reads, so N levels cost N² memory: 10,000 levels (a 20 KB file) took 270 MB,
+# 100,000 (200 KB) got the process killed. The file is first read with `basic_parse`, which
+# builds no paths, and the depth checked. A ChatGPT conversations.json is about 8 levels deep.
+MAX_DEPTH = 64
+_TOO_DEEP = f"This JSON is not an export: it is nested more than {MAX_DEPTH} levels deep"
+# ijson's C parser turns a low surrogate escaped on its own (`\\udc00`) into bytes that are not
+# UTF-8, and raises UnicodeDecodeError for them: not the JSONError of other bad JSON.
+_UNPAIRED = (
+    "The file is not valid JSON: a string holds an unpaired surrogate (an escape from \\udc00 "
+    "to \\udfff on its own)"
+)
+
+
 def sniff(stream: IO[bytes]) -> ExportKind:
     """The kind of export, from its start (the first conversation at most); NotAnExport if it
     is not one. Rewinds the stream."""
     stream.seek(0)
     try:
-        kind = _sniff_events(ijson.parse(stream, use_float=True))
+        kind = _sniff_events(_events(stream))
     except ijson.JSONError as exc:
         raise NotAnExport(f"The file is not valid JSON: {exc}") from None
+    except UnicodeDecodeError:
+        raise NotAnExport(_UNPAIRED) from None
     finally:
         stream.seek(0)
     return kind
 
 
-def _sniff_events(events: Iterator[tuple[str, str, Any]]) -> ExportKind:
-    _, event, _ = next(events, ("", "", None))
+def _events(stream: IO[bytes]) -> Iterator[tuple[int, str, Any]]:
+    """The file's JSON events, each with its depth (0: the top value; its keys and items: 1);
+    NotAnExport past MAX_DEPTH."""
+    depth = 0
+    for event, value in ijson.basic_parse(stream, use_float=True):
+        if event in ("end_map", "end_array"):
+            depth -= 1
+        yield depth, event, value
+        if event in ("start_map", "start_array"):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise NotAnExport(_TOO_DEEP)
+
+
+def _sniff_events(events: Iterator[tuple[int, str, Any]]) -> ExportKind:
+    _, event, _ = next(events, (0, "", None))
     if event == "start_map":
-        keys = _keys_of(events, "")
+        keys = _keys_of(events, 1)
         if {"session_id", "messages"} <= keys:
             return "session"
         raise NotAnExport(
@@ -99,12 +129,12 @@ def _sniff_events(events: Iterator[tuple[str, str, Any]]) -> ExportKind:
         raise NotAnExport(
             "This JSON is not an export: expected an array of conversations or a session"
         )
-    _, event, _ = next(events, ("", "", None))
+    _, event, _ = next(events, (0, "", None))
     if event == "end_array":
         return "chatgpt"  # an empty export: nothing to import either way
     if event != "start_map":
         raise NotAnExport("This JSON is not an export: the array does not hold conversations")
-    keys = _keys_of(events, "item")
+    keys = _keys_of(events, 2)
     if "mapping" in keys:
         return "chatgpt"
     if {"session_id", "messages"} <= keys:
@@ -115,31 +145,47 @@ def _sniff_events(events: Iterator[tuple[str, str, Any]]) -> ExportKind:
     )
 
 
-def _keys_of(events: Iterator[tuple[str, str, Any]], prefix: str) -> set[str]:
-    """The keys of the object at `prefix` whose start was just read, up to its end."""
+def _keys_of(events: Iterator[tuple[int, str, Any]], depth: int) -> set[str]:
+    """The keys of the object whose start was just read (its keys at `depth`), up to its end."""
     keys: set[str] = set()
     for at, event, value in events:
-        if at == prefix and event == "map_key":
+        if at == depth and event == "map_key":
             keys.add(value)
-        elif at == prefix and event == "end_map":
+        elif at == depth - 1 and event == "end_map":
             break
     return keys
 
 
+_STARTS = frozenset({"start_map", "start_array"})
+_ENDS = frozenset({"end_map", "end_array"})
+
+
 def count(stream: IO[bytes], kind: ExportKind) -> int:
     """How many conversations the file holds, read through once without building them: so
-    a file whose JSON breaks off late is refused before anything is written. NotAnExport if
-    it is not valid JSON."""
+    a file whose JSON breaks off late, or nests too deep, is refused before anything is
+    written. NotAnExport if it is not valid JSON."""
     if kind == "session":
-        return 1
+        return 1  # sniff read the whole object
     stream.seek(0)
     total = 0
+    # `_events`, inlined: its generator cost a third more CPU on this pass.
+    depth = 0
     try:
-        for prefix, event, _ in ijson.parse(stream, use_float=True):
-            if prefix == "item" and event == "start_map":
+        for event, _ in ijson.basic_parse(stream, use_float=True):
+            if event in _ENDS:
+                depth -= 1
+                continue
+            # Each item starts a value at depth 1: what is not an object is tried, and fails.
+            if depth == 1:
                 total += 1
+            if event in _STARTS:
+                depth += 1
+                if depth > MAX_DEPTH:
+                    raise NotAnExport(_TOO_DEEP)
     except ijson.JSONError as exc:
         raise NotAnExport(f"The file is not valid JSON: {exc}") from None
+    except UnicodeDecodeError:
+        raise NotAnExport(_UNPAIRED) from None
     finally:
         stream.seek(0)
     return total
@@ -206,6 +252,12 @@ def from_chatgpt(conversation: dict[str, Any]) -> Conversation:
         if not isinstance(children, list):
             raise BrokenConversation(f"message {key!r} has no list of `children`")
         stack.extend((str(child), below, time) for child in reversed(children))
+    # A node the walk never reached would be left out without a word.
+    if unreached := next((key for key in mapping if key not in seen), None):
+        raise BrokenConversation(
+            f"message {unreached!r} cannot be reached from the conversation's start: the "
+            "messages' `parent` and `children` disagree or form a cycle"
+        )
     current = conversation.get("current_node")
     return Conversation(
         source_id=f"chatgpt:{source}" if source else f"chatgpt:{started.isoformat()}",
@@ -253,7 +305,7 @@ def _chatgpt_node(
     if (
         role not in ("user", "assistant", "tool")
         or metadata.get("is_visually_hidden_from_conversation")
-        or content.get("content_type") in _HIDDEN_CONTENT
+        or _str(content.get("content_type")) in _HIDDEN_CONTENT
     ):
         return None
     text, attachments = _chatgpt_content(content)
@@ -306,7 +358,7 @@ def _chatgpt_content(content: dict[str, Any]) -> tuple[str, list[dict[str, Any]]
         elif isinstance(part, dict):
             if isinstance(part.get("text"), str):  # an audio transcription
                 texts.append(part["text"])
-            elif "asset_pointer" in part or part.get("content_type", "").endswith("_pointer"):
+            elif "asset_pointer" in part or _str(part.get("content_type")).endswith("_pointer"):
                 attachments.append(_asset(part))
     if not parts and isinstance(content.get("text"), str):
         texts.append(content["text"])  # tether_browsing_display and the like
@@ -377,6 +429,20 @@ def _text_or_none(value: Any) -> str | None:
 # --- This service's export ----------------------------------------------------------------------
 
 
+def _in_utc(moment: datetime) -> datetime:
+    """The time in UTC (one without an offset is taken as UTC); a ValueError for one outside
+    years 1 to 9999 there (datetime raised OverflowError, which stopped the whole import)."""
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(f"{moment.isoformat()} is out of range in UTC") from None
+
+
+_UTCTime = Annotated[datetime, AfterValidator(_in_utc)]
+
+
 class _Lenient(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
@@ -384,7 +450,7 @@ class _Lenient(BaseModel):
 class _ExportedFeedback(_Lenient):
     rating: Rating
     comment: str | None = None
-    updated_at: datetime
+    updated_at: _UTCTime
 
 
 class _ExportedMessage(_Lenient):
@@ -392,7 +458,7 @@ class _ExportedMessage(_Lenient):
     role: Role
     content: str
     metadata: dict[str, Any] = {}
-    created_at: datetime
+    created_at: _UTCTime
     parent_id: uuid.UUID | None = None
     feedback: _ExportedFeedback | None = None
 
@@ -401,8 +467,8 @@ class _ExportedSession(_Lenient):
     session_id: str
     title: str | None = None
     title_source: TitleSource = "message"
-    created_at: datetime
-    updated_at: datetime
+    created_at: _UTCTime
+    updated_at: _UTCTime
     pinned: bool = False
     archived: bool = False
     current_message_id: uuid.UUID | None = None
@@ -427,13 +493,13 @@ def from_session_export(item: dict[str, Any]) -> Conversation:
             role=message.role,
             content=message.content,
             metadata=message.metadata,
-            created_at=_aware(message.created_at),
+            created_at=message.created_at,
             feedback=None
             if message.feedback is None
             else Feedback(
                 message.feedback.rating,
                 message.feedback.comment,
-                _aware(message.feedback.updated_at),
+                message.feedback.updated_at,
             ),
         )
         for message in session.messages
@@ -445,8 +511,8 @@ def from_session_export(item: dict[str, Any]) -> Conversation:
         source_id=f"export:{session.session_id}",
         title=session.title,
         title_source=session.title_source,
-        created_at=_aware(session.created_at),
-        updated_at=_aware(session.updated_at),
+        created_at=session.created_at,
+        updated_at=session.updated_at,
         # Written in the order they were exported: the order they were written.
         nodes=_parents_first(nodes),
         current=None if current is None else str(current),
@@ -467,20 +533,23 @@ def _parents_first(nodes: list[Node]) -> list[Node]:
     return nodes
 
 
-def _aware(moment: datetime) -> datetime:
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-
-
 # --- What every conversation must satisfy ---------------------------------------------------------
 
 
 def check_storable(conversation: Conversation) -> None:
     """BrokenConversation if a text or metadata value is one the databases cannot store
-    (NUL, unpaired surrogates): such a conversation fails whole rather than changed."""
+    (NUL, unpaired surrogates): such a conversation fails whole rather than changed. Its id
+    too (the session's source, and in its metadata), and its feedback comments."""
+    for text in (conversation.source_id, *_strings(conversation.origin)):
+        if (reason := unstorable_reason(text)) is not None:
+            raise BrokenConversation(f"the conversation's id {reason}")
     for node in conversation.nodes:
         for text in (node.content, *_strings(node.metadata)):
             if (reason := unstorable_reason(text)) is not None:
                 raise BrokenConversation(f"a {node.role} message {reason}")
+        comment = None if node.feedback is None else node.feedback.comment
+        if comment is not None and (reason := unstorable_reason(comment)) is not None:
+            raise BrokenConversation(f"a feedback comment {reason}")
     if conversation.title is not None and unstorable_reason(conversation.title):
         raise BrokenConversation(f"the title {unstorable_reason(conversation.title)}")
 

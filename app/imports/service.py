@@ -337,8 +337,9 @@ async def _write(
         pinned=conversation.pinned,
         archived=conversation.archived,
         metadata={"imported": {**conversation.origin, "source_id": conversation.source_id}},
-        # With messages, the newest one's time (the write path's rule); without, the file's.
-        updated_at=None if stored else conversation.updated_at,
+        # With messages, the newest one's time (the write path's rule); without, the file's,
+        # never before the session's creation.
+        updated_at=None if stored else max(conversation.updated_at, conversation.created_at),
     )
     await queries.remember_source(
         conn, owner_key=owner_key, source_id=conversation.source_id, session_id=session_id

@@ -15,6 +15,10 @@ _ZIP_MAGIC = b"PK\x03\x04"
 # compresses about 5-15 times (a ChatGPT export: 8 times); a zip bomb, thousands.
 MAX_ZIP_RATIO = 100
 _CONVERSATIONS = "conversations.json"
+_ENCRYPTED = 0x1  # the general purpose flag's bit 0
+_UNPACKABLE = frozenset(
+    {zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA}
+)
 
 
 def spool(source: IO[bytes], *, max_bytes: int) -> IO[bytes]:
@@ -80,6 +84,16 @@ def _member(upload: IO[bytes], *, max_bytes: int) -> IO[bytes]:
             raise NotAnImport(
                 f"{_CONVERSATIONS} in the zip unpacks to more than {MAX_ZIP_RATIO} times its "
                 "packed size: refused as a possible zip bomb"
+            )
+        # zipfile raises RuntimeError and NotImplementedError for these, when opening.
+        if info.flag_bits & _ENCRYPTED:
+            raise NotAnImport(
+                f"{_CONVERSATIONS} in the zip is encrypted: zip it without a password"
+            )
+        if info.compress_type not in _UNPACKABLE:
+            raise NotAnImport(
+                f"{_CONVERSATIONS} in the zip is compressed with a method this service cannot "
+                "unpack (Deflate64 or AES, say): zip it again with the usual deflate"
             )
         extracted = tempfile.TemporaryFile()  # noqa: SIM115 - handed to the import
         try:

@@ -98,8 +98,10 @@ async def search_sessions(
     on_branch: set[uuid.UUID] = set()
     # A search without a single word (only punctuation, say) matches nothing.
     if query_words:
-        # On the read replica if any, as the sidebar's list (docs/scaling.md).
-        async with db.replica_read() as conn:
+        # On the read replica if any, as the sidebar's list (docs/scaling.md). One snapshot:
+        # a page past the window's sessions takes two statements (its tiers), and a session
+        # whose window match went away between them would be placed by both.
+        async with db.replica_read(snapshot=True) as conn:
             search = SearchQuery(query_words, where)
             if include_total:
                 total = await queries.count_search_results(conn, search)
@@ -108,12 +110,14 @@ async def search_sessions(
                 rows = ranked.rows
                 page_ids = [row["session_id"] for row in rows[:shown]]
                 # Each snippet is of the match that placed its session: in the window for
-                # those it placed.
+                # those it placed, unless its title did (its message matches are older).
+                placed = page_ids[: ranked.recent]
                 matches = await queries.best_matching_messages(
-                    conn, search, page_ids[: ranked.recent], since=ranked.since
+                    conn, search, placed, since=ranked.since
                 )
+                by_title = [session_id for session_id in placed if session_id not in matches]
                 matches |= await queries.best_matching_messages(
-                    conn, search, page_ids[ranked.recent :]
+                    conn, search, by_title + page_ids[ranked.recent :]
                 )
                 # Only sessions with forks need the walk; in the others every message is on
                 # the current branch.

@@ -337,3 +337,98 @@ async def test_a_key_goes_with_its_session(client: httpx.AsyncClient, database: 
 
     assert deleted.status_code == 204, deleted.text
     assert await stored_keys(database) == 0
+
+
+async def test_a_stream_sent_again_after_its_stop_replays_what_was_kept(
+    live_server: LiveServer, client: httpx.AsyncClient, database: Database
+) -> None:
+    """Stopped, then sent again with its key: the part kept and `done` (incomplete), with the
+    first stream's event ids; resumed after the replay's last delta, only the end."""
+    gate = asyncio.Event()
+    assistant = ScriptedAssistant(["first ", "second"], gate=gate)
+    body = {"message": "Tell me", "session_id": "s"}
+    with use_assistant(live_server, assistant):
+        async with open_stream(live_server, body, keyed("stop-1")) as first:
+            await first.read_until("delta")
+            stopped = await client.post(f"{session_url('s')}/stop")
+            assert stopped.json() == {"stopped": True}, stopped.text
+            await first.read_until("done")
+        again = await client.post(STREAM, json=body, headers=keyed("stop-1"))
+
+    events = parse_sse(again.text)
+    assert [e.event for e in events] == ["session", "delta", "done"]
+    assert [e.data for e in events] == [e.data for e in first.events]
+    assert [e.id for e in events] == [e.id for e in first.events]
+    assert events[-1].data["status"] == "incomplete"
+    assert assistant.calls == 1
+    rows = await stored_messages(database, "s")
+    assert [(row["role"], row["content"]) for row in rows] == [
+        ("user", "Tell me"),
+        ("assistant", "first "),
+    ]
+    resumed = await client.get(
+        f"{session_url('s')}/stream", headers={"Last-Event-ID": str(events[1].id)}
+    )
+    assert [(e.event, e.data) for e in parse_sse(resumed.text)] == [("done", events[-1].data)]
+
+
+async def test_a_failed_stream_sent_again_asks_nothing_and_ends_failed(
+    live_server: LiveServer, client: httpx.AsyncClient, database: Database
+) -> None:
+    failing = ScriptedAssistant([], fail_with=AssistantError("down", kind="unavailable"))
+    body = {"message": "Hello", "session_id": "s"}
+    with use_assistant(live_server, failing):
+        first = parse_sse((await client.post(STREAM, json=body, headers=keyed("f"))).text)
+        again = parse_sse((await client.post(STREAM, json=body, headers=keyed("f"))).text)
+
+    assert [e.event for e in first] == ["session", "error"]
+    # As documented: the stored status, `failed`, for a reply that came to nothing.
+    assert [e.event for e in again] == ["session", "done"]
+    assert again[0].data == first[0].data
+    assert again[1].data == {
+        "session_id": "s",
+        "message_id": first[0].data["message_id"],
+        "status": "failed",
+    }
+    assert failing.calls == 1
+    assert len(await stored_messages(database, "s")) == 2
+    # Another route with the key is another request; the same key from a regeneration too.
+    regenerate = await client.post(
+        regenerate_url("s", first[0].data["message_id"]), headers=keyed("f")
+    )
+    assert regenerate.status_code == 422, regenerate.text
+    assert len(await stored_messages(database, "s")) == 2
+
+
+async def test_ten_regenerations_with_the_same_key_at_once_make_one_reply(
+    live_server: LiveServer, client: httpx.AsyncClient, database: Database
+) -> None:
+    sent = (await client.post(CHAT, json={"message": "one", "session_id": "s"})).json()
+    url = regenerate_url("s", sent["message_id"])
+    gate = asyncio.Event()
+    assistant = ScriptedAssistant(["again"], gate=gate, hold_reply=True)
+    with use_assistant(live_server, assistant):
+        racing = [
+            asyncio.create_task(
+                client.post(url, params={"stream": "false"}, headers=keyed("regen"))
+            )
+            for _ in range(10)
+        ]
+        async with asyncio.timeout(60):
+            await assistant.asked.wait()
+            pending = set(racing)
+            while len(pending) > 1:
+                _, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+        gate.set()
+        responses = await asyncio.gather(*racing)
+
+    assert sorted(r.status_code for r in responses) == [200] + [409] * 9, [
+        r.text for r in responses
+    ]
+    assert assistant.calls == 1
+    [done] = [r.json() for r in responses if r.status_code == 200]
+    rows = await stored_messages(database, "s")
+    assert [row["content"] for row in rows] == ["one", sent["response"], "again"]
+    detail = (await client.get(session_url("s"))).json()
+    assert (detail["message_count"], detail["last_message"]) == (2, "again")
+    assert detail["current_message_id"] == done["message_id"]

@@ -6,6 +6,7 @@ and PostgreSQL."""
 import asyncio
 import io
 import json
+import struct
 import uuid
 import zipfile
 from datetime import UTC, datetime, timedelta
@@ -520,3 +521,303 @@ async def test_an_import_running_when_the_service_stops_is_marked_failed(
     assert row.status == "failed"
     assert "The service stopped during the import" in row.error
     assert row.imported == sessions < 500
+
+
+# --- Hostile input: each malformed conversation fails alone, nothing is lost silently ----------
+
+
+def with_part(conversation: ChatGPTConversation, node: str, part: Json) -> Json:
+    exported = conversation.as_json()
+    exported["mapping"][node]["message"]["content"]["parts"].append(part)
+    return exported
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [None, 7, ["text"], {"kind": "text"}],
+    ids=["null", "number", "list", "object"],
+)
+async def test_a_content_type_of_the_wrong_type_stops_nothing(
+    client: httpx.AsyncClient, database: Database, content_type: Any
+) -> None:
+    """A `content_type` that is not a string, on a message or on one of its parts, is read as
+    absent (as every other field of the wrong type is): the text is imported, and the
+    conversations after it too (it stopped the whole import: an AttributeError, a TypeError)."""
+    on_message = simple_conversation("c1", "On the message", 0).as_json()
+    on_message["mapping"]["q"]["message"]["content"]["content_type"] = content_type
+    on_part = with_part(
+        simple_conversation("c2", "On a part", 10), "r", {"content_type": content_type}
+    )
+    after = simple_conversation("c3", "After them", 20).as_json()
+
+    status = await finished(
+        client, await upload(client, export_bytes([on_message, on_part, after]))
+    )
+
+    assert (status["status"], status["error"], status["failed"]) == ("done", None, [])
+    assert (status["imported"], status["done"]) == (3, 3)
+    sessions = await imported_sessions(client)
+    assert set(sessions) == {"On the message", "On a part", "After them"}
+    assert sessions["On the message"]["message_count"] == 2
+    assert sessions["On a part"]["last_message"] == "On a part!"
+    for session in sessions.values():
+        await assert_tree_matches_session(database, session["session_id"])
+
+
+async def test_a_nul_in_a_source_id_or_a_comment_fails_its_conversation_on_both_databases(
+    client: httpx.AsyncClient, database: Database
+) -> None:
+    """The conversation's id (kept as its source and in the session's metadata) and a reply's
+    feedback comment are stored text too: with a NUL, SQLite stored them and PostgreSQL
+    refused the conversation as "the database refused it"."""
+    await branched_session(client, "original")
+    exported = await export_of(client, "original")
+    commented = {
+        **exported,
+        "session_id": "with a bad comment",
+        "messages": [
+            {**m, "feedback": {**m["feedback"], "comment": "bad\u0000comment"}}
+            if m["feedback"]
+            else m
+            for m in exported["messages"]
+        ],
+    }
+    renamed = {**exported, "session_id": "bad\u0000id", "title": "Bad id"}
+    bad_id = simple_conversation("conv\u0000nul", "Bad ChatGPT id", 0).as_json()
+
+    sessions = await finished(
+        client, await upload(client, json.dumps([commented, renamed]).encode())
+    )
+    chatgpt = await finished(client, await upload(client, export_bytes([bad_id])))
+
+    assert (sessions["status"], sessions["imported"], sessions["done"]) == ("done", 0, 2)
+    assert [f["reason"] for f in sessions["failed"]] == [
+        "a feedback comment must not contain NUL (\\u0000) characters",
+        "the conversation's id must not contain NUL (\\u0000) characters",
+    ]
+    assert (chatgpt["status"], chatgpt["imported"]) == ("done", 0)
+    assert [f["reason"] for f in chatgpt["failed"]] == [
+        "the conversation's id must not contain NUL (\\u0000) characters"
+    ]
+    assert [s["session_id"] for s in (await client.get(SESSIONS)).json()["sessions"]] == [
+        "original"
+    ]
+
+
+def with_cycle_aside(conversation_id: str, title: str) -> Json:
+    """A conversation whose two last messages name each other as `parent` (and child): no
+    walk from its start reaches them."""
+    conversation = simple_conversation(conversation_id, title, 0)
+    conversation.add("x", None, "user", "lost question", at=T0 + 3)
+    conversation.add("y", "x", "assistant", "lost answer", at=T0 + 4)
+    exported = conversation.as_json()
+    exported["mapping"]["x"]["parent"] = "y"
+    exported["mapping"]["y"]["children"] = ["x"]
+    return exported
+
+
+def with_orphan(conversation_id: str, title: str) -> Json:
+    """A conversation with a reply whose parent does not list it among its `children`."""
+    exported = simple_conversation(conversation_id, title, 0).as_json()
+    exported["mapping"]["q"]["children"] = []
+    return exported
+
+
+@pytest.mark.parametrize("broken", [with_cycle_aside, with_orphan], ids=["cycle-aside", "orphan"])
+async def test_messages_out_of_the_tree_fail_their_conversation_rather_than_vanish(
+    client: httpx.AsyncClient, broken: Any
+) -> None:
+    """Messages that the walk down from the conversation's start cannot reach were left out
+    without a word: the session was imported without them (a cycle of every message: an
+    empty session)."""
+    everything_in_a_cycle = with_cycle_aside("c2", "All in a cycle")
+    everything_in_a_cycle["mapping"] = {
+        key: node for key, node in everything_in_a_cycle["mapping"].items() if key in ("x", "y")
+    }
+    export = [broken("c1", "Broken tree")]
+    export += [everything_in_a_cycle, simple_conversation("c3", "Whole", 10).as_json()]
+
+    status = await finished(client, await upload(client, export_bytes(export)))
+
+    assert (status["status"], status["imported"], status["done"]) == ("done", 1, 3)
+    assert [f["title"] for f in status["failed"]] == ["Broken tree", "All in a cycle"]
+    for failure in status["failed"]:
+        assert "`parent` and `children`" in failure["reason"], failure
+    assert set(await imported_sessions(client)) == {"Whole"}
+
+
+def nested(conversation: Json, levels: int) -> bytes:
+    """The conversation as JSON, with a value `levels` lists deep in its first question's
+    metadata (built as text: json.dumps stops at about 1,000 levels)."""
+    conversation["mapping"]["q"]["message"]["metadata"]["x"] = "here"
+    return json.dumps(conversation).replace('"here"', "[" * levels + "]" * levels).encode()
+
+
+async def test_json_nested_too_deep_is_refused_before_it_is_read_into_memory(
+    client: httpx.AsyncClient, database: Database
+) -> None:
+    """Reading N levels of nesting with ijson's paths costs N² memory: a 200 KB file of
+    100,000 levels got the process killed; it is refused (MAX_DEPTH), whichever conversation
+    holds it. Nesting an export really has is imported."""
+    deep = nested(simple_conversation("c1", "Deep", 0).as_json(), 3_000)
+    refused = await upload(client, b"[" + deep + b"]", expect=422)
+    assert "nested more than 64 levels deep" in refused["detail"]
+
+    fine = nested(simple_conversation("c2", "Fine", 0).as_json(), 40)
+    status = await finished(client, await upload(client, b"[" + fine + b"," + deep + b"]"))
+    assert status["status"] == "failed"
+    assert "nested more than 64 levels deep" in status["error"]
+    assert (status["done"], status["imported"]) == (0, 0)
+    assert await imported_sessions(client) == {}
+
+    status = await finished(client, await upload(client, b"[" + fine + b"]"))
+    assert (status["status"], status["imported"]) == ("done", 1)
+
+
+async def test_an_unpaired_low_surrogate_escape_is_bad_json_not_a_500(
+    client: httpx.AsyncClient, database: Database
+) -> None:
+    """`\\udc00` alone in a JSON string: ijson's C parser raises UnicodeDecodeError, which was
+    not read as bad JSON: a 500 in the first conversation, "an unexpected error" later."""
+    marked = simple_conversation("c2", "Surrogate", 10).as_json()
+    marked["mapping"]["q"]["message"]["content"]["parts"] = ["before here after"]
+    bad = export_bytes([marked]).replace(b"here", b"\\udc00")
+    first = export_bytes([simple_conversation("c1", "First", 0).as_json()])
+
+    refused = await upload(client, bad, expect=422)
+    status = await finished(client, await upload(client, first[:-1] + b"," + bad[1:]))
+
+    assert "unpaired surrogate" in refused["detail"]
+    assert status["status"] == "failed"
+    assert "unpaired surrogate" in status["error"]
+    assert (status["done"], status["imported"]) == (0, 0)
+    assert await imported_sessions(client) == {}
+
+
+async def test_total_counts_every_item_of_the_array_not_only_the_objects(
+    client: httpx.AsyncClient,
+) -> None:
+    """Items that are not objects are tried (and fail) as conversations: the counting pass
+    left them out, and `done` ended above `total`."""
+    export = [simple_conversation("c1", "Kept", 0).as_json(), [1, 2], "text", 7, None]
+
+    status = await finished(client, await upload(client, json.dumps(export).encode()))
+
+    assert (status["status"], status["total"], status["done"]) == ("done", 5, 5)
+    assert status["imported"] == 1
+    assert [f["reason"] for f in status["failed"]] == [
+        "not a conversation (a JSON object was expected)"
+    ] * 4
+
+
+def with_headers_patched(archive: bytes, *, flag: int = 0, method: int | None = None) -> bytes:
+    """The zip with `flag` set in its members' general purpose flags and, if given, their
+    compression method replaced, in the local and the central headers (what another zip tool
+    writes: zipfile writes neither encryption nor Deflate64)."""
+    patched = bytearray(archive)
+    for signature, flag_at, method_at in ((b"PK\x03\x04", 6, 8), (b"PK\x01\x02", 8, 10)):
+        start = 0
+        while (start := patched.find(signature, start)) != -1:
+            flags = struct.unpack_from("<H", patched, start + flag_at)[0]
+            struct.pack_into("<H", patched, start + flag_at, flags | flag)
+            if method is not None:
+                struct.pack_into("<H", patched, start + method_at, method)
+            start += len(signature)
+    return bytes(patched)
+
+
+@pytest.mark.parametrize(
+    ("patch", "detail"),
+    [
+        ({"flag": 0x1}, "is encrypted"),
+        ({"method": 9}, "compressed with a method this service cannot unpack"),
+        ({"method": 99}, "compressed with a method this service cannot unpack"),
+    ],
+    ids=["encrypted", "deflate64", "aes"],
+)
+async def test_a_zip_member_zipfile_cannot_open_is_a_422_not_a_500(
+    client: httpx.AsyncClient, database: Database, patch: dict[str, int], detail: str
+) -> None:
+    """zipfile raises RuntimeError (encrypted) and NotImplementedError (Deflate64, which some
+    zip tools write; AES) when opening such a member: a 500."""
+    archive = with_headers_patched(export_zip(chatgpt_export()), **patch)
+
+    refused = await upload(client, archive, "export.zip", expect=422)
+
+    assert detail in refused["detail"]
+    async with database.read() as conn:
+        assert (await conn.execute(select(func.count()).select_from(chat_imports))).scalar() == 0
+
+
+async def test_an_empty_conversation_is_never_updated_before_it_was_created(
+    client: httpx.AsyncClient,
+) -> None:
+    """A conversation without a message to import takes its time of last activity from the
+    file: an `update_time` before its `create_time` made a session updated before it was
+    created."""
+    empty = ChatGPTConversation("c1", "Empty", create_time=T0 + 100)
+    empty.root()
+    exported = {**empty.as_json(), "update_time": T0}
+
+    status = await finished(client, await upload(client, export_bytes([exported])))
+
+    assert status["imported"] == 1, status
+    session = (await imported_sessions(client))["Empty"]
+    assert (
+        session["created_at"] == session["updated_at"] == at(100).isoformat().replace("+00:00", "Z")
+    )
+    assert (session["message_count"], session["last_message"]) == (0, "")
+
+
+@pytest.mark.parametrize(
+    "moment", ["9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00+01:00"], ids=["late", "early"]
+)
+async def test_a_date_that_is_out_of_range_in_utc_fails_its_conversation(
+    client: httpx.AsyncClient, moment: str
+) -> None:
+    """A valid date whose UTC time falls outside years 1 to 9999: converting it raised
+    OverflowError, which stopped the whole import on "an unexpected error"."""
+    await send(client, "hello", session_id="original")
+    exported = await export_of(client, "original")
+    out_of_range = {**exported, "session_id": "out of range", "created_at": moment}
+    message_out_of_range = {
+        **exported,
+        "session_id": "message out of range",
+        "messages": [{**exported["messages"][0], "created_at": moment}, *exported["messages"][1:]],
+    }
+    fine = {**exported, "session_id": "fine"}
+
+    status = await finished(
+        client,
+        await upload(client, json.dumps([out_of_range, message_out_of_range, fine]).encode()),
+    )
+
+    assert (status["status"], status["error"]) == ("done", None)
+    assert (status["imported"], status["done"]) == (1, 3)
+    assert [f["reason"] for f in status["failed"]] == [
+        f"created_at: Value error, {moment} is out of range in UTC",
+        f"messages.0.created_at: Value error, {moment} is out of range in UTC",
+    ]
+
+
+async def test_of_several_conversations_json_in_a_zip_the_top_one_is_read_and_none_unpacked(
+    client: httpx.AsyncClient,
+) -> None:
+    """Names with `..` or a leading `/` are never paths (the member is read into a temporary
+    file of its own, never extracted by name); the one nearest the top is the export (a
+    probe that held)."""
+    top = export_bytes([simple_conversation("c1", "Top", 0).as_json()])
+    other = export_bytes([simple_conversation("c2", "Elsewhere", 0).as_json()])
+    archive = zip_of(
+        {
+            "../../deeper/conversations.json": other,
+            "/abs/path/conversations.json": other,
+            "folder/conversations.json": other,
+            "conversations.json": top,
+        }
+    )
+
+    status = await finished(client, await upload(client, archive, "export.zip"))
+
+    assert (status["status"], status["imported"]) == ("done", 1)
+    assert set(await imported_sessions(client)) == {"Top"}

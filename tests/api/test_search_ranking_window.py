@@ -7,12 +7,14 @@ exactly once, across the boundary too.
 The window is made small here (monkeypatched) so that a few sessions cross it.
 """
 
+from typing import Any
+
 import httpx
 import pytest
 
 from app.kit.db.engine import Database
 from app.search import queries as search_queries
-from tests.api.test_search import ids_of, scroll, search, store
+from tests.api.test_search import ids_of, patch, scroll, search, store
 
 USER = "ranking-user"
 
@@ -124,3 +126,53 @@ async def test_every_way_to_page_shows_each_session_once_across_the_boundary(
     # Pages wholly past the window's sessions are found by counting them.
     assert {page["total"] for page in pages} == {4}
     assert ids_of(pages[-1]) == []
+
+
+@pytest.mark.usefixtures("window")
+async def test_a_page_places_each_session_once_while_its_window_match_is_renamed_away(
+    client: httpx.AsyncClient, database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A page past the window's sessions is read by two statements (the window's tier, then
+    the older one). A session whose only match in the window goes away between them (renamed)
+    is then an older one: on PostgreSQL, where each statement saw the database as of its own
+    start, the page listed it twice."""
+    # Its message is the user's oldest entry.
+    await store(database, "both", ("user", "payment plans"), user_id=USER, at=0)
+    await seed(database)
+    # Renamed: its title is the newest entry, in the window; its message is older.
+    await patch(client, "both", {"title": "Payment terms"})
+    read_tier = search_queries.search_session_summaries
+
+    async def renamed_between(*args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+        rows = await read_tier(*args, **kwargs)
+        if kwargs.get("tier") == "recent":
+            monkeypatch.setattr(search_queries, "search_session_summaries", read_tier)
+            await patch(client, "both", {"title": "Nothing to see"})
+        return rows
+
+    monkeypatch.setattr(search_queries, "search_session_summaries", renamed_between)
+    page = await search(client, "payment", user_id=USER, page=1, page_size=100)
+
+    results = ids_of(page)
+    assert sorted(results) == ["both", "new-1", "new-2", "old-body", "old-title"]
+    # Read as one snapshot: as before the rename, its title match in the window placed it.
+    assert set(results[:3]) == {"both", "new-1", "new-2"}
+    assert page["total"] == 5
+
+
+@pytest.mark.usefixtures("window")
+async def test_a_session_placed_by_its_title_in_the_window_has_its_older_message_as_snippet(
+    client: httpx.AsyncClient, database: Database
+) -> None:
+    """Renamed lately, a session is placed in the window by its title; its matching message
+    is older. It had no snippet (null is for a session that matches by its title only),
+    where a user with fewer entries sees that message."""
+    await seed(database)
+    await patch(client, "old-body", {"title": "Payment memo"})
+
+    page = await search(client, "payment", user_id=USER, page=1, page_size=100)
+
+    [placed] = [item for item in page["sessions"] if item["session_id"] == "old-body"]
+    assert ids_of(page).index("old-body") < ids_of(page).index("old-title")
+    assert placed["snippet"] == "payment one"
+    assert placed["match_message_id"] is not None

@@ -193,15 +193,23 @@ class Database:
             yield conn
 
     @asynccontextmanager
-    async def replica_read(self) -> AsyncIterator[AsyncConnection]:
+    async def replica_read(self, *, snapshot: bool = False) -> AsyncIterator[AsyncConnection]:
         """A read-only transaction on the read replica if there is one, else as `read()`.
 
         Only for reads that may lag behind the latest writes by the replica's delay: never
         one that a client makes to see what it has just written (opening a session after a
         branch switch, a folder list after creating one). docs/scaling.md lists the users.
+
+        `snapshot`: every statement sees the database as the first one did, for statements
+        whose answers must agree. A SQLite read transaction always does; PostgreSQL's default
+        (READ COMMITTED) reads each statement as of its own start, so it is REPEATABLE READ
+        there (allowed on a standby; a read-only transaction never fails to serialize).
         """
-        async with (self.read_engine or self.engine).connect() as conn, conn.begin():
-            yield conn
+        async with (self.read_engine or self.engine).connect() as conn:
+            if snapshot and conn.dialect.name == "postgresql":
+                await conn.execution_options(isolation_level="REPEATABLE READ")
+            async with conn.begin():
+                yield conn
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
