@@ -204,6 +204,69 @@ async def run(args: argparse.Namespace) -> None:
             await asyncio.to_thread(_forget_writes, path)
 
 
+def heavier(args: argparse.Namespace) -> None:
+    """The FTS5 part alone for a user `--heavier` times as heavy as the loaded biggest user:
+    their documents written that many times over (rowids in order), into a scratch FTS5 table
+    (contentless: the index alone) as 0017 made it and one as 0018 makes it, and each query's
+    MATCH within the ranking window (the newest RANKING_WINDOW_ENTRIES rowids) timed on both,
+    alternating (p50 of 9)."""
+    plan = make_plan(DataSpec(args.sessions, args.users, seed=args.seed))
+    user = _describe(plan, "sqlite", "").biggest_user
+    with sqlite3.connect(args.loaded_sqlite) as conn:
+        documents = [
+            row[0]
+            for row in conn.execute(
+                "SELECT document FROM chat_search WHERE user_id = ? ORDER BY id", (user,)
+            )
+        ]
+    entries = len(documents) * args.heavier
+    print(f"biggest user: {len(documents):,} entries, written {args.heavier} times: {entries:,}")
+    scratch = Path(args.loaded_sqlite).with_name("heavier.db")
+    scratch.unlink(missing_ok=True)
+    conn = sqlite3.connect(scratch, isolation_level=None)
+    try:
+        tokenize = "unicode61 remove_diacritics 0 categories 'L* N* Co M*' tokenchars '_'"
+        for name, options in (("before", ""), ("after", ", prefix='11 12'")):
+            started = time.perf_counter()
+            conn.execute(
+                f"CREATE VIRTUAL TABLE {name} USING fts5(document, content='', "
+                f'tokenize="{tokenize}"{options})'
+            )
+            conn.execute("BEGIN")
+            for _ in range(args.heavier):
+                conn.executemany(
+                    f"INSERT INTO {name}(document) VALUES (?)", ((d,) for d in documents)
+                )
+            conn.execute("COMMIT")
+            size = conn.execute(
+                "SELECT sum(pgsize) FROM dbstat WHERE name LIKE ?", (f"{name}%",)
+            ).fetchone()[0]
+            print(f"{name}: written in {time.perf_counter() - started:.0f} s, {size / 1e6:.1f} MB")
+        since = entries - search_queries.RANKING_WINDOW_ENTRIES
+        for query in (*BIGGEST_QUERIES, "r"):
+            match = fulltext.fts5_match(fulltext.query_words(query), user)
+            times: dict[str, list[float]] = {"before": [], "after": []}
+            counts = set()
+            for _ in range(10):
+                for name in times:
+                    started = time.perf_counter()
+                    counts.add(
+                        conn.execute(
+                            f"SELECT count(*) FROM {name} WHERE {name} MATCH ? AND rowid > ?",
+                            (match, since),
+                        ).fetchone()[0]
+                    )
+                    times[name].append(time.perf_counter() - started)
+            before, after = (statistics.median(t[1:]) * 1000 for t in times.values())
+            print(
+                f"  {query!r:14} window matches {counts}: before {before:7.2f} ms, "
+                f"after {after:7.2f} ms ({before / after:.1f}x)"
+            )
+    finally:
+        conn.close()
+        scratch.unlink(missing_ok=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.search_prefix", description=__doc__)
     add = parser.add_argument
@@ -215,8 +278,15 @@ def main() -> None:
     add("--writes", type=int, default=2_000, help="messages indexed per copy")
     add("--write-blocks", type=int, default=10)
     add("--write-users", type=int, default=20)
-    add("--after", required=True, help="its copy at 0018: made (upgraded) if absent, kept")
-    asyncio.run(run(parser.parse_args()))
+    add("--after", help="its copy at 0018: made (upgraded) if absent, kept")
+    add("--heavier", type=int, help="only the FTS5 part, for a user this many times as heavy")
+    args = parser.parse_args()
+    if args.heavier:
+        heavier(args)
+    elif args.after:
+        asyncio.run(run(args))
+    else:
+        parser.error("--after or --heavier")
 
 
 if __name__ == "__main__":

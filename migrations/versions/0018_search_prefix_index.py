@@ -3,17 +3,18 @@
 A user's search on SQLite matches the words filed under their key (app/search/fulltext.py,
 `owner_key`: `_` and 8 hex digits), each as a prefix. Without a prefix index FTS5 reads and
 merges the entries of every word that starts with a short prefix before the ranking window's
-rowid bound applies (117,000 entries for the biggest user's `re` at a million sessions). With
+rowid bound applies (117,484 entries for the biggest user's `re` at a million sessions). With
 `prefix='11 12'` FTS5 also indexes the first 11 and 12 characters of every token: the key and
 the first 2 or 3 letters of an owned word, which is then one list of entries, read from the
 window on. Lengths are in characters (FTS5 counts UTF-8 characters), and a query's prefix uses
 the index whose length it has exactly, a phrase's last word too (a pair of Chinese characters
-after the key). Measured in docs/performance.md ("Prefix indexes").
+after the key). Measured in docs/performance.md ("Prefix indexes on SQLite").
 
 SQLite: the FTS5 table is dropped and built again with the option (FTS5 cannot alter it), in
-the migration's transaction, which blocks writes to chat_search while it runs; the triggers of
-0015 name the table and keep it in step as before. PostgreSQL: nothing (its GIN index finds a
-prefix's entries in one range of the index already).
+the migration's transaction, which blocks writes to chat_search while it runs (78 to 106 s at
+100,000 sessions on the shared test machine, so about 15 minutes at a million); the triggers
+of 0015 name the table and keep it in step as before. PostgreSQL: nothing (GIN has no such
+option).
 
 Revision ID: 0018_search_prefix_index
 Revises: 0017_idempotency_keys
