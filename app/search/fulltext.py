@@ -89,7 +89,8 @@ FTS_TABLE = "chat_search_fts"
 # md5(user_id), computed in SQL by PostgreSQL's index expression and here for SQLite's
 # documents and for the query: `_` never starts a word, so a plain word's prefix never
 # reaches an owned word, and the short hash keeps the index small. Two users may share a key;
-# the queries still compare user_id exactly, so sharing one only costs time.
+# the queries still compare user_id exactly, so sharing one only costs time. SQLite's prefix
+# indexes (migration 0018) are sized on the key's length: another length needs a migration.
 OWNER_KEY_HEX_DIGITS = 8
 
 

@@ -105,6 +105,9 @@ IMPORTS_TABLES = (chat_imports, chat_import_sources)
 # revision: its name is written here only.
 IDEMPOTENCY_REVISION = "0017_idempotency_keys"
 IDEMPOTENCY_TABLE = chat_idempotency_keys
+# SQLite's FTS5 table with prefix indexes. Renumbered when it is merged after another
+# revision: its name is written here only.
+PREFIX_INDEX_REVISION = "0018_search_prefix_index"
 FOLDER_LIST_INDEX_KEYS = [("user_id", False), ("active", False), ("folder_id", False), *SORT_KEY]
 
 # The tables as revision 0001_base_schema creates them: bound with the application's types so
