@@ -86,7 +86,8 @@ async def get_sessions_list(
         raise InvalidCursor("this cursor belongs to a listing with other filters")
     # The sidebar's list, on the read replica if any: the web page merges it with what it
     # knows, so a list a moment behind the user's last write costs nothing (docs/scaling.md).
-    async with db.replica_read() as conn:
+    # With its total, two statements that must agree: one snapshot.
+    async with db.replica_read(snapshot=include_total) as conn:
         total = await queries.count_sessions(conn, where=where) if include_total else None
         rows = await queries.list_session_summaries(
             conn,

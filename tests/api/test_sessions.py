@@ -3,10 +3,13 @@
 import uuid
 from datetime import UTC, datetime
 
+from typing import Any
+
 import httpx
 import pytest
 
 from app.kit.db.engine import Database
+from app.sessions import queries as session_queries
 from app.kit.text import make_preview
 from tests.api.helpers import (
     ECHO_METADATA,
@@ -34,6 +37,28 @@ async def test_empty_list_uses_the_default_page(client: httpx.AsyncClient) -> No
         "next_cursor": None,
         "has_more": False,
     }
+
+
+async def test_a_page_and_its_total_are_read_as_one_snapshot(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The total and the page are two statements; a session created between them is in
+    neither (on PostgreSQL each statement saw the database as of its own start: a total of 1
+    over a page of 2)."""
+    await send(client, "first", session_id="s-1")
+    count_sessions = session_queries.count_sessions
+
+    async def created_between(*args: Any, **kwargs: Any) -> int:
+        total = await count_sessions(*args, **kwargs)
+        monkeypatch.setattr(session_queries, "count_sessions", count_sessions)
+        await send(client, "second", session_id="s-2")
+        return total
+
+    monkeypatch.setattr(session_queries, "count_sessions", created_between)
+    listed = await list_sessions(client)
+
+    assert listed["total"] == len(listed["sessions"]) == 1
+    assert (await list_sessions(client))["total"] == 2
 
 
 async def test_list_has_the_documented_shape(client: httpx.AsyncClient) -> None:
