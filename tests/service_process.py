@@ -18,10 +18,9 @@ import pytest
 from fastapi import FastAPI
 
 from app.config import PROJECT_ROOT
-from app.kit.db import migrate
 from app.kit.db.engine import Database, create_engine
 from tests.api.helpers import SseEvent, SseParser, stored_messages
-from tests.conftest import DatabaseFactory, make_settings, serve
+from tests.conftest import make_settings, serve
 from tests.fakes.openai_server import TITLE_MODEL, FakeOpenAI, Respond
 
 CHUNKS = ["The ", "reply ", "arrives ", "in ", "pieces."]
@@ -192,12 +191,6 @@ async def exit_code_of(process: asyncio.subprocess.Process, within: float) -> in
             return await process.wait()
     except TimeoutError:
         pytest.fail(f"the service did not exit within {within:.1f}s of SIGTERM")
-
-
-async def migrated_database(database_factory: DatabaseFactory, backend: str) -> str:
-    url = await database_factory.create(backend)
-    await migrate.upgrade_async(make_settings(url).database_url)
-    return url
 
 
 async def stored(database_url: str, session_id: str) -> list[dict[str, Any]]:

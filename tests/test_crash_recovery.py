@@ -28,7 +28,6 @@ from tests.service_process import (
     Service,
     exit_code_of,
     fake_upstream,
-    migrated_database,
     next_event,
     remaining_events,
     run_service,
@@ -112,7 +111,7 @@ def assert_finished_as_interrupted(reply: dict[str, Any]) -> None:
 async def test_a_reply_cut_by_a_crash_is_kept_and_finished_at_the_next_start(
     backend: str, database_factory: DatabaseFactory, tmp_path: Path
 ) -> None:
-    database_url = await migrated_database(database_factory, backend)
+    database_url = await database_factory.create_migrated(backend)
     fake = GatedFakeOpenAI(default=Respond(chunks=CHUNKS))
     # Batching on (the default interval) would be as good here; the stale bound is long, so
     # only the restart on the same host can tell at once that the process is dead.
@@ -154,7 +153,7 @@ async def test_a_reply_cut_by_a_crash_is_kept_and_finished_at_the_next_start(
 async def test_a_replica_finishes_the_reply_of_a_replica_that_crashed(
     backend: str, database_factory: DatabaseFactory, tmp_path: Path
 ) -> None:
-    database_url = await migrated_database(database_factory, backend)
+    database_url = await database_factory.create_migrated(backend)
     fake = GatedFakeOpenAI(default=Respond(chunks=CHUNKS))
     try:
         async with (
@@ -188,7 +187,7 @@ async def test_readers_on_another_replica_get_done_when_the_producer_dies(
 ) -> None:
     """A client that resumed its stream on another replica gets the rest of what was saved and
     `done` (`incomplete`) once that replica's sweep finishes the reply of the dead one."""
-    database_url = await migrated_database(database_factory, backend)
+    database_url = await database_factory.create_migrated(backend)
     fake = GatedFakeOpenAI(default=Respond(chunks=CHUNKS))
     # Few connections each: the test PostgreSQL is shared.
     env = {**FAST_RECOVERY, "DATABASE_POOL_SIZE": "3"}

@@ -31,7 +31,6 @@ from tests.service_process import (
     Service,
     fake_upstream,
     free_port,
-    migrated_database,
     next_event,
     remaining_events,
     run_service,
@@ -183,7 +182,7 @@ def deltas(events: list[SseEvent]) -> str:
 
 @pytest.fixture
 async def postgresql_url(database_factory: DatabaseFactory) -> str:
-    return await migrated_database(database_factory, "postgresql")
+    return await database_factory.create_migrated("postgresql")
 
 
 @dataclass

@@ -54,7 +54,6 @@ from schemathesis.specs.openapi.checks import (
 
 from app.config import PROJECT_ROOT, Settings
 from app.idempotency.keys import KEY_MAX_CHARS, KEY_PATTERN
-from app.kit.db import migrate
 from app.main import create_app
 from tests.conftest import DatabaseFactory, make_settings
 from tests.tokens import ISSUER, JWT_SECRET, hs256_token
@@ -240,8 +239,7 @@ class ServerPool:
 
     async def get(self, config: ServerConfig) -> Server:
         if config not in self.servers:
-            url = await self.databases.create(config.backend)
-            await migrate.upgrade_async(make_settings(url).database_url)
+            url = await self.databases.create_migrated(config.backend)
             self.servers[config] = await start_server(config, url, self.workdir)
         return self.servers[config]
 
