@@ -8,7 +8,7 @@ import socket
 import sys
 import time
 from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager, suppress
+from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -144,6 +144,23 @@ async def run_service(
         yield service
     finally:
         await stop(process)
+
+
+@asynccontextmanager
+async def run_services(
+    tmp_path: Path, database_url: str, env: Mapping[str, str], count: int = 2
+) -> AsyncIterator[list[Service]]:
+    """`count` services as `run_service` runs one, started at once: a start-up is mostly
+    imports, CPU-bound, so two take little longer than one on two cores."""
+    async with AsyncExitStack() as services:
+        async with asyncio.TaskGroup() as starting:
+            started = [
+                starting.create_task(
+                    services.enter_async_context(run_service(tmp_path, database_url, env))
+                )
+                for _ in range(count)
+            ]
+        yield [task.result() for task in started]
 
 
 async def stop(process: asyncio.subprocess.Process) -> None:

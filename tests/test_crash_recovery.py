@@ -31,6 +31,7 @@ from tests.service_process import (
     next_event,
     remaining_events,
     run_service,
+    run_services,
     sse_events,
     stored,
     upstream_env,
@@ -158,12 +159,9 @@ async def test_a_replica_finishes_the_reply_of_a_replica_that_crashed(
     try:
         async with (
             fake_upstream(fake) as upstream_url,
-            run_service(
+            run_services(
                 tmp_path, database_url, upstream_env(upstream_url, 5, **FAST_RECOVERY)
-            ) as crashing,
-            run_service(
-                tmp_path, database_url, upstream_env(upstream_url, 5, **FAST_RECOVERY)
-            ) as survivor,
+            ) as (crashing, survivor),
         ):
             finished: dict[str, Any] = {}
 
@@ -194,8 +192,10 @@ async def test_readers_on_another_replica_get_done_when_the_producer_dies(
     try:
         async with (
             fake_upstream(fake) as upstream_url,
-            run_service(tmp_path, database_url, upstream_env(upstream_url, 5, **env)) as crashing,
-            run_service(tmp_path, database_url, upstream_env(upstream_url, 5, **env)) as survivor,
+            run_services(tmp_path, database_url, upstream_env(upstream_url, 5, **env)) as (
+                crashing,
+                survivor,
+            ),
             httpx.AsyncClient(base_url=crashing.base_url, timeout=IO_TIMEOUT) as client,
             client.stream("POST", STREAM, json={"message": "Tell me something"}) as response,
         ):
