@@ -4,9 +4,10 @@ database of its own created for this test run and migrated with Alembic."""
 import asyncio
 import os
 import socket
+import sqlite3
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,37 +30,64 @@ POSTGRES_ADMIN_URL = os.environ.get(
     "TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
 )
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+# Admin connections dropping the run's databases at the end (the test PostgreSQL is shared).
+DROPS_AT_ONCE = 8
 
 
 class DatabaseFactory:
-    """Creates fresh, empty databases for one test run and drops them at the end."""
+    """Creates fresh databases for one test run and drops them at the end."""
 
     def __init__(self, tmp_dir: Path) -> None:
         self._tmp_dir = tmp_dir
         self._postgres_databases: list[str] = []
+        # One database per backend migrated to head, copied for every migrated database.
+        self._templates: dict[str, str] = {}
+        self._template_lock = asyncio.Lock()
 
-    async def create(self, backend: str) -> str:
-        """The URL of a new empty database (no tables) on `backend`."""
+    async def create(self, backend: str, *, template: str | None = None) -> str:
+        """The URL of a new database on `backend`: empty (no tables), or a copy of the
+        database at the URL `template` (which no one may be connected to)."""
         name = f"chat_test_{uuid.uuid4().hex[:12]}"
         if backend == "sqlite":
-            return f"sqlite:///{self._tmp_dir / name}.db"
+            path = self._tmp_dir / f"{name}.db"
+            if template is not None:
+                await asyncio.to_thread(_copy_sqlite, Path(make_url(template).database or ""), path)
+            return f"sqlite:///{path}"
+        copy = "" if template is None else f' TEMPLATE "{make_url(template).database}"'
         admin = await self._connect_admin()
         try:
-            await admin.execute(f'CREATE DATABASE "{name}"')
+            await admin.execute(f'CREATE DATABASE "{name}"{copy}')
         finally:
             await admin.close()
         self._postgres_databases.append(name)
         return make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(False)
 
+    async def create_migrated(self, backend: str) -> str:
+        """The URL of a new database on `backend` with every migration applied: a copy of one
+        migrated once for the run (migrating takes 2 to 3 s here, a copy a tenth of that)."""
+        async with self._template_lock:
+            if backend not in self._templates:
+                template = await self.create(backend)
+                # Alembic's engine is disposed when it returns: nothing stays connected.
+                await migrate.upgrade_async(make_settings(template).database_url)
+                self._templates[backend] = template
+        return await self.create(backend, template=self._templates[backend])
+
     async def drop_all(self) -> None:
-        if not self._postgres_databases:
-            return
-        admin = await self._connect_admin()
-        try:
-            for name in self._postgres_databases:
-                await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
+        """Drop the run's PostgreSQL databases, several at once: each DROP DATABASE waits for a
+        checkpoint, and drops waiting together share one (on a loaded machine, 8 drops took
+        21 s one after another, 2.1 s at once; one by one, a full run ended with 105 s here)."""
+        names = list(self._postgres_databases)
+
+        async def drop_some() -> None:
+            admin = await self._connect_admin()
+            try:
+                while names:
+                    await admin.execute(f'DROP DATABASE IF EXISTS "{names.pop()}" WITH (FORCE)')
+            finally:
+                await admin.close()
+
+        await asyncio.gather(*(drop_some() for _ in range(min(DROPS_AT_ONCE, len(names)))))
 
     @staticmethod
     async def _connect_admin() -> asyncpg.Connection:
@@ -70,6 +98,12 @@ class DatabaseFactory:
             if IN_CI:
                 pytest.fail(message + " (CI=true: PostgreSQL tests must run)")
             pytest.skip(message)
+
+
+def _copy_sqlite(source: Path, target: Path) -> None:
+    """SQLite's online backup: whole, whatever the journal mode left beside the file."""
+    with closing(sqlite3.connect(source)) as src, closing(sqlite3.connect(target)) as dst:
+        src.backup(dst)
 
 
 @pytest.fixture(scope="session")
@@ -106,9 +140,7 @@ def backend(request: pytest.FixtureRequest) -> str:
 @pytest.fixture(scope="session")
 async def migrated_url(backend: str, database_factory: DatabaseFactory) -> str:
     """A database on `backend` with every migration applied, shared by the session."""
-    url = await database_factory.create(backend)
-    await migrate.upgrade_async(make_settings(url).database_url)
-    return url
+    return await database_factory.create_migrated(backend)
 
 
 @pytest.fixture(scope="session")

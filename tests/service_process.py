@@ -8,7 +8,7 @@ import socket
 import sys
 import time
 from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager, suppress
+from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,10 +18,9 @@ import pytest
 from fastapi import FastAPI
 
 from app.config import PROJECT_ROOT
-from app.kit.db import migrate
 from app.kit.db.engine import Database, create_engine
 from tests.api.helpers import SseEvent, SseParser, stored_messages
-from tests.conftest import DatabaseFactory, make_settings, serve
+from tests.conftest import make_settings, serve
 from tests.fakes.openai_server import TITLE_MODEL, FakeOpenAI, Respond
 
 CHUNKS = ["The ", "reply ", "arrives ", "in ", "pieces."]
@@ -147,6 +146,23 @@ async def run_service(
         await stop(process)
 
 
+@asynccontextmanager
+async def run_services(
+    tmp_path: Path, database_url: str, env: Mapping[str, str], count: int = 2
+) -> AsyncIterator[list[Service]]:
+    """`count` services as `run_service` runs one, started at once: a start-up is mostly
+    imports, CPU-bound, so two take little longer than one on two cores."""
+    async with AsyncExitStack() as services:
+        async with asyncio.TaskGroup() as starting:
+            started = [
+                starting.create_task(
+                    services.enter_async_context(run_service(tmp_path, database_url, env))
+                )
+                for _ in range(count)
+            ]
+        yield [task.result() for task in started]
+
+
 async def stop(process: asyncio.subprocess.Process) -> None:
     """SIGTERM, then SIGKILL if it has not exited within IO_TIMEOUT: a supervisor killed
     outright would leave its workers behind until they notice."""
@@ -192,12 +208,6 @@ async def exit_code_of(process: asyncio.subprocess.Process, within: float) -> in
             return await process.wait()
     except TimeoutError:
         pytest.fail(f"the service did not exit within {within:.1f}s of SIGTERM")
-
-
-async def migrated_database(database_factory: DatabaseFactory, backend: str) -> str:
-    url = await database_factory.create(backend)
-    await migrate.upgrade_async(make_settings(url).database_url)
-    return url
 
 
 async def stored(database_url: str, session_id: str) -> list[dict[str, Any]]:

@@ -28,10 +28,10 @@ from tests.service_process import (
     Service,
     exit_code_of,
     fake_upstream,
-    migrated_database,
     next_event,
     remaining_events,
     run_service,
+    run_services,
     sse_events,
     stored,
     upstream_env,
@@ -112,7 +112,7 @@ def assert_finished_as_interrupted(reply: dict[str, Any]) -> None:
 async def test_a_reply_cut_by_a_crash_is_kept_and_finished_at_the_next_start(
     backend: str, database_factory: DatabaseFactory, tmp_path: Path
 ) -> None:
-    database_url = await migrated_database(database_factory, backend)
+    database_url = await database_factory.create_migrated(backend)
     fake = GatedFakeOpenAI(default=Respond(chunks=CHUNKS))
     # Batching on (the default interval) would be as good here; the stale bound is long, so
     # only the restart on the same host can tell at once that the process is dead.
@@ -154,17 +154,14 @@ async def test_a_reply_cut_by_a_crash_is_kept_and_finished_at_the_next_start(
 async def test_a_replica_finishes_the_reply_of_a_replica_that_crashed(
     backend: str, database_factory: DatabaseFactory, tmp_path: Path
 ) -> None:
-    database_url = await migrated_database(database_factory, backend)
+    database_url = await database_factory.create_migrated(backend)
     fake = GatedFakeOpenAI(default=Respond(chunks=CHUNKS))
     try:
         async with (
             fake_upstream(fake) as upstream_url,
-            run_service(
+            run_services(
                 tmp_path, database_url, upstream_env(upstream_url, 5, **FAST_RECOVERY)
-            ) as crashing,
-            run_service(
-                tmp_path, database_url, upstream_env(upstream_url, 5, **FAST_RECOVERY)
-            ) as survivor,
+            ) as (crashing, survivor),
         ):
             finished: dict[str, Any] = {}
 
@@ -188,15 +185,17 @@ async def test_readers_on_another_replica_get_done_when_the_producer_dies(
 ) -> None:
     """A client that resumed its stream on another replica gets the rest of what was saved and
     `done` (`incomplete`) once that replica's sweep finishes the reply of the dead one."""
-    database_url = await migrated_database(database_factory, backend)
+    database_url = await database_factory.create_migrated(backend)
     fake = GatedFakeOpenAI(default=Respond(chunks=CHUNKS))
     # Few connections each: the test PostgreSQL is shared.
     env = {**FAST_RECOVERY, "DATABASE_POOL_SIZE": "3"}
     try:
         async with (
             fake_upstream(fake) as upstream_url,
-            run_service(tmp_path, database_url, upstream_env(upstream_url, 5, **env)) as crashing,
-            run_service(tmp_path, database_url, upstream_env(upstream_url, 5, **env)) as survivor,
+            run_services(tmp_path, database_url, upstream_env(upstream_url, 5, **env)) as (
+                crashing,
+                survivor,
+            ),
             httpx.AsyncClient(base_url=crashing.base_url, timeout=IO_TIMEOUT) as client,
             client.stream("POST", STREAM, json={"message": "Tell me something"}) as response,
         ):

@@ -31,7 +31,6 @@ from tests.service_process import (
     GatedFakeOpenAI,
     exit_code_of,
     fake_upstream,
-    migrated_database,
     next_event,
     remaining_events,
     run_service,
@@ -108,7 +107,7 @@ async def test_a_stream_in_flight_at_sigterm_finishes_and_is_saved(
     backend: str, database_factory: DatabaseFactory, tmp_path: Path
 ) -> None:
     grace = 20.0
-    database_url = await migrated_database(database_factory, backend)
+    database_url = await database_factory.create_migrated(backend)
 
     shutdown = await sigterm_mid_stream(tmp_path, database_url, grace=grace, release=True)
 
@@ -137,7 +136,7 @@ async def test_a_stream_still_running_when_the_grace_period_ends_is_saved_incomp
     backend: str, database_factory: DatabaseFactory, tmp_path: Path
 ) -> None:
     grace = 1.0
-    database_url = await migrated_database(database_factory, backend)
+    database_url = await database_factory.create_migrated(backend)
 
     shutdown = await sigterm_mid_stream(tmp_path, database_url, grace=grace, release=False)
 
@@ -181,7 +180,7 @@ async def test_a_plain_request_still_waiting_when_the_grace_period_ends_gets_503
     backend: str, database_factory: DatabaseFactory, tmp_path: Path
 ) -> None:
     grace = 1.0
-    database_url = await migrated_database(database_factory, backend)
+    database_url = await database_factory.create_migrated(backend)
     gate = asyncio.Event()
     fake = ArrivalRecordingUpstream()
     fake.default = Respond(chunks=CHUNKS, before_first_chunk=gate)
@@ -220,7 +219,7 @@ async def test_shutdown_takes_no_longer_than_the_grace_period(
     database_factory: DatabaseFactory, tmp_path: Path
 ) -> None:
     grace = 2.0
-    database_url = await migrated_database(database_factory, "sqlite")
+    database_url = await database_factory.create_migrated("sqlite")
 
     shutdown = await sigterm_mid_stream(tmp_path, database_url, grace=grace, release=False)
 
@@ -231,7 +230,7 @@ async def test_shutdown_takes_no_longer_than_the_grace_period(
 async def test_sigterm_ends_the_process_like_uvicorn_does(
     database_factory: DatabaseFactory, tmp_path: Path
 ) -> None:
-    database_url = await migrated_database(database_factory, "sqlite")
+    database_url = await database_factory.create_migrated("sqlite")
     async with run_service(
         tmp_path, database_url, upstream_env("http://127.0.0.1:9", 5)
     ) as service:

@@ -31,10 +31,9 @@ from tests.service_process import (
     Service,
     fake_upstream,
     free_port,
-    migrated_database,
     next_event,
     remaining_events,
-    run_service,
+    run_services,
     sse_events,
     stored,
     upstream_env,
@@ -158,8 +157,7 @@ async def nginx_in_front(tmp_path: Path, first: Service, second: Service) -> Asy
 async def balanced(tmp_path: Path, database_url: str, upstream_url: str) -> AsyncIterator[Balanced]:
     env = upstream_env(upstream_url, 5, **REPLICA_ENV)
     async with (
-        run_service(tmp_path, database_url, env) as first,
-        run_service(tmp_path, database_url, env) as second,
+        run_services(tmp_path, database_url, env) as (first, second),
         nginx_in_front(tmp_path, first, second) as base_url,
     ):
         yield Balanced(
@@ -183,7 +181,7 @@ def deltas(events: list[SseEvent]) -> str:
 
 @pytest.fixture
 async def postgresql_url(database_factory: DatabaseFactory) -> str:
-    return await migrated_database(database_factory, "postgresql")
+    return await database_factory.create_migrated("postgresql")
 
 
 @dataclass

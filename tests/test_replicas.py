@@ -17,7 +17,6 @@ import pytest
 from sqlalchemy import text
 
 from app.assistants import Reply, ReplyEnd, ReplyEvent, TextDelta, Turn
-from app.kit.db import migrate
 from app.kit.db.engine import Database, create_engine
 from app.main import create_app
 from tests.api.helpers import (
@@ -96,8 +95,7 @@ async def pair(
         # No bus: a stop marked in the database is seen when the reply's text is next saved,
         # and a reply of the other instance is followed through its saved text.
         overrides["reply_save_interval_ms"] = 20
-    url = await database_factory.create(setup.split("-")[0])
-    await migrate.upgrade_async(make_settings(url).database_url)
+    url = await database_factory.create_migrated(setup.split("-")[0])
     # Few connections: the test PostgreSQL is shared.
     settings = make_settings(url, rate_limit_enabled=False, database_pool_size=3, **overrides)
     database = Database(create_engine(settings))

@@ -8,9 +8,8 @@ from pathlib import Path
 
 import httpx
 
-from app.kit.db import migrate
 from tests.api.helpers import CHAT
-from tests.conftest import DatabaseFactory, make_settings
+from tests.conftest import DatabaseFactory
 from tests.redis_helpers import empty_redis_database, stored_lists
 from tests.service_process import run_service
 from tests.tokens import ISSUER, JWT_SECRET, hs256_token
@@ -30,8 +29,7 @@ async def burst(client: httpx.AsyncClient, token: str, size: int) -> list[httpx.
 async def test_two_processes_sharing_redis_accept_exactly_the_limit_from_a_burst(
     database_factory: DatabaseFactory, tmp_path: Path
 ) -> None:
-    database_url = await database_factory.create("postgresql")
-    await migrate.upgrade_async(make_settings(database_url).database_url)
+    database_url = await database_factory.create_migrated("postgresql")
     redis_url = await empty_redis_database(15)
     env = {
         "AUTH_JWT_SECRET": JWT_SECRET,

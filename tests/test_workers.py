@@ -32,7 +32,6 @@ from tests.service_process import (
     Service,
     exit_code_of,
     fake_upstream,
-    migrated_database,
     next_event,
     remaining_events,
     run_service,
@@ -115,7 +114,7 @@ def requests_total(metrics_text: str, route: str) -> float:
 async def test_workers_share_the_port_and_keep_metadata_exact(
     backend: str, database_factory: DatabaseFactory, tmp_path: Path
 ) -> None:
-    database_url = await migrated_database(database_factory, backend)
+    database_url = await database_factory.create_migrated(backend)
     async with run_service(tmp_path, database_url, ENV) as service:
         pids = await wait_for_workers(database_url, service, count=WORKERS)
         assert service.process.pid not in pids  # the parent only supervises
@@ -145,7 +144,7 @@ async def test_workers_share_the_port_and_keep_metadata_exact(
 async def test_a_worker_that_dies_is_replaced(
     database_factory: DatabaseFactory, tmp_path: Path
 ) -> None:
-    database_url = await migrated_database(database_factory, BACKENDS[-1])
+    database_url = await database_factory.create_migrated(BACKENDS[-1])
     async with run_service(tmp_path, database_url, ENV) as service:
         pids = await wait_for_workers(database_url, service, count=WORKERS)
         killed = min(pids)
@@ -163,7 +162,7 @@ async def test_a_worker_that_dies_is_replaced(
 async def test_workers_stop_gracefully_when_the_supervisor_is_killed(
     database_factory: DatabaseFactory, tmp_path: Path
 ) -> None:
-    database_url = await migrated_database(database_factory, BACKENDS[-1])
+    database_url = await database_factory.create_migrated(BACKENDS[-1])
     fake = GatedFakeOpenAI(default=Respond(chunks=CHUNKS))
     try:
         async with (

@@ -44,11 +44,9 @@ async def row_counts(database: Database) -> dict[str, int]:
 async def replicated(backend: str, database_factory: DatabaseFactory) -> AsyncIterator[Replicated]:
     """The app on a primary and a "replica" database, both migrated; the replica holds one
     session of alice's that the primary does not."""
-    primary_url = await database_factory.create(backend)
-    replica_url = await database_factory.create(backend)
+    primary_url = await database_factory.create_migrated(backend)
+    replica_url = await database_factory.create_migrated(backend)
     settings = make_settings(primary_url, database_read_url=replica_url, metrics_enabled=True)
-    for url in (settings.database_url, settings.database_read_url):
-        await migrate.upgrade_async(url)
     primary = Database(create_engine(settings))
     replica = Database(create_engine(make_settings(replica_url)))
     await process_chat(

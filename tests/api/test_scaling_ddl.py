@@ -9,7 +9,6 @@ import asyncpg
 import pytest
 
 from app.config import PROJECT_ROOT
-from app.kit.db import migrate
 from app.main import create_app
 from tests.api.test_user_id_everywhere import NO_USER_ID, write_everything
 from tests.conftest import DatabaseFactory, make_settings, serve
@@ -29,9 +28,8 @@ async def test_the_citus_ddl_runs_on_the_real_schema(
 ) -> None:
     if backend != "postgresql":
         pytest.skip("PostgreSQL's DDL")
-    url = await database_factory.create(backend)
+    url = await database_factory.create_migrated(backend)
     settings = make_settings(url)
-    await migrate.upgrade_async(settings.database_url)
     async with serve(create_app(settings)) as server:
         for user_id in ("alice", "bob", None):
             await write_everything(server.client, user_id)

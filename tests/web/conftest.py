@@ -26,7 +26,6 @@ from playwright.async_api import Error as PlaywrightError
 from sqlalchemy import text, update
 
 from app.config import PROJECT_ROOT, Settings
-from app.kit.db import migrate
 from app.kit.db.engine import Database, create_engine
 from app.kit.db.tables import chat_sessions
 from app.main import create_app
@@ -143,8 +142,7 @@ class WebApp:
 
 
 async def fresh_sqlite(factory: DatabaseFactory) -> tuple[str, Database]:
-    url = await factory.create("sqlite")
-    await migrate.upgrade_async(make_settings(url).database_url)
+    url = await factory.create_migrated("sqlite")
     return url, Database(create_engine(make_settings(url)))
 
 
