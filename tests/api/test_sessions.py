@@ -2,15 +2,14 @@
 
 import uuid
 from datetime import UTC, datetime
-
 from typing import Any
 
 import httpx
 import pytest
 
 from app.kit.db.engine import Database
-from app.sessions import queries as session_queries
 from app.kit.text import make_preview
+from app.sessions import queries as session_queries
 from tests.api.helpers import (
     ECHO_METADATA,
     NO_MATCH,
