@@ -203,6 +203,28 @@ async def _explain(conn: AsyncConnection | asyncpg.Connection) -> dict[str, Any]
     return plan
 
 
+async def _transaction_ids(conn: AsyncConnection) -> set[int]:
+    """The ids of the transactions two statements ran in."""
+    statement = "SELECT txid_current()"
+    return {(await conn.exec_driver_sql(statement)).scalar_one() for _ in range(2)}
+
+
+async def test_postgresql_replica_reads_run_each_statement_alone(postgres_url: str) -> None:
+    """A sidebar read sends its statements without BEGIN and COMMIT (two round trips that
+    bought nothing at READ COMMITTED), and hands back a connection whose next user gets a
+    transaction again."""
+    db = Database(create_engine(make_settings(postgres_url, database_pool_size=1)))
+    try:
+        async with db.replica_read() as conn:
+            assert len(await _transaction_ids(conn)) == 2
+        async with db.read() as conn:  # the same pooled connection
+            assert len(await _transaction_ids(conn)) == 1
+        async with db.write() as conn:
+            assert len(await _transaction_ids(conn)) == 1
+    finally:
+        await db.dispose()
+
+
 async def test_postgresql_connections_never_compile_with_jit(postgres_url: str) -> None:
     """The service's connections run without JIT, whatever the server says: a search was
     compiled for 15 ms on a misestimate (issue 12). Here every statement passes

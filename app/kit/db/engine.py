@@ -185,6 +185,17 @@ class Database:
         )
         # What `DriverConnection` compiled, by statement (each built once, at module level).
         self._driver_statements: dict[ClauseElement, DriverStatement] = {}
+        # `replica_read()`'s engine. On PostgreSQL its connections run each statement as its
+        # own transaction: at READ COMMITTED (PostgreSQL's default) every statement takes its
+        # own snapshot, in a transaction or not, so BEGIN and COMMIT would add two round trips
+        # (about a third of a sidebar request's database work) and no consistency. SQLite
+        # keeps the transaction: there it is what makes the statements one snapshot.
+        replica = read_engine or engine
+        self._replica_reads = (
+            replica.execution_options(isolation_level="AUTOCOMMIT")
+            if replica.dialect.name == "postgresql"
+            else None
+        )
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
@@ -194,17 +205,23 @@ class Database:
 
     @asynccontextmanager
     async def replica_read(self, *, snapshot: bool = False) -> AsyncIterator[AsyncConnection]:
-        """A read-only transaction on the read replica if there is one, else as `read()`.
+        """Reads on the read replica if there is one, else on the database: one transaction
+        on SQLite, each statement its own on PostgreSQL (each sees what was committed when it
+        began, as at READ COMMITTED in one transaction).
 
         Only for reads that may lag behind the latest writes by the replica's delay: never
         one that a client makes to see what it has just written (opening a session after a
         branch switch, a folder list after creating one). docs/scaling.md lists the users.
 
         `snapshot`: every statement sees the database as the first one did, for statements
-        whose answers must agree. A SQLite read transaction always does; PostgreSQL's default
-        (READ COMMITTED) reads each statement as of its own start, so it is REPEATABLE READ
-        there (allowed on a standby; a read-only transaction never fails to serialize).
+        whose answers must agree. A SQLite read transaction always does; on PostgreSQL it is
+        one REPEATABLE READ transaction (allowed on a standby; a read-only transaction never
+        fails to serialize).
         """
+        if self._replica_reads is not None and not snapshot:
+            async with self._replica_reads.connect() as conn:
+                yield conn
+            return
         async with (self.read_engine or self.engine).connect() as conn:
             if snapshot and conn.dialect.name == "postgresql":
                 await conn.execution_options(isolation_level="REPEATABLE READ")
