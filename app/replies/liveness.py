@@ -39,8 +39,8 @@ from app.imports import queries as import_queries
 from app.imports.service import INTERRUPTED
 from app.kit.db.engine import Database
 from app.kit.db.types import utc_now
-from app.kit.text import make_preview
 from app.replies import queries as reply_queries
+from app.replies.ends import ReplyFinish
 from app.replies.generation import ReplyTasks
 from app.replies.metadata import interrupted_metadata
 
@@ -227,20 +227,13 @@ class ProcessLiveness:
         return await reply_queries.abandoned_by_id(conn, orphans) if orphans else []
 
     async def _finish_interrupted(self, reply: reply_queries.AbandonedReply) -> bool:
-        has_text = bool(reply.content)
-        async with self._db.write() as conn:
-            finished = await reply_queries.finish_reply(
-                conn,
-                message_id=reply.message_id,
-                # Only if still that process's: of several sweeping processes, one finishes it.
-                process_id=reply.process_id,
-                content=reply.content,
-                metadata=interrupted_metadata(reply.metadata, has_text=has_text),
-                preview=make_preview(reply.content) if reply.content.strip() else None,
-            )
-        if finished is not None and self._on_ended is not None:
+        metadata = interrupted_metadata(reply.metadata, has_text=bool(reply.content))
+        # Only if still that process's: of several sweeping processes, one finishes it.
+        finish = ReplyFinish(reply.message_id, reply.process_id, reply.content, metadata)
+        finished = await finish.write(self._db)
+        if finished and self._on_ended is not None:
             self._on_ended(reply.message_id)
-        return finished is not None
+        return finished
 
     async def _dead_on_this_host(self, conn: AsyncConnection) -> list[uuid.UUID]:
         """Processes registered from this host whose pid is not running, or is this process's
