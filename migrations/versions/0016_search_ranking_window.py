@@ -21,8 +21,9 @@ Create Date: 2026-12-07
 
 from collections.abc import Sequence
 
-import sqlalchemy as sa
 from alembic import op
+
+from app.kit.db.migrate import drop_invalid_index
 
 revision: str = "0016_search_ranking_window"
 down_revision: str | None = "0015_search_folding"
@@ -52,16 +53,7 @@ def _replace(columns: str) -> None:
     with context.autocommit_block():
         # What an interrupted run left: an invalid index (its build failed), or a valid one
         # built whose rename did not happen.
-        state = op.get_bind().execute(
-            sa.text(
-                "SELECT i.indisvalid FROM pg_index i"
-                " JOIN pg_class c ON c.oid = i.indexrelid WHERE c.relname = :building"
-            ),
-            {"building": _BUILDING},
-        )
-        row = state.first()
-        if row is not None and not row.indisvalid:
-            op.execute(f"DROP INDEX CONCURRENTLY {_BUILDING}")
+        drop_invalid_index(_BUILDING)
         op.execute(f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {_BUILDING} ON chat_search {columns}")
         op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {_INDEX}")
         op.execute(f"ALTER INDEX {_BUILDING} RENAME TO {_INDEX}")

@@ -23,9 +23,9 @@ Create Date: 2026-12-07
 
 from collections.abc import Sequence
 
-import sqlalchemy as sa
 from alembic import op
 
+from app.kit.db.migrate import drop_invalid_index
 from app.search.fulltext import ENTRY_BLOCK_BITS, OWNER_KEY_HEX_DIGITS
 
 revision: str = "0019_search_window_blocks"
@@ -66,16 +66,7 @@ def upgrade() -> None:
         return
     with context.autocommit_block():
         # What an interrupted run left: an invalid index (its build failed or was cancelled).
-        state = op.get_bind().execute(
-            sa.text(
-                "SELECT i.indisvalid FROM pg_index i"
-                " JOIN pg_class c ON c.oid = i.indexrelid WHERE c.relname = :index"
-            ),
-            {"index": INDEX},
-        )
-        row = state.first()
-        if row is not None and not row.indisvalid:
-            op.execute(f"DROP INDEX CONCURRENTLY {INDEX}")
+        drop_invalid_index(INDEX)
         op.execute(f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {INDEX} {_DEFINITION}")
         # Statistics of the new expression, as autovacuum would gather them later (a sample:
         # seconds at any size).

@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -403,6 +404,18 @@ async def assert_schema_matches_tables(conn: AsyncConnection) -> None:
                 continue
             assert await index_keys(conn, str(index.name)) == declared_index_keys(index), index.name
     assert await conn.run_sync(_drift) == []
+
+
+async def leave_an_invalid_index(engine: AsyncEngine, name: str) -> None:
+    """An index `name` on chat_search as a `CREATE INDEX CONCURRENTLY` that failed leaves it:
+    invalid (PostgreSQL)."""
+    async with engine.connect() as conn:
+        autocommit = await conn.execution_options(isolation_level="AUTOCOMMIT")
+        # A concurrent build that fails (duplicate keys) leaves its index invalid.
+        with pytest.raises(sa.exc.IntegrityError):
+            await autocommit.exec_driver_sql(
+                f"CREATE UNIQUE INDEX CONCURRENTLY {name} ON chat_search (user_id)"
+            )
 
 
 @asynccontextmanager

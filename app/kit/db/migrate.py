@@ -3,7 +3,7 @@
 import asyncio
 import functools
 
-from alembic import command
+from alembic import command, op
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
@@ -14,6 +14,23 @@ from app.config import PROJECT_ROOT
 # PostgreSQL advisory lock taken by migrations/env.py for the whole upgrade: only one replica
 # migrates at a time. Arbitrary, shared by every replica.
 MIGRATION_LOCK_KEY = 7_305_841_229
+
+
+def drop_invalid_index(name: str) -> None:
+    """In a migration, inside an autocommit block (PostgreSQL): drop the index `name` if a
+    `CREATE INDEX CONCURRENTLY` that failed or was interrupted left it invalid. Such an index
+    serves no query but is kept up to date by every write, and `IF NOT EXISTS` would take it
+    for built."""
+    state = op.get_bind().execute(
+        text(
+            "SELECT i.indisvalid FROM pg_index i"
+            " JOIN pg_class c ON c.oid = i.indexrelid WHERE c.relname = :index"
+        ),
+        {"index": name},
+    )
+    row = state.first()
+    if row is not None and not row.indisvalid:
+        op.execute(f"DROP INDEX CONCURRENTLY {name}")
 
 
 def alembic_config(database_url: str) -> Config:
