@@ -89,8 +89,7 @@ async def searches(db: Database, data: Any, pages: Pages) -> dict[str, list[floa
         pages[(user, query)] = [s.session_id for s in page]
         timings[f"biggest user: {query!r} (p50 of {BIGGEST_RUNS})"] = times[1:]
     async with db.read() as conn:
-        window = await search_queries.ranking_window(conn, user)
-        since = None if window is None else window.since
+        since = await search_queries.ranking_window_start(conn, user)
         for query in BIGGEST_QUERIES:
             match = fulltext.fts5_match(fulltext.query_words(query), user)
             times = []

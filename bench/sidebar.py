@@ -907,8 +907,7 @@ async def compare_ranking(bench: Bench, result: DatabaseResult) -> None:
     """The biggest user's first page of each search, ranked within the ranking window (as the
     service ranks, app/search/queries.py RANKING_WINDOW_ENTRIES) and over every match (as it
     ranked before): what the user sees, and what each costs (in process, one client, p50 of
-    RANKING_RUNS after one run to warm the cache). On PostgreSQL also the window read through
-    the owned words instead of its blocks of ids (as before migration 0019): the same page."""
+    RANKING_RUNS after one run to warm the cache)."""
     db, user = bench.db, bench.data.biggest_user
     lines = result.ranking
     lines.append(
@@ -916,29 +915,23 @@ async def compare_ranking(bench: Bench, result: DatabaseResult) -> None:
         "user's first page: within the "
         "window (now) | every match ranked (before)"
     )
-    modes = ["window", "every"]
-    if db.engine.dialect.name == "postgresql":
-        modes.insert(1, "owned")
     for q in (COMMON_WORD, TWO_WORDS, PREFIX):
-        timings: dict[str, list[float]] = {mode: [] for mode in modes}
+        timings: dict[str, list[float]] = {"window": [], "every": []}
         pages: dict[str, list[Any]] = {}
         for _run in range(RANKING_RUNS + 1):
-            for mode in modes:
-                with _ranked_as(mode):
+            for mode in ("window", "every"):
+                if mode == "window":
                     seconds, pages[mode] = await search_first_page(db, user, q)
+                else:
+                    # Ranking every match: as for a user whose entries all fit in the window.
+                    with _every_match_ranked():
+                        seconds, pages[mode] = await search_first_page(db, user, q)
                 timings[mode].append(seconds)
         now, before = pages["window"], pages["every"]
-        if "owned" in pages and pages["owned"] != now:
-            raise SystemExit(f"{q!r}: the window's blocks and its owned words differ")
         shared = len({s.session_id for s in now} & {s.session_id for s in before})
-        owned = (
-            f"by its owned words {_ms(statistics.median(timings['owned'][1:]))} ms, "
-            if "owned" in timings
-            else ""
-        )
         lines.append(
             f"  {q!r}: within the window {_ms(statistics.median(timings['window'][1:]))} ms, "
-            f"{owned}every match {_ms(statistics.median(timings['every'][1:]))} ms (p50); "
+            f"every match {_ms(statistics.median(timings['every'][1:]))} ms (p50); "
             f"{shared} of {len(now)} sessions on both first pages"
         )
         for n, (a, b) in enumerate(zip(now[:10], before[:10], strict=False), start=1):
@@ -947,45 +940,18 @@ async def compare_ranking(bench: Bench, result: DatabaseResult) -> None:
 
 
 @contextlib.contextmanager
-def _ranked_as(mode: str) -> Iterator[None]:
-    """The search service as it runs ("window"), with its window read through the owned
-    words ("owned", as before migration 0019), or without a window ("every", as before
-    migration 0016)."""
-    if mode == "window":
-        yield
-    elif mode == "owned":
-        with _window_by_owned_words():
-            yield
-    else:
-        with _every_match_ranked():
-            yield
-
-
-@contextlib.contextmanager
-def _window_by_owned_words() -> Iterator[None]:
-    """The ranking window read through the owned words, not its blocks (before migration
-    0019): as for a window spanning too many blocks."""
-    most = fulltext.MAX_WINDOW_BLOCKS
-    fulltext.MAX_WINDOW_BLOCKS = -1
-    try:
-        yield
-    finally:
-        fulltext.MAX_WINDOW_BLOCKS = most
-
-
-@contextlib.contextmanager
 def _every_match_ranked() -> Iterator[None]:
     """The search service as it was before the ranking window (migration 0016)."""
-    window = search_queries.ranking_window
+    window_start = search_queries.ranking_window_start
 
     async def no_window(_conn: Any, _user_id: str) -> None:
         return None
 
-    search_queries.ranking_window = no_window  # type: ignore[assignment]
+    search_queries.ranking_window_start = no_window  # type: ignore[assignment]
     try:
         yield
     finally:
-        search_queries.ranking_window = window
+        search_queries.ranking_window_start = window_start
 
 
 def _ranked(summary: Any) -> str:

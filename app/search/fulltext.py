@@ -100,25 +100,6 @@ def owner_key(user_id: str) -> str:
     return "_" + digest[:OWNER_KEY_HEX_DIGITS]
 
 
-# PostgreSQL files each entry's owned words a third time, under the owner's key and the block
-# of entry ids the entry falls in (migration 0019): `_<key><block>.<word>`, a block being
-# 2**ENTRY_BLOCK_BITS consecutive ids of the whole table. A GIN index yields matches in no
-# order, so the owned words alone make a user's search read all of the user's matches before
-# the ranking window (app/search/queries.py) can keep the newest: 55,650 entries for the
-# biggest user's `payment` at a million sessions. Named by the blocks the window spans, the
-# same search reads about the window's matches. A window spanning more than
-# MAX_WINDOW_BLOCKS blocks (a user who writes little of the table's traffic, whose matches
-# are few for that) is read by the owned words, as before. Both numbers are in the index's
-# definition: another block size needs a migration.
-ENTRY_BLOCK_BITS = 16
-MAX_WINDOW_BLOCKS = 64
-
-
-def entry_block(entry_id: int) -> int:
-    """The block of entry ids `entry_id` is in (see above)."""
-    return entry_id >> ENTRY_BLOCK_BITS
-
-
 def fold(text: str) -> str:
     """`text` as it is compared: compatibility forms unified (full-width letters, ligatures),
     case folded (`ß` is `ss`, a final sigma a sigma), accents removed (`_ACCENTS`), recomposed."""
@@ -341,28 +322,12 @@ def postgres_owned_tsquery(query_words: list[str], user_id: str) -> str:
     positions: a phrase's pairs are all required here, and their order is checked on the
     plain words (`postgres_tsquery`)."""
     key = owner_key(user_id)
-    return " & ".join(f"'{key}{token}'{suffix}" for token, suffix in _owned_terms(query_words))
-
-
-def postgres_block_tsquery(query_words: list[str], user_id: str, blocks: range) -> str:
-    """A tsquery for `user_id`'s owned words in the entries of `blocks` (see
-    `ENTRY_BLOCK_BITS`): as `postgres_owned_tsquery`, each term in any of the blocks (an
-    entry's words are all in its own block, so requiring each term in any block is requiring
-    them all in one)."""
-    key = owner_key(user_id)
-    return " & ".join(
-        "(" + " | ".join(f"'{key}{block}.{token}'{suffix}" for block in blocks) + ")"
-        for token, suffix in _owned_terms(query_words)
-    )
-
-
-def _owned_terms(query_words: list[str]) -> Iterator[tuple[str, str]]:
-    """The terms of a search among owned words, each with its tsquery suffix: every pair of a
-    phrase required (the owned words have no positions), the last one of each word a prefix."""
+    terms = []
     for word in query_words:
-        pairs = _pairs(word)
-        for n, token in enumerate(pairs, start=1):
-            yield token, ":*" if n == len(pairs) else ""
+        pairs = [f"'{key}{token}'" for token in _pairs(word)]
+        pairs[-1] += ":*"
+        terms.extend(pairs)
+    return " & ".join(terms)
 
 
 def fts5_match(query_words: list[str], user_id: str | None) -> str:

@@ -48,7 +48,6 @@ _USER = bindparam("search_user", type_=Text())
 _ACTIVE = bindparam("search_active", type_=Boolean())
 _TERMS = bindparam("search_terms", type_=Text())
 _OWNED_TERMS = bindparam("search_owned_terms", type_=Text())
-_BLOCK_TERMS = bindparam("search_block_terms", type_=Text())
 _SESSIONS = bindparam("search_sessions", expanding=True, type_=Text())
 _LIMIT = bindparam("search_limit", type_=Integer())
 _OFFSET = bindparam("search_offset", type_=Integer())
@@ -66,23 +65,6 @@ RANKING_WINDOW_ENTRIES = 20_000
 # The entries a statement ranks: every match; those written after `search_since` (the
 # window); or every match of the sessions with none after it (the older ones).
 Tier = Literal["all", "recent", "older"]
-
-
-@dataclass(frozen=True, slots=True)
-class RankingWindow:
-    """A user's ranking window: their entries after the entry `since`, up to their newest,
-    `newest`."""
-
-    since: int
-    newest: int
-
-    @property
-    def blocks(self) -> range | None:
-        """The blocks of entry ids the window spans (fulltext.ENTRY_BLOCK_BITS), if few enough
-        to name in a search (fulltext.MAX_WINDOW_BLOCKS)."""
-        first = fulltext.entry_block(self.since + 1)
-        last = fulltext.entry_block(self.newest)
-        return range(first, last + 1) if last - first < fulltext.MAX_WINDOW_BLOCKS else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,18 +121,12 @@ def _read_first(name: str, *conditions: ColumnElement[bool]) -> Any:
 
 
 def _matching_entries(
-    dialect: str,
-    *,
-    for_user: bool,
-    in_sessions: bool,
-    recent: bool = False,
-    by_block: bool = False,
+    dialect: str, *, for_user: bool, in_sessions: bool, recent: bool = False
 ) -> Select[Any]:
     """Search entries matching every word (`search_terms`), with a relevance score (higher is
     better), of the user `search_user` if `for_user`; if `in_sessions`, only the messages of
     the sessions `search_sessions`; if `recent`, only the entries after `search_since` (one
-    user's: the ranking window), found by the blocks of ids the window spans if `by_block`
-    (`search_block_terms`, PostgreSQL)."""
+    user's: the ranking window)."""
     if dialect == "postgresql":
         tsquery = func.to_tsquery(literal_column("'simple'::regconfig"), _TERMS)
         entries: Any = chat_search
@@ -168,18 +144,7 @@ def _matching_entries(
                 chat_search.c.user_id, chat_search.c.document
             )
             owned_match = owned_words.op("@@")(cast(_OWNED_TERMS, TSQUERY))
-            if recent and by_block:
-                # The window's blocks (migration 0019): the index yields about the window's
-                # matches, of which those after its start are kept. On its own: with the
-                # window's range of idx_chat_search_user the planner would read all of it.
-                block_words = func.chat_search_block_words(
-                    chat_search.c.user_id, chat_search.c.id, chat_search.c.document
-                )
-                entries = _read_first(
-                    "owned_blocks", block_words.op("@@")(cast(_BLOCK_TERMS, TSQUERY))
-                )
-                matches.append(entries.c.id > _SINCE)
-            elif recent:
+            if recent:
                 # The window is one range of idx_chat_search_user, which the planner
                 # intersects with the owned words' matches: only the matches in the window
                 # are read from the table.
@@ -243,16 +208,13 @@ def _matching_entries(
 
 
 @functools.cache
-def _matching_sessions(
-    dialect: str, shape: FilterShape, tier: Tier = "all", by_block: bool = False
-) -> Select[Any]:
+def _matching_sessions(dialect: str, shape: FilterShape, tier: Tier = "all") -> Select[Any]:
     """The sessions with a matching entry, best first; `search_user`'s if `for_user`, active
     or archived as `search_active` says, in the folder and with the tags the shape asks for;
-    of the `tier` (see RANKING_WINDOW_ENTRIES; a tier other than "all" is one user's), the
-    window's entries found by its blocks if `by_block`."""
+    of the `tier` (see RANKING_WINDOW_ENTRIES; a tier other than "all" is one user's)."""
     for_user = shape.for_user
     entries = _matching_entries(
-        dialect, for_user=for_user, in_sessions=False, recent=tier == "recent", by_block=by_block
+        dialect, for_user=for_user, in_sessions=False, recent=tier == "recent"
     ).subquery("entries")
     grouped = select(
         entries.c.session_id,
@@ -282,34 +244,22 @@ def _matching_sessions(
 
 
 @functools.cache
-def _search_page(dialect: str, shape: FilterShape, tier: Tier, by_block: bool) -> Select[Any]:
-    return _matching_sessions(dialect, shape, tier, by_block).limit(_LIMIT).offset(_OFFSET)
+def _search_page(dialect: str, shape: FilterShape, tier: Tier) -> Select[Any]:
+    return _matching_sessions(dialect, shape, tier).limit(_LIMIT).offset(_OFFSET)
 
 
 @functools.cache
-def _search_count(dialect: str, shape: FilterShape, tier: Tier, by_block: bool) -> Select[Any]:
-    matching = _matching_sessions(dialect, shape, tier, by_block)
+def _search_count(dialect: str, shape: FilterShape, tier: Tier) -> Select[Any]:
+    matching = _matching_sessions(dialect, shape, tier)
     return select(func.count()).select_from(matching.order_by(None).subquery())
 
 
-def _tier_statement(
-    dialect: str, search: SearchQuery, tier: Tier, window: RankingWindow | None
-) -> tuple[bool, dict[str, Any]]:
-    """Whether the statement of `tier` finds the window's entries by its blocks, and the
-    parameters it takes besides the search's."""
+def _tier_parameters(tier: Tier, since: int | None) -> dict[str, Any]:
     if tier == "all":
-        return False, {}
-    if window is None:
-        raise ValueError(f"the {tier!r} tier needs the ranking window")
-    parameters: dict[str, Any] = {"search_since": window.since}
-    blocks = window.blocks if tier == "recent" and dialect == "postgresql" else None
-    if blocks is None:
-        return False, parameters
-    user_id = search.where.user_id
-    if user_id is None:
-        raise ValueError("a ranking window is one user's")
-    terms = fulltext.postgres_block_tsquery(search.words, user_id, blocks)
-    return True, parameters | {"search_block_terms": terms}
+        return {}
+    if since is None:
+        raise ValueError(f"the {tier!r} tier needs the window's start")
+    return {"search_since": since}
 
 
 async def search_session_summaries(
@@ -319,28 +269,22 @@ async def search_session_summaries(
     limit: int,
     offset: int = 0,
     tier: Tier = "all",
-    window: RankingWindow | None = None,
+    since: int | None = None,
 ) -> list[dict[str, Any]]:
     """Sessions whose title or messages contain every word (as prefixes), best match first,
-    then newest activity first; of `tier`, of the ranking window `window`."""
+    then newest activity first; of `tier`, whose window starts after the entry `since`."""
     dialect = conn.dialect.name
-    by_block, tier_parameters = _tier_statement(dialect, search, tier, window)
-    stmt = _search_page(dialect, search.shape, tier, by_block)
+    stmt = _search_page(dialect, search.shape, tier)
     parameters = search.parameters(dialect) | {"search_limit": limit, "search_offset": offset}
-    return as_dicts(await conn.execute(stmt, parameters | tier_parameters))
+    return as_dicts(await conn.execute(stmt, parameters | _tier_parameters(tier, since)))
 
 
 async def count_search_results(
-    conn: AsyncConnection,
-    search: SearchQuery,
-    *,
-    tier: Tier = "all",
-    window: RankingWindow | None = None,
+    conn: AsyncConnection, search: SearchQuery, *, tier: Tier = "all", since: int | None = None
 ) -> int:
     dialect = conn.dialect.name
-    by_block, tier_parameters = _tier_statement(dialect, search, tier, window)
-    stmt = _search_count(dialect, search.shape, tier, by_block)
-    parameters = search.parameters(dialect) | tier_parameters
+    stmt = _search_count(dialect, search.shape, tier)
+    parameters = search.parameters(dialect) | _tier_parameters(tier, since)
     return int((await conn.execute(stmt, parameters)).scalar_one())
 
 
@@ -348,27 +292,23 @@ _WINDOW_OFFSET = bindparam("search_window_offset", type_=Integer())
 
 
 @functools.cache
-def _ranking_window() -> Select[Any]:
-    # Walks of idx_chat_search_user (user_id, id) from its newest end: one entry, and the
-    # window's length.
-    def newest_first() -> Select[Any]:
-        return (
-            select(chat_search.c.id)
-            .where(chat_search.c.user_id == _USER)
-            .order_by(chat_search.c.id.desc())
-            .limit(1)
-        )
-
-    since = newest_first().offset(_WINDOW_OFFSET).scalar_subquery()
-    return select(since.label("since"), newest_first().scalar_subquery().label("newest"))
+def _ranking_window_start() -> Select[Any]:
+    # A walk of idx_chat_search_user (user_id, id) the window's length, from its newest end.
+    return (
+        select(chat_search.c.id)
+        .where(chat_search.c.user_id == _USER)
+        .order_by(chat_search.c.id.desc())
+        .limit(1)
+        .offset(_WINDOW_OFFSET)
+    )
 
 
-async def ranking_window(conn: AsyncConnection, user_id: str) -> RankingWindow | None:
-    """`user_id`'s ranking window (RANKING_WINDOW_ENTRIES), the entries after its `since`;
-    None when all of the user's entries fit in it."""
+async def ranking_window_start(conn: AsyncConnection, user_id: str) -> int | None:
+    """The id of the entry just before `user_id`'s ranking window (RANKING_WINDOW_ENTRIES),
+    the window being the entries after it; None when all of the user's entries fit in it."""
     parameters = {"search_user": user_id, "search_window_offset": RANKING_WINDOW_ENTRIES}
-    row = (await conn.execute(_ranking_window(), parameters)).one()
-    return None if row.since is None else RankingWindow(int(row.since), int(row.newest))
+    row = (await conn.execute(_ranking_window_start(), parameters)).first()
+    return None if row is None else int(row.id)
 
 
 @functools.cache

@@ -42,31 +42,31 @@ async def _ranked_page(
     the ranking window (queries.RANKING_WINDOW_ENTRIES), the sessions matched within it,
     ranked, then the others, ranked; for everyone else, every match ranked."""
     user_id = search.where.user_id
-    window = None if user_id is None else await queries.ranking_window(conn, user_id)
-    if window is None:
+    since = None if user_id is None else await queries.ranking_window_start(conn, user_id)
+    if since is None:
         rows = await queries.search_session_summaries(conn, search, limit=limit, offset=offset)
         return RankedPage(rows)
     rows = await queries.search_session_summaries(
-        conn, search, limit=limit, offset=offset, tier="recent", window=window
+        conn, search, limit=limit, offset=offset, tier="recent", since=since
     )
     recent = len(rows)
     if recent == limit:
-        return RankedPage(rows, window.since, recent)
+        return RankedPage(rows, since, recent)
     # The page reaches past the window's sessions: how many there are is known from this
     # page unless it starts past them all.
     if rows or offset == 0:
         in_window = offset + recent
     else:
-        in_window = await queries.count_search_results(conn, search, tier="recent", window=window)
+        in_window = await queries.count_search_results(conn, search, tier="recent", since=since)
     rows += await queries.search_session_summaries(
         conn,
         search,
         limit=limit - recent,
         offset=max(0, offset - in_window),
         tier="older",
-        window=window,
+        since=since,
     )
-    return RankedPage(rows, window.since, recent)
+    return RankedPage(rows, since, recent)
 
 
 async def search_sessions(

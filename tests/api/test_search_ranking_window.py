@@ -11,14 +11,10 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.kit.db.engine import Database
-from app.search import fulltext
 from app.search import queries as search_queries
 from tests.api.test_search import ids_of, patch, scroll, search, store
-from tests.conftest import LiveServer
-from tests.db.helpers import captured_statements
 
 USER = "ranking-user"
 
@@ -180,104 +176,3 @@ async def test_a_session_placed_by_its_title_in_the_window_has_its_older_message
     assert ids_of(page).index("old-body") < ids_of(page).index("old-title")
     assert placed["snippet"] == "payment one"
     assert placed["match_message_id"] is not None
-
-
-BLOCK = 2**fulltext.ENTRY_BLOCK_BITS
-# Texts whose words cross, for the queries below: prefixes, two words, folding, a run of an
-# unspaced script (a phrase of pairs), a word only in titles.
-BLOCK_TEXTS = [
-    "Payment plan for the card",
-    "Refund of my card payment",
-    "我住在東京都 and pay rent",
-    "Straße café receipts",
-    "report on the refund",
-    "Nothing to see",
-]
-BLOCK_QUERIES = ["pay", "payment", "re", "card refund", "東京", "京都", "strasse", "cafe", "p"]
-
-
-def service_engine(live_server: LiveServer) -> AsyncEngine:
-    database: Database = live_server.app.state.database
-    return database.engine
-
-
-async def jump_entry_ids(database: Database, to: int) -> None:
-    """The next search entry gets id `to`: as if the rest of the table's traffic came between."""
-    async with database.write() as conn:
-        await conn.exec_driver_sql(
-            f"SELECT setval(pg_get_serial_sequence('chat_search', 'id'), {to - 1})"
-        )
-
-
-async def seed_across_blocks(database: Database) -> None:
-    """USER's sessions written across many blocks of entry ids, each session's three entries
-    around a block's end (the last of one block, the first two of the next), with another
-    user's entries among them."""
-    for n in range(12):
-        await jump_entry_ids(database, (n + 1) * BLOCK - 1)
-        text = BLOCK_TEXTS[n % len(BLOCK_TEXTS)]
-        reply = BLOCK_TEXTS[(n + 2) % len(BLOCK_TEXTS)]
-        await store(database, f"s-{n}", ("user", text), ("assistant", reply), user_id=USER, at=n)
-        await store(database, f"other-{n}", ("user", text), user_id="someone-else", at=n)
-
-
-async def results_by(
-    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch, q: str, *, blocks: bool
-) -> tuple[list[str], list[str | None]]:
-    """All of USER's results for `q` and their snippets, the window read by its blocks or (as
-    before migration 0019) by the owned words."""
-    monkeypatch.setattr(fulltext, "MAX_WINDOW_BLOCKS", 64 if blocks else -1)
-    page = await search(client, q, user_id=USER, page=1, page_size=100)
-    return ids_of(page), [item["snippet"] for item in page["sessions"]]
-
-
-async def test_the_window_read_by_its_blocks_finds_what_the_owned_words_find(
-    backend: str,
-    client: httpx.AsyncClient,
-    live_server: LiveServer,
-    database: Database,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """PostgreSQL reads a window's matches from the index of each entry's words under its
-    owner's key and block of ids (migration 0019): the same sessions, in the same order, with
-    the same snippets, as from the owned words, across blocks and at their edges."""
-    if backend != "postgresql":
-        pytest.skip("the blocks are PostgreSQL's (SQLite's FTS5 starts at the window's rowid)")
-    await seed_across_blocks(database)
-    # The window: the last four sessions' entries and one more, over five blocks.
-    monkeypatch.setattr(search_queries, "RANKING_WINDOW_ENTRIES", 13)
-    async with database.read() as conn:
-        window = await search_queries.ranking_window(conn, USER)
-    assert window is not None
-    assert window.blocks is not None
-    assert len(window.blocks) == 5
-
-    found_any = 0
-    for q in BLOCK_QUERIES:
-        async with captured_statements(service_engine(live_server)) as statements:
-            by_blocks = await results_by(client, monkeypatch, q, blocks=True)
-        assert any("chat_search_block_words" in sql for sql, _ in statements), q
-        by_owned = await results_by(client, monkeypatch, q, blocks=False)
-        assert by_blocks == by_owned, q
-        found_any += len(by_blocks[0])
-    assert found_any > 0
-
-
-async def test_a_window_over_too_many_blocks_is_read_by_the_owned_words(
-    backend: str,
-    client: httpx.AsyncClient,
-    live_server: LiveServer,
-    database: Database,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    if backend != "postgresql":
-        pytest.skip("the blocks are PostgreSQL's")
-    await seed_across_blocks(database)
-    monkeypatch.setattr(search_queries, "RANKING_WINDOW_ENTRIES", 13)
-    monkeypatch.setattr(fulltext, "MAX_WINDOW_BLOCKS", 4)
-
-    async with captured_statements(service_engine(live_server)) as statements:
-        page = await search(client, "card", user_id=USER, page=1, page_size=100)
-
-    assert not any("chat_search_block_words" in sql for sql, _ in statements)
-    assert set(ids_of(page)) == {f"s-{n}" for n in range(12) if n % 6 in (0, 1, 4, 5)}

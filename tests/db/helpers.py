@@ -58,13 +58,8 @@ SORT_KEY = [("pinned", True), ("updated_at", True), ("id", True)]
 SEARCH_REVISION = "0004_search"
 SEARCH_TRIGGERS = {"chat_search_ai", "chat_search_ad", "chat_search_au"}
 # Declared in app.kit.db.tables with `ddl_if(dialect="postgresql")`: GIN indexes over a tsvector
-# (0004), over its words under their owner's key (0005) and under the key and the entry's
-# block of ids (0019).
-POSTGRES_ONLY_INDEXES = {
-    "idx_chat_search_document",
-    "idx_chat_search_owned",
-    "idx_chat_search_owned_blocks",
-}
+# (0004) and over its words under their owner's key (0005).
+POSTGRES_ONLY_INDEXES = {"idx_chat_search_document", "idx_chat_search_owned"}
 OWNED_WORDS_REVISION = "0005_search_owned_words"
 REPLY_LIFECYCLE_REVISION = "0006_reply_lifecycle"
 REPLY_LIFECYCLE_TABLES = (chat_processes, chat_replies_generating)
@@ -114,9 +109,6 @@ IDEMPOTENCY_TABLE = chat_idempotency_keys
 # SQLite's FTS5 table with prefix indexes. Renumbered when it is merged after another
 # revision: its name is written here only.
 PREFIX_INDEX_REVISION = "0018_search_prefix_index"
-# What the window-blocks revision adds: a GIN index of PostgreSQL's. Renumbered when it is
-# merged after another revision: its name is written here only.
-WINDOW_BLOCKS_REVISION = "0019_search_window_blocks"
 FOLDER_LIST_INDEX_KEYS = [("user_id", False), ("active", False), ("folder_id", False), *SORT_KEY]
 
 # The tables as revision 0001_base_schema creates them: bound with the application's types so

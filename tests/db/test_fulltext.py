@@ -27,7 +27,6 @@ from app.search.fulltext import (
     fts5_match,
     is_unspaced,
     owner_key,
-    postgres_block_tsquery,
     postgres_owned_tsquery,
     postgres_tsquery,
     query_words,
@@ -238,12 +237,6 @@ def test_a_run_without_spaces_is_a_phrase_of_its_pairs() -> None:
     # The owned words have no positions: all pairs required, the order checked on the plain.
     assert postgres_owned_tsquery(["\u6771\u4eac\u90fd"], "bob") == (
         f"'{key}\u6771\u4eac' & '{key}\u4eac\u90fd':*"
-    )
-    # And in the window's blocks: each term in any of them.
-    assert postgres_block_tsquery(["\u6771\u4eac\u90fd", "x"], "bob", range(7, 9)) == (
-        f"('{key}7.\u6771\u4eac' | '{key}8.\u6771\u4eac') & "
-        f"('{key}7.\u4eac\u90fd':* | '{key}8.\u4eac\u90fd':*) & "
-        f"('{key}7.x':* | '{key}8.x':*)"
     )
 
 

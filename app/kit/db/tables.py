@@ -174,13 +174,6 @@ chat_search = Table(
         text("chat_search_owned_words(user_id, document)"),
         postgresql_using="gin",
     ).ddl_if(dialect="postgresql"),
-    # And under the owner's key and the entry's block of ids (migration 0019): what one user's
-    # search reads of their ranking window.
-    Index(
-        "idx_chat_search_owned_blocks",
-        text("chat_search_block_words(user_id, id, document)"),
-        postgresql_using="gin",
-    ).ddl_if(dialect="postgresql"),
 )
 
 # The reply lifecycle (migration 0006). A reply is stored as soon as its generation starts
