@@ -181,7 +181,8 @@ _OPENING_MESSAGES = 4
 
 
 def _first_exchange(messages: list[dict[str, Any]]) -> tuple[str | None, str | None]:
-    """The first user message's text and the text of the reply to it (None: none has text)."""
+    """The first user message's text and the text of the reply to it (None: none has text;
+    not the reply to a later message)."""
     question = next((m for m in messages if m["role"] == "user"), None)
     if question is None:
         return None, None
@@ -190,7 +191,7 @@ def _first_exchange(messages: list[dict[str, Any]]) -> tuple[str | None, str | N
             m["content"]
             for m in messages
             if m["role"] == "assistant"
-            and m["seq"] > question["seq"]
+            and m["parent_id"] == question["id"]
             and m["content"].strip()
             and m["metadata"].get("status") not in (FAILED, GENERATING)
         ),

@@ -19,6 +19,7 @@ from app.main import create_app
 from app.messages import service as message_service
 from app.sessions import queries as session_queries
 from tests.api.helpers import (
+    CHAT,
     SESSIONS,
     STREAM,
     Json,
@@ -450,6 +451,26 @@ async def test_a_rename_while_a_title_asked_for_is_written_wins(
     assert response.status_code == 200, response.text
     assert (response.json()["title"], response.json()["title_source"]) == ("Mai à Paris", "user")
     assert await summary_of(live.client, "trip") == ("Mai à Paris", "user")
+
+
+async def test_a_title_asked_for_sees_no_reply_when_the_first_one_failed(
+    live: LiveServer, upstream: RunningFake
+) -> None:
+    """The first exchange is the first message and its own reply: when that reply failed,
+    the model is not shown the reply to a later message as if it answered the first."""
+    upstream.fake.queue(Fail(500), Fail(500))
+    failed = await live.client.post(CHAT, json={"message": FIRST_MESSAGE, "session_id": "trip"})
+    assert failed.status_code == 502, failed.text
+    await send(live.client, "Et en juin ?", session_id="trip")
+    await settled(live)
+    upstream.fake.title_requests.clear()
+    upstream.fake.queue_titles(Respond(chunks=["Paris au printemps"]))
+
+    response = await live.client.post(title_url("trip"))
+
+    assert response.status_code == 200, response.text
+    [request] = upstream.fake.title_requests
+    assert request["messages"][1]["content"] == f"User: {FIRST_MESSAGE}"
 
 
 @pytest.mark.parametrize(
