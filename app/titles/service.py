@@ -20,6 +20,7 @@ from app.kit.errors import (
     SessionNotFound,
     TitlesNotWritten,
 )
+from app.kit.text import make_title
 from app.messages import queries as message_queries
 from app.replies.metadata import FAILED, GENERATING
 from app.sessions import queries as session_queries
@@ -100,7 +101,9 @@ class TitleTasks:
             self._answered(session_id, task)
         try:
             async with db.write() as conn:
-                written = await queries.write_model_title(conn, session_id, title)
+                written = await queries.write_model_title(
+                    conn, session_id, title, over=(make_title(question), "message")
+                )
         except Exception:
             logger.exception("writing the model's title failed for session %s", session_id)
             return

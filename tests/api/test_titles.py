@@ -268,6 +268,31 @@ async def test_a_rename_while_the_title_is_written_wins(
     assert await found_by(live.client, "mai") == ["trip"]
 
 
+async def test_a_title_for_a_session_deleted_meanwhile_is_not_written_on_its_successor(
+    live: LiveServer, upstream: RunningFake, gates: Gates
+) -> None:
+    """A session deleted while its title is written, then created again under the same id
+    by another first message: the title of the first conversation is not the second's."""
+    title_held = gates.new()
+    upstream.fake.title_default = Respond(
+        chunks=["Escapade parisienne"], before_first_chunk=title_held
+    )
+    await send(live.client, FIRST_MESSAGE, session_id="trip")
+    await arrived(upstream.fake.title_arrived)
+    deleted = await live.client.delete(session_url("trip"))
+    assert deleted.status_code == 204, deleted.text
+    upstream.fake.title_default = Respond(chunks=[])
+    await send(live.client, "Quel temps fait-il à Lyon ?", session_id="trip")
+    title_held.set()
+    await settled(live)
+
+    assert await summary_of(live.client, "trip") == (
+        make_title("Quel temps fait-il à Lyon ?"),
+        "message",
+    )
+    assert await found_by(live.client, "escapade") == []
+
+
 async def test_stopping_the_reply_cancels_its_title(
     live: LiveServer, upstream: RunningFake, gates: Gates
 ) -> None:
