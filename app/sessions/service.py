@@ -129,7 +129,9 @@ async def get_session(
 ) -> SessionDetail:
     """A session's summary and its current branch's messages, oldest first: all of them, or
     with `limit` the newest page before the message numbered (seq) `before`."""
-    async with db.read() as conn:
+    # The summary and its branch, two statements that must agree (a switch between them
+    # tore the branch): one snapshot.
+    async with db.read(snapshot=True) as conn:
         return await read_session_detail(conn, caller, session_id, before=before, limit=limit)
 
 

@@ -59,9 +59,11 @@ async def create_share(
     expires_at = None if expires_in_days is None else now + timedelta(days=expires_in_days)
     share_id = new_share_id()
     async with db.write() as conn:
-        summary = await session_queries.get_session_summary(
-            conn, session_id, owner=caller.owner_filter
-        )
+        # Locked, so that the summary and the branch are of one moment (a switch between the
+        # two reads froze a branch that never was).
+        if not await session_queries.lock_session(conn, session_id, owner=caller.owner_filter):
+            raise SessionNotFound()
+        summary = await session_queries.get_session_summary(conn, session_id)
         if summary is None:
             raise SessionNotFound()
         branch = await message_queries.list_messages(

@@ -15,27 +15,24 @@ async def write_model_title(
     session_id: str,
     title: str,
     *,
-    over: tuple[str | None, TitleSource] | None = None,
+    over: tuple[str | None, TitleSource],
 ) -> bool:
     """Write a model's title, and its search entry; whether it was written.
 
     One conditional UPDATE: the row lock decides between it and a rename, which sets
     title_source to "user" and so can never be overwritten by a title that arrives after it
-    (Open WebUI's issue 29767). Without `over`, only the seed's title is replaced (a title
-    written beside the first reply); with it, only the (title, title_source) read when the
-    title was asked for (a title asked for on demand, which may replace a user's title, but
-    not one set while it was being written).
+    (Open WebUI's issue 29767). Only over `over`, the (title, title_source) the title was
+    asked for: beside the first reply, the seed's title of that first message (not a title
+    set since, nor the seed's of a session deleted and created again under the same id
+    meanwhile); on demand, the pair read when it was asked for (which may be a user's title,
+    but not one set while it was being written).
     """
-    condition: ColumnElement[bool]
-    if over is None:
-        condition = chat_sessions.c.title_source == "message"
-    else:
-        expected_title, expected_source = over
-        condition = (chat_sessions.c.title_source == expected_source) & (
-            chat_sessions.c.title.is_(None)
-            if expected_title is None
-            else chat_sessions.c.title == expected_title
-        )
+    expected_title, expected_source = over
+    condition: ColumnElement[bool] = (chat_sessions.c.title_source == expected_source) & (
+        chat_sessions.c.title.is_(None)
+        if expected_title is None
+        else chat_sessions.c.title == expected_title
+    )
     stmt = (
         update(chat_sessions)
         .where(session_is(session_id, None), condition)

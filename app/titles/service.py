@@ -20,6 +20,7 @@ from app.kit.errors import (
     SessionNotFound,
     TitlesNotWritten,
 )
+from app.kit.text import make_title
 from app.messages import queries as message_queries
 from app.replies.metadata import FAILED, GENERATING
 from app.sessions import queries as session_queries
@@ -100,7 +101,9 @@ class TitleTasks:
             self._answered(session_id, task)
         try:
             async with db.write() as conn:
-                written = await queries.write_model_title(conn, session_id, title)
+                written = await queries.write_model_title(
+                    conn, session_id, title, over=(make_title(question), "message")
+                )
         except Exception:
             logger.exception("writing the model's title failed for session %s", session_id)
             return
@@ -181,7 +184,8 @@ _OPENING_MESSAGES = 4
 
 
 def _first_exchange(messages: list[dict[str, Any]]) -> tuple[str | None, str | None]:
-    """The first user message's text and the text of the reply to it (None: none has text)."""
+    """The first user message's text and the text of the reply to it (None: none has text;
+    not the reply to a later message)."""
     question = next((m for m in messages if m["role"] == "user"), None)
     if question is None:
         return None, None
@@ -190,7 +194,7 @@ def _first_exchange(messages: list[dict[str, Any]]) -> tuple[str | None, str | N
             m["content"]
             for m in messages
             if m["role"] == "assistant"
-            and m["seq"] > question["seq"]
+            and m["parent_id"] == question["id"]
             and m["content"].strip()
             and m["metadata"].get("status") not in (FAILED, GENERATING)
         ),

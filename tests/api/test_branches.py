@@ -3,11 +3,14 @@ both databases."""
 
 import asyncio
 import uuid
+from typing import Any
 
 import httpx
+import pytest
 
 from app.kit.db.engine import Database
 from app.kit.text import make_preview
+from app.messages import queries as message_queries
 from tests.api.helpers import (
     CHAT,
     CHAT_RESPONSE_KEYS,
@@ -25,7 +28,12 @@ from tests.api.helpers import (
 )
 from tests.api.helpers import StreamResult as Streamed
 from tests.conftest import LiveServer
-from tests.services.helpers import assert_tree_matches_session, branch_by_choices, message_rows
+from tests.services.helpers import (
+    assert_tree_matches_session,
+    branch_by_choices,
+    make_current,
+    message_rows,
+)
 from tests.services.helpers import session_row as stored_session
 
 
@@ -385,3 +393,31 @@ async def test_a_failed_regeneration_is_a_failed_sibling_that_keeps_the_preview(
     assert detail["message_count"] == 2
     assert detail["last_message"] == "one" != before["last_message"]
     await assert_tree_matches_session(database, "s")
+
+
+async def test_a_session_read_while_its_branch_is_switched_shows_one_branch(
+    client: httpx.AsyncClient, database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The summary (count, current message) and the branch's messages are read in one
+    snapshot: a switch committed between the two reads is seen by both or by neither. At
+    READ COMMITTED (PostgreSQL) the messages were walked from the new branch's end, cut at
+    the old branch's length, under the old `current_message_id`."""
+    await send(client, "one", session_id="s")
+    second = await send(client, "two", session_id="s")
+    await send(client, "three", session_id="s")
+    edited = await edit(client, second["user_message_id"], "two, edited")
+    read_branch = message_queries.list_messages
+
+    async def switched_meanwhile(*args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+        # Once, between the read of the summary and the read of its branch.
+        monkeypatch.setattr(message_queries, "list_messages", read_branch)
+        await make_current(database, "s", uuid.UUID(second["user_message_id"]))
+        return await read_branch(*args, **kwargs)
+
+    monkeypatch.setattr(message_queries, "list_messages", switched_meanwhile)
+    detail = await get_session(client, "s")
+
+    assert detail["current_message_id"] == edited["message_id"]
+    assert detail["message_count"] == len(detail["messages"]) == 4
+    assert detail["messages"][-1]["id"] == detail["current_message_id"]
+    assert (await get_session(client, "s"))["message_count"] == 6

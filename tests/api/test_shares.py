@@ -2,6 +2,7 @@
 unguessable id, read without signing in, listed and revoked by its owner only, gone with its
 session, expired after its days, turned off by SHARING_ENABLED, rate limited per address."""
 
+import asyncio
 import re
 import uuid
 from collections import Counter
@@ -10,16 +11,18 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 
 from app.config import Settings
 from app.kit.db.engine import Database
 from app.kit.db.tables import chat_messages, chat_share_messages, chat_shares
 from app.kit.db.types import utc_now
 from app.main import create_app
+from app.messages import queries as message_queries
 from tests.api.conftest import Jwks, bearer
 from tests.api.helpers import CHAT, SESSIONS, Json, get_session, parse_utc, send, session_url
 from tests.conftest import LiveServer, make_settings, serve
+from tests.services.helpers import make_current
 from tests.tokens import ISSUER, JWT_SECRET, hs256_token
 
 SHARES = "/api/v1/chat/shares"
@@ -133,6 +136,59 @@ async def test_a_link_holds_only_the_current_branch(client: httpx.AsyncClient) -
     assert [c for c in contents if not c.startswith("You said")] == ["one", "two, edited"]
     assert len(contents) == 4
     assert all('"two"' not in c for c in contents)
+
+
+async def test_a_link_made_while_the_branch_is_switched_holds_one_whole_branch(
+    client: httpx.AsyncClient, database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The summary and the branch are read under the session's lock: a switch waits for the
+    share. Without it (PostgreSQL) a switch committed between the two reads froze a branch
+    that never was: the new branch's first messages, as many as the old one had."""
+    await send(client, "one", session_id="s")
+    two = await send(client, "two", session_id="s")
+    await send(client, "three", session_id="s")
+    edited = await client.post(
+        CHAT,
+        json={"message": "two, edited", "session_id": "s", "edit_of": two["user_message_id"]},
+    )
+    assert edited.status_code == 200, edited.text
+    before = await get_session(client, "s")
+    read_branch = message_queries.list_messages
+    switching: list[asyncio.Task[None]] = []
+
+    async def switched_meanwhile(*args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+        # Once, between the read of the summary and the read of its branch.
+        monkeypatch.setattr(message_queries, "list_messages", read_branch)
+        switching.append(
+            asyncio.create_task(make_current(database, "s", uuid.UUID(two["user_message_id"])))
+        )
+        await ended_or_waiting_for_a_lock(database, switching[0])
+        return await read_branch(*args, **kwargs)
+
+    monkeypatch.setattr(message_queries, "list_messages", switched_meanwhile)
+    data = await shared(client, (await share(client, "s"))["share_id"])
+    await switching[0]
+
+    assert [(m["role"], m["content"]) for m in data["messages"]] == [
+        (m["role"], m["content"]) for m in before["messages"]
+    ]
+    assert (await get_session(client, "s"))["message_count"] == 6
+
+
+async def ended_or_waiting_for_a_lock(database: Database, task: asyncio.Task[None]) -> None:
+    """Until `task` has ended or, on PostgreSQL, a transaction of the database waits for a
+    lock (on SQLite a writer waits for the database's lock, which no query shows)."""
+    if database.engine.dialect.name != "postgresql":
+        return
+    waiting = text(
+        "SELECT count(*) FROM pg_stat_activity "
+        "WHERE wait_event_type = 'Lock' AND datname = current_database()"
+    )
+    while not task.done():
+        async with database.read() as conn:
+            if (await conn.execute(waiting)).scalar_one():
+                return
+        await asyncio.sleep(0.01)
 
 
 @pytest.mark.parametrize(

@@ -19,6 +19,7 @@ from app.main import create_app
 from app.messages import service as message_service
 from app.sessions import queries as session_queries
 from tests.api.helpers import (
+    CHAT,
     SESSIONS,
     STREAM,
     Json,
@@ -267,6 +268,31 @@ async def test_a_rename_while_the_title_is_written_wins(
     assert await found_by(live.client, "mai") == ["trip"]
 
 
+async def test_a_title_for_a_session_deleted_meanwhile_is_not_written_on_its_successor(
+    live: LiveServer, upstream: RunningFake, gates: Gates
+) -> None:
+    """A session deleted while its title is written, then created again under the same id
+    by another first message: the title of the first conversation is not the second's."""
+    title_held = gates.new()
+    upstream.fake.title_default = Respond(
+        chunks=["Escapade parisienne"], before_first_chunk=title_held
+    )
+    await send(live.client, FIRST_MESSAGE, session_id="trip")
+    await arrived(upstream.fake.title_arrived)
+    deleted = await live.client.delete(session_url("trip"))
+    assert deleted.status_code == 204, deleted.text
+    upstream.fake.title_default = Respond(chunks=[])
+    await send(live.client, "Quel temps fait-il à Lyon ?", session_id="trip")
+    title_held.set()
+    await settled(live)
+
+    assert await summary_of(live.client, "trip") == (
+        make_title("Quel temps fait-il à Lyon ?"),
+        "message",
+    )
+    assert await found_by(live.client, "escapade") == []
+
+
 async def test_stopping_the_reply_cancels_its_title(
     live: LiveServer, upstream: RunningFake, gates: Gates
 ) -> None:
@@ -450,6 +476,26 @@ async def test_a_rename_while_a_title_asked_for_is_written_wins(
     assert response.status_code == 200, response.text
     assert (response.json()["title"], response.json()["title_source"]) == ("Mai à Paris", "user")
     assert await summary_of(live.client, "trip") == ("Mai à Paris", "user")
+
+
+async def test_a_title_asked_for_sees_no_reply_when_the_first_one_failed(
+    live: LiveServer, upstream: RunningFake
+) -> None:
+    """The first exchange is the first message and its own reply: when that reply failed,
+    the model is not shown the reply to a later message as if it answered the first."""
+    upstream.fake.queue(Fail(500), Fail(500))
+    failed = await live.client.post(CHAT, json={"message": FIRST_MESSAGE, "session_id": "trip"})
+    assert failed.status_code == 502, failed.text
+    await send(live.client, "Et en juin ?", session_id="trip")
+    await settled(live)
+    upstream.fake.title_requests.clear()
+    upstream.fake.queue_titles(Respond(chunks=["Paris au printemps"]))
+
+    response = await live.client.post(title_url("trip"))
+
+    assert response.status_code == 200, response.text
+    [request] = upstream.fake.title_requests
+    assert request["messages"][1]["content"] == f"User: {FIRST_MESSAGE}"
 
 
 @pytest.mark.parametrize(

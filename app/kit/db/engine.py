@@ -198,10 +198,14 @@ class Database:
         )
 
     @asynccontextmanager
-    async def read(self) -> AsyncIterator[AsyncConnection]:
-        """A read-only transaction."""
-        async with self.engine.connect() as conn, conn.begin():
-            yield conn
+    async def read(self, *, snapshot: bool = False) -> AsyncIterator[AsyncConnection]:
+        """A read-only transaction. `snapshot`: every statement sees the database as the first
+        one did, as in `replica_read`, for statements whose answers must agree."""
+        async with self.engine.connect() as conn:
+            if snapshot and conn.dialect.name == "postgresql":
+                await conn.execution_options(isolation_level="REPEATABLE READ")
+            async with conn.begin():
+                yield conn
 
     @asynccontextmanager
     async def replica_read(self, *, snapshot: bool = False) -> AsyncIterator[AsyncConnection]:
