@@ -18,6 +18,7 @@ import ijson  # type: ignore[import-untyped]
 from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
 
 from app.domain import ExportKind, Rating, Role, TitleSource, unstorable_reason
+from app.feedback.schemas import FeedbackComment
 
 # The parts of a ChatGPT message that are never shown in its conversation.
 _HIDDEN_CONTENT = {"user_editable_context", "thoughts", "reasoning_recap", "model_editable_context"}
@@ -449,7 +450,8 @@ class _Lenient(BaseModel):
 
 class _ExportedFeedback(_Lenient):
     rating: Rating
-    comment: str | None = None
+    # As a PUT takes it: at most FEEDBACK_COMMENT_MAX_CHARS, blank as none.
+    comment: FeedbackComment | None = None
     updated_at: _UTCTime
 
 

@@ -16,6 +16,7 @@ import httpx
 import pytest
 from sqlalchemy import func, insert, select
 
+from app.domain import FEEDBACK_COMMENT_MAX_CHARS
 from app.kit.db.engine import Database
 from app.kit.db.tables import chat_imports, chat_sessions
 from app.kit.db.types import utc_now
@@ -591,17 +592,48 @@ async def test_a_nul_in_a_source_id_or_a_comment_fails_its_conversation_on_both_
     chatgpt = await finished(client, await upload(client, export_bytes([bad_id])))
 
     assert (sessions["status"], sessions["imported"], sessions["done"]) == ("done", 0, 2)
-    assert [f["reason"] for f in sessions["failed"]] == [
-        "a feedback comment must not contain NUL (\\u0000) characters",
-        "the conversation's id must not contain NUL (\\u0000) characters",
-    ]
+    [comment_failure, id_failure] = [f["reason"] for f in sessions["failed"]]
+    assert comment_failure.endswith(".feedback.comment: Value error, " + NO_NUL)
+    assert id_failure == f"the conversation's id {NO_NUL}"
     assert (chatgpt["status"], chatgpt["imported"]) == ("done", 0)
-    assert [f["reason"] for f in chatgpt["failed"]] == [
-        "the conversation's id must not contain NUL (\\u0000) characters"
-    ]
+    assert [f["reason"] for f in chatgpt["failed"]] == [f"the conversation's id {NO_NUL}"]
     assert [s["session_id"] for s in (await client.get(SESSIONS)).json()["sessions"]] == [
         "original"
     ]
+
+
+NO_NUL = "must not contain NUL (\\u0000) characters"
+
+
+async def test_an_imported_comment_follows_the_rules_of_a_rating_given_here(
+    client: httpx.AsyncClient,
+) -> None:
+    """A feedback comment in a session export is taken as a PUT takes it: blank as none, and
+    at most FEEDBACK_COMMENT_MAX_CHARS (a longer one fails its conversation). Both were
+    stored as given, and exported again."""
+    await branched_session(client, "original")
+    exported = await export_of(client, "original")
+
+    def with_comment(session_id: str, comment: str) -> Json:
+        messages = [
+            {**m, "feedback": {**m["feedback"], "comment": comment}} if m["feedback"] else m
+            for m in exported["messages"]
+        ]
+        return {**exported, "session_id": session_id, "messages": messages}
+
+    too_long = "x" * (FEEDBACK_COMMENT_MAX_CHARS + 1)
+    export = [with_comment("blank", "   "), with_comment("too long", too_long)]
+    status = await finished(client, await upload(client, json.dumps(export).encode()))
+
+    assert (status["status"], status["imported"], status["done"]) == ("done", 1, 2)
+    [failure] = status["failed"]
+    assert f"at most {FEEDBACK_COMMENT_MAX_CHARS} characters" in failure["reason"]
+    listed = (await client.get(SESSIONS)).json()["sessions"]
+    [copy_id] = [s["session_id"] for s in listed if s["session_id"] != "original"]
+    reimported = await export_of(client, copy_id)
+    rated = [m["feedback"] for m in reimported["messages"] if m["feedback"]]
+    assert rated
+    assert all(feedback["comment"] is None for feedback in rated)
 
 
 def with_cycle_aside(conversation_id: str, title: str) -> Json:
