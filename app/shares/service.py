@@ -59,11 +59,13 @@ async def create_share(
     expires_at = None if expires_in_days is None else now + timedelta(days=expires_in_days)
     share_id = new_share_id()
     async with db.write() as conn:
-        summary = await session_queries.get_session_summary(
-            conn, session_id, owner=caller.owner_filter
-        )
-        if summary is None:
+        # Locked, so that a deletion of the session waits for the link (and takes it with
+        # it) or goes first (and the session is not found): unlocked, the link's insert
+        # failed its foreign key, a 500.
+        if not await session_queries.lock_session(conn, session_id, owner=caller.owner_filter):
             raise SessionNotFound()
+        summary = await session_queries.get_session_summary(conn, session_id)
+        assert summary is not None
         branch = await message_queries.list_messages(
             conn, session_id, branch_length=summary["message_count"]
         )
