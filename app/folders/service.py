@@ -219,11 +219,19 @@ async def delete_folder(
                     f"The subfolder {child['name']!r} cannot move up: its parent has a folder "
                     "of that name; rename or move one of them first"
                 )
-        await queries.delete_folder(
-            conn,
-            folder_id,
-            parent_id=parent_id,
-            sessions="delete" if delete_sessions else "move",
-        )
+        try:
+            await queries.delete_folder(
+                conn,
+                folder_id,
+                parent_id=parent_id,
+                sessions="delete" if delete_sessions else "move",
+            )
+        except IntegrityError:
+            # A subfolder made after the tree was read, of a name the parent has: the unique
+            # key of chat_folders refuses its move up, and the transaction rolls back.
+            raise FolderConflict(
+                "A subfolder cannot move up: its parent has a folder of that name; rename or "
+                "move one of them first"
+            ) from None
         if delete_sessions:
             await tag_queries.delete_unused_tags(conn, owner)
