@@ -234,4 +234,5 @@ async def delete_folder(
                 "move one of them first"
             ) from None
         if delete_sessions:
+            await tag_queries.lock_owner_tags(conn, owner)
             await tag_queries.delete_unused_tags(conn, owner)
