@@ -84,7 +84,12 @@ class _Tree:
 
 
 async def _locked_tree(conn: Any, owner: str) -> _Tree:
-    return _Tree(await queries.folders_of(conn, owner=owner, lock=True))
+    """The owner's folders, read once their locks are held. The locking read waits for the
+    owner's other changes but (on PostgreSQL) does not return the folders they created:
+    without the second read, a subfolder made meanwhile was missed by the checks (a folder
+    one level too deep, a subfolder's name clash on deletion: a 500)."""
+    await queries.folders_of(conn, owner=owner, lock=True)
+    return _Tree(await queries.folders_of(conn, owner=owner))
 
 
 def _node(
@@ -219,20 +224,12 @@ async def delete_folder(
                     f"The subfolder {child['name']!r} cannot move up: its parent has a folder "
                     "of that name; rename or move one of them first"
                 )
-        try:
-            await queries.delete_folder(
-                conn,
-                folder_id,
-                parent_id=parent_id,
-                sessions="delete" if delete_sessions else "move",
-            )
-        except IntegrityError:
-            # A subfolder made after the tree was read, of a name the parent has: the unique
-            # key of chat_folders refuses its move up, and the transaction rolls back.
-            raise FolderConflict(
-                "A subfolder cannot move up: its parent has a folder of that name; rename or "
-                "move one of them first"
-            ) from None
+        await queries.delete_folder(
+            conn,
+            folder_id,
+            parent_id=parent_id,
+            sessions="delete" if delete_sessions else "move",
+        )
         if delete_sessions:
             await tag_queries.lock_owner_tags(conn, owner)
             await tag_queries.delete_unused_tags(conn, owner)

@@ -266,6 +266,28 @@ async def test_a_subfolder_made_while_its_parent_is_deleted_is_kept_or_refused(
         assert statuses in {(201, 409), (404, 204)}, [created.text, deleted.text]
 
 
+async def test_a_subfolder_made_while_its_parent_moves_keeps_the_depth_limit(
+    client: httpx.AsyncClient,
+) -> None:
+    deepest = None
+    for level in range(MAX_FOLDER_DEPTH - 1):
+        deepest = (await create(client, f"Level {level + 1}", deepest))["folder_id"]
+    for attempt in range(6):
+        moving = await create(client, f"Moving {attempt}")
+
+        created, moved = await asyncio.gather(
+            client.post(FOLDERS, json={"name": "Child", "parent_id": moving["folder_id"]}),
+            client.patch(folder_url(moving["folder_id"]), json={"parent_id": deepest}),
+        )
+
+        # Under the deepest folder, with a subfolder, it would be one level too deep.
+        statuses = sorted([created.status_code, moved.status_code])
+        assert statuses in ([200, 409], [201, 409]), [created.text, moved.text]
+        if moved.status_code == 200:
+            back = await client.patch(folder_url(moving["folder_id"]), json={"parent_id": None})
+            assert back.status_code == 200, back.text
+
+
 async def test_the_list_of_one_folder_in_page_cursor_and_search_modes(
     client: httpx.AsyncClient,
 ) -> None:
