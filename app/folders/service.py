@@ -84,7 +84,12 @@ class _Tree:
 
 
 async def _locked_tree(conn: Any, owner: str) -> _Tree:
-    return _Tree(await queries.folders_of(conn, owner=owner, lock=True))
+    """The owner's folders, read once their locks are held. The locking read waits for the
+    owner's other changes but (on PostgreSQL) does not return the folders they created:
+    without the second read, a subfolder made meanwhile was missed by the checks (a folder
+    one level too deep, a subfolder's name clash on deletion: a 500)."""
+    await queries.folders_of(conn, owner=owner, lock=True)
+    return _Tree(await queries.folders_of(conn, owner=owner))
 
 
 def _node(
@@ -226,4 +231,5 @@ async def delete_folder(
             sessions="delete" if delete_sessions else "move",
         )
         if delete_sessions:
+            await tag_queries.lock_owner_tags(conn, owner)
             await tag_queries.delete_unused_tags(conn, owner)

@@ -60,7 +60,9 @@ async def create_share(
     share_id = new_share_id()
     async with db.write() as conn:
         # Locked, so that the summary and the branch are of one moment (a switch between the
-        # two reads froze a branch that never was).
+        # two reads froze a branch that never was), and so that a deletion of the session
+        # waits for the link (and takes it with it) or goes first (and the session is not
+        # found): unlocked, the link's insert failed its foreign key, a 500.
         if not await session_queries.lock_session(conn, session_id, owner=caller.owner_filter):
             raise SessionNotFound()
         summary = await session_queries.get_session_summary(conn, session_id)

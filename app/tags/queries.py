@@ -83,6 +83,21 @@ def has_tag(key: Any, owner: Any | None = None) -> ColumnElement[bool]:
     )
 
 
+# The first key of the owner's tag lock (`lock_owner_tags`): its own space of advisory locks.
+_TAGS_LOCK = 0x7A6
+
+
+async def lock_owner_tags(conn: AsyncConnection, owner: str) -> None:
+    """Make the transaction's changes of the owner's tags (a session's, a rename, a
+    deletion, unused tags' removal) take turns, on PostgreSQL until it ends (SQLite's write
+    transactions take turns already). Row locks were not enough: a tag deleted as unused
+    while another session was being tagged with it took that session's new link with it
+    (cascade) after its PATCH had answered, and two renames, or a rename and a session's
+    tagging, deadlocked or broke the unique name (500s)."""
+    if conn.dialect.name == "postgresql":
+        await conn.execute(select(func.pg_advisory_xact_lock(_TAGS_LOCK, func.hashtext(owner))))
+
+
 async def ensure_tags(
     conn: AsyncConnection, owner: str, names: Sequence[str], *, now: datetime
 ) -> list[uuid.UUID]:
@@ -161,14 +176,13 @@ async def list_tags(conn: AsyncConnection, *, owner: str | None) -> list[dict[st
 async def find_tag(
     conn: AsyncConnection, tag_id: uuid.UUID, *, owner: str | None
 ) -> dict[str, Any] | None:
-    """The tag (its id, owner and name), if `owner` (when given) has it; locked for the rest
-    of the transaction."""
+    """The tag (its id, owner and name), if `owner` (when given) has it."""
     stmt = select(chat_tags.c.id, chat_tags.c.user_id, chat_tags.c.name).where(
         chat_tags.c.id == tag_id
     )
     if owner is not None:
         stmt = stmt.where(chat_tags.c.user_id == owner)
-    row = (await conn.execute(stmt.with_for_update())).mappings().one_or_none()
+    row = (await conn.execute(stmt)).mappings().one_or_none()
     return dict(row) if row is not None else None
 
 

@@ -5,6 +5,7 @@ Each use case is one transaction; the SQL helpers below it take its connection.
 """
 
 import uuid
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -33,8 +34,21 @@ async def set_session_tags(
 ) -> None:
     """The session carries these tags (in this order) and no others; a name the owner already
     has in another spelling is that tag, spelled as it is."""
+    await queries.lock_owner_tags(conn, owner)
     tag_ids = await queries.ensure_tags(conn, owner, distinct_names(names), now=utc_now())
     await queries.replace_session_tags(conn, session_id, owner, tag_ids)
+
+
+async def _locked_tag(conn: AsyncConnection, caller: Caller, tag_id: uuid.UUID) -> dict[str, Any]:
+    """The caller's tag, read again once the owner's tags are locked: another change may
+    have merged or deleted it meanwhile. `TagNotFound` if there is none."""
+    tag = await queries.find_tag(conn, tag_id, owner=caller.owner_filter)
+    if tag is not None:
+        await queries.lock_owner_tags(conn, tag["user_id"])
+        tag = await queries.find_tag(conn, tag_id, owner=caller.owner_filter)
+    if tag is None:
+        raise TagNotFound()
+    return tag
 
 
 async def list_tags(db: Database, caller: Caller, *, user_id: str | None) -> TagsList:
@@ -50,9 +64,7 @@ async def rename_tag(db: Database, caller: Caller, tag_id: uuid.UUID, name: str)
     """Rename a tag on every session; onto another of the owner's tags' names (ignoring case)
     the two become one, under that tag's id."""
     async with db.write() as conn:
-        tag = await queries.find_tag(conn, tag_id, owner=caller.owner_filter)
-        if tag is None:
-            raise TagNotFound()
+        tag = await _locked_tag(conn, caller, tag_id)
         kept = await queries.rename_tag(conn, tag, name)
         summary = await queries.tag_summary(conn, kept)
     if summary is None:  # a tag no session carries (left by deleted sessions)
@@ -63,7 +75,5 @@ async def rename_tag(db: Database, caller: Caller, tag_id: uuid.UUID, name: str)
 async def delete_tag(db: Database, caller: Caller, tag_id: uuid.UUID) -> None:
     """Remove a tag from every session."""
     async with db.write() as conn:
-        tag = await queries.find_tag(conn, tag_id, owner=caller.owner_filter)
-        if tag is None:
-            raise TagNotFound()
+        await _locked_tag(conn, caller, tag_id)
         await queries.delete_tag(conn, tag_id)

@@ -2,6 +2,7 @@
 a depth limit, deletion that moves (or deletes) what they hold, sessions filed by PATCH, and
 the sidebar list of one folder in page, cursor and search modes, on SQLite and PostgreSQL."""
 
+import asyncio
 import uuid
 from typing import Any
 
@@ -244,6 +245,47 @@ async def test_a_subfolder_that_cannot_move_up_keeps_the_folder(
 
     assert response.status_code == 409, response.text
     assert shape(await tree(client)) == [("Doomed", 0, [("Notes", 0, [])]), ("notes", 0, [])]
+
+
+async def test_a_subfolder_made_while_its_parent_is_deleted_is_kept_or_refused(
+    client: httpx.AsyncClient,
+) -> None:
+    for attempt in range(5):
+        top = await create(client, f"Top {attempt}")
+        await create(client, "Notes", top["folder_id"])
+        doomed = await create(client, "Doomed", top["folder_id"])
+
+        created, deleted = await asyncio.gather(
+            client.post(FOLDERS, json={"name": "notes", "parent_id": doomed["folder_id"]}),
+            client.delete(folder_url(doomed["folder_id"])),
+        )
+
+        # The subfolder came first, and cannot move up beside "Notes" (409, nothing
+        # changes); or the deletion came first, and its parent is gone (404).
+        statuses = (created.status_code, deleted.status_code)
+        assert statuses in {(201, 409), (404, 204)}, [created.text, deleted.text]
+
+
+async def test_a_subfolder_made_while_its_parent_moves_keeps_the_depth_limit(
+    client: httpx.AsyncClient,
+) -> None:
+    deepest = None
+    for level in range(MAX_FOLDER_DEPTH - 1):
+        deepest = (await create(client, f"Level {level + 1}", deepest))["folder_id"]
+    for attempt in range(6):
+        moving = await create(client, f"Moving {attempt}")
+
+        created, moved = await asyncio.gather(
+            client.post(FOLDERS, json={"name": "Child", "parent_id": moving["folder_id"]}),
+            client.patch(folder_url(moving["folder_id"]), json={"parent_id": deepest}),
+        )
+
+        # Under the deepest folder, with a subfolder, it would be one level too deep.
+        statuses = sorted([created.status_code, moved.status_code])
+        assert statuses in ([200, 409], [201, 409]), [created.text, moved.text]
+        if moved.status_code == 200:
+            back = await client.patch(folder_url(moving["folder_id"]), json={"parent_id": None})
+            assert back.status_code == 200, back.text
 
 
 async def test_the_list_of_one_folder_in_page_cursor_and_search_modes(

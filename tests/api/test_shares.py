@@ -438,6 +438,28 @@ async def test_deleting_all_sessions_revokes_their_links(
     assert await share_rows(database) == (1, 2)
 
 
+async def test_sharing_while_the_session_is_deleted_is_a_404_or_a_dead_link(
+    client: httpx.AsyncClient, database: Database
+) -> None:
+    for attempt in range(5):
+        session_id = f"s{attempt}"
+        await send(client, "doomed", session_id=session_id)
+
+        responses = await asyncio.gather(
+            client.post(shares_of(session_id)),
+            client.delete(session_url(session_id)),
+            client.post(shares_of(session_id)),
+        )
+
+        # Each share came before the deletion (and went with it) or after it: never a 500.
+        assert {r.status_code for r in responses} <= {201, 204, 404}, [r.text for r in responses]
+        assert responses[1].status_code == 204
+        for response in responses:
+            if response.status_code == 201:
+                await assert_gone(client, response.json()["share_id"])
+    assert await share_rows(database) == (0, 0)
+
+
 # --- Who may do what (authentication on) --------------------------------------------------
 
 

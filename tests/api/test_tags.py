@@ -3,6 +3,7 @@ order, one tag per name ignoring case, first spelling kept, per user), listed wi
 renamed (merging) and deleted everywhere, and the sidebar list filtered by all of several tags
 together with folders, search and archive, on SQLite and PostgreSQL."""
 
+import asyncio
 import uuid
 from typing import Any
 
@@ -145,6 +146,81 @@ async def test_deleting_a_session_removes_its_tags(client: httpx.AsyncClient) ->
     await client.delete(session_url(a))
 
     assert await tags_list(client) == [("Work", 1)]
+
+
+# --- Concurrent changes of one user's tags ------------------------------------------------
+# Each runs a few rounds: on PostgreSQL the two requests interleave differently each time.
+
+
+async def test_tagging_a_session_while_the_tag_leaves_its_last_session_keeps_it(
+    client: httpx.AsyncClient,
+) -> None:
+    for attempt in range(20):
+        name = f"tag {attempt}"
+        leaving = await new_session(client, f"leaving {attempt}", [name])
+        joining = await new_session(client, f"joining {attempt}")
+
+        responses = await asyncio.gather(
+            client.patch(session_url(leaving), json={"tags": []}),
+            client.patch(session_url(joining), json={"tags": [name]}),
+        )
+
+        assert [r.status_code for r in responses] == [200, 200], [r.text for r in responses]
+        assert responses[1].json()["tags"] == [name]
+        # Not deleted as unused (and taken from the session by cascade) after the answer.
+        assert (await get_session(client, joining))["tags"] == [name]
+
+
+async def test_two_tags_renamed_to_one_name_at_once_merge(client: httpx.AsyncClient) -> None:
+    for attempt in range(5):
+        a = await new_session(client, f"a {attempt}", [f"one {attempt}"])
+        b = await new_session(client, f"b {attempt}", [f"two {attempt}"])
+        one, two = await tag_id(client, f"one {attempt}"), await tag_id(client, f"two {attempt}")
+
+        responses = await asyncio.gather(
+            client.patch(tag_url(one), json={"name": f"same {attempt}"}),
+            client.patch(tag_url(two), json={"name": f"SAME {attempt}"}),
+        )
+
+        assert [r.status_code for r in responses] == [200, 200], [r.text for r in responses]
+        # One tag, on both sessions.
+        [merged] = {tuple((await get_session(client, s))["tags"]) for s in (a, b)}
+        assert merged in {(f"same {attempt}",), (f"SAME {attempt}",)}
+
+
+async def test_two_tags_renamed_to_each_others_names_at_once_merge(
+    client: httpx.AsyncClient,
+) -> None:
+    for attempt in range(3):
+        one, two = f"one {attempt}", f"two {attempt}"
+        a = await new_session(client, f"a {attempt}", [one])
+        b = await new_session(client, f"b {attempt}", [two])
+        one_id, two_id = await tag_id(client, one), await tag_id(client, two)
+
+        responses = await asyncio.gather(
+            client.patch(tag_url(one_id), json={"name": two}),
+            client.patch(tag_url(two_id), json={"name": one}),
+        )
+
+        assert [r.status_code for r in responses] == [200, 200], [r.text for r in responses]
+        [merged] = {tuple((await get_session(client, s))["tags"]) for s in (a, b)}
+        assert merged in {(one,), (two,)}
+
+
+async def test_a_rename_while_the_session_is_retagged(client: httpx.AsyncClient) -> None:
+    for attempt in range(5):
+        old, other, new = f"old {attempt}", f"other {attempt}", f"new {attempt}"
+        session_id = await new_session(client, f"s {attempt}", [old, other])
+        old_id = await tag_id(client, old)
+
+        responses = await asyncio.gather(
+            client.patch(tag_url(old_id), json={"name": new}),
+            client.patch(session_url(session_id), json={"tags": [other, old, new]}),
+        )
+
+        assert [r.status_code for r in responses] == [200, 200], [r.text for r in responses]
+        tags = (await get_session(client, session_id))["tags"]
+        assert tags in ([other, new], [other, old, new]), tags
 
 
 async def test_the_list_filtered_by_tags_with_folders_search_and_archive(
