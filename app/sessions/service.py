@@ -63,7 +63,9 @@ async def get_sessions_list(
     `folder` keeps one folder's sessions (NO_FOLDER: those in none), `tags` those that carry
     every one of them (ignoring case).
     """
-    keys = tuple(dict.fromkeys(name_key(tag) for tag in tags))
+    # In one order: the same tags in another order are the same filter, whose cursors they
+    # take.
+    keys = tuple(sorted({name_key(tag) for tag in tags}))
     where = SessionFilter(
         user_id=caller.acting_for(user_id), archived=archived, folder=folder, tags=keys
     )

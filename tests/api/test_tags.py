@@ -272,6 +272,16 @@ async def test_the_list_filtered_by_tags_with_folders_search_and_archive(
         assert same.status_code == 200, same.text
         params["cursor"] = data["next_cursor"]
     assert seen == [both_in_folder, work, both]
+    # The same tags in another order are the same filter too.
+    first = (await client.get(SESSIONS, params={"tag": ["work", "urgent"], "limit": 1})).json()
+    reordered = await client.get(
+        SESSIONS, params={"tag": ["URGENT", "work"], "limit": 1, "cursor": first["next_cursor"]}
+    )
+    assert reordered.status_code == 200, reordered.text
+    assert [s["session_id"] for s in first["sessions"] + reordered.json()["sessions"]] == [
+        both_in_folder,
+        both,
+    ]
 
 
 async def test_tag_query_is_validated(client: httpx.AsyncClient) -> None:
