@@ -276,6 +276,53 @@ async def test_a_locked_sqlite_database_is_an_overload(tmp_path: Path) -> None:
     assert unavailable_reason(raised.value) == "locked"
 
 
+async def test_postgresql_undoing_one_of_two_crossed_writes_is_a_busy_database(
+    backend: str, migrated_url: str
+) -> None:
+    """A deadlock, and a snapshot's row changed under it (REPEATABLE READ), are answered as a
+    busy database (503, retry), not as a bug (500): the same request again succeeds."""
+    if backend != "postgresql":
+        pytest.skip("SQLite's writes take turns")
+    engine = create_async_engine(make_settings(migrated_url).database_url)
+    table = f"crossed_{uuid.uuid4().hex[:8]}"
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text(f"CREATE TABLE {table} (id int PRIMARY KEY, n int)"))
+            await conn.execute(text(f"INSERT INTO {table} VALUES (1, 0), (2, 0)"))
+
+        async def cross(first: int, second: int, both_locked: asyncio.Barrier) -> None:
+            async with engine.begin() as conn:
+                await conn.execute(text("SET LOCAL deadlock_timeout = '50ms'"))
+                await conn.execute(text(f"UPDATE {table} SET n = n + 1 WHERE id = {first}"))
+                await both_locked.wait()
+                await conn.execute(text(f"UPDATE {table} SET n = n + 1 WHERE id = {second}"))
+
+        barrier = asyncio.Barrier(2)
+        outcomes = await asyncio.gather(
+            cross(1, 2, barrier), cross(2, 1, barrier), return_exceptions=True
+        )
+        [deadlock] = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
+        assert unavailable_reason(deadlock) == "deadlock", deadlock
+
+        reader = await engine.connect()
+        try:
+            snapshot = await reader.execution_options(isolation_level="REPEATABLE READ")
+            await snapshot.begin()
+            await snapshot.execute(text(f"SELECT n FROM {table} WHERE id = 1"))
+            async with engine.begin() as conn:
+                await conn.execute(text(f"UPDATE {table} SET n = n + 1 WHERE id = 1"))
+            with pytest.raises(sqlalchemy.exc.DBAPIError) as raised:
+                await snapshot.execute(text(f"UPDATE {table} SET n = 0 WHERE id = 1"))
+            assert unavailable_reason(raised.value) == "serialization"
+            await snapshot.rollback()
+        finally:
+            await reader.close()
+    finally:
+        async with engine.begin() as conn:
+            await conn.execute(text(f"DROP TABLE IF EXISTS {table}"))
+        await engine.dispose()
+
+
 def test_other_errors_are_not_unavailability() -> None:
     assert unavailable_reason(ValueError("no")) is None
     assert unavailable_reason(OSError("a file, not the database")) is None

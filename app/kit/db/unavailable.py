@@ -4,7 +4,9 @@ bug: those are answered 503 with `Retry-After` (app/kit/http/request_context.py)
 SQLAlchemy wraps the driver's exception (`DBAPIError.orig`), and its asyncpg adapter wraps
 asyncpg's in turn (`__cause__`, with the SQLSTATE as `sqlstate`); the whole chain is walked.
 SQLite's "database is locked", after SQLITE_BUSY_TIMEOUT_MS of waiting for another process's
-write, is the same overload as a pool wait timing out, and is answered alike.
+write, is the same overload as a pool wait timing out, and is answered alike. So are
+PostgreSQL's deadlock and serialization failures: two writes that crossed, of which the server
+undid one; the same request again succeeds.
 """
 
 import sqlite3
@@ -19,11 +21,27 @@ import sqlalchemy.exc
 RETRY_AFTER_SECONDS = 2
 DETAIL = "The database is busy or unavailable; try again shortly"
 
-Reason = Literal["pool_timeout", "too_many_connections", "starting", "unreachable", "locked"]
+Reason = Literal[
+    "pool_timeout",
+    "too_many_connections",
+    "starting",
+    "unreachable",
+    "locked",
+    "deadlock",
+    "serialization",
+]
 
 # SQLSTATEs of a server refusing new connections: too_many_connections (max_connections or a
-# role's CONNECTION LIMIT), cannot_connect_now (starting up or shutting down).
-_SQLSTATES: dict[str, Reason] = {"53300": "too_many_connections", "57P03": "starting"}
+# role's CONNECTION LIMIT), cannot_connect_now (starting up or shutting down); and of a
+# transaction it undid because it crossed another: deadlock_detected (each waited for a row
+# the other held), serialization_failure (a snapshot's row changed under it). The writes
+# lock rows in one order where they can; a crossing left is rare, and its 500 would be wrong.
+_SQLSTATES: dict[str, Reason] = {
+    "53300": "too_many_connections",
+    "57P03": "starting",
+    "40P01": "deadlock",
+    "40001": "serialization",
+}
 
 
 def unavailable_reason(exc: BaseException) -> Reason | None:
