@@ -201,11 +201,8 @@ class Database:
     async def read(self, *, snapshot: bool = False) -> AsyncIterator[AsyncConnection]:
         """A read-only transaction. `snapshot`: every statement sees the database as the first
         one did, as in `replica_read`, for statements whose answers must agree."""
-        async with self.engine.connect() as conn:
-            if snapshot and conn.dialect.name == "postgresql":
-                await conn.execution_options(isolation_level="REPEATABLE READ")
-            async with conn.begin():
-                yield conn
+        async with _read_transaction(self.engine, snapshot=snapshot) as conn:
+            yield conn
 
     @asynccontextmanager
     async def replica_read(self, *, snapshot: bool = False) -> AsyncIterator[AsyncConnection]:
@@ -226,11 +223,8 @@ class Database:
             async with self._replica_reads.connect() as conn:
                 yield conn
             return
-        async with (self.read_engine or self.engine).connect() as conn:
-            if snapshot and conn.dialect.name == "postgresql":
-                await conn.execution_options(isolation_level="REPEATABLE READ")
-            async with conn.begin():
-                yield conn
+        async with _read_transaction(self.read_engine or self.engine, snapshot=snapshot) as conn:
+            yield conn
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
@@ -276,3 +270,16 @@ class Database:
         await self.engine.dispose()
         if self.read_engine is not None:
             await self.read_engine.dispose()
+
+
+@asynccontextmanager
+async def _read_transaction(
+    engine: AsyncEngine, *, snapshot: bool
+) -> AsyncIterator[AsyncConnection]:
+    """A transaction of `engine` for reads; with `snapshot`, REPEATABLE READ on PostgreSQL (a
+    SQLite transaction is a snapshot already)."""
+    async with engine.connect() as conn:
+        if snapshot and conn.dialect.name == "postgresql":
+            await conn.execution_options(isolation_level="REPEATABLE READ")
+        async with conn.begin():
+            yield conn
