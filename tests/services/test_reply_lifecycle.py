@@ -33,7 +33,7 @@ from app.replies.live import StreamEvent
 from app.replies.liveness import ProcessLiveness, this_host
 from app.replies.metadata import generating_metadata
 from app.replies.schemas import StreamDelta, StreamDone, StreamError
-from app.replies.streaming import start_chat_stream
+from app.replies.streaming import ReplyStream, start_chat_stream
 from app.search import service as search_service
 from app.sessions import service as session_service
 from app.sessions.queries import SessionFilter
@@ -235,19 +235,36 @@ async def test_sweepers_racing_finish_a_reply_once(database: Database) -> None:
         assert len(entries.all()) == 1
 
 
-async def test_a_reply_being_generated_is_read_with_its_session(database: Database) -> None:
-    tasks = ReplyTasks()
+@dataclass
+class GatedReply:
+    """A reply streaming, its first piece sent (`first`) and the rest held until the
+    assistant's gate opens; `events` are those after the first."""
+
+    assistant: GatedAssistant
+    stream: ReplyStream
+    events: AsyncIterator[StreamEvent]
+    first: StreamDelta
+
+
+async def gated_reply(database: Database, tasks: ReplyTasks, session_id: str) -> GatedReply:
     assistant = GatedAssistant()
     stream = await start_chat_stream(
         database,
         assistant,
         tasks,
         OPEN,
-        ChatRequest(message="the question", session_id="s"),
+        ChatRequest(message="the question", session_id=session_id),
         history_max_messages=5,
     )
     events = stream.events()
-    assert isinstance(await anext(events), StreamDelta)
+    first = await anext(events)
+    assert isinstance(first, StreamDelta)
+    return GatedReply(assistant, stream, events, first)
+
+
+async def test_a_reply_being_generated_is_read_with_its_session(database: Database) -> None:
+    reply = await gated_reply(database, ReplyTasks(), "s")
+    assistant, events = reply.assistant, reply.events
 
     during = await session_service.get_session(database, OPEN, "s")
     assistant.gate.set()
@@ -360,23 +377,14 @@ async def reply_whose_end_fails(migrated_url: str) -> AsyncIterator[UnsavedReply
             replies=tasks,
         )
         await liveness.beat()  # registered
-        assistant = GatedAssistant()
-        stream = await start_chat_stream(
-            db,
-            assistant,
-            tasks,
-            OPEN,
-            ChatRequest(message="the question", session_id="s"),
-            history_max_messages=5,
-        )
-        events = stream.events()
-        streamed = [await anext(events)]
+        reply = await gated_reply(db, tasks, "s")
+        streamed: list[StreamEvent] = [reply.first]
         async with AsyncExitStack() as held:
             await hold_every_connection(db, held)
-            assistant.gate.set()
-            streamed += [event async for event in events]
+            reply.assistant.gate.set()
+            streamed += [event async for event in reply.events]
             await tasks.wait_idle()
-        yield UnsavedReply(db, tasks, liveness, stream.message_id, streamed, ended)
+        yield UnsavedReply(db, tasks, liveness, reply.stream.message_id, streamed, ended)
 
 
 async def test_an_end_that_could_not_be_saved_is_saved_by_the_next_heartbeat(
@@ -499,17 +507,7 @@ async def test_a_reply_of_this_process_that_no_task_produces_is_swept_once_old(
     await liveness.beat()  # registered, and alive from now on
     # Its task died without writing its end.
     await reply_in_progress(database, tasks.process_id, "half", session_id="orphan")
-    assistant = GatedAssistant()
-    stream = await start_chat_stream(
-        database,
-        assistant,
-        tasks,
-        OPEN,
-        ChatRequest(message="the question", session_id="running"),
-        history_max_messages=5,
-    )
-    events = stream.events()
-    assert isinstance(await anext(events), StreamDelta)
+    running_reply = await gated_reply(database, tasks, "running")
 
     # Just started: a reply's row commits before its task begins.
     assert await liveness.sweep() == 0
@@ -528,7 +526,7 @@ async def test_a_reply_of_this_process_that_no_task_produces_is_swept_once_old(
     # The reply its task produces is left to it.
     [_, running] = await message_rows(database, "running")
     assert running["metadata"]["status"] == "generating"
-    assistant.gate.set()
-    assert [event async for event in events][-1] == StreamDone(
-        session_id="running", message_id=stream.message_id, status="complete"
+    running_reply.assistant.gate.set()
+    assert [event async for event in running_reply.events][-1] == StreamDone(
+        session_id="running", message_id=running_reply.stream.message_id, status="complete"
     )
