@@ -26,7 +26,6 @@ Revises: 0014_imports
 Create Date: 2026-12-07
 """
 
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -34,6 +33,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.engine import Connection
 
+from app.kit.db.migrate import committed_high_water
 from app.search import fulltext, legacy
 
 revision: str = "0015_search_folding"
@@ -161,33 +161,15 @@ def _rewrite_postgres(words: Rewrite) -> None:
         _rewrite_all(connection, words)
         return
     with connection.engine.connect() as batches:
-        snapshot, high_water = batches.execute(
-            sa.text("SELECT CAST(pg_current_snapshot() AS text), (SELECT max(id) FROM chat_search)")
-        ).one()
-        batches.rollback()
-        # Ids are taken in order, so an entry up to `high_water` not committed yet belongs to a
-        # transaction of this database running now: wait for those (but this one) to end,
-        # lest a batch pass its entry before it is committed.
-        while batches.execute(
-            sa.text(
-                "SELECT count(*) FROM pg_stat_activity a "
-                "JOIN pg_snapshot_xip(CAST(CAST(:snapshot AS text) AS pg_snapshot)) x "
-                # xid8 counts wraparounds, xid does not.
-                "ON CAST(CAST(x AS text) AS numeric) % 4294967296 "
-                "= CAST(CAST(a.backend_xid AS text) AS numeric) "
-                "WHERE a.datname = current_database() AND x <> CAST(CAST(:own AS text) AS xid8)"
-            ),
-            {"snapshot": snapshot, "own": own},
-        ).scalar_one():
-            batches.rollback()
-            time.sleep(0.1)
-        batches.rollback()
+        # An entry up to `high_water` not committed yet would belong to a transaction of this
+        # database running now: a batch must not pass it before it is committed.
+        high_water = committed_high_water(batches, "chat_search", own_xid=own)
         after = 0
         while after != -1:
             with batches.begin():
-                after = _rewrite_batch(batches, after, high_water or 0, words)
+                after = _rewrite_batch(batches, after, high_water, words)
     # The entries added meanwhile, then (writers held off until this commits) the last few.
-    last = high_water or 0
+    last = high_water
     for lock in (False, True):
         if lock:
             connection.execute(sa.text("LOCK TABLE chat_search IN SHARE MODE"))

@@ -2,11 +2,12 @@
 
 import asyncio
 import functools
+import time
 
 from alembic import command, op
 from alembic.config import Config
 from alembic.script import ScriptDirectory
-from sqlalchemy import inspect, text
+from sqlalchemy import Connection, inspect, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.config import PROJECT_ROOT
@@ -31,6 +32,34 @@ def drop_invalid_index(name: str) -> None:
     row = state.first()
     if row is not None and not row.indisvalid:
         op.execute(f"DROP INDEX CONCURRENTLY {name}")
+
+
+def committed_high_water(connection: Connection, table: str, *, own_xid: str | None = None) -> int:
+    """In a migration (PostgreSQL), on a connection of its own: the newest `id` of `table` (0
+    when empty), once every transaction that was writing when it was read has ended (but the
+    one whose xid is `own_xid`: the migration's own). Ids are taken in order, so every row up to
+    it is then committed or gone: batches that go through the rows up to it in order see none
+    appear behind them. Leaves the connection outside a transaction."""
+    snapshot, high_water = connection.execute(
+        text(f"SELECT CAST(pg_current_snapshot() AS text), (SELECT max(id) FROM {table})")
+    ).one()
+    connection.rollback()
+    while connection.execute(
+        text(
+            "SELECT count(*) FROM pg_stat_activity a "
+            "JOIN pg_snapshot_xip(CAST(CAST(:snapshot AS text) AS pg_snapshot)) x "
+            # xid8 counts wraparounds, xid does not.
+            "ON CAST(CAST(x AS text) AS numeric) % 4294967296 "
+            "= CAST(CAST(a.backend_xid AS text) AS numeric) "
+            "WHERE a.datname = current_database() "
+            "AND (CAST(:own AS text) IS NULL OR x <> CAST(CAST(:own AS text) AS xid8))"
+        ),
+        {"snapshot": snapshot, "own": own_xid},
+    ).scalar_one():
+        connection.rollback()
+        time.sleep(0.1)
+    connection.rollback()
+    return int(high_water or 0)
 
 
 def alembic_config(database_url: str) -> Config:
