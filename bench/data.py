@@ -516,9 +516,12 @@ def _search_entries_sql(series: str, document: str = "d.document") -> str:
         f"ELSE {_ASSISTANT_PICK.format(pool=TEXT_POOL)} END"
     )
     title_pick = f"{_TITLE_DOC} + " + _USER_PICK.format(pool=TEXT_POOL).replace("m.n", "1")
+    # Each owner's entries numbered in that order, as the trigger of migration 0019 numbers
+    # them (the loaders turn it off: one lock and lookup per entry).
     return f"""
-        INSERT INTO chat_search (session_id, user_id, seq, document)
-        SELECT e.session_id, e.user_id, e.seq, {document}
+        INSERT INTO chat_search (session_id, user_id, seq, document, user_ordinal)
+        SELECT e.session_id, e.user_id, e.seq, {document},
+               row_number() OVER (PARTITION BY e.user_id ORDER BY e.at, e.seq) - 1
         FROM (
             SELECT p.session_id, p.user_id, m.n AS seq, {pick} AS k, {created} AS at
             FROM bench_plan p {series}
@@ -545,7 +548,9 @@ async def _pg_search_entries(conn: asyncpg.Connection, plan: Plan) -> None:
         _TITLE_DOC,
     )
     await conn.execute("ALTER TABLE bench_document ADD PRIMARY KEY (k); ANALYZE bench_document")
+    await conn.execute("ALTER TABLE chat_search DISABLE TRIGGER chat_search_number")
     await conn.execute(_search_entries_sql("CROSS JOIN LATERAL generate_series(1, p.n) AS m(n)"))
+    await conn.execute("ALTER TABLE chat_search ENABLE TRIGGER chat_search_number")
 
 
 _LOADED_TABLES = ["chat_sessions", "chat_messages", "chat_search"]

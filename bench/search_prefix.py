@@ -89,7 +89,7 @@ async def searches(db: Database, data: Any, pages: Pages) -> dict[str, list[floa
         pages[(user, query)] = [s.session_id for s in page]
         timings[f"biggest user: {query!r} (p50 of {BIGGEST_RUNS})"] = times[1:]
     async with db.read() as conn:
-        since = await search_queries.ranking_window_start(conn, user)
+        since = (await search_queries.owner_entries(conn, user)).since
         for query in BIGGEST_QUERIES:
             match = fulltext.fts5_match(fulltext.query_words(query), user)
             times = []

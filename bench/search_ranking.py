@@ -5,7 +5,7 @@ side by side (bench.sidebar's `compare_ranking`, which `make bench` runs too).
 
 The service's search runs in this process (app.search.service, through a pooled Database, as
 a request would run it minus HTTP): once as it runs now, and once with the window turned off
-(`ranking_window_start` answering None, as for a user whose entries all fit in it), which is
+(`owner_entries` answering without a window, as for a user whose entries all fit in it), which is
 how every search ran before. A user's list page (first page, 20) is measured in the same run,
 the yardstick of the issue's target ("within 3x the same run's list-page p99").
 

@@ -942,16 +942,17 @@ async def compare_ranking(bench: Bench, result: DatabaseResult) -> None:
 @contextlib.contextmanager
 def _every_match_ranked() -> Iterator[None]:
     """The search service as it was before the ranking window (migration 0016)."""
-    window_start = search_queries.ranking_window_start
+    owner_entries = search_queries.owner_entries
 
-    async def no_window(_conn: Any, _user_id: str) -> None:
-        return None
+    async def no_window(conn: Any, user_id: str) -> search_queries.OwnerEntries:
+        # Every block of the user's, no window.
+        return search_queries.OwnerEntries((await owner_entries(conn, user_id)).last_block)
 
-    search_queries.ranking_window_start = no_window  # type: ignore[assignment]
+    search_queries.owner_entries = no_window
     try:
         yield
     finally:
-        search_queries.ranking_window_start = window_start
+        search_queries.owner_entries = owner_entries
 
 
 def _ranked(summary: Any) -> str:

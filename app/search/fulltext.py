@@ -18,7 +18,7 @@ import hashlib
 import re
 import unicodedata
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from itertools import pairwise
 
 import regex
@@ -98,6 +98,22 @@ def owner_key(user_id: str) -> str:
     """The key the index files `user_id`'s words under (see above)."""
     digest = hashlib.md5(user_id.encode(), usedforsecurity=False).hexdigest()
     return "_" + digest[:OWNER_KEY_HEX_DIGITS]
+
+
+# PostgreSQL files the owned words in blocks of their owner's entries (migration 0019): each
+# entry is numbered among its owner's entries in the order they were written (`user_ordinal`,
+# given by the database), and its owned words carry the block of that number as well,
+# `_<key><ordinal >> OWNER_BLOCK_BITS>.word`. A search then names the blocks it reads: a
+# typical user's entries are all in block 0, so the index has the keys it had without blocks,
+# and the heaviest user's ranking window (app/search/queries.py) is two or three blocks of
+# their entries, not all of their matches. The index is built on this size: another needs a
+# migration.
+OWNER_BLOCK_BITS = 14
+
+
+def owner_block_key(user_id: str, block: int) -> str:
+    """The key PostgreSQL files the owned words of `user_id`'s entries in `block` under."""
+    return f"{owner_key(user_id)}{block}."
 
 
 def fold(text: str) -> str:
@@ -316,17 +332,22 @@ def postgres_tsquery(query_words: list[str]) -> str:
     return " & ".join(terms)
 
 
-def postgres_owned_tsquery(query_words: list[str], user_id: str) -> str:
-    """A tsquery for `user_id`'s owned words (see `owner_key`), taken as it is (a cast, not
-    `to_tsquery`, whose parser would split the key from the word). The owned words have no
-    positions: a phrase's pairs are all required here, and their order is checked on the
-    plain words (`postgres_tsquery`)."""
-    key = owner_key(user_id)
+def postgres_owned_tsquery(query_words: list[str], user_id: str, blocks: Sequence[int]) -> str:
+    """A tsquery for `user_id`'s owned words in `blocks` (see `owner_block_key`), taken as it
+    is (a cast, not `to_tsquery`, whose parser would split the key from the word). The owned
+    words have no positions: a phrase's pairs are all required here, and their order is
+    checked on the plain words (`postgres_tsquery`). An entry is in one block, so each token
+    may be in any of them."""
+    keys = [owner_block_key(user_id, block) for block in blocks]
     terms = []
     for word in query_words:
-        pairs = [f"'{key}{token}'" for token in _pairs(word)]
-        pairs[-1] += ":*"
-        terms.extend(pairs)
+        pairs = _pairs(word)
+        for place, token in enumerate(pairs):
+            prefix = ":*" if place == len(pairs) - 1 else ""
+            alternatives = [f"'{key}{token}'{prefix}" for key in keys]
+            terms.append(
+                alternatives[0] if len(alternatives) == 1 else "(" + " | ".join(alternatives) + ")"
+            )
     return " & ".join(terms)
 
 

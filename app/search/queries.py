@@ -23,6 +23,7 @@ from sqlalchemy import (
     literal_column,
     select,
     table,
+    true,
 )
 from sqlalchemy.dialects.postgresql import TSQUERY
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -68,12 +69,29 @@ Tier = Literal["all", "recent", "older"]
 
 
 @dataclass(frozen=True, slots=True)
+class OwnerEntries:
+    """A user's search entries as a search of theirs starts (`owner_entries`): the block of
+    their newest entry (PostgreSQL files the owned words in blocks, app/search/fulltext.py
+    `owner_block_key`), and where the ranking window starts if they have more entries than
+    it holds: after the entry `since`, in the blocks from `window_first_block` on."""
+
+    last_block: int = 0
+    since: int | None = None
+    window_first_block: int = 0
+
+    def blocks(self, tier: Tier) -> range:
+        """The blocks holding the entries a statement of `tier` ranks."""
+        return range(self.window_first_block if tier == "recent" else 0, self.last_block + 1)
+
+
+@dataclass(frozen=True, slots=True)
 class SearchQuery:
-    """A search as the queries run it: its words (app/search/fulltext.py) and the sessions it may
-    find."""
+    """A search as the queries run it: its words (app/search/fulltext.py), the sessions it may
+    find, and for one user's search, where their entries stand (`owner_entries`)."""
 
     words: list[str]
     where: SessionFilter
+    entries: OwnerEntries = OwnerEntries()
 
     @property
     def for_user(self) -> bool:
@@ -83,7 +101,8 @@ class SearchQuery:
     def shape(self) -> FilterShape:
         return self.where.shape
 
-    def parameters(self, dialect: str) -> dict[str, Any]:
+    def parameters(self, dialect: str, tier: Tier = "all") -> dict[str, Any]:
+        """The statements' parameters, for a statement of `tier`."""
         user_id = self.where.user_id
         parameters: dict[str, Any] = {
             "search_user": user_id,
@@ -94,10 +113,14 @@ class SearchQuery:
             parameters["search_terms"] = fulltext.postgres_tsquery(self.words)
             if user_id is not None:
                 parameters["search_owned_terms"] = fulltext.postgres_owned_tsquery(
-                    self.words, user_id
+                    self.words, user_id, self.entries.blocks(tier)
                 )
         else:
             parameters["search_terms"] = fulltext.fts5_match(self.words, user_id)
+        if tier != "all":
+            if self.entries.since is None:
+                raise ValueError(f"the {tier!r} tier needs a ranking window")
+            parameters["search_since"] = self.entries.since
         return parameters
 
 
@@ -139,23 +162,15 @@ def _matching_entries(
             entries = _read_first("scoped", *scope)
             matches.append(entries.c.document.op("@@")(tsquery))
         elif for_user:
-            # The owner's words (migration 0005): the index yields only this user's matches.
-            owned_words = func.chat_search_owned_words(
-                chat_search.c.user_id, chat_search.c.document
+            # The owner's words in the blocks the terms name (migration 0019): the index
+            # yields only this user's matches there (the window's two or three blocks).
+            owned_words = func.chat_search_owned_block_words(
+                chat_search.c.user_id, chat_search.c.user_ordinal, chat_search.c.document
             )
-            owned_match = owned_words.op("@@")(cast(_OWNED_TERMS, TSQUERY))
+            entries = _read_first("owned", owned_words.op("@@")(cast(_OWNED_TERMS, TSQUERY)))
             if recent:
-                # The window is one range of idx_chat_search_user, which the planner
-                # intersects with the owned words' matches: only the matches in the window
-                # are read from the table.
-                entries = _read_first(
-                    "owned_recent",
-                    owned_match,
-                    chat_search.c.user_id == _USER,
-                    chat_search.c.id > _SINCE,
-                )
-            else:
-                entries = _read_first("owned", owned_match)
+                # The window's first block may start before it.
+                matches.append(entries.c.id > _SINCE)
             # The owned words have no positions: the order of a phrase's pairs (a run of
             # Chinese, Japanese, Thai) is checked on the plain words of those entries.
             matches.append(entries.c.document.op("@@")(tsquery))
@@ -254,61 +269,70 @@ def _search_count(dialect: str, shape: FilterShape, tier: Tier) -> Select[Any]:
     return select(func.count()).select_from(matching.order_by(None).subquery())
 
 
-def _tier_parameters(tier: Tier, since: int | None) -> dict[str, Any]:
-    if tier == "all":
-        return {}
-    if since is None:
-        raise ValueError(f"the {tier!r} tier needs the window's start")
-    return {"search_since": since}
-
-
 async def search_session_summaries(
-    conn: AsyncConnection,
-    search: SearchQuery,
-    *,
-    limit: int,
-    offset: int = 0,
-    tier: Tier = "all",
-    since: int | None = None,
+    conn: AsyncConnection, search: SearchQuery, *, limit: int, offset: int = 0, tier: Tier = "all"
 ) -> list[dict[str, Any]]:
     """Sessions whose title or messages contain every word (as prefixes), best match first,
-    then newest activity first; of `tier`, whose window starts after the entry `since`."""
+    then newest activity first; of `tier` (the ranking window's, `search.entries`)."""
     dialect = conn.dialect.name
     stmt = _search_page(dialect, search.shape, tier)
-    parameters = search.parameters(dialect) | {"search_limit": limit, "search_offset": offset}
-    return as_dicts(await conn.execute(stmt, parameters | _tier_parameters(tier, since)))
+    parameters = search.parameters(dialect, tier) | {"search_limit": limit, "search_offset": offset}
+    return as_dicts(await conn.execute(stmt, parameters))
 
 
 async def count_search_results(
-    conn: AsyncConnection, search: SearchQuery, *, tier: Tier = "all", since: int | None = None
+    conn: AsyncConnection, search: SearchQuery, *, tier: Tier = "all"
 ) -> int:
     dialect = conn.dialect.name
     stmt = _search_count(dialect, search.shape, tier)
-    parameters = search.parameters(dialect) | _tier_parameters(tier, since)
-    return int((await conn.execute(stmt, parameters)).scalar_one())
+    return int((await conn.execute(stmt, search.parameters(dialect, tier))).scalar_one())
 
 
 _WINDOW_OFFSET = bindparam("search_window_offset", type_=Integer())
 
 
 @functools.cache
-def _ranking_window_start() -> Select[Any]:
-    # A walk of idx_chat_search_user (user_id, id) the window's length, from its newest end.
-    return (
-        select(chat_search.c.id)
+def _owner_entries() -> Select[Any]:
+    # Walks of idx_chat_search_user (user_id, id) from the user's newest entry: one step, and
+    # the window's length.
+    newest = (
+        select(chat_search.c.user_ordinal)
+        .where(chat_search.c.user_id == _USER)
+        .order_by(chat_search.c.id.desc())
+        .limit(1)
+        .subquery("newest")
+    )
+    start = (
+        select(chat_search.c.id, chat_search.c.user_ordinal)
         .where(chat_search.c.user_id == _USER)
         .order_by(chat_search.c.id.desc())
         .limit(1)
         .offset(_WINDOW_OFFSET)
+        .subquery("start")
     )
+    return select(
+        newest.c.user_ordinal.label("newest"),
+        start.c.id.label("since"),
+        start.c.user_ordinal.label("since_ordinal"),
+    ).select_from(newest.outerjoin(start, true()))
 
 
-async def ranking_window_start(conn: AsyncConnection, user_id: str) -> int | None:
-    """The id of the entry just before `user_id`'s ranking window (RANKING_WINDOW_ENTRIES),
-    the window being the entries after it; None when all of the user's entries fit in it."""
+async def owner_entries(conn: AsyncConnection, user_id: str) -> OwnerEntries:
+    """Where `user_id`'s entries stand, in the transaction's snapshot: the newest's block, and
+    the entry just before the ranking window (RANKING_WINDOW_ENTRIES) unless all fit in it.
+
+    One user's entries are numbered in the order of their ids (the trigger of migration
+    0019), so the window's entries, those after `since`, are numbered after it: its blocks are
+    the one after `since`'s number and those up to the newest's."""
     parameters = {"search_user": user_id, "search_window_offset": RANKING_WINDOW_ENTRIES}
-    row = (await conn.execute(_ranking_window_start(), parameters)).first()
-    return None if row is None else int(row.id)
+    row = (await conn.execute(_owner_entries(), parameters)).first()
+    if row is None:
+        return OwnerEntries()
+    last_block = (row.newest or 0) >> fulltext.OWNER_BLOCK_BITS
+    if row.since is None:
+        return OwnerEntries(last_block)
+    first_block = ((row.since_ordinal or 0) + 1) >> fulltext.OWNER_BLOCK_BITS
+    return OwnerEntries(last_block, int(row.since), min(first_block, last_block))
 
 
 @functools.cache
@@ -365,20 +389,19 @@ class BestMatch:
 
 
 async def best_matching_messages(
-    conn: AsyncConnection, search: SearchQuery, session_ids: list[str], *, since: int | None = None
+    conn: AsyncConnection, search: SearchQuery, session_ids: list[str], *, recent: bool = False
 ) -> dict[str, BestMatch]:
     """For each of `session_ids`, its message that matches best (the newest of equals), among
-    those after the entry `since` if given (the ranking window: the match that placed it);
-    sessions that match only by title are left out."""
+    those in the ranking window if `recent` (the match that placed it); sessions that match
+    only by title are left out."""
     if not session_ids:
         return {}
     dialect = conn.dialect.name
-    stmt = _best_messages(dialect, for_user=search.for_user, recent=since is not None)
-    parameters = search.parameters(dialect) | {"search_sessions": session_ids}
-    if since is not None:
-        # On SQLite, FTS5 then reads each word's entries from the window on, not all of the
-        # user's matches.
-        parameters["search_since"] = since
+    stmt = _best_messages(dialect, for_user=search.for_user, recent=recent)
+    # With `recent`, SQLite's FTS5 reads each word's entries from the window on, not all of
+    # the user's matches.
+    tier: Tier = "recent" if recent else "all"
+    parameters = search.parameters(dialect, tier) | {"search_sessions": session_ids}
     return {
         row.session_id: BestMatch(row.id, row.content, bool(row.straight))
         for row in await conn.execute(stmt, parameters)

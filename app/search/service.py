@@ -28,10 +28,9 @@ from app.tags import queries as tag_queries
 @dataclass(frozen=True, slots=True)
 class RankedPage:
     """A page of results; its first `recent` rows were placed by their matches in the ranking
-    window, which starts after the entry `since` (None: every match was ranked)."""
+    window (none without one: every match was ranked)."""
 
     rows: list[dict[str, Any]]
-    since: int | None = None
     recent: int = 0
 
 
@@ -41,32 +40,25 @@ async def _ranked_page(
     """`limit` results from `offset`, best match first: for a user with more entries than
     the ranking window (queries.RANKING_WINDOW_ENTRIES), the sessions matched within it,
     ranked, then the others, ranked; for everyone else, every match ranked."""
-    user_id = search.where.user_id
-    since = None if user_id is None else await queries.ranking_window_start(conn, user_id)
-    if since is None:
+    if search.entries.since is None:
         rows = await queries.search_session_summaries(conn, search, limit=limit, offset=offset)
         return RankedPage(rows)
     rows = await queries.search_session_summaries(
-        conn, search, limit=limit, offset=offset, tier="recent", since=since
+        conn, search, limit=limit, offset=offset, tier="recent"
     )
     recent = len(rows)
     if recent == limit:
-        return RankedPage(rows, since, recent)
+        return RankedPage(rows, recent)
     # The page reaches past the window's sessions: how many there are is known from this
     # page unless it starts past them all.
     if rows or offset == 0:
         in_window = offset + recent
     else:
-        in_window = await queries.count_search_results(conn, search, tier="recent", since=since)
+        in_window = await queries.count_search_results(conn, search, tier="recent")
     rows += await queries.search_session_summaries(
-        conn,
-        search,
-        limit=limit - recent,
-        offset=max(0, offset - in_window),
-        tier="older",
-        since=since,
+        conn, search, limit=limit - recent, offset=max(0, offset - in_window), tier="older"
     )
-    return RankedPage(rows, since, recent)
+    return RankedPage(rows, recent)
 
 
 async def search_sessions(
@@ -103,6 +95,9 @@ async def search_sessions(
         # whose window match went away between them would be placed by both.
         async with db.replica_read(snapshot=True) as conn:
             search = SearchQuery(query_words, where)
+            if where.user_id is not None:
+                entries = await queries.owner_entries(conn, where.user_id)
+                search = SearchQuery(query_words, where, entries)
             if include_total:
                 total = await queries.count_search_results(conn, search)
             if shown:
@@ -113,7 +108,7 @@ async def search_sessions(
                 # those it placed, unless its title did (its message matches are older).
                 placed = page_ids[: ranked.recent]
                 matches = await queries.best_matching_messages(
-                    conn, search, placed, since=ranked.since
+                    conn, search, placed, recent=search.entries.since is not None
                 )
                 by_title = [session_id for session_id in placed if session_id not in matches]
                 matches |= await queries.best_matching_messages(

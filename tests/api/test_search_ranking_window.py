@@ -11,9 +11,11 @@ from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 
 from app.kit.db.engine import Database
 from app.search import queries as search_queries
+from app.search.fulltext import OWNER_BLOCK_BITS
 from tests.api.test_search import ids_of, patch, scroll, search, store
 
 USER = "ranking-user"
@@ -176,3 +178,40 @@ async def test_a_session_placed_by_its_title_in_the_window_has_its_older_message
     assert ids_of(page).index("old-body") < ids_of(page).index("old-title")
     assert placed["snippet"] == "payment one"
     assert placed["match_message_id"] is not None
+
+
+async def spread_into_blocks(database: Database) -> None:
+    """Each entry in a block of its own, as if 16,383 more entries of its owner came between
+    each two (the order kept): PostgreSQL reads a user's owned words by block (migration
+    0019), and the heaviest user's span thirty blocks."""
+    async with database.write() as conn:
+        await conn.execute(
+            sa.text("UPDATE chat_search SET user_ordinal = user_ordinal * :size"),
+            {"size": 1 << OWNER_BLOCK_BITS},
+        )
+
+
+@pytest.mark.usefixtures("window")
+async def test_a_user_whose_entries_span_many_blocks_finds_what_one_block_found(
+    client: httpx.AsyncClient, database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The window's blocks (from the one after its start's to the newest's) and every block
+    for the older tier and for a user within the window: the same sessions in the same order
+    as when all of them were in block 0; a session written next is numbered after the
+    newest, in the newest's block, and found."""
+    await seed(database)
+    queries = ["payment", "pay", "one payment", "overview", "hello"]
+    in_one_block = {q: await all_results(client, q) for q in queries}
+    monkeypatch.setattr(search_queries, "RANKING_WINDOW_ENTRIES", 100)
+    every_match = await all_results(client, "payment")
+    monkeypatch.setattr(search_queries, "RANKING_WINDOW_ENTRIES", 6)
+
+    await spread_into_blocks(database)
+
+    assert {q: await all_results(client, q) for q in queries} == in_one_block
+    monkeypatch.setattr(search_queries, "RANKING_WINDOW_ENTRIES", 100)
+    assert await all_results(client, "payment") == every_match
+    monkeypatch.setattr(search_queries, "RANKING_WINDOW_ENTRIES", 6)
+    await store(database, "newest", ("user", "payment today"), user_id=USER, at=20)
+    assert "newest" in await all_results(client, "payment today")
+    assert set((await all_results(client, "payment"))[:3]) == {"newest", "new-1", "new-2"}

@@ -58,8 +58,8 @@ SORT_KEY = [("pinned", True), ("updated_at", True), ("id", True)]
 SEARCH_REVISION = "0004_search"
 SEARCH_TRIGGERS = {"chat_search_ai", "chat_search_ad", "chat_search_au"}
 # Declared in app.kit.db.tables with `ddl_if(dialect="postgresql")`: GIN indexes over a tsvector
-# (0004) and over its words under their owner's key (0005).
-POSTGRES_ONLY_INDEXES = {"idx_chat_search_document", "idx_chat_search_owned"}
+# (0004) and over its words under their owner's key and block (0019, 0005 before).
+POSTGRES_ONLY_INDEXES = {"idx_chat_search_document", "idx_chat_search_owned_blocks"}
 OWNED_WORDS_REVISION = "0005_search_owned_words"
 REPLY_LIFECYCLE_REVISION = "0006_reply_lifecycle"
 REPLY_LIFECYCLE_TABLES = (chat_processes, chat_replies_generating)
@@ -109,6 +109,9 @@ IDEMPOTENCY_TABLE = chat_idempotency_keys
 # SQLite's FTS5 table with prefix indexes. Renumbered when it is merged after another
 # revision: its name is written here only.
 PREFIX_INDEX_REVISION = "0018_search_prefix_index"
+# Each search entry numbered among its owner's, and PostgreSQL's owned words in blocks of them.
+# Renumbered when it is merged after another revision: its name is written here only.
+OWNER_BLOCKS_REVISION = "0019_search_owner_blocks"
 FOLDER_LIST_INDEX_KEYS = [("user_id", False), ("active", False), ("folder_id", False), *SORT_KEY]
 
 # The tables as revision 0001_base_schema creates them: bound with the application's types so

@@ -26,6 +26,7 @@ from app.search.fulltext import (
     document,
     fts5_match,
     is_unspaced,
+    owner_block_key,
     owner_key,
     postgres_owned_tsquery,
     postgres_tsquery,
@@ -233,10 +234,20 @@ def test_a_run_without_spaces_is_a_phrase_of_its_pairs() -> None:
         "('\u6771\u4eac' <-> '\u4eac\u90fd':*) & 'x':*"
     )
     assert postgres_tsquery(["\u6771"]) == "'\u6771':*"
-    key = owner_key("bob")
+    key = owner_block_key("bob", 0)
     # The owned words have no positions: all pairs required, the order checked on the plain.
-    assert postgres_owned_tsquery(["\u6771\u4eac\u90fd"], "bob") == (
+    assert postgres_owned_tsquery(["\u6771\u4eac\u90fd"], "bob", range(1)) == (
         f"'{key}\u6771\u4eac' & '{key}\u4eac\u90fd':*"
+    )
+
+
+def test_owned_words_are_looked_for_in_each_block_named() -> None:
+    one, two = owner_block_key("bob", 1), owner_block_key("bob", 2)
+    assert one == owner_key("bob") + "1."
+    # An entry is in one block: each word in any of them.
+    assert postgres_owned_tsquery(["pay", "\u6771\u4eac\u90fd"], "bob", range(1, 3)) == (
+        f"('{one}pay':* | '{two}pay':*) & ('{one}\u6771\u4eac' | '{two}\u6771\u4eac') & "
+        f"('{one}\u4eac\u90fd':* | '{two}\u4eac\u90fd':*)"
     )
 
 

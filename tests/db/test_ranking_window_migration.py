@@ -56,6 +56,8 @@ async def test_upgrade_adds_id_to_the_users_index_and_downgrade_removes_it(
     assert await key_columns(fresh_engine) == ["user_id", "id"]
     async with fresh_engine.connect() as conn:
         assert await alembic_versions(conn) == [RANKING_WINDOW_REVISION]
+    # The service's search reads the head's schema.
+    await upgrade(fresh_url)
     async with app_database(fresh_url) as database:
         assert sorted(await found(database, "payment", "user-1")) == ["s-1", "s-3"]
 

@@ -120,6 +120,8 @@ async def test_entries_past_one_batch_are_all_rewritten(
         stored = await stored_entries(conn)
         assert stored == await expected_entries(conn)
     assert len(stored) == 2 * len(seed)
+    # The service's search reads the head's schema.
+    await upgrade(fresh_url)
     async with app_database(fresh_url) as database:
         last = len(seed) - 1
         assert await found(database, f"cafe n{last}", f"user-{last % 5}") == [f"s-{last:05d}"]

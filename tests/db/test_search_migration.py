@@ -22,8 +22,10 @@ from app.messages import queries as message_queries
 from app.search import queries as search_queries
 from app.search.fulltext import (
     FTS_TABLE,
+    OWNER_BLOCK_BITS,
     document,
     owned_document,
+    owner_block_key,
     owner_key,
     postgres_owned_tsquery,
     query_words,
@@ -455,13 +457,16 @@ async def test_an_index_built_beforehand_without_blocking_is_kept(
         )
         built = await index_definitions(conn, "chat_search")
 
-    await upgrade(fresh_url)
+    await upgrade(fresh_url, OWNED_WORDS_REVISION)
 
     async with fresh_engine.connect() as conn:
-        assert await alembic_versions(conn) == [head_revision()]
-        # The index built beforehand, as it was built (later revisions change others).
+        # The index built beforehand, as it was built.
         after = await index_definitions(conn, "chat_search")
         assert after["idx_chat_search_owned"] == built["idx_chat_search_owned"]
+    # 0019 replaces it by the owned words in blocks.
+    await upgrade(fresh_url)
+    async with fresh_engine.connect() as conn:
+        assert await alembic_versions(conn) == [head_revision()]
         await assert_schema_matches_tables(conn)
     async with app_database(fresh_url) as database:
         assert await found(database, "send me", user_id="alice") == ["no-user"]
@@ -600,32 +605,48 @@ OWNER_IDS = ["alice", "user-42", "Ünïcödé 用户 🦊", 'it\'s \\ "quoted"',
 async def test_the_index_files_words_under_the_key_the_query_uses(
     backend: str, fresh_url: str
 ) -> None:
-    """chat_search_owned_words (SQL, migration 0005) and owner_key (Python) agree, whatever
-    the user id holds."""
+    """chat_search_owned_block_words (SQL, migration 0019) and owner_block_key (Python) agree,
+    whatever the user id holds and in whichever block the entry is: a query naming the entry's
+    block finds it, one naming only the blocks around it does not."""
     if backend != "postgresql":
         pytest.skip("owned words are PostgreSQL's")
     await upgrade(fresh_url)
     text = "ünï 用户 parcel"
+    tokens = document(text).split(" ")
+    size = 1 << OWNER_BLOCK_BITS
+    places = [(0, 0), (size - 1, 0), (size, 1), (12 * size + 5, 12)]
     async with app_database(fresh_url) as database, database.read() as conn:
         for user_id in OWNER_IDS:
-            lexemes, matches = (
-                await conn.execute(
-                    sa.text(
-                        "SELECT tsvector_to_array(owned), owned @@ CAST(:owned_query AS tsquery) "
-                        "FROM (SELECT chat_search_owned_words(:user_id, to_tsvector('simple', "
-                        ":text)) AS owned) AS indexed"
-                    ),
-                    {
-                        "user_id": user_id,
-                        "text": document(text),
-                        "owned_query": postgres_owned_tsquery(["用", "parc"], user_id),
-                    },
-                )
-            ).one()
-            key = owner_key(user_id)
-            tokens = document(text).split(" ")
-            assert sorted(lexemes) == sorted(f"{key}{token}" for token in tokens), user_id
-            assert matches is True, user_id
+            for ordinal, block in places:
+                lexemes, found_in_block, found_around = (
+                    await conn.execute(
+                        sa.text(
+                            "SELECT tsvector_to_array(owned), "
+                            "owned @@ CAST(:in_block AS tsquery), "
+                            "owned @@ CAST(:around AS tsquery) "
+                            "FROM (SELECT chat_search_owned_block_words(:user_id, :ordinal, "
+                            "to_tsvector('simple', :text)) AS owned) AS indexed"
+                        ),
+                        {
+                            "user_id": user_id,
+                            "ordinal": ordinal,
+                            "text": document(text),
+                            "in_block": postgres_owned_tsquery(
+                                ["用", "parc"], user_id, range(max(0, block - 1), block + 1)
+                            ),
+                            "around": postgres_owned_tsquery(
+                                ["用", "parc"],
+                                user_id,
+                                [other for other in (1, block + 1, block + 2) if other != block],
+                            ),
+                        },
+                    )
+                ).one()
+                key = owner_block_key(user_id, block)
+                assert sorted(lexemes) == sorted(f"{key}{token}" for token in tokens), user_id
+                assert found_in_block is True, (user_id, ordinal)
+                # Block 1's key is no prefix of block 12's, nor the other way.
+                assert found_around is False, (user_id, ordinal)
 
 
 # sqlite_stat1 as ANALYZE would write it for 11M search entries of a million light users

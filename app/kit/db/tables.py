@@ -160,6 +160,11 @@ chat_search = Table(
     Column("user_id", Text, nullable=True),
     Column("seq", Integer, nullable=False),
     Column("document", SearchDocument, nullable=False),
+    # The entry's place among its owner's entries, in the order they were written (0, 1, …;
+    # NULL without an owner): given by the database, a trigger of migration 0019, never by
+    # the application. PostgreSQL files the owned words in blocks of it (app/search/fulltext.py
+    # `owner_block_key`).
+    Column("user_ordinal", BigInteger, nullable=True),
     UniqueConstraint("session_id", "seq", name="uq_chat_search_session_seq"),
     # One user's entries, newest first: a search's ranking window (app/search/queries.py,
     # migration 0016).
@@ -167,11 +172,11 @@ chat_search = Table(
     Index("idx_chat_search_document", "document", postgresql_using="gin").ddl_if(
         dialect="postgresql"
     ),
-    # Each entry's words again, under its owner's key (migration 0005, app/search/fulltext.py):
-    # what one user's search reads.
+    # Each entry's words again, under its owner's key and block (migration 0019, 0005 before
+    # it, app/search/fulltext.py): what one user's search reads.
     Index(
-        "idx_chat_search_owned",
-        text("chat_search_owned_words(user_id, document)"),
+        "idx_chat_search_owned_blocks",
+        text("chat_search_owned_block_words(user_id, user_ordinal, document)"),
         postgresql_using="gin",
     ).ddl_if(dialect="postgresql"),
 )
