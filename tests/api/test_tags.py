@@ -288,3 +288,32 @@ async def test_tag_query_is_validated(client: httpx.AsyncClient) -> None:
     for params in ({"tag": ""}, {"tag": "x" * 51}, {"tag": [f"t{n}" for n in range(11)]}):
         response = await client.get(SESSIONS, params=params)
         assert response.status_code == 422, params
+
+
+# --- Names that look the same, and tags no session carries -------------------------------
+
+NFC_CAFE = "caf\u00e9"  # é as one code point
+NFD_CAFE = "cafe\u0301"  # e, then a combining acute accent
+
+
+async def test_canonically_equivalent_names_are_one_tag_spelled_in_nfc(
+    client: httpx.AsyncClient,
+) -> None:
+    a = await new_session(client, "a", [NFC_CAFE])
+    b = await new_session(client, "b", [NFD_CAFE.upper()])
+    c = await new_session(client, "c", ["cafe"])
+
+    # The same tag (its first spelling), and `cafe` without the accent is another one.
+    assert (await get_session(client, b))["tags"] == [NFC_CAFE]
+    assert await tags_list(client) == [("cafe", 1), (NFC_CAFE, 2)]
+    # Both spellings in one request are one tag.
+    assert (await tag(client, a, [NFD_CAFE, NFC_CAFE]))["tags"] == [NFC_CAFE]
+    # A name given in NFD is stored in NFC.
+    assert (await tag(client, c, ["Cre\u0300me"]))["tags"] == ["Cr\u00e8me"]
+    renamed = await client.patch(
+        tag_url(await tag_id(client, NFC_CAFE)), json={"name": "Cafe\u0301"}
+    )
+    assert renamed.status_code == 200, renamed.text
+    assert renamed.json()["name"] == "Caf\u00e9"
+    # The filter finds it in either form.
+    assert set(await listed(client, tag=NFD_CAFE)) == {a, b}
