@@ -317,3 +317,29 @@ async def test_canonically_equivalent_names_are_one_tag_spelled_in_nfc(
     assert renamed.json()["name"] == "Caf\u00e9"
     # The filter finds it in either form.
     assert set(await listed(client, tag=NFD_CAFE)) == {a, b}
+
+
+async def test_a_tag_no_session_carries_is_not_found_as_it_is_not_listed(
+    client: httpx.AsyncClient,
+) -> None:
+    gone = await new_session(client, "gone", ["Ghost", "Other ghost"])
+    await new_session(client, "kept", ["Kept"])
+    ghost_id = await tag_id(client, "Ghost")
+    kept_id = await tag_id(client, "Kept")
+
+    # Deleting its last session leaves no tag that anything lists.
+    assert (await client.delete(session_url(gone))).status_code == 204
+    assert await tags_list(client) == [("Kept", 1)]
+
+    renamed = await client.patch(tag_url(ghost_id), json={"name": "Back"})
+    assert renamed.status_code == 404, renamed.text
+    assert renamed.json() == {"detail": "Tag not found"}
+    assert (await client.delete(tag_url(ghost_id))).status_code == 404
+    assert await tags_list(client) == [("Kept", 1)]
+    # A rename onto a name only a gone tag had is a plain rename: the tag keeps its id.
+    onto = await client.patch(tag_url(kept_id), json={"name": "OTHER GHOST"})
+    assert onto.json() == {"tag_id": kept_id, "name": "OTHER GHOST", "session_count": 1}
+    # Tagging with the gone tag's name makes a new tag, spelled as given now.
+    await new_session(client, "again", ["ghost"])
+    assert await tags_list(client) == [("ghost", 1), ("OTHER GHOST", 1)]
+    assert await tag_id(client, "ghost") != ghost_id
