@@ -34,8 +34,8 @@ cannot run Python's Unicode rules: it stores names and keys in NFC with SQL's `n
 canonical), and leaves as they are the rows that would collide, unmerged: run the migration
 online to merge them.
 
-Downgrade drops `stored_at` and its index (idx_chat_feedback_updated back) and computes the
-keys the old way (case folding; names stay in NFC); merges are not undone.
+Downgrade drops `stored_at` and its index (idx_chat_feedback_updated back) and, online,
+computes the keys the old way (case folding; names stay in NFC); merges are not undone.
 
 Revision ID: 0020_unicode_names
 Revises: 0018_search_prefix_index
@@ -62,8 +62,8 @@ depends_on: str | Sequence[str] | None = None
 
 # Rows read per query while looking for owners to rewrite.
 _BATCH = 5_000
-# Starts each row's own key while an owner's names are rewritten: no name has it (a name is
-# a sidebar label, without control characters: app/kit/text.py).
+# Starts each row's own key (with its id) while its owner's names are rewritten, so that no
+# step meets the unique keys half-way; a name never has it (labels drop control characters).
 _PLACEHOLDER = "\x01"
 
 _tags = sa.table(
