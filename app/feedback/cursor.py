@@ -8,6 +8,9 @@ from app.kit.cursor import InvalidCursor, decode_payload, encode_payload, readin
 
 __all__ = ["InvalidCursor", "decode_cursor", "encode_cursor"]
 
+# Version 1 since before migration 0020, whose `u` was an `updated_at`: the `stored_at` 0020
+# gave every rating not imported, so such a cursor resumes where it was (and an imported
+# rating whose `stored_at` moved later is after it, not skipped).
 _VERSION = 1
 _KIND = "feedback"
 
@@ -17,7 +20,7 @@ def encode_cursor(position: FeedbackPosition) -> str:
         {
             "v": _VERSION,
             "k": _KIND,
-            "u": position.updated_at.isoformat(),
+            "u": position.stored_at.isoformat(),
             "i": position.message_id.hex,
         }
     )
@@ -32,5 +35,5 @@ def decode_cursor(cursor: str) -> FeedbackPosition:
         if payload.get("v") != _VERSION:
             raise InvalidCursor("unknown cursor version")
         return FeedbackPosition(
-            updated_at=utc_time(payload["u"]), message_id=uuid.UUID(hex=payload["i"])
+            stored_at=utc_time(payload["u"]), message_id=uuid.UUID(hex=payload["i"])
         )

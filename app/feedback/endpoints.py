@@ -116,8 +116,8 @@ async def list_feedback(
         IsoDateTime | None,
         Query(
             description=(
-                "Only feedback set or changed at or after this time (ISO 8601; without a time "
-                "zone, UTC)."
+                "Only feedback stored (set, changed or imported: `stored_at`) at or after this "
+                "time (ISO 8601; without a time zone, UTC)."
             )
         ),
     ] = None,
@@ -131,8 +131,10 @@ async def list_feedback(
         ),
     ] = None,
 ) -> FeedbackList:
-    """Least recently updated first (then by message id), so that an export can resume from
-    its last page's `next_cursor`, or from the time it last ran (`since`). Each entry has the
+    """Least recently stored first (`stored_at`, then by message id), so that an export can
+    resume from its last page's `next_cursor`, or from the time it last ran (`since`): a
+    rating imported since then is in it, although its `updated_at` (the time it was given)
+    is older. Each entry has the
     reply rated (with the provider and model its metadata names), the message it answered,
     the session and its owner. Service callers (`service_role` tokens) only, and anyone in
     open mode: the callers that may list every user's sessions; other users get a 403."""

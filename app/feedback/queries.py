@@ -70,9 +70,12 @@ async def put_feedback(
     rating: Rating,
     comment: str | None,
     now: datetime,
+    given_at: datetime | None = None,
 ) -> dict[str, Any]:
-    """Set the message's feedback, replacing any it had (its `created_at` stays); one
-    statement, so concurrent ratings of one message end as the last one, never as an error."""
+    """Set the message's feedback, replacing any it had (its `created_at` stays), as given at
+    `given_at` (an imported rating's time; default `now`) and stored `now`; one statement,
+    so concurrent ratings of one message end as the last one, never as an error."""
+    given = now if given_at is None else given_at
     dialect_insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
     stmt = dialect_insert(chat_feedback).values(
         message_id=message_id,
@@ -80,8 +83,9 @@ async def put_feedback(
         user_id=user_id,
         rating=rating,
         comment=comment,
-        created_at=now,
-        updated_at=now,
+        created_at=given,
+        updated_at=given,
+        stored_at=now,
     )
     upsert = stmt.on_conflict_do_update(
         index_elements=[chat_feedback.c.message_id],
@@ -89,6 +93,7 @@ async def put_feedback(
             "rating": stmt.excluded.rating,
             "comment": stmt.excluded.comment,
             "updated_at": stmt.excluded.updated_at,
+            "stored_at": stmt.excluded.stored_at,
         },
     ).returning(*FEEDBACK_COLUMNS)
     return dict((await conn.execute(upsert)).one()._mapping)
@@ -142,20 +147,20 @@ async def add_feedback(
 class FeedbackPosition:
     """Where a page of the export ends: the sort key of its last entry."""
 
-    updated_at: datetime
+    stored_at: datetime
     message_id: uuid.UUID
 
 
 _SINCE = bindparam("since", type_=UTCDateTime())
-_AFTER_UPDATED_AT = bindparam("after_updated_at", type_=UTCDateTime())
+_AFTER_STORED_AT = bindparam("after_stored_at", type_=UTCDateTime())
 _AFTER_ID = bindparam("after_id", type_=Uuid())
 _LIMIT = bindparam("limit", type_=Integer())
 
 
 @functools.cache
 def _export_page(*, since: bool, after: bool) -> Select[Any]:
-    """Feedback in (updated_at, message_id) order, with the reply and the message it answered:
-    one range of idx_chat_feedback_updated, two lookups by primary key per entry."""
+    """Feedback in (stored_at, message_id) order, with the reply and the message it answered:
+    one range of idx_chat_feedback_stored, two lookups by primary key per entry."""
     reply = chat_messages.alias("reply")
     answered = chat_messages.alias("answered")
     stmt = (
@@ -166,6 +171,7 @@ def _export_page(*, since: bool, after: bool) -> Select[Any]:
             chat_feedback.c.comment,
             chat_feedback.c.created_at,
             chat_feedback.c.updated_at,
+            chat_feedback.c.stored_at,
             chat_feedback.c.message_id,
             reply.c.content.label("reply_content"),
             reply.c.metadata.label("reply_metadata"),
@@ -174,15 +180,15 @@ def _export_page(*, since: bool, after: bool) -> Select[Any]:
         )
         .join(reply, reply.c.id == chat_feedback.c.message_id)
         .outerjoin(answered, answered.c.id == reply.c.parent_id)
-        .order_by(chat_feedback.c.updated_at, chat_feedback.c.message_id)
+        .order_by(chat_feedback.c.stored_at, chat_feedback.c.message_id)
         .limit(_LIMIT)
     )
     if since:
-        stmt = stmt.where(chat_feedback.c.updated_at >= _SINCE)
+        stmt = stmt.where(chat_feedback.c.stored_at >= _SINCE)
     if after:
         stmt = stmt.where(
-            tuple_(chat_feedback.c.updated_at, chat_feedback.c.message_id)
-            > tuple_(_AFTER_UPDATED_AT, _AFTER_ID)
+            tuple_(chat_feedback.c.stored_at, chat_feedback.c.message_id)
+            > tuple_(_AFTER_STORED_AT, _AFTER_ID)
         )
     return stmt
 
@@ -194,12 +200,12 @@ async def list_feedback(
     after: FeedbackPosition | None,
     limit: int,
 ) -> list[dict[str, Any]]:
-    """Up to `limit` entries of everyone's feedback updated at or after `since`, strictly
-    after `after`, in (updated_at, message_id) order."""
+    """Up to `limit` entries of everyone's feedback stored at or after `since`, strictly
+    after `after`, in (stored_at, message_id) order."""
     parameters: dict[str, Any] = {"limit": limit}
     if since is not None:
         parameters["since"] = since
     if after is not None:
-        parameters |= {"after_updated_at": after.updated_at, "after_id": after.message_id}
+        parameters |= {"after_stored_at": after.stored_at, "after_id": after.message_id}
     stmt = _export_page(since=since is not None, after=after is not None)
     return as_dicts(await conn.execute(stmt, parameters))

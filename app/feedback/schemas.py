@@ -68,8 +68,18 @@ class FeedbackItem(BaseResponse):
     user_id: str | None = Field(description="The session's owner (null in open mode).")
     rating: Rating
     comment: str | None
-    created_at: UTCTimestamp
-    updated_at: UTCTimestamp
+    created_at: UTCTimestamp = Field(
+        description="When the rating was first given (for an imported one: as its export says)."
+    )
+    updated_at: UTCTimestamp = Field(
+        description="When the rating was last given (for an imported one: as its export says)."
+    )
+    stored_at: UTCTimestamp = Field(
+        description=(
+            "When this service last stored it: set, changed or imported. The export's order, "
+            "and what `since` compares."
+        )
+    )
     message: RatedReply
     answered: AnsweredMessage | None = Field(
         description="The message the reply answered; null for a reply with no parent."
@@ -77,7 +87,7 @@ class FeedbackItem(BaseResponse):
 
 
 class FeedbackList(BaseResponse):
-    """A page of feedback, least recently updated first (then by message id)."""
+    """A page of feedback, least recently stored first (then by message id)."""
 
     feedback: list[FeedbackItem]
     next_cursor: str | None = Field(

@@ -82,7 +82,7 @@ async def list_feedback(
     after: FeedbackPosition | None,
     limit: int,
 ) -> FeedbackList:
-    """A page of everyone's feedback, least recently updated first, with the reply rated, its
+    """A page of everyone's feedback, least recently stored first, with the reply rated, its
     model and the message it answered; for callers that may read every user's sessions."""
     caller.require_everyone("list feedback")
     # On the read replica if any: an export a moment behind is as good (docs/scaling.md).
@@ -114,7 +114,7 @@ async def list_feedback(
         {
             "feedback": items,
             "next_cursor": (
-                encode_cursor(FeedbackPosition(last["updated_at"], last["message_id"]))
+                encode_cursor(FeedbackPosition(last["stored_at"], last["message_id"]))
                 if has_more and last is not None
                 else None
             ),

@@ -19,7 +19,8 @@ FolderName = Annotated[
     Field(
         description=(
             f"1 to {FOLDER_NAME_MAX_CHARS} characters once trimmed; stored trimmed, on one "
-            "line. Unique among the folder's siblings, ignoring case."
+            "line, in Unicode NFC. Unique among the folder's siblings, ignoring case and "
+            "Unicode form (`é` as one character or as `e` and a combining accent)."
         ),
         json_schema_extra={"pattern": trimmed_pattern(FOLDER_NAME_MAX_CHARS)},
         examples=["Projects"],

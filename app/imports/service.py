@@ -318,7 +318,9 @@ async def _write(
                 user_id=owner,
                 rating=node.feedback.rating,
                 comment=node.feedback.comment,
-                now=node.feedback.updated_at,
+                # Stored now: an export resumed with `since` finds it (stored_at).
+                now=utc_now(),
+                given_at=node.feedback.updated_at,
             )
     current = stored.get(conversation.current or "")
     if current is not None:

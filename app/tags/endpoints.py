@@ -16,7 +16,10 @@ from app.tags.schemas import TagRename, TagsList, TagSummary
 router = APIRouter(prefix="/api/v1/chat", tags=["tags"])
 
 TagIdPath = Annotated[uuid.UUID, Path(description="The tag's id (`tag_id` in the list).")]
-_NO_TAG = {404: "No such tag of the caller's."}
+_NO_TAG = {
+    404: "No such tag of the caller's: none by that id, or one no session carries any more "
+    "(not listed either)."
+}
 
 
 @router.get(

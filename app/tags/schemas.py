@@ -1,5 +1,6 @@
 """Request and response schemas of tags, and the rule for a label's name (tags and folders)."""
 
+import unicodedata
 import uuid
 from typing import Annotated
 
@@ -22,8 +23,11 @@ def label_name(value: str) -> str:
 
 
 def name_key(name: str) -> str:
-    """What makes two names the same: case-folded by Python, alike on both databases."""
-    return name.casefold()
+    """What makes two names the same: canonically equivalent (`é` as one code point or as `e`
+    and a combining accent) and case-folded, by Python, alike on both databases; accents
+    count (`café` is not `cafe`). Unicode's canonical caseless match (decomposed, folded),
+    composed again to store it; a stored key computed otherwise needs a migration (0020)."""
+    return unicodedata.normalize("NFC", unicodedata.normalize("NFD", name).casefold())
 
 
 def trimmed_pattern(max_chars: int) -> str:
@@ -35,8 +39,8 @@ def trimmed_pattern(max_chars: int) -> str:
 
 
 def checked_label(max_chars: int) -> AfterValidator:
-    """A name as stored (`label_name`), from text of 1 to `max_chars` characters once
-    trimmed."""
+    """A name as stored (`label_name`, in NFC: the form a name given in a decomposed form is
+    shown in), from text of 1 to `max_chars` characters once trimmed."""
 
     def check(value: str) -> str:
         trimmed = storable(value).strip()
@@ -46,7 +50,7 @@ def checked_label(max_chars: int) -> AfterValidator:
             raise ValueError(
                 f"must be at most {max_chars} characters, leading and trailing whitespace left out"
             )
-        return label_name(trimmed)
+        return unicodedata.normalize("NFC", label_name(trimmed))
 
     return AfterValidator(check)
 
@@ -56,8 +60,9 @@ TagName = Annotated[
     checked_label(TAG_MAX_CHARS),
     Field(
         description=(
-            f"1 to {TAG_MAX_CHARS} characters once trimmed; stored trimmed, on one line. Names "
-            "that differ only in case are the same tag."
+            f"1 to {TAG_MAX_CHARS} characters once trimmed; stored trimmed, on one line, in "
+            "Unicode NFC. Names that differ only in case or in their Unicode form (`é` as one "
+            "character or as `e` and a combining accent) are the same tag; accents count."
         ),
         json_schema_extra={"pattern": trimmed_pattern(TAG_MAX_CHARS)},
         examples=["Work"],

@@ -34,17 +34,26 @@ async def set_session_tags(
 ) -> None:
     """The session carries these tags (in this order) and no others; a name the owner already
     has in another spelling is that tag, spelled as it is."""
-    await queries.lock_owner_tags(conn, owner)
+    await _lock_tags(conn, owner)
     tag_ids = await queries.ensure_tags(conn, owner, distinct_names(names), now=utc_now())
     await queries.replace_session_tags(conn, session_id, owner, tag_ids)
 
 
+async def _lock_tags(conn: AsyncConnection, owner: str) -> None:
+    """Lock the owner's tags, and delete those no session carries. A tag exists while a
+    session carries it, as the listing shows: one whose last session was deleted (the
+    deletion takes only the link) is not found by a rename or a deletion (404), not merged
+    into by a rename, and not brought back, in its old spelling, by tagging with its name."""
+    await queries.lock_owner_tags(conn, owner)
+    await queries.delete_unused_tags(conn, owner)
+
+
 async def _locked_tag(conn: AsyncConnection, caller: Caller, tag_id: uuid.UUID) -> dict[str, Any]:
-    """The caller's tag, read again once the owner's tags are locked: another change may
-    have merged or deleted it meanwhile. `TagNotFound` if there is none."""
+    """The caller's tag, read again once the owner's tags are locked (`_lock_tags`): another
+    change may have merged or deleted it meanwhile. `TagNotFound` if there is none."""
     tag = await queries.find_tag(conn, tag_id, owner=caller.owner_filter)
     if tag is not None:
-        await queries.lock_owner_tags(conn, tag["user_id"])
+        await _lock_tags(conn, tag["user_id"])
         tag = await queries.find_tag(conn, tag_id, owner=caller.owner_filter)
     if tag is None:
         raise TagNotFound()
@@ -67,8 +76,7 @@ async def rename_tag(db: Database, caller: Caller, tag_id: uuid.UUID, name: str)
         tag = await _locked_tag(conn, caller, tag_id)
         kept = await queries.rename_tag(conn, tag, name)
         summary = await queries.tag_summary(conn, kept)
-    if summary is None:  # a tag no session carries (left by deleted sessions)
-        summary = {"tag_id": kept, "name": name, "session_count": 0}
+    assert summary is not None  # some session carried the tag, and carries the one kept
     return TagSummary.model_validate(summary)
 
 

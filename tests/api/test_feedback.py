@@ -38,6 +38,7 @@ ITEM_KEYS = {
     "comment",
     "created_at",
     "updated_at",
+    "stored_at",
     "message",
     "answered",
 }
@@ -102,7 +103,9 @@ async def test_set_replace_and_clear_a_replys_feedback(
         "comment",
         "created_at",
         "updated_at",
+        "stored_at",
     }
+    assert row["stored_at"] == row["updated_at"]
 
     # Setting it again replaces all of it, the comment included.
     second = await rate(client, "rated", reply_id, {"rating": "down"})
@@ -112,6 +115,7 @@ async def test_set_replace_and_clear_a_replys_feedback(
     assert by_id(await get_session(client, "rated"))[reply_id]["feedback"] == second
     [replaced] = await stored_feedback(database)
     assert replaced["created_at"] == row["created_at"]
+    assert replaced["stored_at"] == replaced["updated_at"] == parse_utc(second["updated_at"])
 
     cleared = await client.delete(feedback_url("rated", reply_id))
 

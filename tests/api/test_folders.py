@@ -122,6 +122,28 @@ async def test_names_are_unique_among_siblings_ignoring_case(client: httpx.Async
     ]
 
 
+async def test_canonically_equivalent_names_clash_and_are_stored_in_nfc(
+    client: httpx.AsyncClient,
+) -> None:
+    nfc = await create(client, "Caf\u00e9")
+    # `e` and a combining accent: the same name, ignoring case too.
+    clash = await client.post(FOLDERS, json={"name": "CAFE\u0301"})
+    assert clash.status_code == 409, clash.text
+    rename = await client.patch(
+        folder_url((await create(client, "Other"))["folder_id"]), json={"name": "cafe\u0301"}
+    )
+    assert rename.status_code == 409, rename.text
+    # Without the accent it is another name; one given in NFD is stored in NFC.
+    await create(client, "Cafe")
+    child = await create(client, "Cre\u0300me", nfc["folder_id"])
+    assert child["name"] == "Cr\u00e8me"
+    assert shape(await tree(client)) == [
+        ("Cafe", 0, []),
+        ("Caf\u00e9", 0, [("Cr\u00e8me", 0, [])]),
+        ("Other", 0, []),
+    ]
+
+
 async def test_moves_refuse_cycles_and_the_depth_limit(client: httpx.AsyncClient) -> None:
     top = await create(client, "Top")
     middle = await create(client, "Middle", top["folder_id"])

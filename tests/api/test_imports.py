@@ -853,3 +853,42 @@ async def test_of_several_conversations_json_in_a_zip_the_top_one_is_read_and_no
 
     assert (status["status"], status["imported"]) == ("done", 1)
     assert set(await imported_sessions(client)) == {"Top"}
+
+
+async def test_a_rating_imported_after_a_feedback_export_is_in_the_next_one_since_then(
+    client: httpx.AsyncClient,
+) -> None:
+    """A client exports feedback with `since` = the time of its previous export. An imported
+    rating keeps the time it was given (long before), and still is in the export after its
+    import: `since` is on the time the service stored it (`stored_at`)."""
+    await branched_session(client, "original")
+    exported = await export_of(client, "original")
+    given = datetime(2020, 1, 2, 3, 4, 5, tzinfo=UTC)
+    for message in exported["messages"]:
+        if message["feedback"]:
+            message["feedback"]["updated_at"] = given.isoformat()
+    first_export_at = utc_now()
+    first = await client.get("/api/v1/feedback", params={"limit": 500})
+    assert first.status_code == 200, first.text
+    assert len(first.json()["feedback"]) == 2
+
+    status = await finished(client, await upload(client, json.dumps(exported).encode()))
+    assert status["imported"] == 1
+
+    since = await client.get(
+        "/api/v1/feedback", params={"since": first_export_at.isoformat(), "limit": 500}
+    )
+    assert since.status_code == 200, since.text
+    listed = since.json()["feedback"]
+    assert {item["session_id"] for item in listed} - {"original"}, "imported ratings missing"
+    [copy_id] = {item["session_id"] for item in listed}
+    assert len(listed) == 2
+    for item in listed:
+        # The rating keeps the time it was given; the export's order is the time it was stored.
+        assert parse_time(item["updated_at"]) == given
+        assert parse_time(item["stored_at"]) >= first_export_at
+    assert copy_id != "original"
+
+
+def parse_time(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))

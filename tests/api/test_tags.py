@@ -288,3 +288,58 @@ async def test_tag_query_is_validated(client: httpx.AsyncClient) -> None:
     for params in ({"tag": ""}, {"tag": "x" * 51}, {"tag": [f"t{n}" for n in range(11)]}):
         response = await client.get(SESSIONS, params=params)
         assert response.status_code == 422, params
+
+
+# --- Names that look the same, and tags no session carries -------------------------------
+
+NFC_CAFE = "caf\u00e9"  # é as one code point
+NFD_CAFE = "cafe\u0301"  # e, then a combining acute accent
+
+
+async def test_canonically_equivalent_names_are_one_tag_spelled_in_nfc(
+    client: httpx.AsyncClient,
+) -> None:
+    a = await new_session(client, "a", [NFC_CAFE])
+    b = await new_session(client, "b", [NFD_CAFE.upper()])
+    c = await new_session(client, "c", ["cafe"])
+
+    # The same tag (its first spelling), and `cafe` without the accent is another one.
+    assert (await get_session(client, b))["tags"] == [NFC_CAFE]
+    assert await tags_list(client) == [("cafe", 1), (NFC_CAFE, 2)]
+    # Both spellings in one request are one tag.
+    assert (await tag(client, a, [NFD_CAFE, NFC_CAFE]))["tags"] == [NFC_CAFE]
+    # A name given in NFD is stored in NFC.
+    assert (await tag(client, c, ["Cre\u0300me"]))["tags"] == ["Cr\u00e8me"]
+    renamed = await client.patch(
+        tag_url(await tag_id(client, NFC_CAFE)), json={"name": "Cafe\u0301"}
+    )
+    assert renamed.status_code == 200, renamed.text
+    assert renamed.json()["name"] == "Caf\u00e9"
+    # The filter finds it in either form.
+    assert set(await listed(client, tag=NFD_CAFE)) == {a, b}
+
+
+async def test_a_tag_no_session_carries_is_not_found_as_it_is_not_listed(
+    client: httpx.AsyncClient,
+) -> None:
+    gone = await new_session(client, "gone", ["Ghost", "Other ghost"])
+    await new_session(client, "kept", ["Kept"])
+    ghost_id = await tag_id(client, "Ghost")
+    kept_id = await tag_id(client, "Kept")
+
+    # Deleting its last session leaves no tag that anything lists.
+    assert (await client.delete(session_url(gone))).status_code == 204
+    assert await tags_list(client) == [("Kept", 1)]
+
+    renamed = await client.patch(tag_url(ghost_id), json={"name": "Back"})
+    assert renamed.status_code == 404, renamed.text
+    assert renamed.json() == {"detail": "Tag not found"}
+    assert (await client.delete(tag_url(ghost_id))).status_code == 404
+    assert await tags_list(client) == [("Kept", 1)]
+    # A rename onto a name only a gone tag had is a plain rename: the tag keeps its id.
+    onto = await client.patch(tag_url(kept_id), json={"name": "OTHER GHOST"})
+    assert onto.json() == {"tag_id": kept_id, "name": "OTHER GHOST", "session_count": 1}
+    # Tagging with the gone tag's name makes a new tag, spelled as given now.
+    await new_session(client, "again", ["ghost"])
+    assert await tags_list(client) == [("ghost", 1), ("OTHER GHOST", 1)]
+    assert await tag_id(client, "ghost") != ghost_id

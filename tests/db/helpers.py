@@ -112,6 +112,10 @@ PREFIX_INDEX_REVISION = "0018_search_prefix_index"
 # Each search entry numbered among its owner's, and PostgreSQL's owned words in blocks of them.
 # Renumbered when it is merged after another revision: its name is written here only.
 OWNER_BLOCKS_REVISION = "0019_search_owner_blocks"
+# Tag and folder names keyed canonically (merging what now collides), and the feedback
+# export's `stored_at`. Renumbered when it is merged after another revision: its name is
+# written here only.
+UNICODE_NAMES_REVISION = "0020_unicode_names"
 FOLDER_LIST_INDEX_KEYS = [("user_id", False), ("active", False), ("folder_id", False), *SORT_KEY]
 
 # The tables as revision 0001_base_schema creates them: bound with the application's types so

@@ -109,9 +109,18 @@ async def test_downgrade_drops_the_table_and_upgrade_brings_it_back(
     await upgrade(fresh_url, FEEDBACK_REVISION)
     async with app_database(fresh_url) as database:
         reply = next(m for m in await message_rows(database, SEEDED) if m["role"] == "assistant")
-        await feedback_service.set_feedback(
-            database, OPEN, SEEDED, reply["id"], FeedbackRequest(rating="up")
-        )
+        # The row as this revision has it (later ones add columns the write path fills).
+        async with database.write() as conn:
+            await conn.execute(
+                sa.insert(chat_feedback).values(
+                    message_id=reply["id"],
+                    session_id=SEEDED,
+                    user_id=None,
+                    rating="up",
+                    created_at=utc_now(),
+                    updated_at=utc_now(),
+                )
+            )
 
     await downgrade(fresh_url, down_revision_of(FEEDBACK_REVISION))
 

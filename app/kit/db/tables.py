@@ -284,11 +284,17 @@ chat_feedback = Table(
     Column("user_id", Text, nullable=True),
     Column("rating", Text, nullable=False),
     Column("comment", Text, nullable=True),
+    # When the rating was first and last given: by the user here, or as an imported export
+    # says (shown to clients).
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
+    # When this service last wrote the row (migration 0020): a rating set, changed or
+    # imported. The export's order, so that `since` finds a rating imported after an export
+    # although it was given long before.
+    Column("stored_at", UTCDateTime, nullable=False),
     CheckConstraint(f"rating IN {RATINGS!r}", name="rating"),
     # The export's order (GET /api/v1/feedback): keyset pages and `since` are one range of it.
-    Index("idx_chat_feedback_updated", "updated_at", "message_id"),
+    Index("idx_chat_feedback_stored", "stored_at", "message_id"),
     # Deleting a session deletes its feedback by cascade: found by this index.
     Index("idx_chat_feedback_session", "session_id"),
 )

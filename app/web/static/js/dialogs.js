@@ -240,9 +240,10 @@ export function confirmFolderDelete(folder) {
   });
 }
 
-/** Tags that differ only in case are one tag; the server's rule (casefold) decides, this only
- * keeps the dialog from showing the same tag twice. */
-const sameTag = (a, b) => a.toLowerCase() === b.toLowerCase();
+/** Tags that differ only in case or Unicode form are one tag; the server's rule (NFC and
+ * casefold) decides, this only keeps the dialog from showing the same tag twice. */
+const fold = (tag) => tag.normalize('NFC').toLowerCase();
+const sameTag = (a, b) => fold(a) === fold(b);
 
 /**
  * Edits a session's tags: chips with a remove button, a field that adds a tag on Enter or a
