@@ -45,6 +45,8 @@ Revises: 0018_search_prefix_index
 Create Date: 2026-12-08
 """
 
+import logging
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -61,6 +63,8 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 BATCH_ROWS = 10_000
+# Where Alembic reports its steps: each long step of the upgrade says how long it took.
+_log = logging.getLogger("alembic.runtime.migration")
 # The first key of the advisory lock that makes one user's entry writes take turns (the second
 # is hashtext(user_id)): its own space (app/tags/queries.py has 0x7A6).
 _NUMBERING_LOCK = 0x5EA
@@ -192,20 +196,31 @@ def _upgrade_postgresql() -> None:
                 )
                 work.execute(sa.text(_BLOCK_WORDS_FUNCTION))
                 work.execute(sa.text(_NUMBERING_FUNCTION))
+            started = time.perf_counter()
             upto = committed_high_water(work, "chat_search")
-            _number_in_batches(work, upto)
+            batches = _number_in_batches(work, upto)
+            _log.info(
+                "Numbered the entries up to id %d in %d batches, %.1f s",
+                upto,
+                batches,
+                time.perf_counter() - started,
+            )
             # Entries written since: numbered once without holding writes off, then, with
             # writes held off, the last few, and the trigger that numbers every later one.
             _retrying(work, _NUMBER_NEWER, {"upto": upto})
+            started = time.perf_counter()
             with work.begin():
                 work.execute(sa.text("LOCK TABLE chat_search IN SHARE ROW EXCLUSIVE MODE"))
                 work.execute(sa.text(_NUMBER_NEWER), {"upto": upto})
                 work.execute(sa.text("DROP TRIGGER IF EXISTS chat_search_number ON chat_search"))
                 work.execute(sa.text(_POSTGRES_TRIGGER))
+            _log.info("Held writes to chat_search off for %.3f s", time.perf_counter() - started)
+        started = time.perf_counter()
         drop_invalid_index(_INDEX)
         op.execute(
             f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {_INDEX} ON chat_search {_INDEX_DEFINITION}"
         )
+        _log.info("Built %s in %.1f s", _INDEX, time.perf_counter() - started)
         op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {_OLD_INDEX}")
         # Statistics of the new expression, as autovacuum would gather them later (a sample).
         op.execute("ANALYZE chat_search")
@@ -215,15 +230,17 @@ def _upgrade_postgresql() -> None:
     bind.execute(sa.text(f"SELECT pg_advisory_unlock({MIGRATION_LOCK_KEY})"))
 
 
-def _number_in_batches(work: sa.Connection, upto: int) -> None:
+def _number_in_batches(work: sa.Connection, upto: int) -> int:
     """Number the entries up to `upto` in batches by (user_id, id), each committed on its
-    own."""
+    own; how many batches it took."""
     user, after, next_ordinal = "", -1, 0
+    batches = 0
     while True:
         parameters = {"user": user, "after": after, "next": next_ordinal, "upto": upto}
         last = _retrying(work, _NUMBER_BATCH, parameters)
         if last is None:
-            return
+            return batches
+        batches += 1
         user, after, next_ordinal = last.user_id, last.id, last.ordinal + 1
 
 
