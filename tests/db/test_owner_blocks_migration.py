@@ -15,6 +15,10 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.kit.db import migrate
+from app.kit.db.types import utc_now
+from app.search import index as search_index
+from app.search.fulltext import OWNER_BLOCK_BITS
+from app.sessions import queries as session_queries
 from tests.db.helpers import (
     OWNER_BLOCKS_REVISION,
     PREFIX_INDEX_REVISION,
@@ -60,16 +64,18 @@ async def numbering(conn: AsyncConnection) -> dict[str | None, list[int | None]]
     return dict(numbers)
 
 
-async def assert_numbered_in_order(engine: AsyncEngine) -> dict[str | None, list[int | None]]:
-    """Every owner's entries are numbered 0, 1, … in the order of their ids; those without an
-    owner are not numbered."""
+async def assert_numbered_in_order(
+    engine: AsyncEngine, *, start: int = 0
+) -> dict[str | None, list[int | None]]:
+    """Every owner's entries are numbered `start`, `start` + 1, … in the order of their ids;
+    those without an owner are not numbered."""
     async with engine.connect() as conn:
         numbers = await numbering(conn)
     for user_id, ordinals in numbers.items():
         if user_id is None:
             assert set(ordinals) == {None}
         else:
-            assert ordinals == list(range(len(ordinals))), user_id
+            assert ordinals == list(range(start, start + len(ordinals))), user_id
     return numbers
 
 
@@ -303,3 +309,61 @@ async def test_an_interrupted_upgrade_runs_again(
         await assert_schema_matches_tables(conn)
     async with app_database(fresh_url) as database:
         assert sorted(await found(database, "filler", "ann")) == ["refund"]
+
+
+async def test_two_tabs_of_a_user_are_numbered_in_order_on_a_repeatable_read_server(
+    backend: str, fresh_url: str, fresh_engine: AsyncEngine
+) -> None:
+    """The trigger reads the owner's newest entry once it has its turn, which only a snapshot
+    per statement (READ COMMITTED) shows. On a server whose default is REPEATABLE READ, a
+    writer whose transaction began before two others of the same user committed would number
+    its entry after what it saw, behind theirs: the newest entry's block would no longer be
+    the last, and a search would not read theirs. The service's writes run at READ COMMITTED
+    whatever the server's default."""
+    if backend != "postgresql":
+        pytest.skip("SQLite writes one transaction at a time")
+    await upgrade(fresh_url)
+    async with fresh_engine.begin() as conn:
+        name = (await conn.execute(sa.text("SELECT current_database()"))).scalar_one()
+        default = "default_transaction_isolation = 'repeatable read'"
+        await conn.execute(sa.text(f'ALTER DATABASE "{name}" SET {default}'))
+    user = "two-tabs"
+    began, committed = asyncio.Event(), asyncio.Event()
+
+    async with app_database(fresh_url) as database:
+        await store_text(database, "first", user, "First words")
+        async with database.write() as conn:
+            for session_id in ("alpha", "zulu", "late"):
+                await session_queries.create_session_if_absent(
+                    conn, session_id=session_id, user_id=user, now=utc_now()
+                )
+            # As if 16,381 entries of theirs came before: the next two end block 0 and start
+            # block 1.
+            await conn.execute(
+                sa.text("UPDATE chat_search SET user_ordinal = user_ordinal + :before"),
+                {"before": (1 << OWNER_BLOCK_BITS) - 3},
+            )
+
+        async def late_tab() -> None:
+            # Its transaction reads the database first, then writes its entry once two other
+            # tabs' entries are committed.
+            async with database.write() as conn:
+                await session_queries.create_session_if_absent(
+                    conn, session_id="late", user_id=user, now=utc_now()
+                )
+                began.set()
+                await committed.wait()
+                await search_index.index_text(conn, "late", user, 1, "Late words")
+
+        async def other_tabs() -> None:
+            await began.wait()
+            for session_id in ("alpha", "zulu"):
+                async with database.write() as conn:
+                    await search_index.index_text(conn, session_id, user, 1, f"{session_id} words")
+            committed.set()
+
+        await asyncio.gather(late_tab(), other_tabs())
+
+        assert await found(database, "zulu", user) == ["zulu"]
+    numbers = await assert_numbered_in_order(fresh_engine, start=(1 << OWNER_BLOCK_BITS) - 3)
+    assert len(numbers[user]) == 5

@@ -46,6 +46,10 @@ def create_engine(settings: Settings, database_url: str | None = None) -> AsyncE
         pool_recycle=settings.database_pool_recycle_seconds,
         pool_timeout=settings.database_pool_timeout_seconds,
         json_deserializer=_json_loads,
+        # Whatever the server's default_transaction_isolation: the trigger that numbers a
+        # user's search entries (migration 0019) reads their newest once it has its turn, which
+        # only a snapshot per statement shows. In BEGIN itself: no round trip of its own.
+        isolation_level="READ COMMITTED",
     )
     event.listen(engine.sync_engine, "checkout", _replace_if_closed)
     event.listen(engine.sync_engine, "connect", _turn_off_jit)
