@@ -171,21 +171,23 @@ async def set_imported_session(
     metadata: dict[str, Any],
     updated_at: datetime | None,
 ) -> None:
-    """What an imported session keeps besides its messages: its title (and who wrote it,
-    with its search entry), pin, archive state and origin; with `updated_at`, its time of
+    """What an imported session keeps besides its messages: its title (and who wrote it),
+    the title's search entry, pin, archive state and origin; with `updated_at`, its time of
     last activity (a session without messages)."""
     values: dict[str, Any] = {"pinned": pinned, "active": not archived, "metadata": metadata}
     if title is not None:
         values |= {"title": title, "title_source": title_source}
     if updated_at is not None:
         values["updated_at"] = updated_at
-    owner = (
+    session = (
         await conn.execute(
             update(chat_sessions)
             .where(chat_sessions.c.session_id == session_id)
             .values(values)
-            .returning(chat_sessions.c.user_id)
+            .returning(chat_sessions.c.user_id, chat_sessions.c.title)
         )
-    ).scalar_one()
-    if title is not None:
-        await search_index.replace_title(conn, session_id, owner, title)
+    ).one()
+    # The title's entry: the one given, or the automatic one its messages set (stored
+    # without their entries, app/imports/service.py).
+    if session.title is not None:
+        await search_index.replace_title(conn, session_id, session.user_id, session.title)

@@ -31,6 +31,7 @@ from app.kit.errors import ImportNotFound, ImportRunning, NotAnImport
 from app.kit.text import make_preview, make_title, shorten
 from app.messages import queries as message_queries
 from app.messages.queries import StoredMessage
+from app.search import index as search_index
 from app.sessions import queries as session_queries
 from app.sessions.schemas import TITLE_MAX_CHARS
 
@@ -308,8 +309,10 @@ async def _write(
         conn, session_id=session_id, user_id=owner, now=conversation.created_at
     )
     stored: dict[str, StoredMessage] = {}
+    texts: list[tuple[int, str]] = []
     for node in conversation.nodes:
-        stored[node.key] = await _append(conn, session_id, node, stored, message_max_chars)
+        stored[node.key], text = await _append(conn, session_id, node, stored, message_max_chars)
+        texts.append((stored[node.key].ordinal, text))
         if node.feedback is not None and node.role == "assistant":
             await feedback_queries.put_feedback(
                 conn,
@@ -331,6 +334,11 @@ async def _write(
         await message_queries.remember_branch(conn, session_id=session_id, leaf_id=leaf.id)
         await message_queries.end_current_branch_at(conn, session_id=session_id, leaf=leaf)
     title = None if conversation.title is None else shorten(conversation.title, TITLE_MAX_CHARS)
+    # The search entries last: one user's entry writes take turns until their transaction
+    # ends (migration 0019), so the user's other writes wait for these inserts, not for the
+    # whole conversation.
+    for ordinal, text in texts:
+        await search_index.index_text(conn, session_id, owner, ordinal, text)
     await queries.set_imported_session(
         conn,
         session_id,
@@ -355,7 +363,9 @@ async def _append(
     node: Node,
     stored: dict[str, StoredMessage],
     message_max_chars: int,
-) -> StoredMessage:
+) -> tuple[StoredMessage, str]:
+    """`node` stored under the message `stored` holds for its parent, without its search
+    entries: the message, and the text stored."""
     content, metadata = node.content, node.metadata
     if node.role == "user" and len(content.strip()) > message_max_chars:
         # The limit a user's message has when sent: kept up to it, and the cut recorded.
@@ -374,10 +384,11 @@ async def _append(
         title=make_title(content) if node.role == "user" and has_text else None,
         preview=make_preview(content) if has_text else None,
         now=node.created_at,
+        indexed=False,
         **placement,
     )
     assert message is not None  # the session was created in this transaction
-    return message
+    return message, content
 
 
 async def _save_progress(db: Database, import_id: uuid.UUID, progress: _Progress) -> None:

@@ -200,9 +200,11 @@ async def append_message(
     parent_id: uuid.UUID | None = None,
     first: bool = False,
     make_current: bool = False,
+    indexed: bool = True,
 ) -> StoredMessage | None:
     """Store a message and update its session's metadata incrementally; None if no session
-    (or no message `parent_id` in it).
+    (or no message `parent_id` in it). Without `indexed`, its search entries (the message's,
+    and the title's if it set the title) are left to the caller.
 
     Without `parent_id` the message follows the current branch's last message; with it, it
     is that message's child; with `first`, a new first message of the session. One under a
@@ -259,13 +261,14 @@ async def append_message(
             },
         )
     ).one()
-    # This message set the automatic title, unless the title already read the same (then
-    # its entry exists, and the insert is a no-op).
-    if title is not None and session.title == title:
-        await search_index.index_text(
-            conn, session_id, session.user_id, SEARCH_TITLE_SEQ, title, if_absent=True
-        )
-    await search_index.index_text(conn, session_id, session.user_id, message.ordinal, content)
+    if indexed:
+        # This message set the automatic title, unless the title already read the same (then
+        # its entry exists, and the insert is a no-op).
+        if title is not None and session.title == title:
+            await search_index.index_text(
+                conn, session_id, session.user_id, SEARCH_TITLE_SEQ, title, if_absent=True
+            )
+        await search_index.index_text(conn, session_id, session.user_id, message.ordinal, content)
     return StoredMessage(
         id=message_id,
         seq=message.seq,

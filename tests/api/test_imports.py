@@ -21,6 +21,7 @@ from app.kit.db.engine import Database
 from app.kit.db.tables import chat_imports, chat_sessions
 from app.kit.db.types import utc_now
 from app.main import create_app
+from app.messages import queries as message_queries
 from app.replies.liveness import ProcessLiveness
 from tests.api.helpers import CHAT, SESSIONS, Json, get_session, send, session_url
 from tests.conftest import LiveServer, make_settings, serve
@@ -892,3 +893,44 @@ async def test_a_rating_imported_after_a_feedback_export_is_in_the_next_one_sinc
 
 def parse_time(value: str) -> datetime:
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+async def test_a_users_message_is_stored_while_their_import_writes_a_conversation(
+    backend: str, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An import writes each conversation in one transaction, and one user's search entries
+    are written one transaction at a time (PostgreSQL, migration 0019: the numbering's lock
+    lasts until the writer's commit). Written with each message, the conversation's entries
+    held the user's message in another tab until the whole conversation was written; written
+    last, only for their own inserts. Here the import stops after two of its messages until
+    the user's message is stored."""
+    if backend != "postgresql":
+        pytest.skip("SQLite's write transactions take turns whoever writes")
+    paused, go_on = asyncio.Event(), asyncio.Event()
+    append = message_queries.append_message
+    imported = 0
+
+    async def appending_slowly(*args: Any, **kwargs: Any) -> Any:
+        nonlocal imported
+        if kwargs["session_id"] != "tab":
+            imported += 1
+            if imported == 3:
+                paused.set()
+                await go_on.wait()
+        return await append(*args, **kwargs)
+
+    monkeypatch.setattr(message_queries, "append_message", appending_slowly)
+    started = await upload(
+        client, export_bytes([full_conversation().as_json()]), user_id="importer"
+    )
+    await asyncio.wait_for(paused.wait(), 10)
+
+    try:
+        sent = await asyncio.wait_for(
+            send(client, "Still here", session_id="tab", user_id="importer"), 10
+        )
+    finally:
+        go_on.set()
+
+    assert sent["session_id"] == "tab"
+    assert (await finished(client, started))["imported"] == 1
