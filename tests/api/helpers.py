@@ -162,7 +162,8 @@ async def count_rows(database: Database) -> tuple[int, int]:
 
 
 async def stored_messages(database: Database, session_id: str) -> list[Json]:
-    """The session's rows in chat_messages, by seq."""
+    """The session's rows in chat_messages, by seq, siblings (one seq) in the order they were
+    written (a regenerated reply beside the first one: their order was the planner's)."""
     async with database.read() as conn:
         rows = await conn.execute(
             select(
@@ -173,7 +174,7 @@ async def stored_messages(database: Database, session_id: str) -> list[Json]:
                 chat_messages.c.metadata,
             )
             .where(chat_messages.c.session_id == session_id)
-            .order_by(chat_messages.c.seq)
+            .order_by(chat_messages.c.seq, chat_messages.c.ordinal)
         )
         return [dict(row) for row in rows.mappings()]
 
