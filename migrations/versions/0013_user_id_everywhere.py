@@ -36,7 +36,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-from app.kit.db.migrate import MIGRATION_LOCK_KEY
+from app.kit.db.migrate import committing_each_step
 
 revision: str = "0013_user_id_everywhere"
 down_revision: str | None = "0012_folders_tags"
@@ -86,10 +86,7 @@ def upgrade() -> None:
 
 
 def _upgrade_postgresql() -> None:
-    bind = op.get_bind()
-    # Held across the commits below (a transaction-level lock would end at the first one).
-    bind.execute(sa.text(f"SELECT pg_advisory_lock({MIGRATION_LOCK_KEY})"))
-    with op.get_context().autocommit_block():
+    with committing_each_step() as bind:
         for table in OWNERS:
             bind.execute(sa.text(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS user_id TEXT"))
         for table, (key, owner) in OWNERS.items():
@@ -109,10 +106,6 @@ def _upgrade_postgresql() -> None:
             bind.execute(sa.text(f"ALTER TABLE {table} VALIDATE CONSTRAINT {check}"))
             bind.execute(sa.text(f"ALTER TABLE {table} ALTER COLUMN user_id SET NOT NULL"))
             bind.execute(sa.text(f"ALTER TABLE {table} DROP CONSTRAINT {check}"))
-    # Back in the transaction that writes alembic_version: hold its lock again before letting
-    # go of the session's, so that no replica migrates before that commit.
-    bind.execute(sa.text(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})"))
-    bind.execute(sa.text(f"SELECT pg_advisory_unlock({MIGRATION_LOCK_KEY})"))
 
 
 def _fill_in_batches(bind: sa.Connection, table: str, key: str, owner: str) -> None:

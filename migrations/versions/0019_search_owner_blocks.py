@@ -53,7 +53,7 @@ from typing import Any
 import sqlalchemy as sa
 from alembic import op
 
-from app.kit.db.migrate import MIGRATION_LOCK_KEY, committed_high_water, drop_invalid_index
+from app.kit.db.migrate import committed_high_water, committing_each_step, drop_invalid_index
 from app.kit.db.unavailable import unavailable_reason
 from app.search.fulltext import OWNER_BLOCK_BITS, OWNER_KEY_HEX_DIGITS
 
@@ -184,10 +184,7 @@ def upgrade() -> None:
 
 
 def _upgrade_postgresql() -> None:
-    bind = op.get_bind()
-    # Held across the commits below (a transaction-level lock would end at the first one).
-    bind.execute(sa.text(f"SELECT pg_advisory_lock({MIGRATION_LOCK_KEY})"))
-    with op.get_context().autocommit_block():
+    with committing_each_step() as bind:
         # Transactions of their own, each committed before the next begins.
         with bind.engine.connect() as work:
             with work.begin():
@@ -224,10 +221,6 @@ def _upgrade_postgresql() -> None:
         op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {_OLD_INDEX}")
         # Statistics of the new expression, as autovacuum would gather them later (a sample).
         op.execute("ANALYZE chat_search")
-    # Back in the transaction that writes alembic_version: hold its lock again before letting
-    # go of the session's, so that no replica migrates before that commit.
-    bind.execute(sa.text(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})"))
-    bind.execute(sa.text(f"SELECT pg_advisory_unlock({MIGRATION_LOCK_KEY})"))
 
 
 def _number_in_batches(work: sa.Connection, upto: int) -> int:

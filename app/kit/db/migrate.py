@@ -1,8 +1,10 @@
 """Apply Alembic migrations from code (start-up, tests) as `alembic upgrade` would."""
 
 import asyncio
+import contextlib
 import functools
 import time
+from collections.abc import Iterator
 
 from alembic import command, op
 from alembic.config import Config
@@ -32,6 +34,23 @@ def drop_invalid_index(name: str) -> None:
     row = state.first()
     if row is not None and not row.indisvalid:
         op.execute(f"DROP INDEX CONCURRENTLY {name}")
+
+
+@contextlib.contextmanager
+def committing_each_step() -> Iterator[Connection]:
+    """In a migration (PostgreSQL): a block whose statements commit as they run (Alembic's
+    autocommit block), for steps that must not hold their locks until the migration ends,
+    with the migration lock held across those commits, as migrations/env.py's transaction
+    lock holds it otherwise. Yields the migration's connection."""
+    bind = op.get_bind()
+    # A session-level lock: the transaction-level one would end at the first commit.
+    bind.execute(text(f"SELECT pg_advisory_lock({MIGRATION_LOCK_KEY})"))
+    with op.get_context().autocommit_block():
+        yield bind
+    # Back in the transaction that writes alembic_version: hold its lock again before letting
+    # go of the session's, so that no replica migrates before that commit.
+    bind.execute(text(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})"))
+    bind.execute(text(f"SELECT pg_advisory_unlock({MIGRATION_LOCK_KEY})"))
 
 
 def committed_high_water(connection: Connection, table: str, *, own_xid: str | None = None) -> int:
