@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.kit.db.engine import Database
 from app.search import queries
-from app.search.queries import SearchQuery
+from app.search.queries import OwnerEntries, SearchQuery
 from app.search.snippets import make_snippet
 from app.sessions.cursor import (
     SEARCH_MAX_OFFSET,
@@ -94,10 +94,12 @@ async def search_sessions(
         # a page past the window's sessions takes two statements (its tiers), and a session
         # whose window match went away between them would be placed by both.
         async with db.replica_read(snapshot=True) as conn:
-            search = SearchQuery(query_words, where)
-            if where.user_id is not None:
-                entries = await queries.owner_entries(conn, where.user_id)
-                search = SearchQuery(query_words, where, entries)
+            entries = (
+                OwnerEntries()
+                if where.user_id is None
+                else await queries.owner_entries(conn, where.user_id)
+            )
+            search = SearchQuery(query_words, where, entries)
             if include_total:
                 total = await queries.count_search_results(conn, search)
             if shown:
